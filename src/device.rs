@@ -1,0 +1,170 @@
+//! Present devices as the service sees them: a connection with exclusive sessions, run on a worker
+//! thread of its own so that every operation can be bounded by a timeout.
+//!
+//! PC/SC calls block, and a stuck reader can block them indefinitely; the caller never waits for the
+//! worker longer than its timeout. An operation that times out is abandoned: its result is dropped
+//! unseen, so nothing it did reaches a token or the store.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::transport::CardTransport;
+use crate::{Error, Result};
+
+/// A card connection that can give one caller exclusive use of the card (one PC/SC transaction).
+pub trait CardConnection: Send + 'static {
+    /// Runs `op` with the card to itself; no other application's APDUs interleave with its APDUs.
+    fn exclusive(&mut self, op: &mut dyn FnMut(&mut dyn CardTransport) -> Result<()>) -> Result<()>;
+}
+
+type Job = Box<dyn FnOnce(&mut dyn CardConnection) + Send>;
+
+/// Handle to the worker thread that owns one device connection. Dropping the last handle ends the
+/// worker once its current operation returns.
+#[derive(Clone)]
+pub struct DeviceWorker {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl DeviceWorker {
+    /// Starts a worker thread owning `conn`.
+    pub fn spawn(name: &str, conn: Box<dyn CardConnection>) -> Result<Self> {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        thread::Builder::new()
+            .name(format!("device {name}"))
+            .spawn(move || {
+                let mut conn = conn;
+                while let Ok(job) = rx.recv() {
+                    job(conn.as_mut());
+                }
+            })?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `op` in one exclusive session on the card, waiting at most `timeout` for the result.
+    ///
+    /// Errors: whatever `op` or the connection returns; [`Error::Timeout`] when the device did not
+    /// finish in time; [`Error::DeviceRemoved`] when the worker is gone (the device left).
+    pub async fn run<R, F>(&self, timeout: Duration, op: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn CardTransport) -> Result<R> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn: &mut dyn CardConnection| {
+            let mut op = Some(op);
+            let mut out: Option<Result<R>> = None;
+            let status = conn.exclusive(&mut |card| {
+                match op.take() {
+                    Some(f) => out = Some(f(card)),
+                    None => out = Some(Err(Error::Internal("device operation ran twice".into()))),
+                }
+                Ok(())
+            });
+            let result = match (status, out) {
+                (Err(e), _) => Err(e),
+                (Ok(()), Some(r)) => r,
+                (Ok(()), None) => Err(Error::Internal("device operation did not run".into())),
+            };
+            // The caller may have given up (timeout); then nobody wants the result.
+            let _ = tx.send(result);
+        });
+        self.jobs.send(job).map_err(|_| Error::DeviceRemoved)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::DeviceRemoved),
+            Err(_) => Err(Error::Timeout(timeout)),
+        }
+    }
+}
+
+impl std::fmt::Debug for DeviceWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceWorker")
+    }
+}
+
+/// A [`CardConnection`] over any in-process [`CardTransport`] (the simulator in tests): exclusivity is
+/// the worker thread's ownership of it.
+pub struct DirectConnection<T>(pub T);
+
+impl<T: CardTransport + 'static> CardConnection for DirectConnection<T> {
+    fn exclusive(&mut self, op: &mut dyn FnMut(&mut dyn CardTransport) -> Result<()>) -> Result<()> {
+        op(&mut self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A test double standing in for a card: echoes commands, or sleeps to play a stuck reader.
+    struct Echo {
+        delay: Duration,
+    }
+
+    impl CardTransport for Echo {
+        fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>> {
+            thread::sleep(self.delay);
+            let mut r = command.to_vec();
+            r.extend_from_slice(&[0x90, 0x00]);
+            Ok(r)
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_operation_and_returns_its_result() {
+        let w = DeviceWorker::spawn(
+            "t",
+            Box::new(DirectConnection(Echo {
+                delay: Duration::ZERO,
+            })),
+        )
+        .unwrap();
+        let r = w
+            .run(Duration::from_secs(5), |card| card.transmit(&[1, 2]))
+            .await
+            .unwrap();
+        assert_eq!(r, vec![1, 2, 0x90, 0x00]);
+    }
+
+    #[tokio::test]
+    async fn stuck_device_times_out_and_result_is_dropped() {
+        let w = DeviceWorker::spawn(
+            "t",
+            Box::new(DirectConnection(Echo {
+                delay: Duration::from_millis(300),
+            })),
+        )
+        .unwrap();
+        let r = w
+            .run(Duration::from_millis(50), |card| card.transmit(&[1]))
+            .await;
+        assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+        // The worker survives and serves the next operation once the stuck one ends.
+        let r = w
+            .run(Duration::from_secs(5), |card| card.transmit(&[2]))
+            .await
+            .unwrap();
+        assert_eq!(r, vec![2, 0x90, 0x00]);
+    }
+
+    #[tokio::test]
+    async fn operation_error_is_passed_through() {
+        let w = DeviceWorker::spawn(
+            "t",
+            Box::new(DirectConnection(Echo {
+                delay: Duration::ZERO,
+            })),
+        )
+        .unwrap();
+        let r: Result<()> = w
+            .run(Duration::from_secs(5), |_| Err(Error::DeviceRemoved))
+            .await;
+        assert!(matches!(r, Err(Error::DeviceRemoved)));
+    }
+}

@@ -1,0 +1,85 @@
+//! The one error type of the core library. Each variant says what the caller should do about it; the
+//! daemon maps each to a stable D-Bus error name (`org.tessera.Tessera1.Error.<Variant>`).
+
+use std::time::Duration;
+
+/// Result with the core [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in Tessera, by what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No usable device is present: insert the card (or name another device).
+    #[error("no device present")]
+    NoDevice,
+    /// The named Unix account does not exist.
+    #[error("no such user: {0}")]
+    NoSuchUser(String),
+    /// The user has no enrollment matching a present device: enroll first, or use an enrolled card.
+    #[error("not enrolled: {0}")]
+    NotEnrolled(String),
+    /// The operation needs the card's PIN: pass the "pin" option.
+    #[error("a PIN is required")]
+    PinRequired,
+    /// The PIN was wrong; `retries` attempts remain before the card blocks.
+    #[error("wrong PIN, {retries} retries left")]
+    PinInvalid { retries: u8 },
+    /// The card has only its last PIN retry left; Tessera will not spend it. Unblock with the PUK.
+    #[error("PIN not tried: only {retries} retry left, spending it could block the card; unblock it with the PUK")]
+    PinWouldBlock { retries: u8 },
+    /// The card's PIN is blocked: reset it with the PUK.
+    #[error("the card's PIN is blocked")]
+    PinBlocked,
+    /// The PIN is malformed (empty, too long or not printable): ask the user again.
+    #[error("invalid PIN format: {0}")]
+    PinFormat(&'static str),
+    /// The device was removed during the operation; nothing was changed. Re-insert and retry.
+    #[error("device removed")]
+    DeviceRemoved,
+    /// The device did not answer in time; nothing was changed.
+    #[error("device did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The device's signature did not verify against the enrolled key: the card is not the enrolled one.
+    #[error("signature invalid: {0}")]
+    SignatureInvalid(&'static str),
+    /// The token is malformed, forged, from a retired key or unknown to this daemon.
+    #[error("token invalid")]
+    TokenInvalid,
+    /// The token's lifetime is over: authenticate again.
+    #[error("token expired")]
+    TokenExpired,
+    /// The token was revoked (logout, device removed, used, ...): authenticate again.
+    #[error("token revoked ({0})")]
+    TokenRevoked(String),
+    /// The caller may not do this.
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    /// Too many failed attempts: retry after the given time.
+    #[error("too many failed attempts; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    /// A request argument is malformed.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The device answered something Tessera cannot use (a protocol violation or an unsupported card).
+    #[error("device error: {0}")]
+    Device(String),
+    /// The configuration is invalid.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// The durable store failed; nothing was acknowledged.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// An operating-system error.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A bug or broken invariant inside Tessera.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}

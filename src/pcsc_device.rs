@@ -1,0 +1,275 @@
+//! The PC/SC backend: card connections through pcscd, and a reader monitor that reports cards coming
+//! and going as events (SCardGetStatusChange with the `\\?PnP?\Notification` pseudo-reader for reader
+//! arrival). The monitor blocks in pcscd without a timeout, so an idle daemon does not wake up; only
+//! while pcscd is absent does it retry, with a growing pause.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use pcsc::{Context, Disposition, Protocols, ReaderState, Scope, ShareMode, State};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::device::CardConnection;
+use crate::transport::CardTransport;
+use crate::{Error, Result};
+
+/// A reader or card change seen by the [`Monitor`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PcscEvent {
+    /// A card is present in `reader` (also reported for cards present at start-up).
+    CardInserted {
+        reader: String,
+        atr: Vec<u8>,
+        /// pcscd's per-reader count of insertions and removals; tells a card that stayed from one
+        /// that was swapped while Tessera was not watching.
+        event_count: u32,
+    },
+    /// The card left `reader` (or the reader itself went away).
+    CardRemoved { reader: String },
+    /// The first scan after (re)connecting to pcscd is complete: every present card was reported.
+    EnumerationComplete,
+    /// pcscd is unreachable; every card is to be taken as removed. The monitor keeps retrying.
+    ServiceUnavailable { reason: String },
+}
+
+/// Watches PC/SC readers on a thread of its own and sends [`PcscEvent`]s.
+pub struct Monitor {
+    stop: Arc<AtomicBool>,
+    ctx: Arc<std::sync::Mutex<Option<Context>>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Monitor {
+    /// Starts watching; events go to `events` until the monitor is dropped.
+    pub fn start(events: UnboundedSender<PcscEvent>) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ctx = Arc::new(std::sync::Mutex::new(None));
+        let thread = {
+            let stop = stop.clone();
+            let ctx = ctx.clone();
+            thread::Builder::new()
+                .name("pcsc monitor".into())
+                .spawn(move || watch(&stop, &ctx, &events))?
+        };
+        Ok(Self {
+            stop,
+            ctx,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Ok(guard) = self.ctx.lock() {
+            if let Some(ctx) = guard.as_ref() {
+                // Wakes the thread out of SCardGetStatusChange.
+                let _ = ctx.cancel();
+            }
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The longest pause between attempts to reach an absent pcscd.
+const MAX_RETRY: Duration = Duration::from_secs(2);
+
+fn watch(
+    stop: &AtomicBool,
+    shared_ctx: &std::sync::Mutex<Option<Context>>,
+    events: &UnboundedSender<PcscEvent>,
+) {
+    let mut pause = Duration::from_millis(50);
+    let mut warned = false;
+    while !stop.load(Ordering::SeqCst) {
+        match Context::establish(Scope::User) {
+            Ok(ctx) => {
+                if let Ok(mut g) = shared_ctx.lock() {
+                    *g = Some(ctx.clone());
+                }
+                if warned {
+                    tracing::info!("pcscd is reachable again");
+                }
+                warned = false;
+                pause = Duration::from_millis(50);
+                let reason = watch_context(&ctx, stop, events);
+                if let Ok(mut g) = shared_ctx.lock() {
+                    *g = None;
+                }
+                if stop.load(Ordering::SeqCst) || events.is_closed() {
+                    return;
+                }
+                tracing::warn!("lost pcscd: {reason}; every card is taken as removed");
+                let _ = events.send(PcscEvent::ServiceUnavailable { reason });
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!("pcscd is not reachable ({e}); retrying until it is");
+                    let _ = events.send(PcscEvent::ServiceUnavailable {
+                        reason: e.to_string(),
+                    });
+                    warned = true;
+                }
+                thread::sleep(pause);
+                pause = (pause * 2).min(MAX_RETRY);
+            }
+        }
+    }
+}
+
+/// Watches readers on one context until it fails or the monitor stops; returns why it ended.
+fn watch_context(ctx: &Context, stop: &AtomicBool, events: &UnboundedSender<PcscEvent>) -> String {
+    let pnp = pcsc::PNP_NOTIFICATION();
+    let mut states: Vec<ReaderState> = vec![ReaderState::new(pnp, State::UNAWARE)];
+    // Readers that currently hold a card, as reported to the listener, with pcscd's event count then.
+    let mut present: HashMap<String, u32> = HashMap::new();
+    let mut first_round = true;
+    loop {
+        // Bring the watched set in line with the reader list.
+        let readers = match ctx.list_readers_owned() {
+            Ok(r) => r,
+            Err(pcsc::Error::NoReadersAvailable) => Vec::new(),
+            Err(e) => return e.to_string(),
+        };
+        states.retain(|s| s.name() == pnp || readers.iter().any(|r| r.as_c_str() == s.name()));
+        for r in &readers {
+            if !states.iter().any(|s| s.name() == r.as_c_str()) {
+                states.push(ReaderState::new(r.clone(), State::UNAWARE));
+            }
+        }
+        let gone: Vec<String> = present
+            .keys()
+            .filter(|name| !readers.iter().any(|r| r.to_string_lossy() == name.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            present.remove(&name);
+            let _ = events.send(PcscEvent::CardRemoved { reader: name });
+        }
+
+        // The first call returns at once (UNAWARE states); later ones block until something changes.
+        match ctx.get_status_change(None, &mut states) {
+            Ok(()) => {}
+            Err(pcsc::Error::Cancelled) if stop.load(Ordering::SeqCst) => return "stopped".into(),
+            Err(pcsc::Error::UnknownReader) => continue,
+            Err(e) => return e.to_string(),
+        }
+        if stop.load(Ordering::SeqCst) {
+            return "stopped".into();
+        }
+        for s in &mut states {
+            if s.name() == pnp {
+                s.sync_current_state();
+                continue;
+            }
+            let name = s.name().to_string_lossy().into_owned();
+            let ev = s.event_state();
+            let has_card = ev.contains(State::PRESENT) && !ev.contains(State::MUTE);
+            let was = present.get(&name).copied();
+            // A changed event count with a card still there is a swap we did not see: report both.
+            let swapped = was.is_some_and(|count| has_card && count != s.event_count());
+            let was = was.is_some();
+            if was && (!has_card || swapped || ev.contains(State::UNAVAILABLE)) {
+                present.remove(&name);
+                let _ = events.send(PcscEvent::CardRemoved {
+                    reader: name.clone(),
+                });
+            }
+            if has_card && !present.contains_key(&name) && !ev.contains(State::UNAVAILABLE) {
+                present.insert(name.clone(), s.event_count());
+                let _ = events.send(PcscEvent::CardInserted {
+                    reader: name,
+                    atr: s.atr().to_vec(),
+                    event_count: s.event_count(),
+                });
+            }
+            s.sync_current_state();
+        }
+        if first_round {
+            first_round = false;
+            let _ = events.send(PcscEvent::EnumerationComplete);
+        }
+        if events.is_closed() {
+            return "listener gone".into();
+        }
+    }
+}
+
+/// A shared connection to the card in one reader.
+pub struct PcscConnection {
+    card: pcsc::Card,
+    reader: String,
+}
+
+impl PcscConnection {
+    /// Connects to the card in `reader` (shared mode: other applications may use the card between
+    /// Tessera's transactions).
+    pub fn connect(reader: &str) -> Result<Self> {
+        let ctx = Context::establish(Scope::User).map_err(map_err)?;
+        let name = CString::new(reader)
+            .map_err(|_| Error::InvalidArgument("reader name contains NUL".into()))?;
+        let card = ctx
+            .connect(&name, ShareMode::Shared, Protocols::ANY)
+            .map_err(map_err)?;
+        Ok(Self {
+            card,
+            reader: reader.to_owned(),
+        })
+    }
+
+    /// The reader this connection is to.
+    pub fn reader(&self) -> &str {
+        &self.reader
+    }
+}
+
+impl CardConnection for PcscConnection {
+    fn exclusive(&mut self, op: &mut dyn FnMut(&mut dyn CardTransport) -> Result<()>) -> Result<()> {
+        let tx = match self.card.transaction() {
+            Ok(tx) => tx,
+            Err(e) => return Err(map_err(e)),
+        };
+        let mut transport = TxTransport { tx: &tx };
+        let result = op(&mut transport);
+        // Ending the transaction can only fail if the card is gone; the operation's own result says
+        // more, so it wins.
+        let _ = tx.end(Disposition::LeaveCard);
+        result
+    }
+}
+
+struct TxTransport<'a, 'tx> {
+    tx: &'a pcsc::Transaction<'tx>,
+}
+
+impl CardTransport for TxTransport<'_, '_> {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
+        let n = self.tx.transmit(command, &mut buf).map_err(map_err)?.len();
+        buf.truncate(n);
+        Ok(buf)
+    }
+}
+
+/// PC/SC errors by what they mean for the caller.
+fn map_err(e: pcsc::Error) -> Error {
+    use pcsc::Error as P;
+    match e {
+        P::RemovedCard
+        | P::NoSmartcard
+        | P::ReaderUnavailable
+        | P::UnknownReader
+        | P::UnpoweredCard
+        | P::UnresponsiveCard => Error::DeviceRemoved,
+        P::Timeout => Error::Timeout(Duration::ZERO),
+        P::NoService | P::ServiceStopped => Error::Device(format!("pcscd unavailable: {e}")),
+        other => Error::Device(format!("PC/SC: {other}")),
+    }
+}
