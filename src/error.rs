@@ -31,6 +31,12 @@ pub enum Error {
     /// The card's PIN is blocked: reset it with the PUK.
     #[error("the card's PIN is blocked")]
     PinBlocked,
+    /// The PUK was wrong; `retries` attempts remain before the PUK blocks too.
+    #[error("wrong PUK, {retries} retries left")]
+    PukInvalid { retries: u8 },
+    /// The PUK is blocked: the card's PIV application must be reset (all keys are lost).
+    #[error("the card's PUK is blocked")]
+    PukBlocked,
     /// The PIN is malformed (empty, too long or not printable): ask the user again.
     #[error("invalid PIN format: {0}")]
     PinFormat(&'static str),
