@@ -169,10 +169,7 @@ mod tests {
     #[test]
     fn empty_file_gives_defaults() {
         assert_eq!(Config::parse("").unwrap(), Config::default());
-        assert_eq!(
-            Config::default().token.lifetime,
-            Duration::from_secs(900)
-        );
+        assert_eq!(Config::default().token.lifetime, Duration::from_secs(900));
     }
 
     #[test]

@@ -17,7 +17,8 @@ use crate::{Error, Result};
 /// A card connection that can give one caller exclusive use of the card (one PC/SC transaction).
 pub trait CardConnection: Send + 'static {
     /// Runs `op` with the card to itself; no other application's APDUs interleave with its APDUs.
-    fn exclusive(&mut self, op: &mut dyn FnMut(&mut dyn CardTransport) -> Result<()>) -> Result<()>;
+    fn exclusive(&mut self, op: &mut dyn FnMut(&mut dyn CardTransport) -> Result<()>)
+        -> Result<()>;
 }
 
 type Job = Box<dyn FnOnce(&mut dyn CardConnection) + Send>;
@@ -92,7 +93,10 @@ impl std::fmt::Debug for DeviceWorker {
 pub struct DirectConnection<T>(pub T);
 
 impl<T: CardTransport + 'static> CardConnection for DirectConnection<T> {
-    fn exclusive(&mut self, op: &mut dyn FnMut(&mut dyn CardTransport) -> Result<()>) -> Result<()> {
+    fn exclusive(
+        &mut self,
+        op: &mut dyn FnMut(&mut dyn CardTransport) -> Result<()>,
+    ) -> Result<()> {
         op(&mut self.0)
     }
 }

@@ -16,7 +16,7 @@ pub mod error;
 pub mod keys;
 pub mod pcsc_device;
 pub mod piv;
-// pub mod service; (enabled once piv, cert, challenge and keys land)
+pub mod service;
 pub mod store;
 pub mod tlv;
 pub mod token;

@@ -231,7 +231,10 @@ impl PcscConnection {
 }
 
 impl CardConnection for PcscConnection {
-    fn exclusive(&mut self, op: &mut dyn FnMut(&mut dyn CardTransport) -> Result<()>) -> Result<()> {
+    fn exclusive(
+        &mut self,
+        op: &mut dyn FnMut(&mut dyn CardTransport) -> Result<()>,
+    ) -> Result<()> {
         let tx = match self.card.transaction() {
             Ok(tx) => tx,
             Err(e) => return Err(map_err(e)),

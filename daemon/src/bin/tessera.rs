@@ -1,0 +1,336 @@
+//! `tessera`: the command-line client of `tesserad` (status, enroll, authenticate, validate, revoke,
+//! watch), built on the crate's D-Bus proxies.
+
+use std::collections::HashMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use futures_util::StreamExt;
+use tesserad::proxy::{DeviceProxy, ManagerProxy};
+use tesserad::{BusChoice, DEVICES_PATH, ROOT_PATH};
+use zbus::zvariant::{ObjectPath, OwnedValue, Value};
+use zbus::Connection;
+use zeroize::Zeroizing;
+
+/// Command-line client of the Tessera daemon.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Bus the daemon serves on: "session", "system", or a D-Bus address.
+    #[arg(long, env = "TESSERA_BUS", default_value = "system")]
+    bus: BusChoice,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the present devices.
+    Status,
+    /// Enroll a card's key for a user (PIN checked on the card).
+    Enroll {
+        /// Account to enroll [default: your own].
+        #[arg(long, default_value = "")]
+        user: String,
+        /// Device object path or id [default: the only present device].
+        #[arg(long)]
+        device: Option<String>,
+        /// Key slot: 9a (PIN at every login) or 9e (card authentication, no PIN).
+        #[arg(long, default_value = "9a")]
+        slot: String,
+        /// Read the PIN from the first line of standard input instead of prompting.
+        #[arg(long)]
+        pin_stdin: bool,
+    },
+    /// Authenticate with an enrolled card; prints the session token.
+    Authenticate {
+        /// Account to authenticate [default: your own].
+        #[arg(long, default_value = "")]
+        user: String,
+        /// Device object path or id [default: the first present enrolled device].
+        #[arg(long)]
+        device: Option<String>,
+        /// Read the PIN from the first line of standard input instead of prompting.
+        #[arg(long)]
+        pin_stdin: bool,
+        /// Send no PIN (for keys enrolled in slot 9e).
+        #[arg(long, conflicts_with = "pin_stdin")]
+        no_pin: bool,
+    },
+    /// Validate a token and print its claims as JSON.
+    Validate {
+        /// The token, or "-" (the default) to read it from standard input.
+        #[arg(default_value = "-")]
+        token: String,
+    },
+    /// Revoke a token (logout).
+    Revoke {
+        /// The token, or "-" (the default) to read it from standard input.
+        #[arg(default_value = "-")]
+        token: String,
+    },
+    /// Print the daemon's public signing keys (JWK Set).
+    Jwks,
+    /// Print device and token events as they happen, one per line, until interrupted.
+    Watch,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tessera: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tessera: {}", describe(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// "ErrorName: message" for errors from the daemon, the plain message otherwise.
+fn describe(e: &anyhow::Error) -> String {
+    if let Some(zbus::Error::MethodError(name, msg, _)) = e.downcast_ref::<zbus::Error>() {
+        let short = tesserad::errors::short_name(name.as_str());
+        return match msg {
+            Some(m) => format!("{short}: {m}"),
+            None => short.to_owned(),
+        };
+    }
+    format!("{e:#}")
+}
+
+async fn connect(bus: &BusChoice) -> anyhow::Result<Connection> {
+    Ok(match bus {
+        BusChoice::Session => Connection::session().await?,
+        BusChoice::System => Connection::system().await?,
+        BusChoice::Address(a) => {
+            zbus::connection::Builder::address(a.as_str())?
+                .build()
+                .await?
+        }
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let conn = connect(&cli.bus).await?;
+    let manager = ManagerProxy::new(&conn).await?;
+    match cli.command {
+        Command::Status => status(&conn).await,
+        Command::Enroll {
+            user,
+            device,
+            slot,
+            pin_stdin,
+        } => {
+            let device = match device {
+                Some(d) => device_path(&d)?,
+                None => only_device(&conn).await?,
+            };
+            let pin = read_pin(pin_stdin)?;
+            let mut opts: HashMap<&str, Value<'_>> = HashMap::new();
+            opts.insert("pin", Value::from(pin.as_str()));
+            opts.insert("slot", Value::from(slot.as_str()));
+            let id = manager
+                .enroll(&user, &ObjectPath::try_from(device.as_str())?, opts)
+                .await?;
+            println!("{id}");
+            Ok(())
+        }
+        Command::Authenticate {
+            user,
+            device,
+            pin_stdin,
+            no_pin,
+        } => {
+            let pin = if no_pin {
+                None
+            } else {
+                Some(read_pin(pin_stdin)?)
+            };
+            let device = device.map(|d| device_path(&d)).transpose()?;
+            let mut opts: HashMap<&str, Value<'_>> = HashMap::new();
+            if let Some(p) = &pin {
+                opts.insert("pin", Value::from(p.as_str()));
+            }
+            if let Some(d) = &device {
+                opts.insert("device", Value::from(ObjectPath::try_from(d.as_str())?));
+            }
+            let token = Zeroizing::new(manager.authenticate(&user, opts).await?);
+            println!("{}", token.as_str());
+            Ok(())
+        }
+        Command::Validate { token } => {
+            let token = read_token(&token)?;
+            let claims = manager.validate_token(&token).await?;
+            println!("{}", claims_json(&claims));
+            Ok(())
+        }
+        Command::Revoke { token } => {
+            let token = read_token(&token)?;
+            manager.revoke_token(&token).await?;
+            println!("revoked");
+            Ok(())
+        }
+        Command::Jwks => {
+            println!("{}", manager.jwks().await?);
+            Ok(())
+        }
+        Command::Watch => watch(&conn, &manager).await,
+    }
+}
+
+async fn status(conn: &Connection) -> anyhow::Result<()> {
+    let paths = device_paths(conn).await?;
+    if paths.is_empty() {
+        println!("no devices present");
+    }
+    for path in paths {
+        let d = DeviceProxy::builder(conn)
+            .path(path.as_str())?
+            .build()
+            .await?;
+        println!(
+            "{path}\n  kind: {}\n  transport: {}\n  name: {}\n  reader: {}",
+            d.kind().await?,
+            d.transport().await?,
+            d.name().await?,
+            d.reader().await?
+        );
+    }
+    Ok(())
+}
+
+async fn device_paths(conn: &Connection) -> anyhow::Result<Vec<String>> {
+    let om = zbus::fdo::ObjectManagerProxy::builder(conn)
+        .destination(tesserad::BUS_NAME)?
+        .path(ROOT_PATH)?
+        .build()
+        .await?;
+    let mut paths: Vec<String> = om
+        .get_managed_objects()
+        .await?
+        .into_keys()
+        .map(|p| p.to_string())
+        .filter(|p| p.starts_with(&format!("{DEVICES_PATH}/")))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+async fn only_device(conn: &Connection) -> anyhow::Result<String> {
+    let mut paths = device_paths(conn).await?;
+    match paths.len() {
+        0 => anyhow::bail!("no device present; insert a card"),
+        1 => Ok(paths.remove(0)),
+        _ => anyhow::bail!(
+            "several devices present, name one with --device: {}",
+            paths.join(", ")
+        ),
+    }
+}
+
+fn device_path(d: &str) -> anyhow::Result<String> {
+    if d.starts_with('/') {
+        Ok(d.to_owned())
+    } else {
+        Ok(format!("{DEVICES_PATH}/{d}"))
+    }
+}
+
+/// The PIN from standard input (`--pin-stdin`) or a prompt on the terminal without echo.
+fn read_pin(from_stdin: bool) -> anyhow::Result<Zeroizing<String>> {
+    let pin = if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin().lock().read_line(&mut line)?;
+        Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned())
+    } else {
+        Zeroizing::new(rpassword::prompt_password("PIN: ")?)
+    };
+    if pin.is_empty() {
+        anyhow::bail!("empty PIN");
+    }
+    Ok(pin)
+}
+
+fn read_token(arg: &str) -> anyhow::Result<Zeroizing<String>> {
+    if arg != "-" {
+        return Ok(Zeroizing::new(arg.to_owned()));
+    }
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(Zeroizing::new(line.trim().to_owned()))
+}
+
+async fn watch(conn: &Connection, manager: &ManagerProxy<'_>) -> anyhow::Result<()> {
+    let mut revoked = manager.receive_token_revoked().await?;
+    let om = zbus::fdo::ObjectManagerProxy::builder(conn)
+        .destination(tesserad::BUS_NAME)?
+        .path(ROOT_PATH)?
+        .build()
+        .await?;
+    let mut added = om.receive_interfaces_added().await?;
+    let mut removed = om.receive_interfaces_removed().await?;
+    println!("watching");
+    std::io::stdout().flush()?;
+    loop {
+        tokio::select! {
+            Some(s) = revoked.next() => {
+                let a = s.args()?;
+                println!("TokenRevoked jti={} user={} reason={}", a.jti, a.user, a.reason);
+            }
+            Some(s) = added.next() => {
+                println!("DeviceAdded {}", s.args()?.object_path);
+            }
+            Some(s) = removed.next() => {
+                println!("DeviceRemoved {}", s.args()?.object_path);
+            }
+            else => return Ok(()),
+        }
+        std::io::stdout().flush()?;
+    }
+}
+
+/// Claims as JSON, keys sorted.
+fn claims_json(claims: &HashMap<String, OwnedValue>) -> String {
+    let mut map = serde_json::Map::new();
+    let mut keys: Vec<&String> = claims.keys().collect();
+    keys.sort();
+    for k in keys {
+        if let Some(v) = claims.get(k) {
+            map.insert(k.clone(), value_json(v));
+        }
+    }
+    serde_json::Value::Object(map).to_string()
+}
+
+fn value_json(v: &Value<'_>) -> serde_json::Value {
+    match v {
+        Value::Str(s) => serde_json::Value::from(s.as_str()),
+        Value::U64(n) => serde_json::Value::from(*n),
+        Value::I64(n) => serde_json::Value::from(*n),
+        Value::U32(n) => serde_json::Value::from(*n),
+        Value::Bool(b) => serde_json::Value::from(*b),
+        Value::Array(a) => serde_json::Value::Array(a.iter().map(value_json).collect()),
+        Value::Dict(d) => {
+            let mut m = serde_json::Map::new();
+            for (k, v) in d.iter() {
+                if let Value::Str(k) = k {
+                    m.insert(k.as_str().to_owned(), value_json(v));
+                }
+            }
+            serde_json::Value::Object(m)
+        }
+        Value::Value(inner) => value_json(inner),
+        other => serde_json::Value::from(format!("{other:?}")),
+    }
+}

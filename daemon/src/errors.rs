@@ -1,0 +1,71 @@
+//! The D-Bus errors of `org.tessera.Tessera1`: one stable name per core error, so callers can branch
+//! on the name (`org.tessera.Tessera1.Error.PinInvalid`) and show the message.
+
+use zbus::DBusError;
+
+/// Errors as they appear on the bus.
+#[derive(Debug, DBusError)]
+#[zbus(prefix = "org.tessera.Tessera1.Error")]
+pub enum BusError {
+    /// A bus-level failure inside zbus.
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    NoDevice(String),
+    NoSuchUser(String),
+    NotEnrolled(String),
+    PinRequired(String),
+    PinInvalid(String),
+    PinWouldBlock(String),
+    PinBlocked(String),
+    PinFormat(String),
+    DeviceRemoved(String),
+    Timeout(String),
+    SignatureInvalid(String),
+    TokenInvalid(String),
+    TokenExpired(String),
+    TokenRevoked(String),
+    AccessDenied(String),
+    RateLimited(String),
+    InvalidArgument(String),
+    DeviceError(String),
+    ConfigError(String),
+    /// Storage, I/O or internal failure: nothing was acknowledged.
+    Failed(String),
+}
+
+impl From<tessera::Error> for BusError {
+    fn from(e: tessera::Error) -> Self {
+        use tessera::Error as E;
+        let msg = e.to_string();
+        match e {
+            E::NoDevice => BusError::NoDevice(msg),
+            E::NoSuchUser(_) => BusError::NoSuchUser(msg),
+            E::NotEnrolled(_) => BusError::NotEnrolled(msg),
+            E::PinRequired => BusError::PinRequired(msg),
+            E::PinInvalid { .. } => BusError::PinInvalid(msg),
+            E::PinWouldBlock { .. } => BusError::PinWouldBlock(msg),
+            E::PinBlocked => BusError::PinBlocked(msg),
+            E::PinFormat(_) => BusError::PinFormat(msg),
+            E::DeviceRemoved => BusError::DeviceRemoved(msg),
+            E::Timeout(_) => BusError::Timeout(msg),
+            E::SignatureInvalid(_) => BusError::SignatureInvalid(msg),
+            E::TokenInvalid => BusError::TokenInvalid(msg),
+            E::TokenExpired => BusError::TokenExpired(msg),
+            E::TokenRevoked(_) => BusError::TokenRevoked(msg),
+            E::AccessDenied(_) => BusError::AccessDenied(msg),
+            E::RateLimited { .. } => BusError::RateLimited(msg),
+            E::InvalidArgument(_) => BusError::InvalidArgument(msg),
+            E::Device(_) => BusError::DeviceError(msg),
+            E::Config(_) => BusError::ConfigError(msg),
+            _ => {
+                tracing::error!("request failed: {msg}");
+                BusError::Failed(msg)
+            }
+        }
+    }
+}
+
+/// The name's last element, e.g. "PinInvalid" for `org.tessera.Tessera1.Error.PinInvalid`.
+pub fn short_name(full: &str) -> &str {
+    full.rsplit('.').next().unwrap_or(full)
+}

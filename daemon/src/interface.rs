@@ -1,0 +1,241 @@
+//! The D-Bus interfaces (contract version 1): thin types that check the caller and the arguments,
+//! then delegate to [`tessera::service::Service`].
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tessera::piv::{Pin, Slot};
+use tessera::service::{AuthOptions, Caller, DeviceInfo, EnrollOptions, Service};
+use tessera::token::Claims;
+use zbus::fdo::DBusProxy;
+use zbus::message::Header;
+use zbus::names::{BusName, OwnedUniqueName};
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::{ObjectPath, OwnedValue, Value};
+use zbus::{interface, Connection};
+
+use crate::errors::BusError;
+use crate::DEVICES_PATH;
+
+/// `org.tessera.Tessera1.Manager`.
+pub struct Manager {
+    service: Service,
+    callers: CallerCache,
+}
+
+impl Manager {
+    /// The interface over `service`.
+    pub fn new(service: Service) -> Self {
+        Manager {
+            service,
+            callers: CallerCache::default(),
+        }
+    }
+}
+
+#[interface(name = "org.tessera.Tessera1.Manager")]
+impl Manager {
+    /// Enroll(s user, o device, a{sv} options) -> (s enrollment_id). Options: "pin" (s), "slot" (s:
+    /// "9a" default, or "9e").
+    async fn enroll(
+        &self,
+        user: &str,
+        device: ObjectPath<'_>,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, BusError> {
+        let caller = self.callers.caller(conn, &header).await?;
+        let mut opts = EnrollOptions::default();
+        for (key, value) in options {
+            match key.as_str() {
+                "pin" => opts.pin = Some(Pin::new(&string_option(&key, &value)?)?),
+                "slot" => {
+                    let s: Slot = string_option(&key, &value)?.parse()?;
+                    opts.slot = Some(s);
+                }
+                other => return Err(unknown_option(other)),
+            }
+        }
+        let id = device_id_of(&device)?;
+        Ok(self.service.enroll(caller, user, id, opts).await?)
+    }
+
+    /// Authenticate(s user, a{sv} options) -> (s token). Options: "pin" (s), "device" (o).
+    async fn authenticate(
+        &self,
+        user: &str,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, BusError> {
+        let caller = self.callers.caller(conn, &header).await?;
+        let mut opts = AuthOptions::default();
+        for (key, value) in options {
+            match key.as_str() {
+                "pin" => opts.pin = Some(Pin::new(&string_option(&key, &value)?)?),
+                "device" => {
+                    let path = ObjectPath::try_from(&*value).map_err(|_| {
+                        BusError::InvalidArgument("option \"device\" must be an object path".into())
+                    })?;
+                    opts.device = Some(device_id_of(&path)?.to_owned());
+                }
+                other => return Err(unknown_option(other)),
+            }
+        }
+        let token = self.service.authenticate(caller, user, opts).await?;
+        // The reply needs an owned String; the zeroizing copy is wiped when dropped here.
+        Ok(token.as_str().to_owned())
+    }
+
+    /// ValidateToken(s token) -> (a{sv} claims).
+    async fn validate_token(&self, token: &str) -> Result<HashMap<String, OwnedValue>, BusError> {
+        let claims = self.service.validate(token).await?;
+        claims_dict(&claims)
+    }
+
+    /// RevokeToken(s token).
+    async fn revoke_token(&self, token: &str) -> Result<(), BusError> {
+        Ok(self.service.revoke(token).await?)
+    }
+
+    /// The public signing keys as a JWK Set (RFC 7517).
+    #[zbus(property)]
+    async fn jwks(&self) -> String {
+        self.service.jwks()
+    }
+
+    /// A token died before its expiry; reasons: "logout", "device-removed", ...
+    #[zbus(signal)]
+    pub async fn token_revoked(
+        emitter: &SignalEmitter<'_>,
+        jti: &str,
+        user: &str,
+        reason: &str,
+    ) -> zbus::Result<()>;
+}
+
+/// `org.tessera.Tessera1.Device`: one present device.
+pub struct Device {
+    info: DeviceInfo,
+}
+
+impl Device {
+    /// The object for a present device.
+    pub fn new(info: DeviceInfo) -> Self {
+        Device { info }
+    }
+}
+
+#[interface(name = "org.tessera.Tessera1.Device")]
+impl Device {
+    /// "piv".
+    #[zbus(property)]
+    async fn kind(&self) -> String {
+        self.info.kind.clone()
+    }
+    /// "pcsc".
+    #[zbus(property)]
+    async fn transport(&self) -> String {
+        self.info.transport.clone()
+    }
+    /// Human-readable name.
+    #[zbus(property)]
+    async fn name(&self) -> String {
+        self.info.name.clone()
+    }
+    /// The PC/SC reader the card is in.
+    #[zbus(property)]
+    async fn reader(&self) -> String {
+        self.info.reader.clone()
+    }
+}
+
+/// The uid of each caller, by unique bus name. A unique name is never reused during a bus's lifetime,
+/// so a cached answer stays right; the cache saves a round trip to the bus per call.
+#[derive(Default)]
+struct CallerCache {
+    uids: Mutex<HashMap<OwnedUniqueName, u32>>,
+}
+
+/// Bound on remembered callers; past it the cache starts over.
+const MAX_CALLERS: usize = 4096;
+
+impl CallerCache {
+    async fn caller(&self, conn: &Connection, header: &Header<'_>) -> Result<Caller, BusError> {
+        let sender = header
+            .sender()
+            .ok_or_else(|| BusError::AccessDenied("message has no sender".into()))?
+            .to_owned();
+        let sender = OwnedUniqueName::from(sender);
+        if let Some(uid) = lock(&self.uids).get(&sender).copied() {
+            return Ok(Caller { uid });
+        }
+        let dbus = DBusProxy::new(conn).await?;
+        let uid = dbus
+            .get_connection_unix_user(BusName::Unique(sender.as_ref()))
+            .await
+            .map_err(|e| BusError::AccessDenied(format!("cannot tell the caller's uid: {e}")))?;
+        let mut uids = lock(&self.uids);
+        if uids.len() >= MAX_CALLERS {
+            uids.clear();
+        }
+        uids.insert(sender, uid);
+        Ok(Caller { uid })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        // The cache holds plain values; a panic elsewhere cannot leave it inconsistent.
+        Err(p) => p.into_inner(),
+    }
+}
+
+fn string_option(key: &str, value: &OwnedValue) -> Result<String, BusError> {
+    match &**value {
+        Value::Str(s) => Ok(s.as_str().to_owned()),
+        _ => Err(BusError::InvalidArgument(format!(
+            "option {key:?} must be a string"
+        ))),
+    }
+}
+
+fn unknown_option(key: &str) -> BusError {
+    let shown: String = key.chars().take(64).collect();
+    BusError::InvalidArgument(format!("unknown option {shown:?}"))
+}
+
+/// The device id in a device object path.
+fn device_id_of<'a>(path: &'a ObjectPath<'_>) -> Result<&'a str, BusError> {
+    path.as_str()
+        .strip_prefix(DEVICES_PATH)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+        .ok_or_else(|| BusError::NoDevice(format!("{} is not a device object", path.as_str())))
+}
+
+/// Claims as a{sv}: strings as s, times as t, amr as as, cnf as a{sv}.
+fn claims_dict(c: &Claims) -> Result<HashMap<String, OwnedValue>, BusError> {
+    let mut m = HashMap::new();
+    let mut put = |k: &str, v: Value<'_>| -> Result<(), BusError> {
+        let v = OwnedValue::try_from(v).map_err(|e| BusError::Failed(e.to_string()))?;
+        m.insert(k.to_owned(), v);
+        Ok(())
+    };
+    put("iss", Value::from(c.iss.as_str()))?;
+    put("sub", Value::from(c.sub.as_str()))?;
+    put("aud", Value::from(c.aud.as_str()))?;
+    put("iat", Value::from(c.iat))?;
+    put("nbf", Value::from(c.nbf))?;
+    put("exp", Value::from(c.exp))?;
+    put("jti", Value::from(c.jti.as_str()))?;
+    put("amr", Value::from(c.amr.clone()))?;
+    let mut cnf = HashMap::new();
+    cnf.insert("jkt".to_owned(), Value::from(c.cnf.jkt.as_str()));
+    put("cnf", Value::from(cnf))?;
+    put("sid", Value::from(c.sid.as_str()))?;
+    put("enr", Value::from(c.enr.as_str()))?;
+    Ok(m)
+}

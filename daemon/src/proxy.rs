@@ -1,0 +1,61 @@
+//! Client proxies for `org.tessera.Tessera1`, used by the `tessera` command and tested against the
+//! server so the two cannot drift apart.
+
+use std::collections::HashMap;
+
+use zbus::proxy;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
+
+/// `org.tessera.Tessera1.Manager` at `/org/tessera/Tessera1/Manager`.
+#[proxy(
+    interface = "org.tessera.Tessera1.Manager",
+    default_service = "org.tessera.Tessera1",
+    default_path = "/org/tessera/Tessera1/Manager"
+)]
+pub trait Manager {
+    /// Binds `user` to the key of a slot of a present device; returns the enrollment id.
+    fn enroll(
+        &self,
+        user: &str,
+        device: &zbus::zvariant::ObjectPath<'_>,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<String>;
+
+    /// Challenges an enrolled device and returns a session token.
+    fn authenticate(&self, user: &str, options: HashMap<&str, Value<'_>>) -> zbus::Result<String>;
+
+    /// The claims of a valid token.
+    fn validate_token(&self, token: &str) -> zbus::Result<HashMap<String, OwnedValue>>;
+
+    /// Revokes a token (logout).
+    fn revoke_token(&self, token: &str) -> zbus::Result<()>;
+
+    /// The signing keys as a JWK Set.
+    #[zbus(property)]
+    fn jwks(&self) -> zbus::Result<String>;
+
+    /// A token died before its expiry.
+    #[zbus(signal)]
+    fn token_revoked(&self, jti: &str, user: &str, reason: &str) -> zbus::Result<()>;
+}
+
+/// `org.tessera.Tessera1.Device` at `/org/tessera/Tessera1/devices/<id>`.
+#[proxy(
+    interface = "org.tessera.Tessera1.Device",
+    default_service = "org.tessera.Tessera1"
+)]
+pub trait Device {
+    #[zbus(property)]
+    fn kind(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn transport(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn name(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn reader(&self) -> zbus::Result<String>;
+}
+
+/// Object path of the device with id `id`.
+pub fn device_path(id: &str) -> zbus::Result<OwnedObjectPath> {
+    OwnedObjectPath::try_from(format!("{}/{id}", crate::DEVICES_PATH)).map_err(zbus::Error::from)
+}

@@ -1,0 +1,529 @@
+//! Present devices and the two operations that talk to them: enrollment and authentication.
+//!
+//! Each card insertion is a device session, recorded durably so that a card pulled while the daemon
+//! was not running is noticed at the next start: a session in the store that no present card
+//! confirms (same reader, same pcscd event count, same card keys) is closed and its tokens revoked.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+use zeroize::Zeroizing;
+
+use super::{tokens, AuthOptions, EnrollOptions, Event, Service};
+use crate::challenge::Challenge;
+use crate::device::{CardConnection, DeviceWorker};
+use crate::piv::{Pin, PinStatus, Piv, Slot};
+use crate::store::{DeviceSession, Enrollment, WriteOp};
+use crate::token::jwk_thumbprint;
+use crate::transport::CardTransport;
+use crate::users::Account;
+use crate::{Error, Result};
+
+/// What a device source (the PC/SC monitor, or a test) knows about a newly present device.
+pub struct DeviceAttach {
+    /// Reader name (PC/SC) — unique among present devices.
+    pub reader: String,
+    /// pcscd's event count for the reader at insertion.
+    pub event_count: u64,
+    /// "pcsc" for PC/SC readers.
+    pub transport: String,
+    /// The connection to the card.
+    pub connection: Box<dyn CardConnection>,
+}
+
+/// A present device as published on the bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Stable object-path element derived from the reader name.
+    pub id: String,
+    /// "piv".
+    pub kind: String,
+    /// "pcsc".
+    pub transport: String,
+    /// Human-readable name (the certificate subject of 9A when there is one, else the reader).
+    pub name: String,
+    /// Reader name.
+    pub reader: String,
+}
+
+/// A present device.
+pub(super) struct Device {
+    pub(super) info: DeviceInfo,
+    worker: DeviceWorker,
+    /// The open device session; the token-issue path and the removal path serialise on it.
+    session: tokio::sync::Mutex<SessionState>,
+    identity: Identity,
+}
+
+struct SessionState {
+    id: String,
+    open: bool,
+}
+
+/// What the card is: its slot keys (from the slot certificates) and CHUID GUID.
+#[derive(Debug, Clone, Default)]
+struct Identity {
+    keys: Vec<(Slot, String /* thumbprint */)>,
+    guid: Option<[u8; 16]>,
+    subject: Option<String>,
+}
+
+impl Identity {
+    fn card_id(&self) -> String {
+        let mut parts: Vec<String> = self
+            .keys
+            .iter()
+            .map(|(slot, t)| format!("{slot}:{t}"))
+            .collect();
+        if let Some(g) = self.guid {
+            parts.push(format!("guid:{}", hex::encode(g)));
+        }
+        parts.join(",")
+    }
+
+    fn thumbprint(&self, slot: Slot) -> Option<&str> {
+        self.keys
+            .iter()
+            .find(|(s, _)| *s == slot)
+            .map(|(_, t)| t.as_str())
+    }
+}
+
+/// The present devices, and the device sessions from the store still waiting to be confirmed.
+pub(super) struct Devices {
+    by_id: HashMap<String, Arc<Device>>,
+    /// Open sessions from before this start, until the first device scan is complete.
+    unconfirmed: Vec<DeviceSession>,
+}
+
+impl Devices {
+    pub(super) fn new(unconfirmed: Vec<DeviceSession>) -> Self {
+        Devices {
+            by_id: HashMap::new(),
+            unconfirmed,
+        }
+    }
+}
+
+/// Object-path element for a reader: ASCII letters and digits kept, every other byte as `_xx`.
+pub fn device_id(reader: &str) -> String {
+    let mut id = String::with_capacity(reader.len() + 8);
+    for b in reader.bytes() {
+        if b.is_ascii_alphanumeric() {
+            id.push(char::from(b));
+        } else {
+            id.push_str(&format!("_{b:02x}"));
+        }
+    }
+    id
+}
+
+const IDENTIFY_SLOTS: [Slot; 4] = [
+    Slot::Authentication,
+    Slot::Signature,
+    Slot::KeyManagement,
+    Slot::CardAuthentication,
+];
+
+impl Service {
+    /// A device became present: identify it (PIV application, slot certificates), open or confirm
+    /// its device session, and publish it. Cards that are not PIV cards are logged and ignored.
+    pub async fn device_added(&self, attach: DeviceAttach) -> Result<()> {
+        let id = device_id(&attach.reader);
+        let worker = DeviceWorker::spawn(&id, attach.connection)?;
+        let timeout = self.config().device.timeout;
+        let identity = match worker.run(timeout, identify).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::info!(reader = %attach.reader, "ignoring card: {e}");
+                return Ok(());
+            }
+        };
+        let card_id = identity.card_id();
+        let now = self.inner.clock.unix_secs();
+        // Confirm a session from before this start, or open a new one.
+        let adopted = {
+            let mut devs = lock(&self.inner.devices);
+            let pos = devs.unconfirmed.iter().position(|s| {
+                s.reader == attach.reader
+                    && s.event_counter == attach.event_count
+                    && s.card_id == card_id
+            });
+            pos.map(|p| devs.unconfirmed.swap_remove(p))
+        };
+        let session_id = match adopted {
+            Some(s) => s.id,
+            None => {
+                let sid = crate::token::new_jti();
+                self.inner
+                    .store
+                    .apply(vec![WriteOp::OpenDeviceSession(DeviceSession {
+                        id: sid.clone(),
+                        reader: attach.reader.clone(),
+                        card_id,
+                        event_counter: attach.event_count,
+                        started: now,
+                        ended: None,
+                    })])
+                    .await?;
+                sid
+            }
+        };
+        let info = DeviceInfo {
+            id: id.clone(),
+            kind: "piv".into(),
+            transport: attach.transport,
+            name: identity
+                .subject
+                .clone()
+                .unwrap_or_else(|| format!("PIV card in {}", attach.reader)),
+            reader: attach.reader,
+        };
+        let device = Arc::new(Device {
+            info: info.clone(),
+            worker,
+            session: tokio::sync::Mutex::new(SessionState {
+                id: session_id,
+                open: true,
+            }),
+            identity,
+        });
+        let replaced = lock(&self.inner.devices).by_id.insert(id, device);
+        if let Some(old) = replaced {
+            // The source missed a removal; end the old insertion properly.
+            self.end_session(&old).await?;
+        }
+        tracing::info!(device = %info.id, reader = %info.reader, "device present");
+        self.publish(Event::DeviceAdded(info));
+        Ok(())
+    }
+
+    /// The card left `reader`: end its device session and, by policy, revoke its tokens.
+    pub async fn device_removed(&self, reader: &str) -> Result<()> {
+        let id = device_id(reader);
+        let removed = lock(&self.inner.devices).by_id.remove(&id);
+        if let Some(device) = removed {
+            tracing::info!(device = %id, "device removed");
+            self.publish(Event::DeviceRemoved { id });
+            self.end_session(&device).await?;
+        }
+        Ok(())
+    }
+
+    /// Every device left (the device source lost its service, e.g. pcscd stopped).
+    pub async fn all_devices_removed(&self) -> Result<()> {
+        let readers: Vec<String> = lock(&self.inner.devices)
+            .by_id
+            .values()
+            .map(|d| d.info.reader.clone())
+            .collect();
+        for r in readers {
+            self.device_removed(&r).await?;
+        }
+        self.enumeration_complete().await
+    }
+
+    /// The device source has reported every present device: sessions from before this start that no
+    /// present card confirmed were ended while Tessera was not watching.
+    pub async fn enumeration_complete(&self) -> Result<()> {
+        let stale = std::mem::take(&mut lock(&self.inner.devices).unconfirmed);
+        for s in stale {
+            tracing::info!(reader = %s.reader, "card removed while the daemon was not watching");
+            self.close_session(&s.id).await?;
+        }
+        Ok(())
+    }
+
+    /// The devices present now.
+    pub fn devices(&self) -> Vec<DeviceInfo> {
+        let mut v: Vec<DeviceInfo> = lock(&self.inner.devices)
+            .by_id
+            .values()
+            .map(|d| d.info.clone())
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    async fn end_session(&self, device: &Device) -> Result<()> {
+        let mut session = device.session.lock().await;
+        if !session.open {
+            return Ok(());
+        }
+        session.open = false;
+        self.close_session(&session.id).await
+    }
+
+    async fn close_session(&self, session_id: &str) -> Result<()> {
+        let now = self.inner.clock.unix_secs();
+        let mut ops = vec![WriteOp::CloseDeviceSession {
+            id: session_id.to_owned(),
+            at: now,
+        }];
+        let revoke = self.config().token.revoke_on_removal;
+        if revoke {
+            ops.push(WriteOp::RevokeSessionTokens {
+                device_session: session_id.to_owned(),
+                reason: "device-removed".into(),
+                at: now,
+            });
+        }
+        self.inner.store.apply(ops).await?;
+        if revoke {
+            for (jti, user) in self
+                .inner
+                .tokens
+                .revoke_session(session_id, "device-removed")
+            {
+                self.publish(Event::TokenRevoked {
+                    jti,
+                    user,
+                    reason: "device-removed".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn device(&self, id: &str) -> Option<Arc<Device>> {
+        lock(&self.inner.devices).by_id.get(id).cloned()
+    }
+
+    fn present_devices(&self) -> Vec<Arc<Device>> {
+        let mut v: Vec<Arc<Device>> = lock(&self.inner.devices).by_id.values().cloned().collect();
+        v.sort_by(|a, b| a.info.id.cmp(&b.info.id));
+        v
+    }
+}
+
+/// Reads what identifies a PIV card: SELECT, slot certificates, CHUID.
+fn identify(card: &mut dyn CardTransport) -> Result<Identity> {
+    let mut piv = Piv::new(card);
+    piv.select()?;
+    let mut identity = Identity::default();
+    for slot in IDENTIFY_SLOTS {
+        let Some(der) = piv.certificate(slot)? else {
+            continue;
+        };
+        match crate::cert::summarize(&der) {
+            Ok(summary) => {
+                if slot == Slot::Authentication {
+                    identity.subject = Some(summary.subject.clone());
+                }
+                identity
+                    .keys
+                    .push((slot, jwk_thumbprint(&summary.public_key)));
+            }
+            Err(e) => tracing::debug!(%slot, "unusable certificate: {e}"),
+        }
+    }
+    identity.guid = piv.chuid()?.and_then(|c| c.guid);
+    Ok(identity)
+}
+
+/// Verifies the PIN without ever spending a card's last retry (when the policy says so).
+fn guarded_verify(
+    piv: &mut Piv<'_, dyn CardTransport + '_>,
+    pin: &Pin,
+    keep_last: bool,
+) -> Result<()> {
+    match piv.pin_status()? {
+        PinStatus::Blocked => return Err(Error::PinBlocked),
+        PinStatus::Retries(1) if keep_last => return Err(Error::PinWouldBlock { retries: 1 }),
+        PinStatus::Retries(0) => return Err(Error::PinBlocked),
+        PinStatus::Retries(_) | PinStatus::Verified => {}
+    }
+    piv.verify_pin(pin)
+}
+
+/// Signs `digest` with `slot`, verifying the PIN first if one is given, and drops the PIN's security
+/// status afterwards (VERIFY with P1 = FF, SP 800-73-4 Part 2 §3.2.1) so that no other application can
+/// use the card's keys on the strength of this PIN.
+fn pin_and_sign(
+    card: &mut dyn CardTransport,
+    slot: Slot,
+    pin: Option<&Pin>,
+    keep_last: bool,
+    digest: &[u8; 32],
+) -> Result<Vec<u8>> {
+    let mut piv = Piv::new(card);
+    piv.select()?;
+    if let Some(pin) = pin {
+        guarded_verify(&mut piv, pin, keep_last)?;
+    }
+    let signature = piv.sign_p256(slot, digest);
+    if pin.is_some() {
+        // Best effort: a card that does not support the reset still signed correctly.
+        let _ = piv.reset_pin_status();
+    }
+    signature
+}
+
+pub(super) async fn enroll(
+    svc: &Service,
+    account: &Account,
+    device_id: &str,
+    opts: EnrollOptions,
+) -> Result<String> {
+    let device = svc.device(device_id).ok_or(Error::NoDevice)?;
+    let slot = opts.slot.unwrap_or(Slot::Authentication);
+    if !matches!(slot, Slot::Authentication | Slot::CardAuthentication) {
+        return Err(Error::InvalidArgument(format!(
+            "slot {slot} cannot be enrolled; use 9a or 9e"
+        )));
+    }
+    let pin = opts.pin.ok_or(Error::PinRequired)?;
+    let cfg = svc.config();
+    let keep_last = cfg.pin.keep_last_retry;
+    let challenge = Challenge::new()?;
+    let digest = challenge.digest();
+    let (cert, signature, guid) = device
+        .worker
+        .run(cfg.device.timeout, move |card| {
+            let mut piv = Piv::new(card);
+            piv.select()?;
+            guarded_verify(&mut piv, &pin, keep_last)?;
+            let cert = piv.certificate(slot);
+            let guid = piv.chuid().map(|c| c.and_then(|c| c.guid));
+            let signature = piv.sign_p256(slot, &digest);
+            let _ = piv.reset_pin_status();
+            let cert = cert?.ok_or_else(|| {
+                Error::Device(format!("the card has no certificate in slot {slot}"))
+            })?;
+            Ok((cert, signature?, guid?))
+        })
+        .await?;
+    let summary = crate::cert::summarize(&cert)?;
+    // Proof of possession: the card holds the private key of the certificate it presents.
+    challenge.verify(&summary.public_key, &signature)?;
+    let thumbprint = jwk_thumbprint(&summary.public_key);
+    if let Some(existing) = svc
+        .inner
+        .store
+        .enrollments_for_user(&account.name)?
+        .into_iter()
+        .find(|e| e.key_thumbprint == thumbprint && e.slot == slot.to_string())
+    {
+        return Ok(existing.id);
+    }
+    let enrollment = Enrollment {
+        id: crate::token::new_jti(),
+        user: account.name.clone(),
+        uid: account.uid,
+        slot: slot.to_string(),
+        public_key: summary
+            .public_key
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec(),
+        key_thumbprint: thumbprint,
+        card_guid: guid,
+        cert_subject: Some(summary.subject),
+        require_pin: slot != Slot::CardAuthentication,
+        created: svc.inner.clock.unix_secs(),
+    };
+    let id = enrollment.id.clone();
+    svc.inner
+        .store
+        .apply(vec![WriteOp::InsertEnrollment(enrollment)])
+        .await?;
+    tracing::info!(user = %account.name, %slot, device = %device.info.id, "enrolled");
+    Ok(id)
+}
+
+pub(super) async fn authenticate(
+    svc: &Service,
+    account: &Account,
+    opts: AuthOptions,
+) -> Result<Zeroizing<String>> {
+    let enrollments = svc.inner.store.enrollments_for_user(&account.name)?;
+    if enrollments.is_empty() {
+        return Err(Error::NotEnrolled(format!(
+            "{} has no enrolled device",
+            account.name
+        )));
+    }
+    let candidates = match &opts.device {
+        Some(id) => vec![svc.device(id).ok_or(Error::NoDevice)?],
+        None => svc.present_devices(),
+    };
+    if candidates.is_empty() {
+        return Err(Error::NoDevice);
+    }
+    let (device, enrollment) = candidates
+        .iter()
+        .find_map(|d| {
+            enrollments
+                .iter()
+                .find(|e| {
+                    e.slot
+                        .parse::<Slot>()
+                        .ok()
+                        .and_then(|s| d.identity.thumbprint(s))
+                        == Some(e.key_thumbprint.as_str())
+                })
+                .map(|e| (d.clone(), e.clone()))
+        })
+        .ok_or_else(|| {
+            Error::NotEnrolled(format!(
+                "no present device is enrolled for {}",
+                account.name
+            ))
+        })?;
+    let slot: Slot = enrollment.slot.parse()?;
+    let enrolled_key = p256::PublicKey::from_sec1_bytes(&enrollment.public_key)
+        .map_err(|_| Error::Storage(format!("enrollment {} has a bad key", enrollment.id)))?;
+    let pin = if enrollment.require_pin {
+        Some(opts.pin.ok_or(Error::PinRequired)?)
+    } else {
+        opts.pin
+    };
+    let used_pin = enrollment.require_pin;
+    let cfg = svc.config();
+    let keep_last = cfg.pin.keep_last_retry;
+    let challenge = Challenge::new()?;
+    let digest = challenge.digest();
+    let signature = device
+        .worker
+        .run(cfg.device.timeout, move |card| {
+            let pin = if used_pin { pin.as_ref() } else { None };
+            pin_and_sign(card, slot, pin, keep_last, &digest)
+        })
+        .await?;
+    // Against the key stored at enrollment, never against what the card presents now.
+    challenge.verify(&enrolled_key, &signature)?;
+    let mut amr = vec!["hwk".to_owned(), "sc".to_owned()];
+    if used_pin {
+        amr.push("pin".into());
+        amr.push("mfa".into());
+    }
+    let session = device.session.lock().await;
+    if !session.open {
+        return Err(Error::DeviceRemoved);
+    }
+    tokens::issue(svc, account, &enrollment, &session.id, amr).await
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        // A panic while holding the lock cannot leave these maps half-updated (single inserts and
+        // removals), so the data is still usable.
+        Err(p) => p.into_inner(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_ids_are_valid_object_path_elements_and_distinct() {
+        assert_eq!(device_id("Virtual PCD 00 00"), "Virtual_20PCD_2000_2000");
+        assert_ne!(device_id("a b"), device_id("a_b"));
+        assert!(device_id("é/.-")
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+    }
+}
