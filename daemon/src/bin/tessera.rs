@@ -74,6 +74,20 @@ enum Command {
     Jwks,
     /// Print device and token events as they happen, one per line, until interrupted.
     Watch,
+    /// Configuration file tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration file without starting anything; exit 1 with the reason if it is bad.
+    Check {
+        /// The file to check.
+        file: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -122,6 +136,15 @@ async fn connect(bus: &BusChoice) -> anyhow::Result<Connection> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Commands that need no daemon.
+    if let Command::Config {
+        command: ConfigCommand::Check { file },
+    } = &cli.command
+    {
+        tessera::config::Config::load(file)?;
+        println!("{}: ok", file.display());
+        return Ok(());
+    }
     let conn = connect(&cli.bus).await?;
     let manager = ManagerProxy::new(&conn).await?;
     match cli.command {
@@ -186,6 +209,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Watch => watch(&conn, &manager).await,
+        Command::Config { .. } => Ok(()),
     }
 }
 
