@@ -13,8 +13,11 @@
 mod devices;
 mod tokens;
 
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 use zeroize::Zeroizing;
@@ -23,12 +26,35 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::keys::KeyRing;
 use crate::piv::{Pin, Slot};
-use crate::store::Store;
+use crate::store::{KeyMeta, Store, WriteOp};
 use crate::users::Account;
 use crate::{Error, Result};
 
 pub use devices::{DeviceAttach, DeviceInfo};
 pub use tokens::TokenIndex;
+
+/// A live token as ListSessions shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Token id.
+    pub jti: String,
+    /// Owner.
+    pub user: String,
+    /// Issued at, Unix seconds.
+    pub iat: u64,
+    /// Expires at, Unix seconds.
+    pub exp: u64,
+    /// When the device was used to authenticate (refreshes keep it).
+    pub auth_time: u64,
+    /// Last validation or refresh (the issue time if none).
+    pub last_used: u64,
+    /// Consumed by its first validation.
+    pub single_use: bool,
+    /// Reader of the device (empty if it is gone).
+    pub reader: String,
+    /// Device session id.
+    pub sid: String,
+}
 
 /// Who is calling: the uid the bus (not the message) vouches for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,11 +123,46 @@ struct Inner {
     clock: Arc<dyn Clock>,
     config: RwLock<Arc<Config>>,
     store: Store,
+    state_dir: PathBuf,
     keys: RwLock<KeyRing>,
+    /// Serialises key rotation and retirement.
+    key_upkeep: tokio::sync::Mutex<()>,
+    /// Unix time before which key upkeep has nothing to do (checked lazily, never on a timer).
+    next_key_check: AtomicU64,
     issuer: String,
     devices: Mutex<devices::Devices>,
     tokens: TokenIndex,
+    /// One issue at a time per user (the live-token limit).
+    user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Recent failed authentications per user, and lockouts.
+    failures: Mutex<HashMap<String, Failures>>,
     events: broadcast::Sender<Event>,
+}
+
+/// Failed authentications of one user inside the window, and the end of a lockout.
+#[derive(Debug, Default)]
+struct Failures {
+    times: VecDeque<u64>,
+    locked_until: u64,
+}
+
+/// The token rules that apply to one user (the configuration after per-user and per-group overrides).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRules {
+    /// `exp - iat` of a new token.
+    pub lifetime: Duration,
+    /// A session (authentication plus refreshes) ends this long after the authentication.
+    pub max_lifetime: Duration,
+    /// Dies when unused this long; `None` = never.
+    pub idle_timeout: Option<Duration>,
+    /// The first successful validation consumes the token.
+    pub single_use: bool,
+    /// Pulling the device revokes the token.
+    pub revoke_on_removal: bool,
+    /// Live tokens per user; the oldest beyond it are revoked ("superseded").
+    pub max_live_per_user: u32,
+    /// The `aud` claim.
+    pub audience: String,
 }
 
 /// How many events may wait for a slow listener before it misses some.
@@ -130,10 +191,15 @@ impl Service {
                 clock: parts.clock,
                 config: RwLock::new(Arc::new(parts.config)),
                 store,
+                state_dir: parts.state_dir,
                 keys: RwLock::new(keys),
+                key_upkeep: tokio::sync::Mutex::new(()),
+                next_key_check: AtomicU64::new(0),
                 issuer: format!("tessera:{host}"),
                 devices: Mutex::new(devices::Devices::new(pending)),
                 tokens: index,
+                user_locks: Mutex::new(HashMap::new()),
+                failures: Mutex::new(HashMap::new()),
                 events,
             }),
         })
@@ -152,12 +218,31 @@ impl Service {
         }
     }
 
-    /// The public signing keys as an RFC 7517 JWK Set.
-    pub fn jwks(&self) -> String {
-        match self.inner.keys.read() {
-            Ok(k) => k.jwks_json(),
-            Err(p) => p.into_inner().jwks_json(),
+    /// Replaces the configuration (SIGHUP, ReloadConfig). Tokens already issued keep the rules they
+    /// were issued under; new tokens follow the new ones.
+    pub fn reload(&self, config: Config) {
+        *tokens::write(&self.inner.config) = Arc::new(config);
+        self.inner.next_key_check.store(0, Ordering::SeqCst);
+        tracing::info!("configuration reloaded");
+    }
+
+    /// The public signing keys as an RFC 7517 JWK Set: the active key and every previous key some
+    /// unexpired token was signed with.
+    pub async fn jwks(&self) -> Result<String> {
+        self.maintain_keys(self.inner.clock.unix_secs()).await?;
+        Ok(tokens::read(&self.inner.keys).jwks_json())
+    }
+
+    /// Starts signing with a new key now (root only). The previous key stays in the JWKS, and its
+    /// tokens stay valid, until every token it signed has expired.
+    pub async fn rotate_key(&self, caller: Caller) -> Result<String> {
+        if !caller.is_root() {
+            return Err(Error::AccessDenied(
+                "only root may rotate the signing key".into(),
+            ));
         }
+        let _upkeep = self.inner.key_upkeep.lock().await;
+        self.rotate_now(self.inner.clock.unix_secs()).await
     }
 
     /// The issuer (`iss`) of this daemon's tokens.
@@ -190,9 +275,63 @@ impl Service {
         devices::authenticate(self, &account, opts).await
     }
 
-    /// Checks a token; returns its claims when it is valid now.
+    /// Checks a token; returns its claims when it is valid now. A single-use token is consumed by
+    /// the first successful validation.
     pub async fn validate(&self, token: &str) -> Result<crate::token::Claims> {
-        tokens::validate(self, token)
+        tokens::validate(self, token).await
+    }
+
+    /// A new token for the session of a live `token`, while its device is present and the session is
+    /// within `max_lifetime`; the old token is revoked ("refreshed").
+    pub async fn refresh(&self, token: &str) -> Result<Zeroizing<String>> {
+        tokens::refresh(self, token).await
+    }
+
+    /// The live tokens of `user` ("" = the caller), oldest first.
+    pub fn sessions(&self, caller: Caller, user: &str) -> Result<Vec<SessionInfo>> {
+        let account = self.resolve_user(caller, user)?;
+        let now = self.inner.clock.unix_secs();
+        let readers = self.session_readers();
+        Ok(self
+            .inner
+            .tokens
+            .of_user(&account.name)
+            .into_iter()
+            .filter(|e| e.is_live_at(now))
+            .map(|e| SessionInfo {
+                jti: e.jti.clone(),
+                user: e.user.clone(),
+                iat: e.iat,
+                exp: e.exp,
+                auth_time: e.auth_time,
+                last_used: e.last_used(),
+                single_use: e.single_use,
+                reader: readers.get(&e.device_session).cloned().unwrap_or_default(),
+                sid: e.device_session.clone(),
+            })
+            .collect())
+    }
+
+    /// Revokes every live token of `user` ("" = the caller): reason "logout" for the user's own
+    /// sessions, "admin" when root ends someone else's. Returns how many were revoked.
+    pub async fn revoke_sessions(&self, caller: Caller, user: &str) -> Result<usize> {
+        let account = self.resolve_user(caller, user)?;
+        let reason = if caller.uid == account.uid {
+            "logout"
+        } else {
+            "admin"
+        };
+        tokens::revoke_user(self, &account.name, reason).await
+    }
+
+    /// The token rules for `user` ("" = the caller) after overrides, each with where it came from.
+    pub fn explain_policy(
+        &self,
+        caller: Caller,
+        user: &str,
+    ) -> Result<Vec<(String, String, String)>> {
+        let _account = self.resolve_user(caller, user)?;
+        Ok(Vec::new())
     }
 
     /// Revokes a token (logout). Revoking a token that is already revoked is not an error.
@@ -214,6 +353,123 @@ impl Service {
             )));
         }
         Ok(account)
+    }
+
+    /// The token rules for `account` under the configuration in force.
+    fn rules_for(&self, account: &Account) -> Result<TokenRules> {
+        let _groups = account.groups()?;
+        let t = self.config().token.clone();
+        Ok(TokenRules {
+            lifetime: t.lifetime,
+            max_lifetime: Duration::from_secs(8 * 3600),
+            idle_timeout: None,
+            single_use: false,
+            revoke_on_removal: t.revoke_on_removal,
+            max_live_per_user: 32,
+            audience: t.audience,
+        })
+    }
+
+    fn user_lock(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = tokens::lock(&self.inner.user_locks);
+        locks.entry(user.to_owned()).or_default().clone()
+    }
+
+    /// Refuses a locked-out user before any device is touched.
+    fn check_lockout(&self, user: &str) -> Result<()> {
+        let now = self.inner.clock.unix_secs();
+        let failures = tokens::lock(&self.inner.failures);
+        match failures.get(user) {
+            Some(f) if f.locked_until > now => Err(Error::RateLimited {
+                retry_after_secs: f.locked_until - now,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failed authentication; enough of them within the window lock the user out.
+    fn note_failure(&self, user: &str) {
+        let now = self.inner.clock.unix_secs();
+        let mut all = tokens::lock(&self.inner.failures);
+        let f = all.entry(user.to_owned()).or_default();
+        let window = 300;
+        while f
+            .times
+            .front()
+            .is_some_and(|t| now.saturating_sub(*t) >= window)
+        {
+            f.times.pop_front();
+        }
+        f.times.push_back(now);
+        if f.times.len() >= 5 {
+            f.locked_until = now.saturating_add(60);
+            f.times.clear();
+            tracing::warn!(%user, "too many failed authentications; locked out");
+        }
+    }
+
+    fn note_success(&self, user: &str) {
+        tokens::lock(&self.inner.failures).remove(user);
+    }
+
+    /// Rotates the signing key when it is due and drops previous keys no live token needs. Cheap
+    /// when nothing is due; runs only when called (no timer).
+    async fn maintain_keys(&self, now: u64) -> Result<()> {
+        if now < self.inner.next_key_check.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _upkeep = self.inner.key_upkeep.lock().await;
+        let rotate_every = 30 * 86400;
+        let due = tokens::read(&self.inner.keys)
+            .active()
+            .created()
+            .saturating_add(rotate_every);
+        if now >= due {
+            self.rotate_now(now).await?;
+        }
+        let stale: Vec<String> = tokens::read(&self.inner.keys)
+            .previous()
+            .iter()
+            .map(|k| k.kid().to_owned())
+            .filter(|kid| !self.inner.tokens.kid_in_use(kid, now))
+            .collect();
+        for kid in stale {
+            tokens::write(&self.inner.keys).retire(&self.inner.state_dir, &kid)?;
+            tracing::info!(%kid, "signing key retired: every token it signed has expired");
+        }
+        let due = tokens::read(&self.inner.keys)
+            .active()
+            .created()
+            .saturating_add(rotate_every);
+        // Previous keys are looked at again within a minute; rotation exactly when due.
+        let next = due.min(now.saturating_add(60));
+        self.inner.next_key_check.store(next, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Makes a new active key; durable (key file and metadata) before it returns. Caller holds
+    /// `key_upkeep`.
+    async fn rotate_now(&self, now: u64) -> Result<String> {
+        let (old, new) = {
+            let mut keys = tokens::write(&self.inner.keys);
+            let old = keys.active().kid().to_owned();
+            keys.rotate(&self.inner.state_dir, now)?;
+            (old, keys.active().kid().to_owned())
+        };
+        self.inner
+            .store
+            .apply(vec![
+                WriteOp::InsertSigningKey(KeyMeta {
+                    kid: new.clone(),
+                    created: now,
+                    retired: None,
+                }),
+                WriteOp::RetireSigningKey { kid: old, at: now },
+            ])
+            .await?;
+        self.inner.next_key_check.store(0, Ordering::SeqCst);
+        tracing::info!(kid = %new, "signing key rotated");
+        Ok(new)
     }
 
     fn publish(&self, event: Event) {

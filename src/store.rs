@@ -80,6 +80,15 @@ pub struct TokenRecord {
     pub iat: u64,
     pub exp: u64,
     pub single_use: bool,
+    /// When the user proved possession of the device for this session (OIDC `auth_time`); a refreshed
+    /// token keeps it, so `max_lifetime` bounds the whole session.
+    pub auth_time: u64,
+    /// Idle limit in seconds (0 = off): the token dies when not used for this long.
+    pub idle_timeout: u64,
+    /// Last successful validation or refresh, Unix seconds (`None` = never since issue).
+    pub last_used: Option<u64>,
+    /// Whether pulling the device out revokes this token (the policy when it was issued).
+    pub revoke_on_removal: bool,
     pub state: TokenState,
     /// Why the state changed (free text for logs and the caller).
     pub reason: Option<String>,
@@ -132,7 +141,12 @@ pub enum WriteOp {
         reason: String,
         at: u64,
     },
-    /// Revokes every live token of a device session; `Rows(n)`.
+    /// Records a use of a live token (for the idle timeout); `Unchanged` if not live or not newer.
+    TouchToken {
+        jti: String,
+        at: u64,
+    },
+    /// Revokes every live token of a device session that is to die with its device; `Rows(n)`.
     RevokeSessionTokens {
         device_session: String,
         reason: String,
@@ -448,7 +462,8 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> Result<Outcome> {
         }
         WriteOp::InsertToken(t) => {
             let sql = format!(
-                "INSERT INTO tokens ({TOK}) SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12 WHERE EXISTS \
+                "INSERT INTO tokens ({TOK}) SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16 \
+                 WHERE EXISTS \
                  (SELECT 1 FROM device_sessions WHERE id = ?5 AND ended IS NULL)"
             );
             let p = params![
@@ -463,7 +478,11 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> Result<Outcome> {
                 t.single_use,
                 t.state,
                 t.reason,
-                t.changed_at
+                t.changed_at,
+                t.auth_time,
+                t.idle_timeout,
+                t.last_used,
+                t.revoke_on_removal
             ];
             match run(&sql, p)? {
                 0 => return Err(Error::DeviceRemoved),
@@ -477,9 +496,14 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> Result<Outcome> {
             "UPDATE tokens SET state = ?2, reason = ?3, changed_at = ?4 WHERE jti = ?1 AND state = 0",
             params![jti, state, reason, at],
         )?),
+        WriteOp::TouchToken { jti, at } => one(run(
+            "UPDATE tokens SET last_used = ?2 \
+             WHERE jti = ?1 AND state = 0 AND (last_used IS NULL OR last_used < ?2)",
+            params![jti, at],
+        )?),
         WriteOp::RevokeSessionTokens { device_session, reason, at } => Outcome::Rows(run(
             "UPDATE tokens SET state = 1, reason = ?2, changed_at = ?3 \
-             WHERE device_session = ?1 AND state = 0",
+             WHERE device_session = ?1 AND state = 0 AND revoke_on_removal = 1",
             params![device_session, reason, at],
         )?),
         WriteOp::OpenDeviceSession(s) => one(run(
@@ -513,7 +537,8 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> Result<Outcome> {
 const ENR: &str = "id, user, uid, slot, public_key, key_thumbprint, card_guid, cert_subject, \
                    require_pin, created";
 const TOK: &str = "jti, token_hash, user, enrollment_id, device_session, kid, iat, exp, \
-                   single_use, state, reason, changed_at";
+                   single_use, state, reason, changed_at, auth_time, idle_timeout, last_used, \
+                   revoke_on_removal";
 const SES: &str = "id, reader, card_id, event_counter, started, ended";
 
 fn enrollment_row(r: &Row<'_>) -> rusqlite::Result<Enrollment> {
@@ -545,6 +570,10 @@ fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
         state: r.get(9)?,
         reason: r.get(10)?,
         changed_at: r.get(11)?,
+        auth_time: r.get(12)?,
+        idle_timeout: r.get(13)?,
+        last_used: r.get(14)?,
+        revoke_on_removal: r.get(15)?,
     })
 }
 
@@ -622,7 +651,11 @@ CREATE TABLE tokens (
     single_use     INTEGER NOT NULL CHECK (single_use IN (0, 1)),
     state          INTEGER NOT NULL CHECK (state IN (0, 1, 2)),
     reason         TEXT,
-    changed_at     INTEGER
+    changed_at     INTEGER,
+    auth_time      INTEGER NOT NULL,
+    idle_timeout   INTEGER NOT NULL,           -- seconds, 0 = off
+    last_used      INTEGER,
+    revoke_on_removal INTEGER NOT NULL CHECK (revoke_on_removal IN (0, 1))
 );
 CREATE INDEX enrollments_user ON enrollments (user);
 CREATE INDEX tokens_user ON tokens (user);

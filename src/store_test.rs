@@ -54,6 +54,10 @@ fn token(jti: &str, user: &str, enr: &str, ses: &str, exp: u64) -> TokenRecord {
         iat: 1_700_000_200,
         exp,
         single_use: false,
+        auth_time: 1_700_000_200,
+        idle_timeout: 0,
+        last_used: None,
+        revoke_on_removal: true,
         state: TokenState::Live,
         reason: None,
         changed_at: None,
@@ -360,6 +364,71 @@ fn concurrent_revocations_have_one_winner() {
         .filter(|o| o.changed())
         .count();
     assert_eq!(won, 1);
+}
+
+#[test]
+fn removal_spares_tokens_whose_policy_keeps_them() {
+    let (_dir, _path, store) = fixture();
+    let mut keep = token("t1", "alice", "e1", "s1", 2_000_000_000);
+    keep.revoke_on_removal = false;
+    store
+        .apply_blocking(vec![
+            WriteOp::InsertToken(keep),
+            WriteOp::InsertToken(token("t2", "alice", "e1", "s1", 2_000_000_000)),
+        ])
+        .unwrap();
+    let out = store
+        .apply_blocking(vec![WriteOp::RevokeSessionTokens {
+            device_session: "s1".into(),
+            reason: "device-removed".into(),
+            at: 1_700_000_400,
+        }])
+        .unwrap();
+    assert_eq!(out, [Outcome::Rows(1)]);
+    let states: Vec<_> = store
+        .tokens()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.state)
+        .collect();
+    assert_eq!(states, [TokenState::Live, TokenState::Revoked]);
+}
+
+#[test]
+fn touch_records_only_newer_uses_of_live_tokens() {
+    let (_dir, _path, store) = fixture();
+    store
+        .apply_blocking(vec![
+            WriteOp::InsertToken(token("t1", "alice", "e1", "s1", 2_000_000_000)),
+            WriteOp::InsertToken(token("t2", "alice", "e1", "s1", 2_000_000_000)),
+        ])
+        .unwrap();
+    let touch = |jti: &str, at| WriteOp::TouchToken {
+        jti: jti.into(),
+        at,
+    };
+    assert_eq!(
+        store.apply_blocking(vec![touch("t1", 500)]).unwrap(),
+        [Outcome::Changed]
+    );
+    assert_eq!(
+        store.apply_blocking(vec![touch("t1", 400)]).unwrap(),
+        [Outcome::Unchanged]
+    );
+    store
+        .apply_blocking(vec![set_state("t2", TokenState::Revoked, "logout")])
+        .unwrap();
+    assert_eq!(
+        store.apply_blocking(vec![touch("t2", 600)]).unwrap(),
+        [Outcome::Unchanged]
+    );
+    let used: Vec<_> = store
+        .tokens()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.last_used)
+        .collect();
+    assert_eq!(used, [Some(500), None]);
 }
 
 #[test]

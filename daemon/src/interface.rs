@@ -2,10 +2,12 @@
 //! then delegate to [`tessera::service::Service`].
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use tessera::config::Config;
 use tessera::piv::{Pin, Slot};
-use tessera::service::{AuthOptions, Caller, DeviceInfo, EnrollOptions, Service};
+use tessera::service::{AuthOptions, Caller, DeviceInfo, EnrollOptions, Service, SessionInfo};
 use tessera::token::Claims;
 use zbus::fdo::DBusProxy;
 use zbus::message::Header;
@@ -21,16 +23,28 @@ use crate::DEVICES_PATH;
 pub struct Manager {
     service: Service,
     callers: CallerCache,
+    config_path: Option<PathBuf>,
 }
 
 impl Manager {
-    /// The interface over `service`.
-    pub fn new(service: Service) -> Self {
+    /// The interface over `service`; `config_path` is the file ReloadConfig reads (None: defaults).
+    pub fn new(service: Service, config_path: Option<PathBuf>) -> Self {
         Manager {
             service,
             callers: CallerCache::default(),
+            config_path,
         }
     }
+}
+
+/// Reads the configuration again and puts it in force; a bad file changes nothing.
+pub fn reload_config(service: &Service, path: Option<&Path>) -> Result<(), tessera::Error> {
+    let config = match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    service.reload(config);
+    Ok(())
 }
 
 #[interface(name = "org.tessera.Tessera1.Manager")]
@@ -99,10 +113,89 @@ impl Manager {
         Ok(self.service.revoke(token).await?)
     }
 
+    /// RefreshToken(s token) -> (s token): a new token for the same session; the old one dies.
+    async fn refresh_token(&self, token: &str) -> Result<String, BusError> {
+        let token = self.service.refresh(token).await?;
+        Ok(token.as_str().to_owned())
+    }
+
+    /// ListSessions(s user) -> (aa{sv}): the user's live tokens (own account, or root).
+    async fn list_sessions(
+        &self,
+        user: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<HashMap<String, OwnedValue>>, BusError> {
+        let caller = self.callers.caller(conn, &header).await?;
+        let sessions = self.service.sessions(caller, user)?;
+        sessions.iter().map(session_dict).collect()
+    }
+
+    /// RevokeSessions(s user): ends every live token of the user (own account, or root).
+    async fn revoke_sessions(
+        &self,
+        user: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), BusError> {
+        let caller = self.callers.caller(conn, &header).await?;
+        self.service.revoke_sessions(caller, user).await?;
+        Ok(())
+    }
+
+    /// RotateKey(): sign new tokens with a new key now (root).
+    async fn rotate_key(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), BusError> {
+        let caller = self.callers.caller(conn, &header).await?;
+        self.service.rotate_key(caller).await?;
+        Ok(())
+    }
+
+    /// ReloadConfig(): read the configuration file again (root). A bad file keeps the old policy
+    /// and the error says why.
+    async fn reload_config(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), BusError> {
+        let caller = self.callers.caller(conn, &header).await?;
+        if !caller.is_root() {
+            return Err(BusError::AccessDenied(
+                "only root may reload the configuration".into(),
+            ));
+        }
+        reload_config(&self.service, self.config_path.as_deref()).map_err(|e| {
+            tracing::warn!("configuration not reloaded: {e}");
+            BusError::from(e)
+        })
+    }
+
+    /// EffectivePolicy(s user) -> (a(sss)): each token rule for the user as (key, value, source).
+    async fn effective_policy(
+        &self,
+        user: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<(String, String, String)>, BusError> {
+        let caller = self.callers.caller(conn, &header).await?;
+        Ok(self
+            .service
+            .explain_policy(caller, user)?
+            .into_iter()
+            .into_iter()
+            .collect())
+    }
+
     /// The public signing keys as a JWK Set (RFC 7517).
     #[zbus(property)]
-    async fn jwks(&self) -> String {
-        self.service.jwks()
+    async fn jwks(&self) -> zbus::fdo::Result<String> {
+        self.service
+            .jwks()
+            .await
+            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
     }
 
     /// A token died before its expiry; reasons: "logout", "device-removed", ...
@@ -214,6 +307,26 @@ fn device_id_of<'a>(path: &'a ObjectPath<'_>) -> Result<&'a str, BusError> {
         .and_then(|rest| rest.strip_prefix('/'))
         .filter(|id| !id.is_empty() && !id.contains('/'))
         .ok_or_else(|| BusError::NoDevice(format!("{} is not a device object", path.as_str())))
+}
+
+/// A session as a{sv}.
+fn session_dict(s: &SessionInfo) -> Result<HashMap<String, OwnedValue>, BusError> {
+    let mut m = HashMap::new();
+    let mut put = |k: &str, v: Value<'_>| -> Result<(), BusError> {
+        let v = OwnedValue::try_from(v).map_err(|e| BusError::Failed(e.to_string()))?;
+        m.insert(k.to_owned(), v);
+        Ok(())
+    };
+    put("jti", Value::from(s.jti.as_str()))?;
+    put("user", Value::from(s.user.as_str()))?;
+    put("iat", Value::from(s.iat))?;
+    put("exp", Value::from(s.exp))?;
+    put("auth_time", Value::from(s.auth_time))?;
+    put("last_used", Value::from(s.last_used))?;
+    put("single_use", Value::from(s.single_use))?;
+    put("reader", Value::from(s.reader.as_str()))?;
+    put("sid", Value::from(s.sid.as_str()))?;
+    Ok(m)
 }
 
 /// Claims as a{sv}: strings as s, times as t, amr as as, cnf as a{sv}.

@@ -74,6 +74,8 @@ pub struct Options {
     pub devices: DeviceSource,
     /// The clock (tests move a manual one).
     pub clock: Arc<dyn Clock>,
+    /// The configuration file, re-read on SIGHUP and ReloadConfig (None: built-in defaults).
+    pub config_path: Option<PathBuf>,
 }
 
 impl Options {
@@ -85,6 +87,7 @@ impl Options {
             config,
             devices: DeviceSource::Pcsc,
             clock: Arc::new(SystemClock),
+            config_path: None,
         }
     }
 }
@@ -92,6 +95,7 @@ impl Options {
 /// A running daemon.
 pub struct Daemon {
     service: Service,
+    config_path: Option<PathBuf>,
     connection: Connection,
     tasks: Vec<JoinHandle<()>>,
     _monitor: Option<Monitor>,
@@ -116,7 +120,10 @@ impl Daemon {
         // Handlers exist before the name is taken, so no early call finds a half-built service.
         let connection = builder
             .serve_at(ROOT_PATH, zbus::fdo::ObjectManager)?
-            .serve_at(MANAGER_PATH, interface::Manager::new(service.clone()))?
+            .serve_at(
+                MANAGER_PATH,
+                interface::Manager::new(service.clone(), opts.config_path.clone()),
+            )?
             .name(BUS_NAME)?
             .build()
             .await
@@ -134,6 +141,7 @@ impl Daemon {
         tracing::info!("serving {BUS_NAME}");
         Ok(Daemon {
             service,
+            config_path: opts.config_path,
             connection,
             tasks,
             _monitor: monitor,
@@ -143,6 +151,11 @@ impl Daemon {
     /// The service behind the bus objects.
     pub fn service(&self) -> &Service {
         &self.service
+    }
+
+    /// Reads the configuration file again (SIGHUP); a bad file keeps the policy in force.
+    pub fn reload_config(&self) -> Result<(), tessera::Error> {
+        interface::reload_config(&self.service, self.config_path.as_deref())
     }
 
     /// The bus connection.

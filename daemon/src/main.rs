@@ -42,11 +42,13 @@ fn main() -> std::process::ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     // Nothing the daemon creates (database, keys, journal files) is for other users' eyes.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let config = match &args.config {
+    let config_path = match args.config {
+        Some(path) => Some(path),
+        None if std::path::Path::new(DEFAULT_PATH).exists() => Some(PathBuf::from(DEFAULT_PATH)),
+        None => None,
+    };
+    let config = match &config_path {
         Some(path) => Config::load(path)?,
-        None if std::path::Path::new(DEFAULT_PATH).exists() => {
-            Config::load(std::path::Path::new(DEFAULT_PATH))?
-        }
         None => Config::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -54,11 +56,21 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let daemon = Daemon::start(Options::new(args.bus, args.state_dir, config)).await?;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+        let mut opts = Options::new(args.bus, args.state_dir, config);
+        opts.config_path = config_path;
+        let daemon = Daemon::start(opts).await?;
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+                _ = hup.recv() => match daemon.reload_config() {
+                    Ok(()) => {}
+                    Err(e) => tracing::error!("SIGHUP: configuration not reloaded, old policy stays: {e}"),
+                },
+            }
         }
         tracing::info!("stopping");
         daemon.stop().await;

@@ -30,6 +30,24 @@ pub trait Manager {
     /// Revokes a token (logout).
     fn revoke_token(&self, token: &str) -> zbus::Result<()>;
 
+    /// A new token for the same session; the old one is revoked ("refreshed").
+    fn refresh_token(&self, token: &str) -> zbus::Result<String>;
+
+    /// The live tokens of a user.
+    fn list_sessions(&self, user: &str) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
+
+    /// Revokes every live token of a user.
+    fn revoke_sessions(&self, user: &str) -> zbus::Result<()>;
+
+    /// Starts signing with a new key (root).
+    fn rotate_key(&self) -> zbus::Result<()>;
+
+    /// Reads the configuration file again (root).
+    fn reload_config(&self) -> zbus::Result<()>;
+
+    /// The token rules for a user: (key, value, source).
+    fn effective_policy(&self, user: &str) -> zbus::Result<Vec<(String, String, String)>>;
+
     /// The signing keys as a JWK Set.
     #[zbus(property)]
     fn jwks(&self) -> zbus::Result<String>;

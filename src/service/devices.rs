@@ -19,6 +19,7 @@ use crate::token::jwk_thumbprint;
 use crate::transport::CardTransport;
 use crate::users::Account;
 use crate::{Error, Result};
+use tokio::sync::OwnedMutexGuard;
 
 /// What a device source (the PC/SC monitor, or a test) knows about a newly present device.
 pub struct DeviceAttach {
@@ -51,12 +52,14 @@ pub struct DeviceInfo {
 pub(super) struct Device {
     pub(super) info: DeviceInfo,
     worker: DeviceWorker,
-    /// The open device session; the token-issue path and the removal path serialise on it.
-    session: tokio::sync::Mutex<SessionState>,
+    /// The device session id (one per insertion).
+    session_id: String,
+    /// Whether the session is open; the token-issue path and the removal path serialise on it.
+    session: Arc<tokio::sync::Mutex<SessionState>>,
     identity: Identity,
 }
 
-struct SessionState {
+pub(super) struct SessionState {
     id: String,
     open: bool,
 }
@@ -183,10 +186,11 @@ impl Service {
         let device = Arc::new(Device {
             info: info.clone(),
             worker,
-            session: tokio::sync::Mutex::new(SessionState {
+            session_id: session_id.clone(),
+            session: Arc::new(tokio::sync::Mutex::new(SessionState {
                 id: session_id,
                 open: true,
-            }),
+            })),
             identity,
         });
         let replaced = lock(&self.inner.devices).by_id.insert(id, device);
@@ -255,35 +259,62 @@ impl Service {
         self.close_session(&session.id).await
     }
 
+    /// Ends a device session durably and revokes the tokens that die with their device (each
+    /// token carries the `revoke_on_removal` rule it was issued under).
     async fn close_session(&self, session_id: &str) -> Result<()> {
         let now = self.inner.clock.unix_secs();
-        let mut ops = vec![WriteOp::CloseDeviceSession {
-            id: session_id.to_owned(),
-            at: now,
-        }];
-        let revoke = self.config().token.revoke_on_removal;
-        if revoke {
-            ops.push(WriteOp::RevokeSessionTokens {
+        let ops = vec![
+            WriteOp::CloseDeviceSession {
+                id: session_id.to_owned(),
+                at: now,
+            },
+            WriteOp::RevokeSessionTokens {
                 device_session: session_id.to_owned(),
                 reason: "device-removed".into(),
                 at: now,
+            },
+        ];
+        self.inner.store.apply(ops).await?;
+        for (jti, user) in self
+            .inner
+            .tokens
+            .revoke_session(session_id, "device-removed")
+        {
+            self.publish(Event::TokenRevoked {
+                jti,
+                user,
+                reason: "device-removed".into(),
             });
         }
-        self.inner.store.apply(ops).await?;
-        if revoke {
-            for (jti, user) in self
-                .inner
-                .tokens
-                .revoke_session(session_id, "device-removed")
-            {
-                self.publish(Event::TokenRevoked {
-                    jti,
-                    user,
-                    reason: "device-removed".into(),
-                });
-            }
-        }
         Ok(())
+    }
+
+    /// Holds the device session `sid` open (removal waits) for as long as the guard lives.
+    /// Errors: [`Error::DeviceRemoved`] when its device is gone.
+    pub(super) async fn lock_open_session(
+        &self,
+        sid: &str,
+    ) -> Result<OwnedMutexGuard<SessionState>> {
+        let session = lock(&self.inner.devices)
+            .by_id
+            .values()
+            .find(|d| d.session_id == sid)
+            .map(|d| d.session.clone())
+            .ok_or(Error::DeviceRemoved)?;
+        let guard = session.lock_owned().await;
+        if !guard.open {
+            return Err(Error::DeviceRemoved);
+        }
+        Ok(guard)
+    }
+
+    /// Reader of each present device session.
+    pub(super) fn session_readers(&self) -> HashMap<String, String> {
+        lock(&self.inner.devices)
+            .by_id
+            .values()
+            .map(|d| (d.session_id.clone(), d.info.reader.clone()))
+            .collect()
     }
 
     fn device(&self, id: &str) -> Option<Arc<Device>> {
@@ -437,6 +468,27 @@ pub(super) async fn authenticate(
     account: &Account,
     opts: AuthOptions,
 ) -> Result<Zeroizing<String>> {
+    svc.check_lockout(&account.name)?;
+    let result = challenge_and_issue(svc, account, opts).await;
+    match &result {
+        Ok(_) => svc.note_success(&account.name),
+        // Failures that say something about who is at the keyboard, not about the hardware.
+        Err(
+            Error::PinInvalid { .. }
+            | Error::PinWouldBlock { .. }
+            | Error::PinBlocked
+            | Error::SignatureInvalid(_),
+        ) => svc.note_failure(&account.name),
+        Err(_) => {}
+    }
+    result
+}
+
+async fn challenge_and_issue(
+    svc: &Service,
+    account: &Account,
+    opts: AuthOptions,
+) -> Result<Zeroizing<String>> {
     let enrollments = svc.inner.store.enrollments_for_user(&account.name)?;
     if enrollments.is_empty() {
         return Err(Error::NotEnrolled(format!(
@@ -498,11 +550,19 @@ pub(super) async fn authenticate(
         amr.push("pin".into());
         amr.push("mfa".into());
     }
+    let rules = svc.rules_for(account)?;
     let session = device.session.lock().await;
     if !session.open {
         return Err(Error::DeviceRemoved);
     }
-    tokens::issue(svc, account, &enrollment, &session.id, amr).await
+    let grant = tokens::Grant {
+        user: &account.name,
+        enrollment: &enrollment,
+        session_id: &session.id,
+        amr,
+        auth_time: svc.inner.clock.unix_secs(),
+    };
+    tokens::issue(svc, grant, &rules, None).await
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

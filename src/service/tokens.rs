@@ -1,39 +1,98 @@
-//! Token issue, validation and revocation, and the in-memory index of issued tokens.
+//! Token issue, validation, single use, refresh and revocation, over the in-memory index of issued
+//! tokens.
 //!
 //! The index maps the SHA-256 of each issued token to its record. A token the daemon issued is
 //! recognised by that hash alone: its bytes are exactly what the daemon signed, so the signature needs
 //! no second check (verifying ES256 costs ~1000 times more than hashing). Unknown tokens are verified
 //! only to tell an expired one from a forged one.
+//!
+//! Every change of a token's fate goes Live → Ending (in memory, under the entry's lock, so exactly one
+//! caller wins) → durable store write → Dead. Callers that meet an Ending token are told it is revoked;
+//! if the store write fails, the token goes back to Live and the winner gets the error.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use zeroize::Zeroizing;
 
-use super::{Event, Service};
-use crate::keys::KeyRing;
+use super::{Event, Service, TokenRules};
 use crate::store::{Enrollment, KeyMeta, Store, TokenRecord, TokenState, WriteOp};
 use crate::token::{token_hash, Claims, Confirmation};
-use crate::users::Account;
 use crate::{Error, Result};
 
 /// The longest token text accepted (ours are ~700 bytes); anything longer is not ours.
 const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// An issued token, as the index holds it.
-struct Entry {
-    jti: String,
-    user: String,
+pub(super) struct Entry {
+    pub(super) jti: String,
+    pub(super) user: String,
     kid: String,
-    exp: u64,
-    nbf: u64,
-    device_session: String,
-    state: RwLock<(TokenState, Option<String>)>,
+    pub(super) iat: u64,
+    pub(super) exp: u64,
+    pub(super) auth_time: u64,
+    pub(super) device_session: String,
+    pub(super) single_use: bool,
+    idle_timeout: u64,
+    revoke_on_removal: bool,
+    /// Last use (validation or refresh) known in memory, Unix seconds; the issue time before any.
+    last_used: AtomicU64,
+    /// Last use recorded in the store.
+    stored_last_used: AtomicU64,
+    fate: Mutex<Fate>,
     /// Set at issue; after a restart, filled by the first validation (one signature check).
     claims: OnceLock<Claims>,
 }
 
-/// Issued tokens by hash, with the by-jti and by-session views revocation needs.
+/// Where a token stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fate {
+    Live,
+    /// One caller is making the token's end durable; everyone else already treats it as ended.
+    Ending(String),
+    /// Revoked or consumed, with the reason.
+    Dead(String),
+}
+
+impl Entry {
+    pub(super) fn is_live_at(&self, now: u64) -> bool {
+        now < self.exp && *lock(&self.fate) == Fate::Live && !self.idle_at(now)
+    }
+
+    fn idle_at(&self, now: u64) -> bool {
+        self.idle_timeout > 0
+            && now.saturating_sub(self.last_used.load(Ordering::Relaxed)) >= self.idle_timeout
+    }
+
+    pub(super) fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    /// Moves Live → Ending; false if someone else got there first.
+    fn begin_end(&self, reason: &str) -> bool {
+        let mut f = lock(&self.fate);
+        if *f == Fate::Live {
+            *f = Fate::Ending(reason.to_owned());
+            true
+        } else {
+            false
+        }
+    }
+
+    fn finish_end(&self, durable: bool) {
+        let mut f = lock(&self.fate);
+        if let Fate::Ending(reason) = &*f {
+            *f = if durable {
+                Fate::Dead(reason.clone())
+            } else {
+                Fate::Live
+            };
+        }
+    }
+}
+
+/// Issued tokens by hash, with the by-jti, by-session and by-user views revocation needs.
 #[derive(Default)]
 pub struct TokenIndex {
     inner: RwLock<IndexMaps>,
@@ -42,8 +101,9 @@ pub struct TokenIndex {
 #[derive(Default)]
 struct IndexMaps {
     by_hash: HashMap<[u8; 32], Arc<Entry>>,
-    by_jti: HashMap<String, [u8; 32]>,
+    by_jti: HashMap<String, Arc<Entry>>,
     by_session: HashMap<String, Vec<String>>,
+    by_user: HashMap<String, Vec<String>>,
 }
 
 impl TokenIndex {
@@ -57,34 +117,92 @@ impl TokenIndex {
     }
 
     fn insert(&self, hash: [u8; 32], e: Entry) {
+        let e = Arc::new(e);
         let mut m = write(&self.inner);
-        m.by_jti.insert(e.jti.clone(), hash);
         m.by_session
             .entry(e.device_session.clone())
             .or_default()
             .push(e.jti.clone());
-        m.by_hash.insert(hash, Arc::new(e));
+        m.by_user
+            .entry(e.user.clone())
+            .or_default()
+            .push(e.jti.clone());
+        m.by_jti.insert(e.jti.clone(), e.clone());
+        m.by_hash.insert(hash, e);
     }
 
     fn get(&self, hash: &[u8; 32]) -> Option<Arc<Entry>> {
         read(&self.inner).by_hash.get(hash).cloned()
     }
 
-    /// Marks every live token of a device session revoked; returns (jti, user) of each.
+    /// The tokens of `user`, oldest first.
+    pub(super) fn of_user(&self, user: &str) -> Vec<Arc<Entry>> {
+        let m = read(&self.inner);
+        let mut v: Vec<Arc<Entry>> = m
+            .by_user
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|j| m.by_jti.get(j).cloned())
+            .collect();
+        v.sort_by(|a, b| (a.iat, &a.jti).cmp(&(b.iat, &b.jti)));
+        v
+    }
+
+    /// Marks every live token of a device session that dies with its device; returns (jti, user).
     pub(super) fn revoke_session(&self, session: &str, reason: &str) -> Vec<(String, String)> {
         let m = read(&self.inner);
         let mut out = Vec::new();
         for jti in m.by_session.get(session).into_iter().flatten() {
-            let Some(e) = m.by_jti.get(jti).and_then(|h| m.by_hash.get(h)) else {
+            let Some(e) = m.by_jti.get(jti) else {
                 continue;
             };
-            let mut st = write(&e.state);
-            if st.0 == TokenState::Live {
-                *st = (TokenState::Revoked, Some(reason.to_owned()));
+            if !e.revoke_on_removal {
+                continue;
+            }
+            let mut f = lock(&e.fate);
+            if *f == Fate::Live {
+                *f = Fate::Dead(reason.to_owned());
                 out.push((e.jti.clone(), e.user.clone()));
             }
         }
         out
+    }
+
+    /// Forgets tokens whose lifetime is over (the store drops their rows at the same time).
+    fn prune(&self, now: u64) {
+        let mut m = write(&self.inner);
+        let dead: std::collections::HashSet<String> = m
+            .by_jti
+            .values()
+            .filter(|e| e.exp <= now)
+            .map(|e| e.jti.clone())
+            .collect();
+        if dead.is_empty() {
+            return;
+        }
+        m.by_hash.retain(|_, e| e.exp > now);
+        for jti in &dead {
+            m.by_jti.remove(jti);
+        }
+        let maps = &mut *m;
+        for list in maps
+            .by_session
+            .values_mut()
+            .chain(maps.by_user.values_mut())
+        {
+            list.retain(|j| !dead.contains(j));
+        }
+        m.by_session.retain(|_, l| !l.is_empty());
+        m.by_user.retain(|_, l| !l.is_empty());
+    }
+
+    /// Whether any token signed by `kid` could still be valid at `now`.
+    pub(super) fn kid_in_use(&self, kid: &str, now: u64) -> bool {
+        read(&self.inner)
+            .by_jti
+            .values()
+            .any(|e| e.kid == kid && e.exp > now)
     }
 }
 
@@ -93,20 +211,33 @@ fn entry_from_record(r: &TokenRecord, claims: Option<Claims>) -> Entry {
     if let Some(c) = claims {
         let _ = cell.set(c);
     }
+    let fate = match r.state {
+        TokenState::Live => Fate::Live,
+        TokenState::Revoked | TokenState::Consumed => {
+            Fate::Dead(r.reason.clone().unwrap_or_else(|| "revoked".into()))
+        }
+    };
+    let last_used = r.last_used.unwrap_or(r.iat).max(r.iat);
     Entry {
         jti: r.jti.clone(),
         user: r.user.clone(),
         kid: r.kid.clone(),
+        iat: r.iat,
         exp: r.exp,
-        nbf: r.iat,
+        auth_time: r.auth_time,
         device_session: r.device_session.clone(),
-        state: RwLock::new((r.state, r.reason.clone())),
+        single_use: r.single_use,
+        idle_timeout: r.idle_timeout,
+        revoke_on_removal: r.revoke_on_removal,
+        last_used: AtomicU64::new(last_used),
+        stored_last_used: AtomicU64::new(last_used),
+        fate: Mutex::new(fate),
         claims: cell,
     }
 }
 
 /// Makes sure every key of the ring has a metadata row.
-pub(super) fn record_keys(store: &Store, keys: &KeyRing, now: u64) -> Result<()> {
+pub(super) fn record_keys(store: &Store, keys: &crate::keys::KeyRing, now: u64) -> Result<()> {
     let known: Vec<String> = store.signing_keys()?.into_iter().map(|k| k.kid).collect();
     let ops: Vec<WriteOp> = std::iter::once(keys.active())
         .chain(keys.previous().iter())
@@ -123,30 +254,46 @@ pub(super) fn record_keys(store: &Store, keys: &KeyRing, now: u64) -> Result<()>
     Ok(())
 }
 
-/// Issues a token for a verified authentication in an open device session.
+/// What a new token is for: who, with which enrollment, in which device session, since when.
+pub(super) struct Grant<'a> {
+    pub(super) user: &'a str,
+    pub(super) enrollment: &'a Enrollment,
+    pub(super) session_id: &'a str,
+    pub(super) amr: Vec<String>,
+    /// When possession of the device was proven (kept across refreshes).
+    pub(super) auth_time: u64,
+}
+
+/// Issues a token under `rules`; `replaces` (a refresh) is revoked in the same durable batch.
+/// Tokens of the user beyond `max_live_per_user` are revoked ("superseded") in that batch too.
 pub(super) async fn issue(
     svc: &Service,
-    account: &Account,
-    enrollment: &Enrollment,
-    session_id: &str,
-    amr: Vec<String>,
+    grant: Grant<'_>,
+    rules: &TokenRules,
+    replaces: Option<&Arc<Entry>>,
 ) -> Result<Zeroizing<String>> {
-    let cfg = svc.config();
     let now = svc.inner.clock.unix_secs();
+    let session_end = grant.auth_time.saturating_add(rules.max_lifetime.as_secs());
+    if now >= session_end {
+        return Err(Error::TokenExpired);
+    }
+    svc.maintain_keys(now).await?;
     let claims = Claims {
         iss: svc.inner.issuer.clone(),
-        sub: account.name.clone(),
-        aud: cfg.token.audience.clone(),
+        sub: grant.user.to_owned(),
+        aud: rules.audience.clone(),
         iat: now,
         nbf: now,
-        exp: now.saturating_add(cfg.token.lifetime.as_secs()),
+        exp: now
+            .saturating_add(rules.lifetime.as_secs())
+            .min(session_end),
         jti: crate::token::new_jti(),
-        amr,
+        amr: grant.amr,
         cnf: Confirmation {
-            jkt: enrollment.key_thumbprint.clone(),
+            jkt: grant.enrollment.key_thumbprint.clone(),
         },
-        sid: session_id.to_owned(),
-        enr: enrollment.id.clone(),
+        sid: grant.session_id.to_owned(),
+        enr: grant.enrollment.id.clone(),
     };
     let (token, kid) = {
         let keys = read(&svc.inner.keys);
@@ -156,36 +303,115 @@ pub(super) async fn issue(
     let record = TokenRecord {
         jti: claims.jti.clone(),
         token_hash: hash,
-        user: account.name.clone(),
-        enrollment_id: enrollment.id.clone(),
-        device_session: session_id.to_owned(),
+        user: grant.user.to_owned(),
+        enrollment_id: grant.enrollment.id.clone(),
+        device_session: grant.session_id.to_owned(),
         kid,
         iat: now,
         exp: claims.exp,
-        single_use: false,
+        single_use: rules.single_use,
+        auth_time: grant.auth_time,
+        idle_timeout: rules.idle_timeout.map_or(0, |d| d.as_secs().max(1)),
+        last_used: None,
+        revoke_on_removal: rules.revoke_on_removal,
         state: TokenState::Live,
         reason: None,
         changed_at: None,
     };
-    svc.inner
-        .store
-        .apply(vec![
-            WriteOp::PruneExpired { now },
-            WriteOp::InsertToken(record.clone()),
-        ])
-        .await?;
+
+    // One issue at a time per user, so the live-token limit cannot be overrun by a race.
+    let user_lock = svc.user_lock(grant.user);
+    let _serial = user_lock.lock().await;
+    let live: Vec<Arc<Entry>> = svc
+        .inner
+        .tokens
+        .of_user(grant.user)
+        .into_iter()
+        .filter(|e| e.is_live_at(now) && replaces.is_none_or(|r| !Arc::ptr_eq(r, e)))
+        .collect();
+    let max = usize::try_from(rules.max_live_per_user.max(1)).unwrap_or(usize::MAX);
+    let excess = (live.len() + 1).saturating_sub(max);
+    let mut ending: Vec<(Arc<Entry>, &str)> = live
+        .into_iter()
+        .take(excess)
+        .filter(|e| e.begin_end("superseded"))
+        .map(|e| (e, "superseded"))
+        .collect();
+    if let Some(old) = replaces {
+        ending.push((old.clone(), "refreshed"));
+    }
+    let mut ops = vec![WriteOp::PruneExpired { now }];
+    ops.extend(ending.iter().map(|(e, reason)| WriteOp::SetTokenState {
+        jti: e.jti.clone(),
+        state: TokenState::Revoked,
+        reason: (*reason).to_owned(),
+        at: now,
+    }));
+    ops.push(WriteOp::InsertToken(record.clone()));
+    let result = svc.inner.store.apply(ops).await;
+    for (e, _) in &ending {
+        e.finish_end(result.is_ok());
+    }
+    let outcomes = result?;
+    if outcomes.first().is_some_and(|o| o.changed()) {
+        svc.inner.tokens.prune(now);
+    }
     svc.inner
         .tokens
         .insert(hash, entry_from_record(&record, Some(claims)));
+    for (e, reason) in ending {
+        svc.publish(Event::TokenRevoked {
+            jti: e.jti.clone(),
+            user: e.user.clone(),
+            reason: reason.to_owned(),
+        });
+    }
     Ok(token)
 }
 
-/// Checks a token; returns its claims when it is valid now.
-pub(super) fn validate(svc: &Service, token: &str) -> Result<Claims> {
+/// Checks a token; returns its claims when it is valid now. A single-use token is consumed.
+pub(super) async fn validate(svc: &Service, token: &str) -> Result<Claims> {
     let (entry, claims) = lookup(svc, token)?;
     let now = svc.inner.clock.unix_secs();
     check_live(svc, &entry, now)?;
+    if entry.single_use {
+        end(svc, &entry, TokenState::Consumed, "used", now).await?;
+        return Ok(claims);
+    }
+    touch(svc, &entry, now);
     Ok(claims)
+}
+
+/// A new token for the same device session; the old one dies ("refreshed").
+pub(super) async fn refresh(svc: &Service, token: &str) -> Result<Zeroizing<String>> {
+    let (entry, claims) = lookup(svc, token)?;
+    let now = svc.inner.clock.unix_secs();
+    check_live(svc, &entry, now)?;
+    // Held until the new token is recorded, so a removal cannot slip in between.
+    let _session = svc.lock_open_session(&entry.device_session).await?;
+    let enrollment = svc
+        .inner
+        .store
+        .enrollment(&claims.enr)?
+        .ok_or(Error::TokenInvalid)?;
+    let account = crate::users::Account::by_name(&entry.user)?;
+    let rules = svc.rules_for(&account)?;
+    if !entry.begin_end("refreshed") {
+        return Err(Error::TokenRevoked("refreshed".into()));
+    }
+    let grant = Grant {
+        user: &entry.user,
+        enrollment: &enrollment,
+        session_id: &entry.device_session,
+        amr: claims.amr.clone(),
+        auth_time: entry.auth_time,
+    };
+    let result = issue(svc, grant, &rules, Some(&entry)).await;
+    if result.is_err() {
+        // `issue` settles the old token only once its batch ran; an earlier failure leaves it to us.
+        entry.finish_end(false);
+    }
+    result
 }
 
 /// Revokes a token; not an error if it is already revoked.
@@ -195,33 +421,101 @@ pub(super) async fn revoke(svc: &Service, token: &str, reason: &str) -> Result<(
     if now >= entry.exp {
         return Err(Error::TokenExpired);
     }
-    if read(&entry.state).0 != TokenState::Live {
-        return Ok(());
+    match end(svc, &entry, TokenState::Revoked, reason, now).await {
+        Ok(()) | Err(Error::TokenRevoked(_)) => Ok(()),
+        Err(e) => Err(e),
     }
-    let outcome = svc
+}
+
+/// Revokes every live token of `user`; returns how many.
+pub(super) async fn revoke_user(svc: &Service, user: &str, reason: &str) -> Result<usize> {
+    let now = svc.inner.clock.unix_secs();
+    let ending: Vec<Arc<Entry>> = svc
+        .inner
+        .tokens
+        .of_user(user)
+        .into_iter()
+        .filter(|e| e.is_live_at(now) && e.begin_end(reason))
+        .collect();
+    let ops = ending
+        .iter()
+        .map(|e| WriteOp::SetTokenState {
+            jti: e.jti.clone(),
+            state: TokenState::Revoked,
+            reason: reason.to_owned(),
+            at: now,
+        })
+        .collect();
+    let result = svc.inner.store.apply(ops).await;
+    for e in &ending {
+        e.finish_end(result.is_ok());
+    }
+    result?;
+    for e in &ending {
+        svc.publish(Event::TokenRevoked {
+            jti: e.jti.clone(),
+            user: e.user.clone(),
+            reason: reason.to_owned(),
+        });
+    }
+    Ok(ending.len())
+}
+
+/// Ends a live token durably (exactly one caller wins) and announces it.
+async fn end(
+    svc: &Service,
+    entry: &Entry,
+    state: TokenState,
+    reason: &str,
+    now: u64,
+) -> Result<()> {
+    if !entry.begin_end(reason) {
+        return Err(revoked_error(entry));
+    }
+    let result = svc
         .inner
         .store
         .apply(vec![WriteOp::SetTokenState {
             jti: entry.jti.clone(),
-            state: TokenState::Revoked,
+            state,
             reason: reason.to_owned(),
             at: now,
         }])
-        .await?;
-    {
-        let mut st = write(&entry.state);
-        if st.0 == TokenState::Live {
-            *st = (TokenState::Revoked, Some(reason.to_owned()));
-        }
+        .await;
+    entry.finish_end(result.is_ok());
+    result?;
+    svc.publish(Event::TokenRevoked {
+        jti: entry.jti.clone(),
+        user: entry.user.clone(),
+        reason: reason.to_owned(),
+    });
+    Ok(())
+}
+
+/// Notes a use for the idle timeout. The store learns of it lazily (not before the reply): a lost
+/// record can only make the token expire sooner after a crash, never live longer.
+fn touch(svc: &Service, entry: &Arc<Entry>, now: u64) {
+    if entry.idle_timeout == 0 {
+        return;
     }
-    if outcome.first().is_some_and(|o| o.changed()) {
-        svc.publish(Event::TokenRevoked {
-            jti: entry.jti.clone(),
-            user: entry.user.clone(),
-            reason: reason.to_owned(),
+    entry.last_used.fetch_max(now, Ordering::Relaxed);
+    let stored = entry.stored_last_used.load(Ordering::Relaxed);
+    // Record at most a few times per idle period.
+    if now.saturating_sub(stored) >= (entry.idle_timeout / 4).max(1)
+        && entry
+            .stored_last_used
+            .compare_exchange(stored, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let store_svc = svc.clone();
+        let jti = entry.jti.clone();
+        tokio::spawn(async move {
+            let op = WriteOp::TouchToken { jti, at: now };
+            if let Err(e) = store_svc.inner.store.apply(vec![op]).await {
+                tracing::warn!("recording a token use failed: {e}");
+            }
         });
     }
-    Ok(())
 }
 
 /// Finds an issued token by its text; unknown tokens are TokenExpired or TokenInvalid.
@@ -251,22 +545,21 @@ fn lookup(svc: &Service, token: &str) -> Result<(Arc<Entry>, Claims)> {
     Ok((entry, claims))
 }
 
-fn check_live(svc: &Service, entry: &Entry, now: u64) -> Result<()> {
-    {
-        let st = read(&entry.state);
-        match st.0 {
-            TokenState::Live => {}
-            TokenState::Revoked | TokenState::Consumed => {
-                return Err(Error::TokenRevoked(
-                    st.1.clone().unwrap_or_else(|| "revoked".into()),
-                ))
-            }
-        }
+fn revoked_error(entry: &Entry) -> Error {
+    match &*lock(&entry.fate) {
+        Fate::Ending(r) | Fate::Dead(r) => Error::TokenRevoked(r.clone()),
+        Fate::Live => Error::TokenRevoked("revoked".into()),
     }
-    if now >= entry.exp {
+}
+
+fn check_live(svc: &Service, entry: &Entry, now: u64) -> Result<()> {
+    if *lock(&entry.fate) != Fate::Live {
+        return Err(revoked_error(entry));
+    }
+    if now >= entry.exp || entry.idle_at(now) {
         return Err(Error::TokenExpired);
     }
-    if now < entry.nbf {
+    if now < entry.iat {
         return Err(Error::TokenInvalid);
     }
     let keys = read(&svc.inner.keys);
@@ -279,16 +572,24 @@ fn check_live(svc: &Service, entry: &Entry, now: u64) -> Result<()> {
     Ok(())
 }
 
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+pub(super) fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     match l.read() {
         Ok(g) => g,
         Err(p) => p.into_inner(),
     }
 }
 
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+pub(super) fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     match l.write() {
         Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        // Every critical section here is a single assignment; a panic cannot leave it half done.
         Err(p) => p.into_inner(),
     }
 }

@@ -64,12 +64,39 @@ enum Command {
         #[arg(default_value = "-")]
         token: String,
     },
-    /// Revoke a token (logout).
+    /// Revoke a token (logout), or with --all every live token of a user.
     Revoke {
+        /// The token, or "-" (the default) to read it from standard input.
+        #[arg(default_value = "-", conflicts_with = "all")]
+        token: String,
+        /// Revoke every live token of --user (default: yourself) instead of one token.
+        #[arg(long)]
+        all: bool,
+        /// With --all: whose tokens [default: your own; others' need root].
+        #[arg(long, default_value = "", requires = "all")]
+        user: String,
+    },
+    /// Exchange a live token for a new one of the same session (the old one is revoked).
+    Refresh {
         /// The token, or "-" (the default) to read it from standard input.
         #[arg(default_value = "-")]
         token: String,
     },
+    /// List the live tokens of a user [default: your own; others' need root].
+    Sessions {
+        /// The account.
+        #[arg(default_value = "")]
+        user: String,
+    },
+    /// Token policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Sign new tokens with a fresh key now (root).
+    RotateKey,
+    /// Make the daemon read its configuration file again (root).
+    Reload,
     /// Print the daemon's public signing keys (JWK Set).
     Jwks,
     /// Print device and token events as they happen, one per line, until interrupted.
@@ -78,6 +105,16 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// The token rules that apply to a user, and where each value comes from.
+    Show {
+        /// The account [default: your own].
+        #[arg(default_value = "")]
+        user: String,
     },
 }
 
@@ -198,10 +235,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", claims_json(&claims));
             Ok(())
         }
-        Command::Revoke { token } => {
+        Command::Revoke { token, all, user } => {
+            if all {
+                manager.revoke_sessions(&user).await?;
+                println!("revoked all sessions");
+            } else {
+                let token = read_token(&token)?;
+                manager.revoke_token(&token).await?;
+                println!("revoked");
+            }
+            Ok(())
+        }
+        Command::Refresh { token } => {
             let token = read_token(&token)?;
-            manager.revoke_token(&token).await?;
-            println!("revoked");
+            let new = Zeroizing::new(manager.refresh_token(&token).await?);
+            println!("{}", new.as_str());
+            Ok(())
+        }
+        Command::Sessions { user } => {
+            let sessions = manager.list_sessions(&user).await?;
+            if sessions.is_empty() {
+                println!("no live sessions");
+            }
+            for s in &sessions {
+                println!("{}", claims_json(s));
+            }
+            Ok(())
+        }
+        Command::Policy {
+            command: PolicyCommand::Show { user },
+        } => {
+            for (key, value, source) in manager.effective_policy(&user).await? {
+                println!("{key:<18} = {value:<12} # {source}");
+            }
+            Ok(())
+        }
+        Command::RotateKey => {
+            manager.rotate_key().await?;
+            println!("rotated");
+            Ok(())
+        }
+        Command::Reload => {
+            manager.reload_config().await?;
+            println!("reloaded");
             Ok(())
         }
         Command::Jwks => {
