@@ -1,11 +1,43 @@
-//! The administrator's configuration (`/etc/tessera/tessera.toml`): token lifetimes, PIN and device
-//! rules. Unknown keys and bad values are errors that name the file, the key and what is wrong; the
-//! daemon refuses to start on them rather than guess.
+//! The administrator's configuration (`/etc/tessera/tessera.toml`): token lifetimes and limits, PIN,
+//! lockout, key-rotation and device rules, with per-user and per-group overrides of the token rules.
+//! Reading the file and resolving the effective policy of one user live here; enforcing it lives in
+//! the service.
+//!
+//! `tessera.toml.example` at the repository root documents every key and its default.
+//!
+//! # Precedence
+//!
+//! Each `[token]` key of a user's effective policy comes from the first of these that sets it:
+//! 1. `[users.NAME.token]` for the user;
+//! 2. the `[groups.NAME.token]` tables of the Unix groups the user is in;
+//! 3. `[token]`;
+//! 4. the built-in default.
+//!
+//! When the user is in several configured groups that set the same key, the most restrictive value
+//! among those groups wins, key by key: the shortest `lifetime` and `max_lifetime`; the shortest
+//! non-zero `idle_timeout` (off only if every such group says "0s"); `single_use` and
+//! `revoke_on_removal` true if any says true; the smallest `max_live_per_user`. `audience` has no
+//! order, so the group whose name sorts first (byte order) wins. Ties go to that group too.
+//!
+//! A group's value beats `[token]` even when it is less strict: groups are how an administrator
+//! relaxes a rule for some accounts as well as tightens it.
+//!
+//! # Validation
+//!
+//! Unknown keys and bad values are errors that name the file, the key path (`users.alice.token.lifetime`)
+//! and what is wrong; the daemon refuses to start on them rather than guess. `lifetime` may not exceed
+//! `max_lifetime` in `[token]`, nor in any user or group table combined with `[token]`. A user table
+//! combined with a group table can still disagree (membership is only known at login); then the
+//! lifetime is cut to the `max_lifetime`.
 
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use toml::Spanned;
 
 use crate::{Error, Result};
 
@@ -13,14 +45,23 @@ use crate::{Error, Result};
 pub const DEFAULT_PATH: &str = "/etc/tessera/tessera.toml";
 
 /// The effective configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Config {
-    /// Token rules.
+    /// Token rules of `[token]` (before per-user and per-group overrides; see
+    /// [`Config::token_policy_for`]).
     pub token: TokenPolicy,
     /// PIN rules.
     pub pin: PinPolicy,
+    /// Lockout after failed authentications.
+    pub auth: AuthPolicy,
+    /// Signing-key rotation.
+    pub keys: KeyPolicy,
     /// Device access rules.
     pub device: DevicePolicy,
+    /// `[users.NAME.token]` overrides, by user name.
+    pub users: BTreeMap<String, TokenOverride>,
+    /// `[groups.NAME.token]` overrides, by Unix group name.
+    pub groups: BTreeMap<String, TokenOverride>,
 }
 
 /// How tokens are issued and when they die.
@@ -28,17 +69,44 @@ pub struct Config {
 pub struct TokenPolicy {
     /// `exp - iat` of a new token.
     pub lifetime: Duration,
-    /// Value of the `aud` claim.
-    pub audience: String,
+    /// A session cannot be refreshed past this, counted from its first authentication.
+    pub max_lifetime: Duration,
+    /// A token dies when neither validated nor refreshed for this long; `None` (written "0s") is off.
+    pub idle_timeout: Option<Duration>,
+    /// The first successful validation consumes the token.
+    pub single_use: bool,
     /// Whether pulling the device out revokes its tokens.
     pub revoke_on_removal: bool,
+    /// Issuing a token beyond this many live ones revokes the user's oldest (reason "superseded").
+    pub max_live_per_user: u32,
+    /// Value of the `aud` claim (RFC 7519 section 4.1.3).
+    pub audience: String,
 }
 
 /// PIN handling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinPolicy {
-    /// Never spend a card's last PIN retry (answer PinWouldBlock instead).
+    /// Never spend a card's last PIN retry (answer `PinWouldBlock` instead).
     pub keep_last_retry: bool,
+}
+
+/// Lockout: `max_failures` failed authentications of one user within `failure_window` refuse further
+/// attempts for `lockout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthPolicy {
+    /// Failures that trigger the lockout.
+    pub max_failures: u32,
+    /// The window the failures are counted in.
+    pub failure_window: Duration,
+    /// How long further attempts are refused.
+    pub lockout: Duration,
+}
+
+/// Signing keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// Automatic signing-key rotation period.
+    pub rotate_every: Duration,
 }
 
 /// Device access.
@@ -48,26 +116,115 @@ pub struct DevicePolicy {
     pub timeout: Duration,
 }
 
-impl Default for Config {
+/// The `[token]` keys one user or group table sets; `None` means "not set here".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TokenOverride {
+    /// `lifetime`.
+    pub lifetime: Option<Duration>,
+    /// `max_lifetime`.
+    pub max_lifetime: Option<Duration>,
+    /// `idle_timeout`: `Some(None)` is an explicit "0s" (off).
+    pub idle_timeout: Option<Option<Duration>>,
+    /// `single_use`.
+    pub single_use: Option<bool>,
+    /// `revoke_on_removal`.
+    pub revoke_on_removal: Option<bool>,
+    /// `max_live_per_user`.
+    pub max_live_per_user: Option<u32>,
+    /// `audience`.
+    pub audience: Option<String>,
+}
+
+/// One key of a user's effective token policy and where its value came from (`tessera policy show`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyItem {
+    /// The `[token]` key, e.g. "lifetime".
+    pub key: &'static str,
+    /// The value as written in TOML: "15m", "true", "32", "\"tessera\"".
+    pub value: String,
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// Where a value of the effective policy came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The built-in default: `[token]` leaves it as it is (a `[token]` line repeating the default
+    /// counts as the default, so this also holds for a [`Config`] built in code).
+    Default,
+    /// `[token]`.
+    Global,
+    /// `[groups.NAME.token]`.
+    Group(String),
+    /// `[users.NAME.token]`.
+    User(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::Global => f.write_str("[token]"),
+            Source::Group(g) => write!(f, "[groups.{}.token]", toml_key(g)),
+            Source::User(u) => write!(f, "[users.{}.token]", toml_key(u)),
+        }
+    }
+}
+
+impl Default for TokenPolicy {
     fn default() -> Self {
-        Config {
-            token: TokenPolicy {
-                lifetime: Duration::from_secs(15 * 60),
-                audience: "tessera".into(),
-                revoke_on_removal: true,
-            },
-            pin: PinPolicy {
-                keep_last_retry: true,
-            },
-            device: DevicePolicy {
-                timeout: Duration::from_secs(10),
-            },
+        TokenPolicy {
+            lifetime: Duration::from_secs(15 * 60),
+            max_lifetime: Duration::from_secs(8 * 3600),
+            idle_timeout: None,
+            single_use: false,
+            revoke_on_removal: true,
+            max_live_per_user: 32,
+            audience: "tessera".into(),
+        }
+    }
+}
+
+impl Default for PinPolicy {
+    fn default() -> Self {
+        PinPolicy {
+            keep_last_retry: true,
+        }
+    }
+}
+
+impl Default for AuthPolicy {
+    fn default() -> Self {
+        AuthPolicy {
+            max_failures: 5,
+            failure_window: Duration::from_secs(5 * 60),
+            lockout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for KeyPolicy {
+    fn default() -> Self {
+        KeyPolicy {
+            rotate_every: Duration::from_secs(30 * DAY),
+        }
+    }
+}
+
+impl Default for DevicePolicy {
+    fn default() -> Self {
+        DevicePolicy {
+            timeout: Duration::from_secs(10),
         }
     }
 }
 
 impl Config {
-    /// Reads and checks the file at `path`. Errors name the file, the key and the problem.
+    /// Reads and checks the file at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the file, the key and the problem, when the file cannot be read or
+    /// is not a valid configuration.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("{}: cannot read: {e}", path.display())))?;
@@ -77,128 +234,709 @@ impl Config {
         })
     }
 
-    /// Parses configuration text.
+    /// Parses and checks configuration text.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the key and the problem (one message per kind of mistake: see
+    /// `tessera.toml.example`).
     pub fn parse(text: &str) -> Result<Config> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        // The plain parse reports syntax errors in toml's words; the spanned one adds line numbers
+        // to our own messages but cannot represent dotted keys, so they fall back to the plain tree.
+        let plain: toml::Table = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        let root = match toml::from_str::<Spanned<Kind>>(text) {
+            Ok(s) => Node::from(s),
+            Err(_) => Node::from_value(toml::Value::Table(plain)),
+        };
+        Checker { text }.config(&root)
+    }
+
+    /// The effective token policy of `user`, a member of `groups` (see the module doc for precedence).
+    #[must_use]
+    pub fn token_policy_for(&self, user: &str, groups: &[String]) -> TokenPolicy {
+        let r = self.resolve(user, groups);
+        TokenPolicy {
+            lifetime: r.lifetime.value,
+            max_lifetime: r.max_lifetime.value,
+            idle_timeout: r.idle_timeout.value,
+            single_use: r.single_use.value,
+            revoke_on_removal: r.revoke_on_removal.value,
+            max_live_per_user: r.max_live_per_user.value,
+            audience: r.audience.value,
+        }
+    }
+
+    /// Every key of [`Config::token_policy_for`] with its value as written in TOML and its source.
+    #[must_use]
+    pub fn explain_token_policy(&self, user: &str, groups: &[String]) -> Vec<PolicyItem> {
+        let r = self.resolve(user, groups);
+        let item = |key, value, source| PolicyItem { key, value, source };
+        vec![
+            item(
+                "lifetime",
+                fmt_duration(r.lifetime.value),
+                r.lifetime.source,
+            ),
+            item(
+                "max_lifetime",
+                fmt_duration(r.max_lifetime.value),
+                r.max_lifetime.source,
+            ),
+            item(
+                "idle_timeout",
+                fmt_duration(r.idle_timeout.value.unwrap_or(Duration::ZERO)),
+                r.idle_timeout.source,
+            ),
+            item(
+                "single_use",
+                r.single_use.value.to_string(),
+                r.single_use.source,
+            ),
+            item(
+                "revoke_on_removal",
+                r.revoke_on_removal.value.to_string(),
+                r.revoke_on_removal.source,
+            ),
+            item(
+                "max_live_per_user",
+                r.max_live_per_user.value.to_string(),
+                r.max_live_per_user.source,
+            ),
+            item(
+                "audience",
+                toml::Value::String(r.audience.value).to_string(),
+                r.audience.source,
+            ),
+        ]
+    }
+
+    fn resolve(&self, user: &str, groups: &[String]) -> Resolved {
+        let d = TokenPolicy::default();
+        let g = &self.token;
+        let global = |differs: bool| {
+            if differs {
+                Source::Global
+            } else {
+                Source::Default
+            }
+        };
+        let mut r = Resolved {
+            lifetime: Sourced::new(g.lifetime, global(g.lifetime != d.lifetime)),
+            max_lifetime: Sourced::new(g.max_lifetime, global(g.max_lifetime != d.max_lifetime)),
+            idle_timeout: Sourced::new(g.idle_timeout, global(g.idle_timeout != d.idle_timeout)),
+            single_use: Sourced::new(g.single_use, global(g.single_use != d.single_use)),
+            revoke_on_removal: Sourced::new(
+                g.revoke_on_removal,
+                global(g.revoke_on_removal != d.revoke_on_removal),
+            ),
+            max_live_per_user: Sourced::new(
+                g.max_live_per_user,
+                global(g.max_live_per_user != d.max_live_per_user),
+            ),
+            audience: Sourced::new(g.audience.clone(), global(g.audience != d.audience)),
+        };
+
+        // BTreeMap order: ties and the audience go to the group whose name sorts first.
+        let member: Vec<(&String, &TokenOverride)> = self
+            .groups
+            .iter()
+            .filter(|(name, _)| groups.contains(name))
+            .collect();
+        let shorter = |a: &Duration, b: &Duration| a < b;
+        let truer = |a: &bool, b: &bool| *a && !*b;
+        strictest(&mut r.lifetime, &member, |o| o.lifetime, shorter);
+        strictest(&mut r.max_lifetime, &member, |o| o.max_lifetime, shorter);
+        strictest(
+            &mut r.idle_timeout,
+            &member,
+            |o| o.idle_timeout,
+            |a, b| match (a, b) {
+                (Some(a), Some(b)) => a < b,
+                (Some(_), None) => true,
+                (None, _) => false,
+            },
+        );
+        strictest(&mut r.single_use, &member, |o| o.single_use, truer);
+        strictest(
+            &mut r.revoke_on_removal,
+            &member,
+            |o| o.revoke_on_removal,
+            truer,
+        );
+        strictest(
+            &mut r.max_live_per_user,
+            &member,
+            |o| o.max_live_per_user,
+            |a, b| a < b,
+        );
+        strictest(
+            &mut r.audience,
+            &member,
+            |o| o.audience.clone(),
+            |_, _| false,
+        );
+
+        if let Some(o) = self.users.get(user) {
+            let src = || Source::User(user.to_owned());
+            r.lifetime.set(o.lifetime, src);
+            r.max_lifetime.set(o.max_lifetime, src);
+            r.idle_timeout.set(o.idle_timeout, src);
+            r.single_use.set(o.single_use, src);
+            r.revoke_on_removal.set(o.revoke_on_removal, src);
+            r.max_live_per_user.set(o.max_live_per_user, src);
+            r.audience.set(o.audience.clone(), src);
+        }
+
+        // Only a user table combined with group tables can get here (load checks each table
+        // against [token]); a token must never outlive its session, so the stricter limit wins.
+        if r.lifetime.value > r.max_lifetime.value {
+            r.lifetime = r.max_lifetime.clone();
+        }
+        r
+    }
+}
+
+/// Token policy values with their sources, while resolving.
+struct Resolved {
+    lifetime: Sourced<Duration>,
+    max_lifetime: Sourced<Duration>,
+    idle_timeout: Sourced<Option<Duration>>,
+    single_use: Sourced<bool>,
+    revoke_on_removal: Sourced<bool>,
+    max_live_per_user: Sourced<u32>,
+    audience: Sourced<String>,
+}
+
+#[derive(Clone)]
+struct Sourced<T> {
+    value: T,
+    source: Source,
+}
+
+impl<T> Sourced<T> {
+    fn new(value: T, source: Source) -> Self {
+        Sourced { value, source }
+    }
+
+    fn set(&mut self, value: Option<T>, source: impl Fn() -> Source) {
+        if let Some(v) = value {
+            *self = Sourced::new(v, source());
+        }
+    }
+}
+
+/// Replaces `slot` with the strictest value the `groups` set for one key, if any sets it; on equal
+/// strictness the earlier (by name) group wins.
+fn strictest<T>(
+    slot: &mut Sourced<T>,
+    groups: &[(&String, &TokenOverride)],
+    get: impl Fn(&TokenOverride) -> Option<T>,
+    stricter: impl Fn(&T, &T) -> bool,
+) {
+    let mut best: Option<Sourced<T>> = None;
+    for (name, o) in groups {
+        if let Some(v) = get(o) {
+            if best.as_ref().is_none_or(|b| stricter(&v, &b.value)) {
+                best = Some(Sourced::new(v, Source::Group((*name).clone())));
+            }
+        }
+    }
+    if let Some(b) = best {
+        *slot = b;
+    }
+}
+
+const DAY: u64 = 86_400;
+/// Durations longer than this are typos (a missing unit, "30y" for "30d"), not policy.
+const MAX_DURATION: Duration = Duration::from_secs(3650 * DAY);
+const MAX_DURATION_TEXT: &str = "10 years (3650d)";
+/// Counts above this are typos, not policy; they also keep the arithmetic on them far from overflow.
+const MAX_COUNT: i64 = 1_000_000;
+const HOW_TO_WRITE_DURATIONS: &str = "write it like \"90s\", \"15m\", \"8h\" or \"30d\"";
+
+/// The keys of each table, in the order of the example file.
+pub(crate) const TOP_KEYS: &[&str] = &["token", "pin", "auth", "keys", "device", "users", "groups"];
+pub(crate) const TOKEN_KEYS: &[&str] = &[
+    "lifetime",
+    "max_lifetime",
+    "idle_timeout",
+    "single_use",
+    "revoke_on_removal",
+    "max_live_per_user",
+    "audience",
+];
+pub(crate) const PIN_KEYS: &[&str] = &["keep_last_retry"];
+pub(crate) const AUTH_KEYS: &[&str] = &["max_failures", "failure_window", "lockout"];
+pub(crate) const KEYS_KEYS: &[&str] = &["rotate_every"];
+pub(crate) const DEVICE_KEYS: &[&str] = &["timeout"];
+const OVERRIDE_KEYS: &[&str] = &["token"];
+
+/// A parsed TOML value with its byte span in the file when known.
+struct Node {
+    span: Option<Range<usize>>,
+    kind: Kind,
+}
+
+enum Kind {
+    Table(BTreeMap<String, Node>),
+    Str(String),
+    Int(i64),
+    Bool(bool),
+    /// Values no Tessera key takes, by name: "a float", "an array", "a datetime".
+    Other(&'static str),
+}
+
+impl From<Spanned<Kind>> for Node {
+    fn from(s: Spanned<Kind>) -> Node {
+        let span = s.span();
+        Node {
+            span: Some(span),
+            kind: s.into_inner(),
+        }
+    }
+}
+
+impl Node {
+    fn from_value(v: toml::Value) -> Node {
+        let kind = match v {
+            toml::Value::Table(t) => Kind::Table(
+                t.into_iter()
+                    .map(|(k, v)| (k, Node::from_value(v)))
+                    .collect(),
+            ),
+            toml::Value::String(s) => Kind::Str(s),
+            toml::Value::Integer(i) => Kind::Int(i),
+            toml::Value::Boolean(b) => Kind::Bool(b),
+            toml::Value::Float(_) => Kind::Other("a float"),
+            toml::Value::Array(_) => Kind::Other("an array"),
+            toml::Value::Datetime(_) => Kind::Other("a datetime"),
+        };
+        Node { span: None, kind }
+    }
+
+    fn found(&self) -> String {
+        match &self.kind {
+            Kind::Table(_) => "a table".into(),
+            Kind::Str(s) => format!("string {s:?}"),
+            Kind::Int(i) => format!("integer {i}"),
+            Kind::Bool(b) => format!("boolean {b}"),
+            Kind::Other(what) => (*what).to_owned(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Kind, D::Error> {
+        d.deserialize_any(KindVisitor)
+    }
+}
+
+struct KindVisitor;
+
+impl<'de> Visitor<'de> for KindVisitor {
+    type Value = Kind;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a TOML value")
+    }
+
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Kind, E> {
+        Ok(Kind::Str(v.to_owned()))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<Kind, E> {
+        Ok(Kind::Int(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<Kind, E> {
+        // TOML integers are i64; saturating keeps "absurdly large" the answer if one ever is not.
+        Ok(Kind::Int(i64::try_from(v).unwrap_or(i64::MAX)))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Kind, E> {
+        Ok(Kind::Bool(v))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Kind, E> {
+        Ok(Kind::Other("a float"))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Kind, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Kind::Other("an array"))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Kind, A::Error> {
+        let mut table = BTreeMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            // toml hands datetimes to serde as a one-entry map with this private key.
+            if key.starts_with("$__toml_private") {
+                map.next_value::<IgnoredAny>()?;
+                return Ok(Kind::Other("a datetime"));
+            }
+            let value: Spanned<Kind> = map.next_value()?;
+            table.insert(key, Node::from(value));
+        }
+        Ok(Kind::Table(table))
+    }
+}
+
+/// Turns the parsed tree into a [`Config`], with one message per kind of mistake.
+struct Checker<'a> {
+    text: &'a str,
+}
+
+impl Checker<'_> {
+    fn config(&self, root: &Node) -> Result<Config> {
+        let top = self.table(root, "", TOP_KEYS)?;
         let mut cfg = Config::default();
-        if let Some(t) = raw.token {
-            if let Some(v) = t.lifetime {
-                cfg.token.lifetime = positive("token.lifetime", v.0)?;
-            }
-            if let Some(v) = t.audience {
-                if v.is_empty() {
-                    return Err(Error::Config("token.audience: must not be empty".into()));
-                }
-                cfg.token.audience = v;
-            }
-            if let Some(v) = t.revoke_on_removal {
-                cfg.token.revoke_on_removal = v;
+        if let Some(t) = top.get("token") {
+            let o = self.token_override(t, "token")?;
+            self.check_lifetimes(&TokenPolicy::default(), &o, "token", t)?;
+            apply(&mut cfg.token, &o);
+        }
+        if let Some(t) = top.get("pin") {
+            let t = self.table(t, "pin", PIN_KEYS)?;
+            if let Some(v) = t.get("keep_last_retry") {
+                cfg.pin.keep_last_retry = self.boolean(v, "pin.keep_last_retry")?;
             }
         }
-        if let Some(p) = raw.pin {
-            if let Some(v) = p.keep_last_retry {
-                cfg.pin.keep_last_retry = v;
+        if let Some(t) = top.get("auth") {
+            let t = self.table(t, "auth", AUTH_KEYS)?;
+            if let Some(v) = t.get("max_failures") {
+                cfg.auth.max_failures = self.count(
+                    v,
+                    "auth.max_failures",
+                    "0 would lock every user out before their first attempt",
+                )?;
+            }
+            if let Some(v) = t.get("failure_window") {
+                cfg.auth.failure_window = self.positive(v, "auth.failure_window")?;
+            }
+            if let Some(v) = t.get("lockout") {
+                cfg.auth.lockout = self.positive(v, "auth.lockout")?;
             }
         }
-        if let Some(d) = raw.device {
-            if let Some(v) = d.timeout {
-                cfg.device.timeout = positive("device.timeout", v.0)?;
+        if let Some(t) = top.get("keys") {
+            let t = self.table(t, "keys", KEYS_KEYS)?;
+            if let Some(v) = t.get("rotate_every") {
+                cfg.keys.rotate_every = self.positive(v, "keys.rotate_every")?;
+            }
+        }
+        if let Some(t) = top.get("device") {
+            let t = self.table(t, "device", DEVICE_KEYS)?;
+            if let Some(v) = t.get("timeout") {
+                cfg.device.timeout = self.positive(v, "device.timeout")?;
+            }
+        }
+        for (section, map) in [("users", &mut cfg.users), ("groups", &mut cfg.groups)] {
+            let Some(node) = top.get(section) else {
+                continue;
+            };
+            let Kind::Table(names) = &node.kind else {
+                return Err(self.wrong_type(node, section, "a table of names"));
+            };
+            for (name, entry) in names {
+                let path = format!("{section}.{}", toml_key(name));
+                let entry = self.table(entry, &path, OVERRIDE_KEYS)?;
+                let Some(t) = entry.get("token") else {
+                    continue;
+                };
+                let path = format!("{path}.token");
+                let o = self.token_override(t, &path)?;
+                self.check_lifetimes(&cfg.token, &o, &path, t)?;
+                map.insert(name.clone(), o);
             }
         }
         Ok(cfg)
     }
-}
 
-fn positive(key: &str, d: Duration) -> Result<Duration> {
-    if d.is_zero() {
-        return Err(Error::Config(format!("{key}: must be longer than 0s")));
+    /// `lifetime <= max_lifetime` for the table at `path` (`o`, parsed from `node`) over `base`: the
+    /// defaults for `[token]`, `[token]` for a user or group table.
+    fn check_lifetimes(
+        &self,
+        base: &TokenPolicy,
+        o: &TokenOverride,
+        path: &str,
+        node: &Node,
+    ) -> Result<()> {
+        let lifetime = o.lifetime.unwrap_or(base.lifetime);
+        let max = o.max_lifetime.unwrap_or(base.max_lifetime);
+        if lifetime <= max {
+            return Ok(());
+        }
+        let default = TokenPolicy::default();
+        let from = |key: &str, set_here: bool, inherited_from_token: bool| {
+            if set_here {
+                format!("{path}.{key}")
+            } else if inherited_from_token {
+                format!("token.{key}")
+            } else {
+                "the default".to_owned()
+            }
+        };
+        let lifetime_from = from(
+            "lifetime",
+            o.lifetime.is_some(),
+            base.lifetime != default.lifetime,
+        );
+        let max_from = from(
+            "max_lifetime",
+            o.max_lifetime.is_some(),
+            base.max_lifetime != default.max_lifetime,
+        );
+        // `base` is consistent on its own, so this table wrote at least one of the two.
+        let key = if o.lifetime.is_some() {
+            "lifetime"
+        } else {
+            "max_lifetime"
+        };
+        let key_node = match &node.kind {
+            Kind::Table(t) => t.get(key),
+            _ => None,
+        };
+        Err(self.error(
+            &format!("{path}.{key}"),
+            key_node,
+            format!(
+                "lifetime {} ({lifetime_from}) is longer than max_lifetime {} ({max_from}); \
+                 a token cannot outlive its session",
+                fmt_duration(lifetime),
+                fmt_duration(max),
+            ),
+        ))
     }
-    Ok(d)
+
+    fn token_override(&self, node: &Node, path: &str) -> Result<TokenOverride> {
+        let t = self.table(node, path, TOKEN_KEYS)?;
+        let key = |k: &str| format!("{path}.{k}");
+        let mut o = TokenOverride::default();
+        if let Some(v) = t.get("lifetime") {
+            o.lifetime = Some(self.positive(v, &key("lifetime"))?);
+        }
+        if let Some(v) = t.get("max_lifetime") {
+            o.max_lifetime = Some(self.positive(v, &key("max_lifetime"))?);
+        }
+        if let Some(v) = t.get("idle_timeout") {
+            let d = self.duration(v, &key("idle_timeout"))?;
+            o.idle_timeout = Some((!d.is_zero()).then_some(d));
+        }
+        if let Some(v) = t.get("single_use") {
+            o.single_use = Some(self.boolean(v, &key("single_use"))?);
+        }
+        if let Some(v) = t.get("revoke_on_removal") {
+            o.revoke_on_removal = Some(self.boolean(v, &key("revoke_on_removal"))?);
+        }
+        if let Some(v) = t.get("max_live_per_user") {
+            o.max_live_per_user = Some(self.count(
+                v,
+                &key("max_live_per_user"),
+                "0 would revoke every token as it is issued",
+            )?);
+        }
+        if let Some(v) = t.get("audience") {
+            let Kind::Str(s) = &v.kind else {
+                return Err(self.wrong_type(v, &key("audience"), "a string"));
+            };
+            if s.is_empty() {
+                return Err(self.error(&key("audience"), Some(v), "must not be empty"));
+            }
+            o.audience = Some(s.clone());
+        }
+        Ok(o)
+    }
+
+    /// The entries of the table at `node`, all of them among `allowed`.
+    fn table<'n>(
+        &self,
+        node: &'n Node,
+        path: &str,
+        allowed: &[&str],
+    ) -> Result<&'n BTreeMap<String, Node>> {
+        let Kind::Table(t) = &node.kind else {
+            return Err(self.wrong_type(node, path, "a table"));
+        };
+        for (k, v) in t {
+            if !allowed.contains(&k.as_str()) {
+                let full = if path.is_empty() {
+                    toml_key(k)
+                } else {
+                    format!("{path}.{}", toml_key(k))
+                };
+                let expected = allowed
+                    .iter()
+                    .map(|a| format!("`{a}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let problem = if allowed == OVERRIDE_KEYS {
+                    format!("unknown key; only `token` is allowed under [{path}]")
+                } else {
+                    format!("unknown key; expected one of {expected}")
+                };
+                return Err(self.error(&full, Some(v), problem));
+            }
+        }
+        Ok(t)
+    }
+
+    fn duration(&self, node: &Node, path: &str) -> Result<Duration> {
+        let Kind::Str(s) = &node.kind else {
+            return Err(self.wrong_type(node, path, "a duration string like \"15m\""));
+        };
+        let d = humantime::parse_duration(s).map_err(|e| {
+            self.error(
+                path,
+                Some(node),
+                format!("invalid duration {s:?} ({e}); {HOW_TO_WRITE_DURATIONS}"),
+            )
+        })?;
+        if d > MAX_DURATION {
+            return Err(self.error(
+                path,
+                Some(node),
+                format!("{s:?} is absurdly long; the limit is {MAX_DURATION_TEXT}"),
+            ));
+        }
+        Ok(d)
+    }
+
+    fn positive(&self, node: &Node, path: &str) -> Result<Duration> {
+        let d = self.duration(node, path)?;
+        if d.is_zero() {
+            return Err(self.error(path, Some(node), "must be longer than 0s"));
+        }
+        Ok(d)
+    }
+
+    fn boolean(&self, node: &Node, path: &str) -> Result<bool> {
+        match node.kind {
+            Kind::Bool(b) => Ok(b),
+            _ => Err(self.wrong_type(node, path, "true or false")),
+        }
+    }
+
+    /// A count from 1 to [`MAX_COUNT`]; `why_not_zero` explains the 0 message.
+    fn count(&self, node: &Node, path: &str, why_not_zero: &str) -> Result<u32> {
+        let Kind::Int(i) = node.kind else {
+            return Err(self.wrong_type(node, path, "a whole number"));
+        };
+        if i < 0 {
+            return Err(self.error(path, Some(node), format!("{i} is negative")));
+        }
+        if i == 0 {
+            return Err(self.error(
+                path,
+                Some(node),
+                format!("must be at least 1 ({why_not_zero})"),
+            ));
+        }
+        if i > MAX_COUNT {
+            return Err(self.error(
+                path,
+                Some(node),
+                format!("{i} is absurdly large; the limit is {MAX_COUNT}"),
+            ));
+        }
+        // In range by the checks above.
+        u32::try_from(i).map_err(|_| self.error(path, Some(node), "out of range"))
+    }
+
+    fn wrong_type(&self, node: &Node, path: &str, expected: &str) -> Error {
+        self.error(
+            path,
+            Some(node),
+            format!("expected {expected}, found {}", node.found()),
+        )
+    }
+
+    /// "path: problem", then where in the file when known.
+    fn error(&self, path: &str, node: Option<&Node>, problem: impl fmt::Display) -> Error {
+        let path = if path.is_empty() { "(top level)" } else { path };
+        let at = node
+            .and_then(|n| n.span.as_ref())
+            .map(|s| excerpt(self.text, s))
+            .unwrap_or_default();
+        Error::Config(format!("{path}: {problem}{at}"))
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    token: Option<RawToken>,
-    pin: Option<RawPin>,
-    device: Option<RawDevice>,
+fn apply(p: &mut TokenPolicy, o: &TokenOverride) {
+    if let Some(v) = o.lifetime {
+        p.lifetime = v;
+    }
+    if let Some(v) = o.max_lifetime {
+        p.max_lifetime = v;
+    }
+    if let Some(v) = o.idle_timeout {
+        p.idle_timeout = v;
+    }
+    if let Some(v) = o.single_use {
+        p.single_use = v;
+    }
+    if let Some(v) = o.revoke_on_removal {
+        p.revoke_on_removal = v;
+    }
+    if let Some(v) = o.max_live_per_user {
+        p.max_live_per_user = v;
+    }
+    if let Some(v) = &o.audience {
+        p.audience.clone_from(v);
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawToken {
-    lifetime: Option<HumanDuration>,
-    audience: Option<String>,
-    revoke_on_removal: Option<bool>,
+/// Where `span` is, in the style of toml's own errors: line, column and the line with a caret.
+fn excerpt(text: &str, span: &Range<usize>) -> String {
+    let start = span.start.min(text.len());
+    let Some(before) = text.get(..start) else {
+        return String::new();
+    };
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line_no = before.matches('\n').count() + 1;
+    let line_end = text
+        .get(start..)
+        .and_then(|s| s.find('\n'))
+        .map_or(text.len(), |i| start + i);
+    let line = text.get(line_start..line_end).unwrap_or_default();
+    let column = text.get(line_start..start).map_or(0, |s| s.chars().count());
+    let width = text
+        .get(start..span.end.clamp(start, line_end))
+        .map_or(1, |s| s.chars().count().max(1));
+    let pad = " ".repeat(line_no.to_string().len());
+    format!(
+        "\n at line {line_no}, column {}:\n{pad} |\n{line_no} | {line}\n{pad} | {}{}",
+        column + 1,
+        " ".repeat(column),
+        "^".repeat(width)
+    )
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPin {
-    keep_last_retry: Option<bool>,
+/// `d` as written in the file: the largest whole unit of d, h, m, s ("0s" for zero).
+fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if d.subsec_nanos() != 0 {
+        return humantime::format_duration(d).to_string().replace(' ', "");
+    }
+    match s {
+        0 => "0s".into(),
+        _ if s % DAY == 0 => format!("{}d", s / DAY),
+        _ if s % 3600 == 0 => format!("{}h", s / 3600),
+        _ if s % 60 == 0 => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDevice {
-    timeout: Option<HumanDuration>,
-}
-
-/// A duration written like "90s", "15m", "8h", "30d".
-#[derive(Debug, Clone, Copy)]
-struct HumanDuration(Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(HumanDuration)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "invalid duration {s:?} ({e}); write it like \"90s\", \"15m\", \"8h\" or \"30d\""
-                ))
-            })
+/// A user or group name as a TOML key: bare when it can be, quoted otherwise.
+fn toml_key(name: &str) -> String {
+    let bare = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        name.to_owned()
+    } else {
+        toml::Value::String(name.to_owned()).to_string()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn empty_file_gives_defaults() {
-        assert_eq!(Config::parse("").unwrap(), Config::default());
-        assert_eq!(Config::default().token.lifetime, Duration::from_secs(900));
-    }
-
-    #[test]
-    fn values_are_read() {
-        let c = Config::parse(
-            "[token]\nlifetime = \"90s\"\naudience = \"login\"\nrevoke_on_removal = false\n\
-             [pin]\nkeep_last_retry = false\n[device]\ntimeout = \"2s\"\n",
-        )
-        .unwrap();
-        assert_eq!(c.token.lifetime, Duration::from_secs(90));
-        assert_eq!(c.token.audience, "login");
-        assert!(!c.token.revoke_on_removal);
-        assert!(!c.pin.keep_last_retry);
-        assert_eq!(c.device.timeout, Duration::from_secs(2));
-    }
-
-    #[test]
-    fn mistakes_name_the_key() {
-        for (text, needle) in [
-            ("[token]\nlifetim = \"1m\"\n", "lifetim"),
-            ("[tokn]\n", "tokn"),
-            ("[token]\nlifetime = \"soon\"\n", "soon"),
-            ("[token]\nlifetime = 5\n", "lifetime"),
-            ("[token]\nlifetime = \"0s\"\n", "token.lifetime"),
-            ("[token]\naudience = \"\"\n", "token.audience"),
-            ("[token\n", "token"),
-        ] {
-            let err = Config::parse(text).unwrap_err().to_string();
-            assert!(err.contains(needle), "{text:?}: {err}");
-        }
-    }
-}
+#[path = "config_test.rs"]
+mod tests;
