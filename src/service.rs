@@ -329,9 +329,10 @@ impl Service {
         &self,
         caller: Caller,
         user: &str,
-    ) -> Result<Vec<(String, String, String)>> {
-        let _account = self.resolve_user(caller, user)?;
-        Ok(Vec::new())
+    ) -> Result<Vec<crate::config::PolicyItem>> {
+        let account = self.resolve_user(caller, user)?;
+        let groups = account.groups()?;
+        Ok(self.config().explain_token_policy(&account.name, &groups))
     }
 
     /// Revokes a token (logout). Revoking a token that is already revoked is not an error.
@@ -357,15 +358,15 @@ impl Service {
 
     /// The token rules for `account` under the configuration in force.
     fn rules_for(&self, account: &Account) -> Result<TokenRules> {
-        let _groups = account.groups()?;
-        let t = self.config().token.clone();
+        let groups = account.groups()?;
+        let t = self.config().token_policy_for(&account.name, &groups);
         Ok(TokenRules {
             lifetime: t.lifetime,
-            max_lifetime: Duration::from_secs(8 * 3600),
-            idle_timeout: None,
-            single_use: false,
+            max_lifetime: t.max_lifetime,
+            idle_timeout: t.idle_timeout,
+            single_use: t.single_use,
             revoke_on_removal: t.revoke_on_removal,
-            max_live_per_user: 32,
+            max_live_per_user: t.max_live_per_user,
             audience: t.audience,
         })
     }
@@ -389,10 +390,11 @@ impl Service {
 
     /// Counts a failed authentication; enough of them within the window lock the user out.
     fn note_failure(&self, user: &str) {
+        let cfg = self.config();
         let now = self.inner.clock.unix_secs();
         let mut all = tokens::lock(&self.inner.failures);
         let f = all.entry(user.to_owned()).or_default();
-        let window = 300;
+        let window = cfg.auth.failure_window.as_secs();
         while f
             .times
             .front()
@@ -401,8 +403,8 @@ impl Service {
             f.times.pop_front();
         }
         f.times.push_back(now);
-        if f.times.len() >= 5 {
-            f.locked_until = now.saturating_add(60);
+        if f.times.len() >= usize::try_from(cfg.auth.max_failures).unwrap_or(usize::MAX) {
+            f.locked_until = now.saturating_add(cfg.auth.lockout.as_secs());
             f.times.clear();
             tracing::warn!(%user, "too many failed authentications; locked out");
         }
@@ -419,7 +421,7 @@ impl Service {
             return Ok(());
         }
         let _upkeep = self.inner.key_upkeep.lock().await;
-        let rotate_every = 30 * 86400;
+        let rotate_every = self.config().keys.rotate_every.as_secs();
         let due = tokens::read(&self.inner.keys)
             .active()
             .created()

@@ -185,12 +185,13 @@ impl Manager {
             .service
             .explain_policy(caller, user)?
             .into_iter()
-            .into_iter()
+            .map(|i| (i.key.to_owned(), i.value, i.source.to_string()))
             .collect())
     }
 
-    /// The public signing keys as a JWK Set (RFC 7517).
-    #[zbus(property)]
+    /// The public signing keys as a JWK Set (RFC 7517). Keys come and go lazily (rotation,
+    /// retirement), so no change signal is sent: clients must not cache it.
+    #[zbus(property(emits_changed_signal = "false"))]
     async fn jwks(&self) -> zbus::fdo::Result<String> {
         self.service
             .jwks()

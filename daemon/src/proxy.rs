@@ -48,8 +48,8 @@ pub trait Manager {
     /// The token rules for a user: (key, value, source).
     fn effective_policy(&self, user: &str) -> zbus::Result<Vec<(String, String, String)>>;
 
-    /// The signing keys as a JWK Set.
-    #[zbus(property)]
+    /// The signing keys as a JWK Set (never cached: the daemon sends no change signal for it).
+    #[zbus(property(emits_changed_signal = "false"))]
     fn jwks(&self) -> zbus::Result<String>;
 
     /// A token died before its expiry.

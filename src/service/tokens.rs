@@ -556,17 +556,19 @@ fn check_live(svc: &Service, entry: &Entry, now: u64) -> Result<()> {
     if *lock(&entry.fate) != Fate::Live {
         return Err(revoked_error(entry));
     }
+    {
+        let keys = read(&svc.inner.keys);
+        let known = keys.active().kid() == entry.kid
+            || keys.previous().iter().any(|k| k.kid() == entry.kid);
+        if !known {
+            // Signed by a key that has been retired: no longer verifiable, so invalid.
+            return Err(Error::TokenInvalid);
+        }
+    }
     if now >= entry.exp || entry.idle_at(now) {
         return Err(Error::TokenExpired);
     }
     if now < entry.iat {
-        return Err(Error::TokenInvalid);
-    }
-    let keys = read(&svc.inner.keys);
-    let known =
-        keys.active().kid() == entry.kid || keys.previous().iter().any(|k| k.kid() == entry.kid);
-    if !known {
-        // Signed by a key that has been retired.
         return Err(Error::TokenInvalid);
     }
     Ok(())
