@@ -263,6 +263,12 @@ impl Service {
     /// token carries the `revoke_on_removal` rule it was issued under).
     async fn close_session(&self, session_id: &str) -> Result<()> {
         let now = self.inner.clock.unix_secs();
+        // In memory first: validations fail from this instant, even if the store cannot be written
+        // (then the session stays open in the store, and the next start closes it as unconfirmed).
+        let revoked = self
+            .inner
+            .tokens
+            .revoke_session(session_id, "device-removed");
         let ops = vec![
             WriteOp::CloseDeviceSession {
                 id: session_id.to_owned(),
@@ -274,19 +280,16 @@ impl Service {
                 at: now,
             },
         ];
-        self.inner.store.apply(ops).await?;
-        for (jti, user) in self
-            .inner
-            .tokens
-            .revoke_session(session_id, "device-removed")
-        {
+        // Announced before the commit: should the daemon die before it, the next start finds the
+        // session unconfirmed and revokes the same tokens, so the announcement stays true.
+        for (jti, user) in revoked {
             self.publish(Event::TokenRevoked {
                 jti,
                 user,
                 reason: "device-removed".into(),
             });
         }
-        Ok(())
+        self.inner.store.apply(ops).await.map(|_| ())
     }
 
     /// Holds the device session `sid` open (removal waits) for as long as the guard lives.
