@@ -84,6 +84,13 @@ pub enum Error {
     Internal(String),
 }
 
+impl Error {
+    /// Whether the error means the device is gone.
+    pub fn is_removal(&self) -> bool {
+        matches!(self, Error::DeviceRemoved)
+    }
+}
+
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         Error::Storage(e.to_string())

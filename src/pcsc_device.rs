@@ -204,7 +204,8 @@ fn watch_context(ctx: &Context, stop: &AtomicBool, events: &UnboundedSender<Pcsc
 
 /// A shared connection to the card in one reader.
 pub struct PcscConnection {
-    card: pcsc::Card,
+    /// Always `Some` until dropped; an `Option` so that `Drop` can disconnect by value.
+    card: Option<pcsc::Card>,
     reader: String,
 }
 
@@ -219,7 +220,7 @@ impl PcscConnection {
             .connect(&name, ShareMode::Shared, Protocols::ANY)
             .map_err(map_err)?;
         Ok(Self {
-            card,
+            card: Some(card),
             reader: reader.to_owned(),
         })
     }
@@ -230,34 +231,110 @@ impl PcscConnection {
     }
 }
 
+impl Drop for PcscConnection {
+    fn drop(&mut self) {
+        if let Some(card) = self.card.take() {
+            // Leave the card as it is: a reset would disturb every other application using it, and
+            // Tessera never leaves a PIN verified (it resets the PIN status after each use).
+            let _ = card.disconnect(Disposition::LeaveCard);
+        }
+    }
+}
+
+/// Errors that mean another application reset the card since Tessera last used it: the handle must
+/// be reconnected, and nothing was sent to the card.
+fn is_reset(e: pcsc::Error) -> bool {
+    matches!(e, pcsc::Error::ResetCard | pcsc::Error::NotTransacted)
+}
+
 impl CardConnection for PcscConnection {
     fn exclusive(
         &mut self,
         op: &mut dyn FnMut(&mut dyn CardTransport) -> Result<()>,
     ) -> Result<()> {
-        let tx = match self.card.transaction() {
-            Ok(tx) => tx,
-            Err(e) => return Err(map_err(e)),
-        };
-        let mut transport = TxTransport { tx: &tx };
-        let result = op(&mut transport);
-        // Ending the transaction can only fail if the card is gone; the operation's own result says
-        // more, so it wins.
-        let _ = tx.end(Disposition::LeaveCard);
-        result
+        let card = self.card.as_mut().ok_or(Error::DeviceRemoved)?;
+        // At most one reconnect: a card reset by someone else between our transactions is normal
+        // (their disconnect resets it); a card that keeps resetting is an error.
+        for attempt in 0..2 {
+            let tx = match card.transaction2() {
+                Ok(tx) => tx,
+                Err((c, e)) if attempt == 0 && is_reset(e) => {
+                    c.reconnect(ShareMode::Shared, Protocols::ANY, Disposition::LeaveCard)
+                        .map_err(map_err)?;
+                    continue;
+                }
+                Err((_, e)) => return Err(map_err(e)),
+            };
+            let mut transport = TxTransport {
+                tx: &tx,
+                answered: 0,
+                reset: false,
+            };
+            let result = op(&mut transport);
+            let retry = transport.reset && transport.answered == 0 && attempt == 0;
+            // Ending the transaction can only fail if the card is gone; the operation's own result
+            // says more, so it wins.
+            let _ = tx.end(Disposition::LeaveCard);
+            if retry {
+                card.reconnect(ShareMode::Shared, Protocols::ANY, Disposition::LeaveCard)
+                    .map_err(map_err)?;
+                continue;
+            }
+            return result;
+        }
+        Err(Error::Device("the card keeps being reset".into()))
     }
 }
 
 struct TxTransport<'a, 'tx> {
     tx: &'a pcsc::Transaction<'tx>,
+    /// APDUs the card answered in this transaction.
+    answered: usize,
+    /// The card reported a reset.
+    reset: bool,
+}
+
+impl TxTransport<'_, '_> {
+    /// After a failed exchange: [`Error::DeviceRemoved`] if the card turns out to be gone (pcscd may
+    /// take a few hundred milliseconds to notice), else a device error saying `what`.
+    fn lost(&self, what: &str) -> Error {
+        for _ in 0..20 {
+            match self.tx.status2_owned() {
+                Err(e) if map_err(e).is_removal() => return Error::DeviceRemoved,
+                Ok(st) if !st.status().contains(pcsc::Status::PRESENT) => {
+                    return Error::DeviceRemoved
+                }
+                _ => thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        Error::Device(what.to_owned())
+    }
 }
 
 impl CardTransport for TxTransport<'_, '_> {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
-        let n = self.tx.transmit(command, &mut buf).map_err(map_err)?.len();
-        buf.truncate(n);
-        Ok(buf)
+        match self.tx.transmit(command, &mut buf) {
+            // Every real answer carries a status word; no bytes at all is a reader that lost its
+            // card mid-command (vpcd answers so when the card side hangs up).
+            Ok([]) => Err(self.lost("the card answered nothing")),
+            Ok(r) => {
+                let n = r.len();
+                buf.truncate(n);
+                self.answered += 1;
+                Ok(buf)
+            }
+            Err(e) if is_reset(e) => {
+                self.reset = true;
+                Err(Error::Device(
+                    "the card was reset by another application".into(),
+                ))
+            }
+            Err(e @ (pcsc::Error::CommError | pcsc::Error::UnknownError)) => {
+                Err(self.lost(&e.to_string()))
+            }
+            Err(e) => Err(map_err(e)),
+        }
     }
 }
 

@@ -470,9 +470,7 @@ fn status_error(op: Op, sw: StatusWord) -> Error {
         (Op::Unblock, StatusWord::VerifyFailed { retries: 0 } | StatusWord::AuthMethodBlocked) => {
             Error::PukBlocked
         }
-        (Op::Unblock, StatusWord::VerifyFailed { retries }) => {
-            Error::PukInvalid { retries }
-        }
+        (Op::Unblock, StatusWord::VerifyFailed { retries }) => Error::PukInvalid { retries },
         // 63C0 after a failed VERIFY: that try was the last one.
         (_, StatusWord::VerifyFailed { retries: 0 }) => Error::PinBlocked,
         (_, StatusWord::VerifyFailed { retries }) => Error::PinInvalid { retries },

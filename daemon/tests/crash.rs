@@ -164,7 +164,7 @@ async fn nothing_acknowledged_is_lost_when_the_daemon_is_killed() {
         let m = ManagerProxy::new(&conn).await.unwrap();
         wait_for_device(&m).await;
 
-        let ledger = ledger.lock().unwrap();
+        let ledger = std::mem::take(&mut *ledger.lock().unwrap());
         assert!(
             ledger.issued.len() >= 10 && !ledger.revoked.is_empty() && !ledger.consumed.is_empty(),
             "round {round}: too little load before the kill: {} issued, {} revoked, {} consumed",
