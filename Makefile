@@ -1,0 +1,72 @@
+# Tessera entry points. `make demo` and `make test` are the two a newcomer needs (see README.md).
+#
+# Both install missing system packages first (scripts/install-deps.sh: pcscd, the vpcd virtual
+# reader driver, dbus-daemon, PC/SC, udev and PAM headers); that step needs root or prints the
+# `sudo apt-get install …` line to run.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := build
+
+CARGO ?= cargo
+# Extra flags for every cargo invocation; CI sets CARGO_FLAGS=--locked.
+CARGO_FLAGS ?=
+# Test threads per test binary. End-to-end tests that need pcscd queue on a machine-wide lock
+# (tests/common) and start their timeouts only once they hold it, so more threads never make them
+# time out; two keep the unit tests quick on a 2-core machine.
+TEST_THREADS ?= 2
+
+.PHONY: help build build-debug deps test lint fmt-check clippy demo bench clean
+
+## build: release binaries (tesserad, tessera, tessera-sim) in target/release
+build: deps
+	$(CARGO) build $(CARGO_FLAGS) --workspace --release
+
+## build-debug: debug binaries, which the end-to-end tests run
+build-debug: deps
+	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
+
+## deps: install missing system packages (no-op when all are present)
+deps:
+	scripts/install-deps.sh
+
+## test: every test of the workspace (unit, integration, end-to-end, doc), then lint
+# The e2e tests run the binaries in target/debug, which `cargo test` does not rebuild for them
+# (they belong to other packages), hence build-debug first. Tests and lint both run and both must
+# pass, so one failing does not hide the other's results.
+test: deps
+	$(MAKE) --no-print-directory build-debug
+	status=0; \
+	RUST_BACKTRACE=1 $(CARGO) test $(CARGO_FLAGS) --workspace --no-fail-fast \
+	    -- --test-threads=$(TEST_THREADS) || status=$$?; \
+	$(MAKE) --no-print-directory lint || status=1; \
+	exit $$status
+
+## lint: cargo fmt --check and clippy -D warnings on all targets; both always run
+lint: deps
+	status=0; \
+	$(MAKE) --no-print-directory fmt-check || status=1; \
+	$(MAKE) --no-print-directory clippy || status=1; \
+	exit $$status
+
+fmt-check:
+	$(CARGO) fmt --all --check
+
+clippy: deps
+	$(CARGO) clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
+
+## demo: the product story on the simulated card (scripts/demo.sh); leaves nothing running
+demo: build
+	TESSERA_BIN_DIR="$${CARGO_TARGET_DIR:-target}/release" scripts/demo.sh
+
+## bench: criterion benchmarks (the end-to-end ones run the release binaries, so build them first)
+bench: build
+	$(CARGO) bench $(CARGO_FLAGS) --workspace
+
+## clean: remove target/
+clean:
+	$(CARGO) clean
+
+## help: this list
+help:
+	@sed -n 's/^## //p' $(firstword $(MAKEFILE_LIST))

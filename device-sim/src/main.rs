@@ -1,0 +1,116 @@
+//! `tessera-sim`: runs a simulated card in the foreground. Thin: parsing options, signals and logging;
+//! the card is [`tessera_sim::piv`], the transport [`tessera_sim::vpcd`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use nix::sys::signal::{SigSet, Signal};
+use tessera_sim::piv::{Fault, PivCard, SimOptions};
+use zeroize::Zeroizing;
+
+#[derive(Parser)]
+#[command(
+    name = "tessera-sim",
+    version,
+    about = "Simulated smartcards for Tessera's tests and demo"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// A PIV card (NIST SP 800-73-4) inserted into vsmartcard's virtual reader (pcscd + vpcd).
+    ///
+    /// Prints `ready` on stdout once connected to vpcd; SIGTERM or SIGINT pulls the card out and
+    /// exits 0. The card (keys, certificates, PIN, PUK, counters, serial, GUID) lives in the --state
+    /// file: it is created on first start and the same card comes back on every later start.
+    Piv {
+        /// vpcd address (reader "Virtual PCD 00 00" listens on 127.0.0.1:35963, "00 01" on 35964).
+        #[arg(long, default_value = "127.0.0.1:35963")]
+        vpcd: String,
+        /// The card's state file (created 0600 if missing).
+        #[arg(long)]
+        state: PathBuf,
+        /// PIN of a NEW card (6-8 digits); ignored when the state file exists.
+        #[arg(long, default_value = "123456")]
+        pin: String,
+        /// PUK of a NEW card; ignored when the state file exists.
+        #[arg(long, default_value = "12345678")]
+        puk: String,
+        /// PIN retry counter of a NEW card (1-15); ignored when the state file exists.
+        #[arg(long, default_value_t = 3)]
+        pin_retries: u8,
+        /// Test fault for the daemon's tests: `remove-on-sign` (pull the card out instead of answering
+        /// a signature request, then exit 0) or `stall-on-sign=MILLIS` (wait before signing).
+        #[arg(long)]
+        fault: Option<Fault>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tessera-sim: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let Cmd::Piv {
+        vpcd,
+        state,
+        pin,
+        puk,
+        pin_retries,
+        fault,
+    } = cli.command;
+    let stop = stop_on_signals()?;
+    let options = SimOptions {
+        pin: Zeroizing::new(pin),
+        puk: Zeroizing::new(puk),
+        pin_retries,
+        fault,
+    };
+    let mut card = PivCard::open(&state, &options)
+        .with_context(|| format!("opening card state {}", state.display()))?;
+    let exit = tessera_sim::vpcd::run(&vpcd, &mut card, &stop)
+        .with_context(|| format!("serving vpcd at {vpcd}"))?;
+    tracing::info!("card out: {exit:?}");
+    Ok(())
+}
+
+/// A flag set by SIGTERM or SIGINT. The signals are blocked in this thread (and so in every thread
+/// spawned later) and taken synchronously by a waiter thread with sigwait, which needs no unsafe
+/// signal handler.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.thread_block().context("blocking SIGTERM/SIGINT")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if set.wait().is_ok() {
+                flag.store(true, Ordering::Relaxed);
+            }
+        })
+        .context("spawning the signal thread")?;
+    Ok(stop)
+}
