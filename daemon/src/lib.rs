@@ -9,6 +9,7 @@ pub mod errors;
 pub mod interface;
 pub mod proxy;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -211,40 +212,81 @@ async fn publish_one(conn: &Connection, event: Event) -> zbus::Result<()> {
     Ok(())
 }
 
-/// Feeds PC/SC events to the service, in order.
+/// Feeds PC/SC events to the service: in order for each reader, and readers independently of one
+/// another, so a slow or stuck card in one reader never delays a removal in another.
 async fn follow_pcsc(service: Service, mut rx: mpsc::UnboundedReceiver<PcscEvent>) {
+    let mut last: HashMap<String, JoinHandle<()>> = HashMap::new();
     while let Some(event) = rx.recv().await {
-        let result = match event {
+        match event {
             PcscEvent::CardInserted {
                 reader,
                 event_count,
                 ..
             } => {
+                let previous = last.remove(&reader);
+                let svc = service.clone();
                 let r = reader.clone();
-                match tokio::task::spawn_blocking(move || PcscConnection::connect(&r)).await {
-                    Ok(Ok(conn)) => {
-                        service
-                            .device_added(DeviceAttach {
-                                reader,
-                                event_count: u64::from(event_count),
-                                transport: "pcsc".into(),
-                                connection: Box::new(conn),
-                            })
-                            .await
+                let task = tokio::spawn(async move {
+                    if let Some(p) = previous {
+                        let _ = p.await;
                     }
-                    Ok(Err(e)) => {
-                        tracing::warn!(%reader, "cannot connect to the card: {e}");
-                        Ok(())
-                    }
-                    Err(e) => Err(tessera::Error::Internal(e.to_string())),
-                }
+                    report(card_inserted(&svc, r, event_count).await);
+                });
+                last.insert(reader, task);
             }
-            PcscEvent::CardRemoved { reader } => service.device_removed(&reader).await,
-            PcscEvent::EnumerationComplete => service.enumeration_complete().await,
-            PcscEvent::ServiceUnavailable { .. } => service.all_devices_removed().await,
-        };
-        if let Err(e) = result {
-            tracing::error!("handling a device event failed: {e}");
+            PcscEvent::CardRemoved { reader } => {
+                let previous = last.remove(&reader);
+                let svc = service.clone();
+                let r = reader.clone();
+                let task = tokio::spawn(async move {
+                    if let Some(p) = previous {
+                        let _ = p.await;
+                    }
+                    report(svc.device_removed(&r).await);
+                });
+                last.insert(reader, task);
+            }
+            // Both concern every reader: wait until each reader's events so far are handled.
+            PcscEvent::EnumerationComplete => {
+                for (_, t) in last.drain() {
+                    let _ = t.await;
+                }
+                report(service.enumeration_complete().await);
+            }
+            PcscEvent::ServiceUnavailable { .. } => {
+                for (_, t) in last.drain() {
+                    let _ = t.await;
+                }
+                report(service.all_devices_removed().await);
+            }
         }
+        last.retain(|_, t| !t.is_finished());
+    }
+}
+
+async fn card_inserted(service: &Service, reader: String, event_count: u32) -> tessera::Result<()> {
+    let r = reader.clone();
+    match tokio::task::spawn_blocking(move || PcscConnection::connect(&r)).await {
+        Ok(Ok(conn)) => {
+            service
+                .device_added(DeviceAttach {
+                    reader,
+                    event_count: u64::from(event_count),
+                    transport: "pcsc".into(),
+                    connection: Box::new(conn),
+                })
+                .await
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%reader, "cannot connect to the card: {e}");
+            Ok(())
+        }
+        Err(e) => Err(tessera::Error::Internal(e.to_string())),
+    }
+}
+
+fn report(result: tessera::Result<()>) {
+    if let Err(e) = result {
+        tracing::error!("handling a device event failed: {e}");
     }
 }
