@@ -52,26 +52,44 @@ impl DeviceWorker {
     pub async fn run<R, F>(&self, timeout: Duration, op: F) -> Result<R>
     where
         R: Send + 'static,
-        F: FnOnce(&mut dyn CardTransport) -> Result<R> + Send + 'static,
+        F: FnMut(&mut dyn CardTransport) -> Result<R> + Send + 'static,
+    {
+        self.run_then(timeout, op, |_| {}).await
+    }
+
+    /// Like [`DeviceWorker::run`], then runs `epilogue` in the same exclusive session after the
+    /// result has been handed to the caller: clean-up the caller need not wait for (such as dropping
+    /// the PIN's security status) still happens before any other application gets the card.
+    pub async fn run_then<R, F, E>(&self, timeout: Duration, op: F, epilogue: E) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnMut(&mut dyn CardTransport) -> Result<R> + Send + 'static,
+        E: FnOnce(&mut dyn CardTransport) + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn: &mut dyn CardConnection| {
-            let mut op = Some(op);
-            let mut out: Option<Result<R>> = None;
+            let mut op = op;
+            let mut epilogue = Some(epilogue);
+            let mut tx = Some(tx);
             let status = conn.exclusive(&mut |card| {
-                match op.take() {
-                    Some(f) => out = Some(f(card)),
-                    None => out = Some(Err(Error::Internal("device operation ran twice".into()))),
+                let result = op(card);
+                if let Err(Error::CardReset) = result {
+                    // The connection reconnects and runs the operation again (or gives up and
+                    // says why); nothing reached the card, so there is no result to deliver yet.
+                    return Err(Error::CardReset);
+                }
+                if let Some(tx) = tx.take() {
+                    // The caller may have given up (timeout); then nobody wants the result.
+                    let _ = tx.send(result);
+                }
+                if let Some(e) = epilogue.take() {
+                    e(card);
                 }
                 Ok(())
             });
-            let result = match (status, out) {
-                (Err(e), _) => Err(e),
-                (Ok(()), Some(r)) => r,
-                (Ok(()), None) => Err(Error::Internal("device operation did not run".into())),
-            };
-            // The caller may have given up (timeout); then nobody wants the result.
-            let _ = tx.send(result);
+            if let (Err(e), Some(tx)) = (status, tx.take()) {
+                let _ = tx.send(Err(e));
+            }
         });
         self.jobs.send(job).map_err(|_| Error::DeviceRemoved)?;
         match tokio::time::timeout(timeout, rx).await {

@@ -43,6 +43,9 @@ pub enum Error {
     /// The device was removed during the operation; nothing was changed. Re-insert and retry.
     #[error("device removed")]
     DeviceRemoved,
+    /// Another application reset the card before Tessera's exchange began; retrying it is safe.
+    #[error("the card was reset by another application")]
+    CardReset,
     /// The device did not answer in time; nothing was changed.
     #[error("device did not answer within {0:?}")]
     Timeout(Duration),

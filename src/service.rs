@@ -358,8 +358,14 @@ impl Service {
 
     /// The token rules for `account` under the configuration in force.
     fn rules_for(&self, account: &Account) -> Result<TokenRules> {
-        let groups = account.groups()?;
-        let t = self.config().token_policy_for(&account.name, &groups);
+        let config = self.config();
+        // Group look-ups read /etc/group (or ask NSS, which may be LDAP): only when a group rule exists.
+        let groups = if config.groups.is_empty() {
+            Vec::new()
+        } else {
+            account.groups()?
+        };
+        let t = config.token_policy_for(&account.name, &groups);
         Ok(TokenRules {
             lifetime: t.lifetime,
             max_lifetime: t.max_lifetime,

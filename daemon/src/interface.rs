@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use serde::Serialize;
 use tessera::config::Config;
 use tessera::piv::{Pin, Slot};
 use tessera::service::{AuthOptions, Caller, DeviceInfo, EnrollOptions, Service, SessionInfo};
@@ -13,7 +14,7 @@ use zbus::fdo::DBusProxy;
 use zbus::message::Header;
 use zbus::names::{BusName, OwnedUniqueName};
 use zbus::object_server::SignalEmitter;
-use zbus::zvariant::{ObjectPath, OwnedValue, Value};
+use zbus::zvariant::{as_value, ObjectPath, OwnedValue, Type, Value};
 use zbus::{interface, Connection};
 
 use crate::errors::BusError;
@@ -103,9 +104,8 @@ impl Manager {
     }
 
     /// ValidateToken(s token) -> (a{sv} claims).
-    async fn validate_token(&self, token: &str) -> Result<HashMap<String, OwnedValue>, BusError> {
-        let claims = self.service.validate(token).await?;
-        claims_dict(&claims)
+    async fn validate_token(&self, token: &str) -> Result<ClaimsDict, BusError> {
+        Ok(ClaimsDict::from(self.service.validate(token).await?))
     }
 
     /// RevokeToken(s token).
@@ -330,26 +330,57 @@ fn session_dict(s: &SessionInfo) -> Result<HashMap<String, OwnedValue>, BusError
     Ok(m)
 }
 
-/// Claims as a{sv}: strings as s, times as t, amr as as, cnf as a{sv}.
-fn claims_dict(c: &Claims) -> Result<HashMap<String, OwnedValue>, BusError> {
-    let mut m = HashMap::new();
-    let mut put = |k: &str, v: Value<'_>| -> Result<(), BusError> {
-        let v = OwnedValue::try_from(v).map_err(|e| BusError::Failed(e.to_string()))?;
-        m.insert(k.to_owned(), v);
-        Ok(())
-    };
-    put("iss", Value::from(c.iss.as_str()))?;
-    put("sub", Value::from(c.sub.as_str()))?;
-    put("aud", Value::from(c.aud.as_str()))?;
-    put("iat", Value::from(c.iat))?;
-    put("nbf", Value::from(c.nbf))?;
-    put("exp", Value::from(c.exp))?;
-    put("jti", Value::from(c.jti.as_str()))?;
-    put("amr", Value::from(c.amr.clone()))?;
-    let mut cnf = HashMap::new();
-    cnf.insert("jkt".to_owned(), Value::from(c.cnf.jkt.as_str()));
-    put("cnf", Value::from(cnf))?;
-    put("sid", Value::from(c.sid.as_str()))?;
-    put("enr", Value::from(c.enr.as_str()))?;
-    Ok(m)
+/// Claims as a{sv}: strings as s, times as t, amr as as, cnf as a{sv}. Serialised straight from the
+/// claims (no map of boxed values): ValidateToken is the daemon's hottest call.
+#[derive(Debug, Serialize, Type)]
+#[zvariant(signature = "a{sv}", crate = "zbus::zvariant")]
+pub struct ClaimsDict {
+    #[serde(with = "as_value")]
+    iss: String,
+    #[serde(with = "as_value")]
+    sub: String,
+    #[serde(with = "as_value")]
+    aud: String,
+    #[serde(with = "as_value")]
+    iat: u64,
+    #[serde(with = "as_value")]
+    nbf: u64,
+    #[serde(with = "as_value")]
+    exp: u64,
+    #[serde(with = "as_value")]
+    jti: String,
+    #[serde(with = "as_value")]
+    amr: Vec<String>,
+    #[serde(with = "as_value")]
+    cnf: CnfDict,
+    #[serde(with = "as_value")]
+    sid: String,
+    #[serde(with = "as_value")]
+    enr: String,
+}
+
+/// The `cnf` claim as a{sv}.
+#[derive(Debug, Serialize, Type)]
+#[zvariant(signature = "a{sv}", crate = "zbus::zvariant")]
+pub struct CnfDict {
+    #[serde(with = "as_value")]
+    jkt: String,
+}
+
+impl From<Claims> for ClaimsDict {
+    fn from(c: Claims) -> Self {
+        ClaimsDict {
+            iss: c.iss,
+            sub: c.sub,
+            aud: c.aud,
+            iat: c.iat,
+            nbf: c.nbf,
+            exp: c.exp,
+            jti: c.jti,
+            amr: c.amr,
+            cnf: CnfDict { jkt: c.cnf.jkt },
+            sid: c.sid,
+            enr: c.enr,
+        }
+    }
 }

@@ -371,9 +371,8 @@ fn guarded_verify(
     piv.verify_pin(pin)
 }
 
-/// Signs `digest` with `slot`, verifying the PIN first if one is given, and drops the PIN's security
-/// status afterwards (VERIFY with P1 = FF, SP 800-73-4 Part 2 §3.2.1) so that no other application can
-/// use the card's keys on the strength of this PIN.
+/// Signs `digest` with `slot`, verifying the PIN first if one is given. The caller drops the PIN's
+/// security status afterwards ([`reset_pin_status`]).
 fn pin_and_sign(
     card: &mut dyn CardTransport,
     slot: Slot,
@@ -386,12 +385,14 @@ fn pin_and_sign(
     if let Some(pin) = pin {
         guarded_verify(&mut piv, pin, keep_last)?;
     }
-    let signature = piv.sign_p256(slot, digest);
-    if pin.is_some() {
-        // Best effort: a card that does not support the reset still signed correctly.
-        let _ = piv.reset_pin_status();
-    }
-    signature
+    piv.sign_p256(slot, digest)
+}
+
+/// Drops the PIN's security status (VERIFY with P1 = FF, SP 800-73-4 Part 2 §3.2.1) so that no other
+/// application can use the card's keys on the strength of a PIN Tessera verified. Best effort: a card
+/// without the reset still signed correctly, and its status ends at the next reset anyway.
+fn reset_pin_status(card: &mut dyn CardTransport) {
+    let _ = Piv::new(card).reset_pin_status();
 }
 
 pub(super) async fn enroll(
@@ -539,12 +540,21 @@ async fn challenge_and_issue(
     let keep_last = cfg.pin.keep_last_retry;
     let challenge = Challenge::new()?;
     let digest = challenge.digest();
+    // The PIN status is dropped in the same exclusive session, after the signature is on its way.
     let signature = device
         .worker
-        .run(cfg.device.timeout, move |card| {
-            let pin = if used_pin { pin.as_ref() } else { None };
-            pin_and_sign(card, slot, pin, keep_last, &digest)
-        })
+        .run_then(
+            cfg.device.timeout,
+            move |card| {
+                let pin = if used_pin { pin.as_ref() } else { None };
+                pin_and_sign(card, slot, pin, keep_last, &digest)
+            },
+            move |card| {
+                if used_pin {
+                    reset_pin_status(card);
+                }
+            },
+        )
         .await?;
     // Against the key stored at enrollment, never against what the card presents now.
     challenge.verify(&enrolled_key, &signature)?;

@@ -284,7 +284,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", manager.jwks().await?);
             Ok(())
         }
-        Command::Watch => watch(&conn, &manager).await,
+        Command::Watch => watch(&conn).await,
         Command::Config { .. } => Ok(()),
     }
 }
@@ -371,33 +371,43 @@ fn read_token(arg: &str) -> anyhow::Result<Zeroizing<String>> {
     Ok(Zeroizing::new(line.trim().to_owned()))
 }
 
-async fn watch(conn: &Connection, manager: &ManagerProxy<'_>) -> anyhow::Result<()> {
-    let mut revoked = manager.receive_token_revoked().await?;
-    let om = zbus::fdo::ObjectManagerProxy::builder(conn)
-        .destination(tesserad::BUS_NAME)?
-        .path(ROOT_PATH)?
-        .build()
-        .await?;
-    let mut added = om.receive_interfaces_added().await?;
-    let mut removed = om.receive_interfaces_removed().await?;
+/// Prints the daemon's signals in the order the bus delivered them (one stream, one match rule).
+async fn watch(conn: &Connection) -> anyhow::Result<()> {
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender(tesserad::BUS_NAME)?
+        .build();
+    let mut stream = zbus::MessageStream::for_match_rule(rule, conn, None).await?;
     println!("watching");
     std::io::stdout().flush()?;
-    loop {
-        tokio::select! {
-            Some(s) = revoked.next() => {
-                let a = s.args()?;
-                println!("TokenRevoked jti={} user={} reason={}", a.jti, a.user, a.reason);
+    while let Some(msg) = stream.next().await {
+        let msg = msg?;
+        let header = msg.header();
+        let (Some(iface), Some(member)) = (header.interface(), header.member()) else {
+            continue;
+        };
+        match (iface.as_str(), member.as_str()) {
+            ("org.tessera.Tessera1.Manager", "TokenRevoked") => {
+                let (jti, user, reason): (String, String, String) = msg.body().deserialize()?;
+                println!("TokenRevoked jti={jti} user={user} reason={reason}");
             }
-            Some(s) = added.next() => {
-                println!("DeviceAdded {}", s.args()?.object_path);
+            ("org.freedesktop.DBus.ObjectManager", "InterfacesAdded") => {
+                let (path, _): (
+                    zbus::zvariant::OwnedObjectPath,
+                    HashMap<String, HashMap<String, OwnedValue>>,
+                ) = msg.body().deserialize()?;
+                println!("DeviceAdded {}", path.as_str());
             }
-            Some(s) = removed.next() => {
-                println!("DeviceRemoved {}", s.args()?.object_path);
+            ("org.freedesktop.DBus.ObjectManager", "InterfacesRemoved") => {
+                let (path, _): (zbus::zvariant::OwnedObjectPath, Vec<String>) =
+                    msg.body().deserialize()?;
+                println!("DeviceRemoved {}", path.as_str());
             }
-            else => return Ok(()),
+            _ => continue,
         }
         std::io::stdout().flush()?;
     }
+    Ok(())
 }
 
 /// Claims as JSON, keys sorted.
