@@ -134,6 +134,10 @@ pub enum WriteOp {
     /// Fails with [`Error::DeviceRemoved`] if `device_session` is unknown or already closed, so a
     /// token can never be recorded after its card was pulled (the writer serialises both).
     InsertToken(TokenRecord),
+    /// Deletes a token's row (a token that was prepared but never handed out).
+    DeleteToken {
+        jti: String,
+    },
     /// Moves a token from `Live` to `state`; `Unchanged` if it was not live (someone else won).
     SetTokenState {
         jti: String,
@@ -496,6 +500,9 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> Result<Outcome> {
             "UPDATE tokens SET state = ?2, reason = ?3, changed_at = ?4 WHERE jti = ?1 AND state = 0",
             params![jti, state, reason, at],
         )?),
+        WriteOp::DeleteToken { jti } => {
+            one(run("DELETE FROM tokens WHERE jti = ?1", params![jti])?)
+        }
         WriteOp::TouchToken { jti, at } => one(run(
             "UPDATE tokens SET last_used = ?2 \
              WHERE jti = ?1 AND state = 0 AND (last_used IS NULL OR last_used < ?2)",

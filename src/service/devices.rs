@@ -538,10 +538,37 @@ async fn challenge_and_issue(
     let used_pin = enrollment.require_pin;
     let cfg = svc.config();
     let keep_last = cfg.pin.keep_last_retry;
+    let rules = svc.rules_for(account)?;
+    let mut amr = vec!["hwk".to_owned(), "sc".to_owned()];
+    if used_pin {
+        amr.push("pin".into());
+        amr.push("mfa".into());
+    }
+    // The token does not depend on the card's answer, so it is signed now and its row written while
+    // the card works: the commit overlaps the card exchange. Nobody sees the token unless the
+    // signature verifies; otherwise the row is removed.
+    let prepared = tokens::prepare(
+        svc,
+        tokens::Grant {
+            user: &account.name,
+            enrollment: &enrollment,
+            session_id: &device.session_id,
+            amr,
+            auth_time: svc.inner.clock.unix_secs(),
+        },
+        &rules,
+    )
+    .await?;
+    let jti = prepared.record.jti.clone();
+    let ahead = {
+        let svc = svc.clone();
+        let record = prepared.record.clone();
+        tokio::spawn(async move { tokens::insert_ahead(&svc, record).await })
+    };
     let challenge = Challenge::new()?;
     let digest = challenge.digest();
     // The PIN status is dropped in the same exclusive session, after the signature is on its way.
-    let signature = device
+    let signed = device
         .worker
         .run_then(
             cfg.device.timeout,
@@ -555,27 +582,28 @@ async fn challenge_and_issue(
                 }
             },
         )
-        .await?;
-    // Against the key stored at enrollment, never against what the card presents now.
-    challenge.verify(&enrolled_key, &signature)?;
-    let mut amr = vec!["hwk".to_owned(), "sc".to_owned()];
-    if used_pin {
-        amr.push("pin".into());
-        amr.push("mfa".into());
+        .await
+        // Against the key stored at enrollment, never against what the card presents now.
+        .and_then(|signature| challenge.verify(&enrolled_key, &signature));
+    let inserted = match ahead.await {
+        Ok(r) => r,
+        Err(e) => Err(Error::Internal(format!("token insert task: {e}"))),
+    };
+    if let Err(e) = signed {
+        if inserted.is_ok() {
+            tokens::discard(svc, &jti).await;
+        }
+        return Err(e);
     }
-    let rules = svc.rules_for(account)?;
+    // Refused by the store: the device session had already ended (DeviceRemoved).
+    inserted?;
     let session = device.session.lock().await;
     if !session.open {
+        // Removed after the row was written: the removal revoked it, or it is simply unissued.
+        tokens::discard(svc, &jti).await;
         return Err(Error::DeviceRemoved);
     }
-    let grant = tokens::Grant {
-        user: &account.name,
-        enrollment: &enrollment,
-        session_id: &session.id,
-        amr,
-        auth_time: svc.inner.clock.unix_secs(),
-    };
-    tokens::issue(svc, grant, &rules, None).await
+    tokens::record(svc, prepared, &rules, None, true).await
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

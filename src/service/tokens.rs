@@ -264,14 +264,20 @@ pub(super) struct Grant<'a> {
     pub(super) auth_time: u64,
 }
 
-/// Issues a token under `rules`; `replaces` (a refresh) is revoked in the same durable batch.
-/// Tokens of the user beyond `max_live_per_user` are revoked ("superseded") in that batch too.
-pub(super) async fn issue(
+/// A token signed and ready to be recorded; it is not valid until [`record`] (or a speculative
+/// insert followed by [`record`]) has made it durable.
+pub(super) struct Prepared {
+    token: Zeroizing<String>,
+    pub(super) record: TokenRecord,
+    claims: Claims,
+}
+
+/// Signs a token for `grant` under `rules` (rotating the signing key first if it is due).
+pub(super) async fn prepare(
     svc: &Service,
     grant: Grant<'_>,
     rules: &TokenRules,
-    replaces: Option<&Arc<Entry>>,
-) -> Result<Zeroizing<String>> {
+) -> Result<Prepared> {
     let now = svc.inner.clock.unix_secs();
     let session_end = grant.auth_time.saturating_add(rules.max_lifetime.as_secs());
     if now >= session_end {
@@ -299,10 +305,9 @@ pub(super) async fn issue(
         let keys = read(&svc.inner.keys);
         (keys.sign(&claims)?, keys.active().kid().to_owned())
     };
-    let hash = token_hash(&token);
     let record = TokenRecord {
         jti: claims.jti.clone(),
-        token_hash: hash,
+        token_hash: token_hash(&token),
         user: grant.user.to_owned(),
         enrollment_id: grant.enrollment.id.clone(),
         device_session: grant.session_id.to_owned(),
@@ -318,14 +323,47 @@ pub(super) async fn issue(
         reason: None,
         changed_at: None,
     };
+    Ok(Prepared {
+        token,
+        record,
+        claims,
+    })
+}
 
+/// Issues a token under `rules`; `replaces` (a refresh) is revoked in the same durable batch.
+pub(super) async fn issue(
+    svc: &Service,
+    grant: Grant<'_>,
+    rules: &TokenRules,
+    replaces: Option<&Arc<Entry>>,
+) -> Result<Zeroizing<String>> {
+    let prepared = prepare(svc, grant, rules).await?;
+    record(svc, prepared, rules, replaces, false).await
+}
+
+/// Makes a prepared token valid: durably records it (unless `inserted`: its row was written
+/// speculatively already) together with the revocations it entails — `replaces`, and the user's
+/// oldest live tokens beyond `max_live_per_user` ("superseded") — then indexes it.
+pub(super) async fn record(
+    svc: &Service,
+    prepared: Prepared,
+    rules: &TokenRules,
+    replaces: Option<&Arc<Entry>>,
+    inserted: bool,
+) -> Result<Zeroizing<String>> {
+    let Prepared {
+        token,
+        record,
+        claims,
+    } = prepared;
+    let now = svc.inner.clock.unix_secs();
     // One issue at a time per user, so the live-token limit cannot be overrun by a race.
-    let user_lock = svc.user_lock(grant.user);
+    let user_lock = svc.user_lock(&record.user);
     let _serial = user_lock.lock().await;
     let live: Vec<Arc<Entry>> = svc
         .inner
         .tokens
-        .of_user(grant.user)
+        .of_user(&record.user)
         .into_iter()
         .filter(|e| e.is_live_at(now) && replaces.is_none_or(|r| !Arc::ptr_eq(r, e)))
         .collect();
@@ -340,25 +378,33 @@ pub(super) async fn issue(
     if let Some(old) = replaces {
         ending.push((old.clone(), "refreshed"));
     }
-    let mut ops = vec![WriteOp::PruneExpired { now }];
-    ops.extend(ending.iter().map(|(e, reason)| WriteOp::SetTokenState {
-        jti: e.jti.clone(),
-        state: TokenState::Revoked,
-        reason: (*reason).to_owned(),
-        at: now,
-    }));
-    ops.push(WriteOp::InsertToken(record.clone()));
+    let mut ops: Vec<WriteOp> = ending
+        .iter()
+        .map(|(e, reason)| WriteOp::SetTokenState {
+            jti: e.jti.clone(),
+            state: TokenState::Revoked,
+            reason: (*reason).to_owned(),
+            at: now,
+        })
+        .collect();
+    if !inserted {
+        ops.push(WriteOp::PruneExpired { now });
+        ops.push(WriteOp::InsertToken(record.clone()));
+    }
     let result = svc.inner.store.apply(ops).await;
     for (e, _) in &ending {
         e.finish_end(result.is_ok());
     }
     let outcomes = result?;
-    if outcomes.first().is_some_and(|o| o.changed()) {
+    if outcomes
+        .iter()
+        .any(|o| matches!(o, crate::store::Outcome::Rows(n) if *n > 0))
+    {
         svc.inner.tokens.prune(now);
     }
     svc.inner
         .tokens
-        .insert(hash, entry_from_record(&record, Some(claims)));
+        .insert(record.token_hash, entry_from_record(&record, Some(claims)));
     for (e, reason) in ending {
         svc.publish(Event::TokenRevoked {
             jti: e.jti.clone(),
@@ -367,6 +413,37 @@ pub(super) async fn issue(
         });
     }
     Ok(token)
+}
+
+/// Writes a prepared token's row before it is known to be deserved, so that its commit overlaps the
+/// card's work. Until [`record`] indexes it, nobody has the token text; [`discard`] removes the row
+/// when the authentication fails. Returns whether expired rows were pruned.
+pub(super) async fn insert_ahead(svc: &Service, record: TokenRecord) -> Result<bool> {
+    let now = svc.inner.clock.unix_secs();
+    let outcomes = svc
+        .inner
+        .store
+        .apply(vec![
+            WriteOp::PruneExpired { now },
+            WriteOp::InsertToken(record),
+        ])
+        .await?;
+    let pruned = outcomes.first().is_some_and(|o| o.changed());
+    if pruned {
+        svc.inner.tokens.prune(now);
+    }
+    Ok(pruned)
+}
+
+/// Removes the row of a token that was never handed out.
+pub(super) async fn discard(svc: &Service, jti: &str) {
+    let op = WriteOp::DeleteToken {
+        jti: jti.to_owned(),
+    };
+    if let Err(e) = svc.inner.store.apply(vec![op]).await {
+        // Harmless: nobody has the token text, and the row goes at its expiry.
+        tracing::warn!("removing the row of an unissued token failed: {e}");
+    }
 }
 
 /// Checks a token; returns its claims when it is valid now. A single-use token is consumed.

@@ -59,6 +59,9 @@ pub struct PivCard {
     /// Response bytes not yet fetched with GET RESPONSE.
     pending: Vec<u8>,
     pulled: bool,
+    /// Private keys as parsed from the state, so a signature costs one scalar multiplication rather
+    /// than two (parsing a key derives its public key). Emptied when a key is generated.
+    signers: std::collections::HashMap<Slot, SigningKey>,
 }
 
 /// Security status: lost on reset, power off and SELECT of another application
@@ -109,6 +112,7 @@ impl PivCard {
             chain: None,
             pending: Vec::new(),
             pulled: false,
+            signers: std::collections::HashMap::new(),
         }
     }
 
@@ -489,10 +493,17 @@ impl PivCard {
             Some(h) if response_empty && !h.is_empty() && h.len() <= 32 => h,
             _ => return Err(StatusWord::IncorrectData),
         };
-        let key = self
-            .state
-            .signing_key(slot)
-            .ok_or(StatusWord::ReferencedDataNotFound)?;
+        let key = match self.signers.get(&slot) {
+            Some(k) => k.clone(),
+            None => {
+                let k = self
+                    .state
+                    .signing_key(slot)
+                    .ok_or(StatusWord::ReferencedDataNotFound)?;
+                self.signers.insert(slot, k.clone());
+                k
+            }
+        };
         match self.fault {
             Some(Fault::RemoveOnSign) => {
                 self.pulled = true;
@@ -583,6 +594,7 @@ impl PivCard {
         let key = SigningKey::random(&mut OsRng);
         let point = key.verifying_key().to_encoded_point(false);
         self.state.set_key(slot, &key);
+        self.signers.remove(&slot);
         self.persist()?;
         let inner = tlv::encode(0x86, point.as_bytes()).map_err(|_| SW_MEMORY_FAILURE)?;
         tlv::encode(0x7F49, &inner).map_err(|_| SW_MEMORY_FAILURE)
