@@ -125,12 +125,27 @@ fn root_owns_the_name_and_any_user_may_call() {
     let out = cli_as("tessera-bob", &address, &["jwks"]);
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"keys\""));
-    let out = cli_as("tessera-bob", &address, &["rotate-key"]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("AccessDenied"),
-        "{out:?}"
-    );
+    // Root-only and other-account calls are refused by the daemon, whatever the bus allows.
+    for args in [
+        &["rotate-key"][..],
+        &["reload"],
+        &["sessions", "root"],
+        &["revoke", "--all", "--user", "root"],
+        &["policy", "show", "root"],
+    ] {
+        let out = cli_as("tessera-bob", &address, args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("AccessDenied"),
+            "{args:?}: {out:?}"
+        );
+    }
+    // A user's own sessions and policy are theirs to see.
+    let out = cli_as("tessera-bob", &address, &["sessions"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = cli_as("tessera-bob", &address, &["policy", "show"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("lifetime"));
     daemon.kill();
     bus.kill();
 }
