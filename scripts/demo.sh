@@ -211,8 +211,11 @@ start tessera-sim "$bin_dir/tessera-sim" piv --vpcd "$vpcd" --state "$work/card.
 until_ready tessera-sim grep -qw ready "$work/tessera-sim.out"
 info "simulator connected"
 
-step "Start tesserad"
-start tesserad "$bin_dir/tesserad" --bus "$bus_addr" --state-dir "$work/state"
+step "Start tesserad (token lifetime 10 minutes, set in its configuration file)"
+printf '[token]\nlifetime = "10m"\n' >"$work/tessera.toml"
+show tessera config check "$work/tessera.toml"
+start tesserad "$bin_dir/tesserad" --bus "$bus_addr" --state-dir "$work/state" \
+    --config "$work/tessera.toml"
 until_ready tesserad bus_has_owner "$bus_name"
 info "$bus_name is on the bus"
 
@@ -236,6 +239,22 @@ info "token: ${token:0:32}… (${#token} characters)"
 step "Validate the token"
 printf '    $ tessera validate "$token"\n'
 tessera validate "$token" || die "validate failed for a fresh token"
+
+step "The policy that applies to $user, and where each rule comes from"
+show tessera policy show "$user"
+
+step "Refresh: a new token for the same card session; the old one is revoked"
+printf '    $ tessera refresh "$token"\n'
+old_token=$token
+token=$(tessera refresh "$old_token") || die "refresh failed"
+info "new token: ${token:0:32}…"
+if out=$(tessera validate "$old_token" 2>&1); then
+    die "the refreshed token still validates"
+fi
+info "old token: $out"
+
+step "Live sessions of $user"
+show tessera sessions "$user"
 
 step "Watch for revocations"
 start watch "$bin_dir/tessera" --bus "$bus_addr" watch

@@ -11,31 +11,24 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use nix::sys::signal::Signal;
 use p256::ecdsa::signature::{Signer, Verifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use common::{bin, pcsc_lock, run, test_user, wait_until, Bus, Child, PcscGuard, TestDir};
+use common::stack::{
+    parse_err, saw_all, Stack, BUS_NAME, CLI_TIMEOUT, DEVICE_ID, DEVICE_PATH, MANAGER_PATH, PIN,
+    WAIT,
+};
+use common::{run, stderr, stdout, test_user, Child};
 
-const PIN: &str = "123456";
 const WRONG_PIN: &str = "654321";
-const BUS_NAME: &str = "org.tessera.Tessera1";
-const MANAGER_PATH: &str = "/org/tessera/Tessera1/Manager";
-const DEVICE_ID: &str = "Virtual_20PCD_2000_2000";
-const DEVICE_PATH: &str = "/org/tessera/Tessera1/devices/Virtual_20PCD_2000_2000";
-/// Upper bound of any single wait for a process or an event.
-const WAIT: Duration = Duration::from_secs(20);
-/// Upper bound of one CLI call (the daemon's default device timeout is 10 s).
-const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------------------
 // 1. Happy path and the D-Bus contract
@@ -43,11 +36,7 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[test]
 fn happy_path_enroll_authenticate_validate_verify_revoke() {
-    let mut env = Env::new();
-    let card = env.path("card.json");
-    env.start_sim(&card, &[]);
-    env.start_daemon("");
-    env.wait_device(true);
+    let (mut env, card) = Stack::with_card(&[], "");
 
     // Our CLI's view of the device.
     let status = env.ok(&["status"], "");
@@ -224,11 +213,7 @@ fn happy_path_enroll_authenticate_validate_verify_revoke() {
 
 #[test]
 fn wrong_pins_count_down_and_the_last_retry_is_never_spent() {
-    let mut env = Env::new();
-    let card = env.path("card.json");
-    env.start_sim(&card, &[]);
-    env.start_daemon("");
-    env.wait_device(true);
+    let (env, card) = Stack::with_card(&[], "");
     env.enroll(PIN, &["--user", "root"]);
     assert_eq!(pin_retries_left(&card), 3);
 
@@ -306,11 +291,7 @@ fn wrong_pins_count_down_and_the_last_retry_is_never_spent() {
 /// leave the daemon's shared connection failing with SCARD_W_RESET_CARD (fixed in e848e15).
 #[test]
 fn card_reset_by_another_application_does_not_break_the_device() {
-    let mut env = Env::new();
-    let card = env.path("card.json");
-    env.start_sim(&card, &[]);
-    env.start_daemon("");
-    env.wait_device(true);
+    let (env, _) = Stack::with_card(&[], "");
     env.enroll(PIN, &["--user", "root"]);
     env.authenticate(&["--user", "root"]);
 
@@ -331,11 +312,7 @@ fn card_reset_by_another_application_does_not_break_the_device() {
 
 #[test]
 fn card_with_a_single_retry_is_never_tried() {
-    let mut env = Env::new();
-    let card = env.path("card.json");
-    env.start_sim(&card, &["--pin-retries", "1"]);
-    env.start_daemon("");
-    env.wait_device(true);
+    let (mut env, card) = Stack::with_card(&["--pin-retries", "1"], "");
     assert_eq!(pin_retries_left(&card), 1);
 
     let (name, msg) = env.err(&["enroll", "--user", "root", "--pin-stdin"], PIN);
@@ -366,12 +343,8 @@ fn card_with_a_single_retry_is_never_tried() {
 
 #[test]
 fn blocked_card_is_pin_blocked() {
-    let mut env = Env::new();
-    let card = env.path("card.json");
-    env.start_sim(&card, &[]);
     // The guard is off, so wrong PINs may block the card.
-    env.start_daemon("[pin]\nkeep_last_retry = false\n");
-    env.wait_device(true);
+    let (mut env, card) = Stack::with_card(&[], "[pin]\nkeep_last_retry = false\n");
     env.enroll(PIN, &["--user", "root"]);
 
     for left in [2, 1] {
@@ -416,7 +389,7 @@ fn blocked_card_is_pin_blocked() {
 
 #[test]
 fn no_device_not_enrolled_and_no_such_user() {
-    let mut env = Env::new();
+    let mut env = Stack::new();
     let card_a = env.path("card-a.json");
     let card_b = env.path("card-b.json");
     env.start_sim(&card_a, &[]);
@@ -449,30 +422,13 @@ fn no_device_not_enrolled_and_no_such_user() {
     env.wait_device(false);
     let (name, msg) = env.err(&["authenticate", "--user", "root", "--pin-stdin"], PIN);
     assert_eq!(name, "NoDevice", "{msg}");
-    let (name, msg) = env.err(
-        &[
-            "authenticate",
-            "--user",
-            "root",
-            "--device",
-            DEVICE_ID,
-            "--pin-stdin",
-        ],
-        PIN,
-    );
-    assert_eq!(name, "NoDevice", "named device: {msg}");
-    let (name, msg) = env.err(
-        &[
-            "enroll",
-            "--user",
-            "root",
-            "--device",
-            DEVICE_ID,
-            "--pin-stdin",
-        ],
-        PIN,
-    );
-    assert_eq!(name, "NoDevice", "enroll: {msg}");
+    for (verb, what) in [("authenticate", "named device"), ("enroll", "enroll")] {
+        let (name, msg) = env.err(
+            &[verb, "--user", "root", "--device", DEVICE_ID, "--pin-stdin"],
+            PIN,
+        );
+        assert_eq!(name, "NoDevice", "{what}: {msg}");
+    }
 
     // Another card (a new state file: other keys) in the same reader.
     env.start_sim(&card_b, &[]);
@@ -499,7 +455,7 @@ fn no_device_not_enrolled_and_no_such_user() {
 
 #[test]
 fn card_pulled_during_signature_issues_nothing() {
-    let mut env = Env::new();
+    let mut env = Stack::new();
     let card = env.path("card.json");
     let mut watch = enrolled_card_that_leaves_on_sign(&mut env, &card);
     let (name, msg) = env.err(&["authenticate", "--user", "root", "--pin-stdin"], PIN);
@@ -534,11 +490,7 @@ fn card_pulled_during_signature_issues_nothing() {
 
 #[test]
 fn card_that_does_not_answer_times_out() {
-    let mut env = Env::new();
-    let card = env.path("card.json");
-    env.start_sim(&card, &[]);
-    env.start_daemon("[device]\ntimeout = \"1s\"\n");
-    env.wait_device(true);
+    let (mut env, card) = Stack::with_card(&[], "[device]\ntimeout = \"1s\"\n");
     env.enroll(PIN, &["--user", "root"]);
     env.stop_sim();
     env.wait_device(false);
@@ -573,7 +525,7 @@ fn card_that_does_not_answer_times_out() {
 
 /// Enrolls root with the card in `card`, then re-inserts the same card with the `remove-on-sign`
 /// fault; returns a `tessera watch` started after the re-insertion.
-fn enrolled_card_that_leaves_on_sign(env: &mut Env, card: &Path) -> Child {
+fn enrolled_card_that_leaves_on_sign(env: &mut Stack, card: &Path) -> Child {
     env.start_sim(card, &[]);
     env.start_daemon("");
     env.wait_device(true);
@@ -591,11 +543,7 @@ fn enrolled_card_that_leaves_on_sign(env: &mut Env, card: &Path) -> Child {
 
 #[test]
 fn pulling_the_card_revokes_its_tokens_and_reinsertion_does_not_revive_them() {
-    let mut env = Env::new();
-    let card = env.path("card.json");
-    env.start_sim(&card, &[]);
-    env.start_daemon("");
-    env.wait_device(true);
+    let (mut env, card) = Stack::with_card(&[], "");
     env.enroll(PIN, &["--user", "root"]);
     let token = env.authenticate(&["--user", "root"]);
     let claims = env.validate(&token).unwrap();
@@ -607,17 +555,7 @@ fn pulling_the_card_revokes_its_tokens_and_reinsertion_does_not_revive_them() {
     let mut monitor = env.start_monitor();
     env.stop_sim();
     monitor.wait_for_line(&format!("string \"{jti}\""), WAIT);
-    saw_all(
-        &watch,
-        &[
-            &format!("DeviceRemoved {DEVICE_PATH}"),
-            &format!("TokenRevoked jti={jti} user=root reason=device-removed"),
-        ],
-        WAIT,
-    );
-    let (name, msg) = env.validate(&token).unwrap_err();
-    assert_eq!(name, "TokenRevoked", "{msg}");
-    assert!(msg.contains("device-removed"), "{msg}");
+    revoked_by_removal(&env, &watch, &token, &jti);
     assert!(!env.ok(&["status"], "").contains(DEVICE_PATH));
 
     // The same card back in.
@@ -642,6 +580,23 @@ fn pulling_the_card_revokes_its_tokens_and_reinsertion_does_not_revive_them() {
     assert_eq!(revoked.len(), 1, "{revoked:?}");
 }
 
+/// Waits until `watch` has shown the device leave and root's `token` (id `jti`) revoked for it (in
+/// either order), then checks that the daemon calls the token revoked for that reason.
+#[track_caller]
+fn revoked_by_removal(env: &Stack, watch: &Child, token: &str, jti: &str) {
+    saw_all(
+        watch,
+        &[
+            &format!("DeviceRemoved {DEVICE_PATH}"),
+            &format!("TokenRevoked jti={jti} user=root reason=device-removed"),
+        ],
+        WAIT,
+    );
+    let (name, msg) = env.validate(token).unwrap_err();
+    assert_eq!(name, "TokenRevoked", "{msg}");
+    assert!(msg.contains("device-removed"), "{msg}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. Authorization
 // ---------------------------------------------------------------------------------------------
@@ -650,11 +605,7 @@ fn pulling_the_card_revokes_its_tokens_and_reinsertion_does_not_revive_them() {
 fn users_act_only_for_themselves_but_anyone_may_validate() {
     let alice = test_user("tessera-alice");
     let bob = test_user("tessera-bob");
-    let mut env = Env::new();
-    let card = env.path("card.json");
-    env.start_sim(&card, &[]);
-    env.start_daemon("");
-    env.wait_device(true);
+    let (env, card) = Stack::with_card(&[], "");
     env.enroll(PIN, &["--user", "tessera-alice"]);
 
     // Bob may not act for Alice, with or without her PIN.
@@ -708,11 +659,7 @@ fn users_act_only_for_themselves_but_anyone_may_validate() {
 
 #[test]
 fn forged_and_malformed_tokens_are_invalid() {
-    let mut env = Env::new();
-    let card = env.path("card.json");
-    env.start_sim(&card, &[]);
-    env.start_daemon("");
-    env.wait_device(true);
+    let (env, _) = Stack::with_card(&[], "");
     env.enroll(PIN, &["--user", "root"]);
     let token = env.authenticate(&["--user", "root"]);
     let jwt = Jwt::parse(&token);
@@ -791,11 +738,7 @@ fn forged_and_malformed_tokens_are_invalid() {
 
 #[test]
 fn expired_token_is_token_expired() {
-    let mut env = Env::new();
-    let card = env.path("card.json");
-    env.start_sim(&card, &[]);
-    env.start_daemon("[token]\nlifetime = \"1s\"\n");
-    env.wait_device(true);
+    let (env, _) = Stack::with_card(&[], "[token]\nlifetime = \"1s\"\n");
     env.enroll(PIN, &["--user", "root"]);
     let token = env.authenticate(&["--user", "root"]);
     let jwt = Jwt::parse(&token);
@@ -822,11 +765,7 @@ fn expired_token_is_token_expired() {
 
 #[test]
 fn daemon_survives_pcscd_restart_and_revokes_card_tokens() {
-    let mut env = Env::new();
-    let card = env.path("card.json");
-    env.start_sim(&card, &[]);
-    env.start_daemon("");
-    env.wait_device(true);
+    let (mut env, _) = Stack::with_card(&[], "");
     env.enroll(PIN, &["--user", "root"]);
     let token = env.authenticate(&["--user", "root"]);
     let jti = env.validate(&token).unwrap()["jti"]
@@ -838,17 +777,7 @@ fn daemon_survives_pcscd_restart_and_revokes_card_tokens() {
     env.pcsc.restart_pcscd();
     let daemon = env.daemon.as_mut().unwrap();
     daemon.wait_for_stderr_line("lost pcscd", WAIT);
-    saw_all(
-        &watch,
-        &[
-            &format!("DeviceRemoved {DEVICE_PATH}"),
-            &format!("TokenRevoked jti={jti} user=root reason=device-removed"),
-        ],
-        WAIT,
-    );
-    let (name, msg) = env.validate(&token).unwrap_err();
-    assert_eq!(name, "TokenRevoked", "{msg}");
-    assert!(msg.contains("device-removed"), "{msg}");
+    revoked_by_removal(&env, &watch, &token, &jti);
 
     // The simulator reconnects to the new pcscd by itself; the daemon finds pcscd and the card again.
     let daemon = env.daemon.as_mut().unwrap();
@@ -878,11 +807,7 @@ fn daemon_survives_pcscd_restart_and_revokes_card_tokens() {
 
 #[test]
 fn slot_9e_needs_the_pin_to_enroll_but_not_to_authenticate() {
-    let mut env = Env::new();
-    let card = env.path("card.json");
-    env.start_sim(&card, &[]);
-    env.start_daemon("");
-    env.wait_device(true);
+    let (env, card) = Stack::with_card(&[], "");
 
     // Only 9A and 9E can be enrolled; unknown options are refused, not ignored.
     for slot in ["9c", "9d", "82", "x"] {
@@ -950,11 +875,7 @@ fn secrets_are_not_logged_or_stored() {
     // Distinctive PINs: eight digits never occur in a log timestamp.
     const CARD_PIN: &str = "86427531";
     const BAD_PIN: &str = "97531864";
-    let mut env = Env::new();
-    let card = env.path("card.json");
-    env.start_sim(&card, &["--pin", CARD_PIN]);
-    env.start_daemon("");
-    env.wait_device(true);
+    let (mut env, _) = Stack::with_card(&["--pin", CARD_PIN], "");
     env.enroll(CARD_PIN, &["--user", "root"]);
     let (name, _) = env.err(&["authenticate", "--user", "root", "--pin-stdin"], BAD_PIN);
     assert_eq!(name, "PinInvalid");
@@ -1007,323 +928,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The world of one test
+// Helpers: JWT, the simulator's state file
 // ---------------------------------------------------------------------------------------------
-
-/// One test's processes. Field order is drop order: the daemon first, then the card, the bus, and
-/// last the pcsc lock.
-struct Env {
-    daemon: Option<Child>,
-    sim: Option<Child>,
-    bus: Bus,
-    dir: TestDir,
-    pcsc: PcscGuard,
-    /// Counts started processes, so every one gets its own log file.
-    started: u32,
-}
-
-impl Env {
-    fn new() -> Env {
-        let pcsc = pcsc_lock();
-        let bus = Bus::start();
-        Env {
-            daemon: None,
-            sim: None,
-            bus,
-            dir: TestDir::new(),
-            pcsc,
-            started: 0,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn label(&mut self, what: &str) -> String {
-        self.started += 1;
-        format!("{}-{what}", self.started)
-    }
-
-    /// Inserts a card: `tessera-sim piv` on reader 0 with `state`, waiting for `ready`.
-    fn start_sim(&mut self, state: &Path, extra: &[&str]) {
-        assert!(self.sim.is_none(), "a simulator is already running");
-        let label = self.label("sim");
-        let mut child = Child::spawn(
-            &label,
-            Command::new(bin("tessera-sim"))
-                .args(["piv", "--vpcd", common::VPCD_ADDR_0, "--state"])
-                .arg(state)
-                .args(extra),
-            self.dir.path(),
-        );
-        child.wait_for_line("ready", WAIT);
-        self.sim = Some(child);
-    }
-
-    /// Pulls the card: SIGTERM, which the simulator answers by leaving the reader and exiting 0.
-    fn stop_sim(&mut self) {
-        let mut sim = self.sim.take().expect("no simulator running");
-        sim.signal(Signal::SIGTERM);
-        let status = sim.wait_exit(WAIT);
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "simulator exit: {status:?}"
-        );
-    }
-
-    /// Starts tesserad with `config` (TOML) on this test's state directory; waits for its bus name.
-    fn start_daemon(&mut self, config: &str) {
-        assert!(self.daemon.is_none(), "tesserad is already running");
-        let label = self.label("tesserad");
-        let config_path = self.path(&format!("{label}.toml"));
-        std::fs::write(&config_path, config).unwrap();
-        let child = Child::spawn(
-            &label,
-            Command::new(bin("tesserad"))
-                .env("TESSERA_LOG", "debug")
-                .args(["--bus", self.bus.address(), "--state-dir"])
-                .arg(self.path("state"))
-                .arg("--config")
-                .arg(&config_path),
-            self.dir.path(),
-        );
-        self.daemon = Some(child);
-        self.wait_for_name();
-    }
-
-    fn wait_for_name(&mut self) {
-        let daemon = self.daemon.as_mut().unwrap();
-        let ok = wait_until(WAIT, || {
-            daemon.try_wait().is_some() || self.bus.has_owner(BUS_NAME)
-        });
-        if let Some(status) = daemon.try_wait() {
-            panic!("tesserad exited with {status}:\n{}", daemon.stderr_text());
-        }
-        assert!(ok, "tesserad did not take {BUS_NAME} within {WAIT:?}");
-    }
-
-    /// SIGTERM; tesserad must exit 0 and release its name.
-    fn stop_daemon(&mut self) {
-        let mut daemon = self.daemon.take().expect("tesserad not running");
-        daemon.signal(Signal::SIGTERM);
-        let status = daemon.wait_exit(WAIT);
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "tesserad exit: {status:?}\n{}",
-            daemon.stderr_text()
-        );
-        assert!(
-            wait_until(WAIT, || !self.bus.has_owner(BUS_NAME)),
-            "name still owned"
-        );
-    }
-
-    /// Waits until the device is (or is no longer) published.
-    fn wait_device(&self, present: bool) {
-        let mut last = String::new();
-        let ok = wait_until(WAIT, || {
-            last = stdout(&self.cli(&["status"], ""));
-            last.contains(DEVICE_PATH) == present
-        });
-        assert!(
-            ok,
-            "device present={present} not reached within {WAIT:?}; status: {last}"
-        );
-    }
-
-    fn start_watch(&mut self) -> Child {
-        let label = self.label("watch");
-        let mut watch = Child::spawn(
-            &label,
-            Command::new(bin("tessera"))
-                .args(["--bus", self.bus.address(), "watch"])
-                .env("RUST_BACKTRACE", "1"),
-            self.dir.path(),
-        );
-        watch.wait_for_line("watching", WAIT);
-        watch
-    }
-
-    /// `dbus-monitor` of the Manager's signals, once it is listening.
-    fn start_monitor(&mut self) -> Child {
-        let label = self.label("dbus-monitor");
-        let mut monitor = Child::spawn(
-            &label,
-            Command::new("dbus-monitor")
-                .args(["--address", self.bus.address()])
-                .arg("type='signal',interface='org.tessera.Tessera1.Manager'"),
-            self.dir.path(),
-        );
-        // As a monitor it first loses its own name; from then on it sees every match.
-        monitor.wait_for_line("member=NameLost", WAIT);
-        monitor
-    }
-
-    fn cli(&self, args: &[&str], stdin: &str) -> Output {
-        self.cli_cmd(args, stdin, None)
-    }
-
-    fn cli_as(&self, user: (u32, u32), args: &[&str], stdin_line: &str) -> Output {
-        self.cli_cmd(args, &format!("{stdin_line}\n"), Some(user))
-    }
-
-    fn cli_cmd(&self, args: &[&str], stdin: &str, user: Option<(u32, u32)>) -> Output {
-        let mut cmd = Command::new(bin("tessera"));
-        cmd.args(["--bus", self.bus.address()]).args(args);
-        if let Some((uid, gid)) = user {
-            // As root, std drops the supplementary groups when it changes the uid.
-            cmd.uid(uid).gid(gid);
-        }
-        run(&mut cmd, stdin.as_bytes(), CLI_TIMEOUT)
-    }
-
-    /// Runs the CLI, which must succeed; returns its stdout, trimmed.
-    fn ok(&self, args: &[&str], stdin: &str) -> String {
-        let out = self.cli(args, stdin);
-        assert!(
-            out.status.success(),
-            "tessera {args:?} failed: {}\n--- tesserad ---\n{}",
-            stderr(&out),
-            self.daemon_log()
-        );
-        stdout(&out).trim().to_owned()
-    }
-
-    /// Runs the CLI with `stdin_line`, which must fail with a daemon error; returns (name, message).
-    fn err(&self, args: &[&str], stdin_line: &str) -> (String, String) {
-        parse_err(&self.cli(args, &format!("{stdin_line}\n")))
-    }
-
-    fn enroll(&self, pin: &str, args: &[&str]) -> String {
-        let mut all = vec!["enroll"];
-        all.extend_from_slice(args);
-        all.push("--pin-stdin");
-        self.ok(&all, &format!("{pin}\n"))
-    }
-
-    fn authenticate(&self, args: &[&str]) -> String {
-        let mut all = vec!["authenticate"];
-        all.extend_from_slice(args);
-        all.push("--pin-stdin");
-        let token = self.ok(&all, &format!("{PIN}\n"));
-        assert_eq!(token.split('.').count(), 3, "not a JWT: {token}");
-        token
-    }
-
-    fn authenticate_no_pin(&self, args: &[&str]) -> String {
-        let mut all = vec!["authenticate"];
-        all.extend_from_slice(args);
-        all.push("--no-pin");
-        self.ok(&all, "")
-    }
-
-    /// `tessera validate -` with the token on stdin: the claims, or the error (name, message).
-    fn validate(&self, token: &str) -> Result<Value, (String, String)> {
-        let out = self.cli(&["validate", "-"], &format!("{token}\n"));
-        if out.status.success() {
-            Ok(serde_json::from_str(stdout(&out).trim()).expect("claims JSON"))
-        } else {
-            Err(parse_err(&out))
-        }
-    }
-
-    fn busctl(&self, args: &[&str]) -> String {
-        let out = run(
-            Command::new("busctl")
-                .arg(format!("--address={}", self.bus.address()))
-                .args(args),
-            b"",
-            CLI_TIMEOUT,
-        );
-        assert!(out.status.success(), "busctl {args:?}: {out:?}");
-        stdout(&out)
-    }
-
-    /// `gdbus call` of `method` (interface.Member) on `path`; gdbus shows D-Bus error names in full.
-    fn gdbus_call(&self, path: &str, method: &str, args: &[&str]) -> Output {
-        run(
-            Command::new("gdbus")
-                .args(["call", "--address", self.bus.address()])
-                .args([
-                    "--dest",
-                    BUS_NAME,
-                    "--object-path",
-                    path,
-                    "--method",
-                    method,
-                ])
-                .args(args),
-            b"",
-            CLI_TIMEOUT,
-        )
-    }
-
-    /// Number of token rows in the daemon's database, read directly (not through the daemon).
-    fn token_rows(&self) -> i64 {
-        let db = rusqlite::Connection::open_with_flags(
-            self.path("state").join("tessera.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .expect("open tessera.db");
-        db.query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
-            .expect("count tokens")
-    }
-
-    fn daemon_log(&self) -> String {
-        self.daemon
-            .as_ref()
-            .map(Child::stderr_text)
-            .unwrap_or_default()
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Helpers: CLI output, JWT, the simulator's state file
-// ---------------------------------------------------------------------------------------------
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A failed CLI call: exit 1 and `tessera: <ErrorName>: <message>`.
-fn parse_err(out: &Output) -> (String, String) {
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "expected a failure: stdout {:?}, stderr {:?}",
-        stdout(out),
-        stderr(out)
-    );
-    let err = stderr(out);
-    let line = err.trim();
-    let rest = line
-        .strip_prefix("tessera: ")
-        .unwrap_or_else(|| panic!("unexpected stderr: {line:?}"));
-    let (name, msg) = rest
-        .split_once(": ")
-        .unwrap_or_else(|| panic!("no error name in: {line:?}"));
-    assert!(
-        name.chars().all(|c| c.is_ascii_alphanumeric()),
-        "not an error name: {line:?}"
-    );
-    (name.to_owned(), msg.to_owned())
-}
-
-/// Waits until `child` has printed a line containing each of `needles`, in any order: `tessera watch`
-/// follows three signal streams at once and does not keep their order on the bus.
-fn saw_all(child: &Child, needles: &[&str], timeout: Duration) {
-    let mut lines = Vec::new();
-    let ok = wait_until(timeout, || {
-        lines = child.stdout_lines();
-        needles.iter().all(|n| lines.iter().any(|l| l.contains(n)))
-    });
-    assert!(ok, "waited {timeout:?} for {needles:?}; got {lines:?}");
-}
 
 fn amr(claims: &Value) -> Vec<String> {
     claims["amr"]

@@ -11,7 +11,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{bin, pcsc_lock, run, wait_until, Child, TestDir, VPCD_ADDR_0, VPCD_READER_0};
+use common::{
+    bin, pcsc_lock, run, stderr, stdout, wait_until, Child, PcscGuard, TestDir, VPCD_ADDR_0,
+    VPCD_READER_0,
+};
 use der::{Decode, DecodePem};
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::ecdsa::{Signature, VerifyingKey};
@@ -20,6 +23,16 @@ use x509_cert::Certificate;
 
 const OPENSC_PKCS11: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/opensc-pkcs11.so";
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The start of every test: the pcsc lock, a test directory, and a fresh card (simulator flags
+/// `extra`) in the first vpcd reader. Bind all three (`let (_pcsc, dir, sim) = …`): bindings drop in
+/// reverse order, so the card leaves before the directory and the lock go.
+fn card_in_reader(extra: &[&str]) -> (PcscGuard, TestDir, Child) {
+    let pcsc = pcsc_lock();
+    let dir = TestDir::new();
+    let sim = start_sim(dir.path(), extra);
+    (pcsc, dir, sim)
+}
 
 /// Starts a simulator with a fresh state file in `dir` and waits until pcscd sees its card.
 fn start_sim(dir: &Path, extra: &[&str]) -> Child {
@@ -59,55 +72,74 @@ fn wait_for_card(present: bool) {
     );
 }
 
+/// Runs a third-party client to completion with nothing on stdin, whatever its outcome.
+fn client(cmd: &mut Command) -> Output {
+    run(cmd, b"", CLIENT_TIMEOUT)
+}
+
+/// Runs a third-party client that must succeed; its output.
+fn client_ok(cmd: &mut Command) -> Output {
+    let out = client(cmd);
+    assert!(out.status.success(), "{cmd:?}: {}", describe(&out));
+    out
+}
+
+/// `pkcs11-tool` with OpenSC's PKCS#11 module, before `args`.
+fn pkcs11_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new("pkcs11-tool");
+    cmd.args(["--module", OPENSC_PKCS11]).args(args);
+    cmd
+}
+
+/// `pkcs11-tool` logging in with `pin` and signing the hash in `input` with the 9A key (object id
+/// 01, CKM_ECDSA: the hash as is); the signature (r || s) goes to `output`.
+fn pkcs11_sign_cmd(pin: &str, input: &Path, output: &Path) -> Command {
+    pkcs11_cmd(&[
+        "--sign",
+        "--mechanism",
+        "ECDSA",
+        "--id",
+        "01",
+        "--login",
+        "--pin",
+        pin,
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ])
+}
+
+/// `yubico-piv-tool` on the first vpcd reader, before `args`.
+fn ykpiv_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new("yubico-piv-tool");
+    cmd.args(["-r", VPCD_READER_0]).args(args);
+    cmd
+}
+
+/// `pkcs11-tool`, which must succeed.
 fn pkcs11(args: &[&str]) -> Output {
-    let out = run(
-        Command::new("pkcs11-tool")
-            .args(["--module", OPENSC_PKCS11])
-            .args(args),
-        b"",
-        CLIENT_TIMEOUT,
-    );
-    assert!(
-        out.status.success(),
-        "pkcs11-tool {args:?}: {}",
-        describe(&out)
-    );
-    out
+    client_ok(&mut pkcs11_cmd(args))
 }
 
+/// `yubico-piv-tool`, which must succeed.
 fn ykpiv(args: &[&str]) -> Output {
-    let out = run(
-        Command::new("yubico-piv-tool")
-            .args(["-r", VPCD_READER_0])
-            .args(args),
-        b"",
-        CLIENT_TIMEOUT,
-    );
-    assert!(
-        out.status.success(),
-        "yubico-piv-tool {args:?}: {}",
-        describe(&out)
-    );
-    out
+    client_ok(&mut ykpiv_cmd(args))
 }
 
+/// `openssl`, which must succeed.
 fn openssl(args: &[&str]) -> Output {
-    let out = run(Command::new("openssl").args(args), b"", CLIENT_TIMEOUT);
-    assert!(out.status.success(), "openssl {args:?}: {}", describe(&out));
-    out
+    client_ok(Command::new("openssl").args(args))
 }
 
+/// Exit status, stdout and stderr of a client, for assertion messages.
 fn describe(out: &Output) -> String {
     format!(
         "{}\nstdout:\n{}\nstderr:\n{}",
         out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        stdout(out),
+        stderr(out)
     )
-}
-
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The simulator's serial, read from its state file (the card's own record).
@@ -128,23 +160,17 @@ fn verifying_key(cert: &Certificate) -> VerifyingKey {
 
 #[test]
 fn opensc_lists_the_card_reads_the_certificate_and_signs() {
-    let _pcsc = pcsc_lock();
-    let dir = TestDir::new();
-    let mut sim = start_sim(dir.path(), &[]);
+    let (_pcsc, dir, mut sim) = card_in_reader(&[]);
 
     // OpenSC picks its PIV driver for our ATR.
-    let out = run(
-        Command::new("opensc-tool").args(["-r", VPCD_READER_0, "-n"]),
-        b"",
-        CLIENT_TIMEOUT,
-    );
+    let out = client(Command::new("opensc-tool").args(["-r", VPCD_READER_0, "-n"]));
     assert!(
-        text(&out).contains("Personal Identity Verification Card"),
+        stdout(&out).contains("Personal Identity Verification Card"),
         "{}",
         describe(&out)
     );
 
-    let listing = text(&pkcs11(&["-L"]));
+    let listing = stdout(&pkcs11(&["-L"]));
     assert!(listing.contains("Virtual PCD 00 00"), "{listing}");
     assert!(listing.contains("Tessera simulated PIV"), "{listing}");
 
@@ -173,20 +199,7 @@ fn opensc_lists_the_card_reads_the_certificate_and_signs() {
     let hash_path = dir.path().join("hash.bin");
     let sig_path = dir.path().join("sig.bin");
     std::fs::write(&hash_path, hash).unwrap();
-    pkcs11(&[
-        "--sign",
-        "--mechanism",
-        "ECDSA",
-        "--id",
-        "01",
-        "--login",
-        "--pin",
-        "123456",
-        "-i",
-        hash_path.to_str().unwrap(),
-        "-o",
-        sig_path.to_str().unwrap(),
-    ]);
+    client_ok(&mut pkcs11_sign_cmd("123456", &hash_path, &sig_path));
     // PKCS#11 returns r || s.
     let sig = Signature::from_slice(&std::fs::read(&sig_path).unwrap()).unwrap();
     verifying_key(&cert)
@@ -194,29 +207,10 @@ fn opensc_lists_the_card_reads_the_certificate_and_signs() {
         .expect("signature verifies with the certificate's key");
 
     // A wrong PIN is refused and spends a try; the right one refills the counter.
-    let out = run(
-        Command::new("pkcs11-tool").args([
-            "--module",
-            OPENSC_PKCS11,
-            "--login",
-            "--pin",
-            "000000",
-            "--sign",
-            "--mechanism",
-            "ECDSA",
-            "--id",
-            "01",
-            "-i",
-            hash_path.to_str().unwrap(),
-            "-o",
-            sig_path.to_str().unwrap(),
-        ]),
-        b"",
-        CLIENT_TIMEOUT,
-    );
+    let out = client(&mut pkcs11_sign_cmd("000000", &hash_path, &sig_path));
     assert!(!out.status.success(), "{}", describe(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("CKR_PIN_INCORRECT"),
+        stderr(&out).contains("CKR_PIN_INCORRECT"),
         "{}",
         describe(&out)
     );
@@ -226,12 +220,10 @@ fn opensc_lists_the_card_reads_the_certificate_and_signs() {
 
 #[test]
 fn yubico_piv_tool_reads_status_generates_and_imports() {
-    let _pcsc = pcsc_lock();
-    let dir = TestDir::new();
-    let mut sim = start_sim(dir.path(), &[]);
+    let (_pcsc, dir, mut sim) = card_in_reader(&[]);
     let serial = state_serial(dir.path());
 
-    let status = text(&ykpiv(&["-a", "status"]));
+    let status = stdout(&ykpiv(&["-a", "status"]));
     assert!(status.contains("Version:\t5.4.3"), "{status}");
     assert!(
         status.contains(&format!("Serial Number:\t{serial}")),
@@ -242,7 +234,7 @@ fn yubico_piv_tool_reads_status_generates_and_imports() {
     assert!(status.contains("Slot 9e:"), "{status}");
     assert!(!status.contains("Slot 9c:"), "{status}");
 
-    let pem = text(&ykpiv(&["-a", "read-certificate", "-s", "9a"]));
+    let pem = stdout(&ykpiv(&["-a", "read-certificate", "-s", "9a"]));
     let cert = Certificate::from_pem(pem.as_bytes()).expect("PEM certificate");
     assert!(cert
         .tbs_certificate
@@ -299,66 +291,44 @@ fn yubico_piv_tool_reads_status_generates_and_imports() {
         cert_path.to_str().unwrap(),
     ]);
     // 9C signs right after a VERIFY (the tool checks the signature against the certificate) ...
-    let out = ykpiv(&[
-        "-a",
-        "verify-pin",
-        "-P",
-        "123456",
+    let test_signature = [
         "-a",
         "test-signature",
         "-s",
         "9c",
         "-i",
         cert_path.to_str().unwrap(),
-    ]);
+    ];
+    let out = ykpiv(&[&["-a", "verify-pin", "-P", "123456"][..], &test_signature].concat());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Successful ECDSA verification"),
+        stderr(&out).contains("Successful ECDSA verification"),
         "{}",
         describe(&out)
     );
     // ... and not without one: its PIN rule is "immediately before every signature".
-    let out = run(
-        Command::new("yubico-piv-tool").args([
-            "-r",
-            VPCD_READER_0,
-            "-a",
-            "test-signature",
-            "-s",
-            "9c",
-            "-i",
-            cert_path.to_str().unwrap(),
-        ]),
-        b"",
-        CLIENT_TIMEOUT,
-    );
+    let out = client(&mut ykpiv_cmd(&test_signature));
     assert!(!out.status.success(), "{}", describe(&out));
-    let status = text(&ykpiv(&["-a", "status"]));
+    let status = stdout(&ykpiv(&["-a", "status"]));
     assert!(status.contains("Slot 9c:"), "{status}");
     assert!(status.contains("CN=tessera sim 9c"), "{status}");
     let imported = Certificate::from_pem(std::fs::read(&cert_path).unwrap()).unwrap();
-    let read_back = text(&ykpiv(&["-a", "read-certificate", "-s", "9c"]));
+    let read_back = stdout(&ykpiv(&["-a", "read-certificate", "-s", "9c"]));
     assert_eq!(
         Certificate::from_pem(read_back.as_bytes()).unwrap(),
         imported
     );
 
     // A wrong management key is refused.
-    let out = run(
-        Command::new("yubico-piv-tool").args([
-            "-r",
-            VPCD_READER_0,
-            "-k",
-            "0102030405060708010203040506070801020304050607FF",
-            "-a",
-            "generate",
-            "-s",
-            "9d",
-            "-A",
-            "ECCP256",
-        ]),
-        b"",
-        CLIENT_TIMEOUT,
-    );
+    let out = client(&mut ykpiv_cmd(&[
+        "-k",
+        "0102030405060708010203040506070801020304050607FF",
+        "-a",
+        "generate",
+        "-s",
+        "9d",
+        "-A",
+        "ECCP256",
+    ]));
     assert!(!out.status.success(), "{}", describe(&out));
 
     assert!(sim.kill().success(), "{}", sim.stderr_text());
@@ -366,10 +336,8 @@ fn yubico_piv_tool_reads_status_generates_and_imports() {
 
 #[test]
 fn the_same_card_comes_back_and_sigterm_pulls_it() {
-    let _pcsc = pcsc_lock();
-    let dir = TestDir::new();
-    let mut sim = start_sim(dir.path(), &[]);
-    let first = text(&ykpiv(&["-a", "read-certificate", "-s", "9e"]));
+    let (_pcsc, dir, mut sim) = card_in_reader(&[]);
+    let first = stdout(&ykpiv(&["-a", "read-certificate", "-s", "9e"]));
     let serial = state_serial(dir.path());
     sim.signal(nix::sys::signal::Signal::SIGTERM);
     let status = sim
@@ -380,7 +348,10 @@ fn the_same_card_comes_back_and_sigterm_pulls_it() {
 
     // --pin on an existing card changes nothing: the old PIN still works.
     let mut sim = start_sim(dir.path(), &["--pin", "999999"]);
-    assert_eq!(text(&ykpiv(&["-a", "read-certificate", "-s", "9e"])), first);
+    assert_eq!(
+        stdout(&ykpiv(&["-a", "read-certificate", "-s", "9e"])),
+        first
+    );
     assert_eq!(state_serial(dir.path()), serial);
     ykpiv(&["-a", "verify-pin", "-P", "123456"]);
     assert!(sim.kill().success());
@@ -388,31 +359,11 @@ fn the_same_card_comes_back_and_sigterm_pulls_it() {
 
 #[test]
 fn remove_on_sign_fault_pulls_the_card_mid_signature() {
-    let _pcsc = pcsc_lock();
-    let dir = TestDir::new();
-    let mut sim = start_sim(dir.path(), &["--fault", "remove-on-sign"]);
+    let (_pcsc, dir, mut sim) = card_in_reader(&["--fault", "remove-on-sign"]);
     let hash_path = dir.path().join("hash.bin");
     std::fs::write(&hash_path, [0x5Au8; 32]).unwrap();
-    let out = run(
-        Command::new("pkcs11-tool").args([
-            "--module",
-            OPENSC_PKCS11,
-            "--sign",
-            "--mechanism",
-            "ECDSA",
-            "--id",
-            "01",
-            "--login",
-            "--pin",
-            "123456",
-            "-i",
-            hash_path.to_str().unwrap(),
-            "-o",
-            dir.path().join("sig.bin").to_str().unwrap(),
-        ]),
-        b"",
-        CLIENT_TIMEOUT,
-    );
+    let sig_path = dir.path().join("sig.bin");
+    let out = client(&mut pkcs11_sign_cmd("123456", &hash_path, &sig_path));
     assert!(
         !out.status.success(),
         "signing must fail: {}",
@@ -430,9 +381,7 @@ fn remove_on_sign_fault_pulls_the_card_mid_signature() {
 #[test]
 #[ignore = "measurement, not a check"]
 fn measure_apdu_round_trip() {
-    let _pcsc = pcsc_lock();
-    let dir = TestDir::new();
-    let mut sim = start_sim(dir.path(), &[]);
+    let (_pcsc, _dir, mut sim) = card_in_reader(&[]);
     let ctx = pcsc::Context::establish(pcsc::Scope::System).unwrap();
     let reader = CString::new(VPCD_READER_0).unwrap();
     let card = ctx

@@ -3,7 +3,8 @@
 //! Each end-to-end test file says `mod common;`. What lives here: finding the workspace binaries
 //! ([`bin`]), process guards that capture output and never outlive the test ([`Child`], [`run`]), a
 //! private `dbus-daemon` ([`Bus`]), exclusive use of pcscd and its two vpcd readers ([`pcsc_lock`]) and
-//! throw-away Unix accounts ([`test_user`]). Assertions about Tessera itself live in the test files.
+//! throw-away Unix accounts ([`test_user`]). The Tessera stack built from these (bus, simulator,
+//! daemon and CLI helpers) is [`stack`]. Assertions about Tessera itself live in the test files.
 //!
 //! Several test binaries (and other developers' runs) share one machine, so everything that touches a
 //! machine-wide resource takes a cross-process `flock` first.
@@ -11,6 +12,8 @@
 // A harness that cannot set up its world must stop the test with a clear message, so panicking is
 // its error handling; and not every test file uses every helper.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod stack;
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -365,6 +368,16 @@ pub fn run(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Output {
         stdout: out.join().expect("stdout reader"),
         stderr: err.join().expect("stderr reader"),
     }
+}
+
+/// A process's stdout, lossily decoded.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A process's stderr, lossily decoded.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A private `dbus-daemon` on `unix:path=<tmp>/bus`, killed on drop.
