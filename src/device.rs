@@ -27,13 +27,17 @@ type Job = Box<dyn FnOnce(&mut dyn CardConnection) + Send>;
 /// worker once its current operation returns.
 #[derive(Clone)]
 pub struct DeviceWorker {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::SyncSender<Job>,
 }
+
+/// Operations that may wait for a device at once; more are refused (`Error::Device`, busy) rather
+/// than queued without bound behind a slow card.
+const MAX_QUEUED: usize = 32;
 
 impl DeviceWorker {
     /// Starts a worker thread owning `conn`.
     pub fn spawn(name: &str, conn: Box<dyn CardConnection>) -> Result<Self> {
-        let (jobs, rx) = mpsc::channel::<Job>();
+        let (jobs, rx) = mpsc::sync_channel::<Job>(MAX_QUEUED);
         thread::Builder::new()
             .name(format!("device {name}"))
             .spawn(move || {
@@ -68,6 +72,11 @@ impl DeviceWorker {
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn: &mut dyn CardConnection| {
+            // A caller that gave up (timeout) no longer wants this done: never run an operation,
+            // let alone a PIN check, that nobody will see the result of.
+            if tx.is_closed() {
+                return;
+            }
             let mut op = op;
             let mut epilogue = Some(epilogue);
             let mut tx = Some(tx);
@@ -91,7 +100,10 @@ impl DeviceWorker {
                 let _ = tx.send(Err(e));
             }
         });
-        self.jobs.send(job).map_err(|_| Error::DeviceRemoved)?;
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => Error::Device("the device is busy; try again".into()),
+            mpsc::TrySendError::Disconnected(_) => Error::DeviceRemoved,
+        })?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::DeviceRemoved),
@@ -167,12 +179,26 @@ mod tests {
             .run(Duration::from_millis(50), |card| card.transmit(&[1]))
             .await;
         assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+        // A job queued behind the stuck one whose caller gave up is skipped, not run late.
+        let skipped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = skipped.clone();
+        let r: Result<()> = w
+            .run(Duration::from_millis(20), move |_| {
+                flag.store(false, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            })
+            .await;
+        assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
         // The worker survives and serves the next operation once the stuck one ends.
         let r = w
             .run(Duration::from_secs(5), |card| card.transmit(&[2]))
             .await
             .unwrap();
         assert_eq!(r, vec![2, 0x90, 0x00]);
+        assert!(
+            skipped.load(std::sync::atomic::Ordering::SeqCst),
+            "an abandoned operation ran"
+        );
     }
 
     #[tokio::test]

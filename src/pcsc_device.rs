@@ -326,9 +326,7 @@ impl CardTransport for TxTransport<'_, '_> {
             }
             Err(e) if is_reset(e) => {
                 self.reset = true;
-                Err(Error::Device(
-                    "the card was reset by another application".into(),
-                ))
+                Err(Error::CardReset)
             }
             Err(e @ (pcsc::Error::CommError | pcsc::Error::UnknownError)) => {
                 Err(self.lost(&e.to_string()))

@@ -129,8 +129,14 @@ struct Inner {
     key_upkeep: tokio::sync::Mutex<()>,
     /// Unix time before which key upkeep has nothing to do (checked lazily, never on a timer).
     next_key_check: AtomicU64,
+    /// A key of the ring has no metadata row yet (its write failed); key upkeep retries it.
+    keys_unrecorded: std::sync::atomic::AtomicBool,
     issuer: String,
     devices: Mutex<devices::Devices>,
+    /// Some device session from before this start is not yet confirmed or ended.
+    any_unconfirmed: std::sync::atomic::AtomicBool,
+    /// Set once the device source's first scan has been handled.
+    scanned: tokio::sync::watch::Sender<bool>,
     tokens: TokenIndex,
     /// One issue at a time per user (the live-token limit).
     user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -166,7 +172,7 @@ pub struct TokenRules {
 }
 
 /// How many events may wait for a slow listener before it misses some.
-const EVENT_BACKLOG: usize = 4096;
+const EVENT_BACKLOG: usize = 1 << 16;
 
 impl Service {
     /// Opens the state directory (database, signing keys), loads the live tokens and open device
@@ -195,7 +201,10 @@ impl Service {
                 keys: RwLock::new(keys),
                 key_upkeep: tokio::sync::Mutex::new(()),
                 next_key_check: AtomicU64::new(0),
+                keys_unrecorded: std::sync::atomic::AtomicBool::new(false),
                 issuer: format!("tessera:{host}"),
+                any_unconfirmed: std::sync::atomic::AtomicBool::new(!pending.is_empty()),
+                scanned: tokio::sync::watch::Sender::new(false),
                 devices: Mutex::new(devices::Devices::new(pending)),
                 tokens: index,
                 user_locks: Mutex::new(HashMap::new()),
@@ -427,6 +436,35 @@ impl Service {
             return Ok(());
         }
         let _upkeep = self.inner.key_upkeep.lock().await;
+        if self.inner.keys_unrecorded.load(Ordering::SeqCst) {
+            let ring: Vec<(String, u64)> = {
+                let keys = tokens::read(&self.inner.keys);
+                std::iter::once(keys.active())
+                    .chain(keys.previous().iter())
+                    .map(|k| (k.kid().to_owned(), k.created()))
+                    .collect()
+            };
+            let known: Vec<String> = self
+                .inner
+                .store
+                .signing_keys()?
+                .into_iter()
+                .map(|k| k.kid)
+                .collect();
+            let ops = ring
+                .into_iter()
+                .filter(|(kid, _)| !known.contains(kid))
+                .map(|(kid, created)| {
+                    WriteOp::InsertSigningKey(KeyMeta {
+                        kid,
+                        created,
+                        retired: None,
+                    })
+                })
+                .collect();
+            self.inner.store.apply(ops).await?;
+            self.inner.keys_unrecorded.store(false, Ordering::SeqCst);
+        }
         let rotate_every = self.config().keys.rotate_every.as_secs();
         let due = tokens::read(&self.inner.keys)
             .active()
@@ -435,12 +473,24 @@ impl Service {
         if now >= due {
             self.rotate_now(now).await?;
         }
-        let stale: Vec<String> = tokens::read(&self.inner.keys)
-            .previous()
-            .iter()
-            .map(|k| k.kid().to_owned())
-            .filter(|kid| !self.inner.tokens.kid_in_use(kid, now))
-            .collect();
+        // A key may still have signed a token that is not indexed yet (prepared before a card
+        // exchange, at most a device timeout ago): previous keys get that long, and a minute more,
+        // after they stopped signing before they can go.
+        let grace = self.config().device.timeout.as_secs().saturating_add(60);
+        let stale: Vec<String> = {
+            let keys = tokens::read(&self.inner.keys);
+            let mut replaced_at = keys.active().created();
+            let mut stale = Vec::new();
+            for k in keys.previous() {
+                if now >= replaced_at.saturating_add(grace)
+                    && !self.inner.tokens.kid_in_use(k.kid(), now)
+                {
+                    stale.push(k.kid().to_owned());
+                }
+                replaced_at = k.created();
+            }
+            stale
+        };
         for kid in stale {
             tokens::write(&self.inner.keys).retire(&self.inner.state_dir, &kid)?;
             tracing::info!(%kid, "signing key retired: every token it signed has expired");
@@ -464,7 +514,8 @@ impl Service {
             keys.rotate(&self.inner.state_dir, now)?;
             (old, keys.active().kid().to_owned())
         };
-        self.inner
+        let recorded = self
+            .inner
             .store
             .apply(vec![
                 WriteOp::InsertSigningKey(KeyMeta {
@@ -474,8 +525,14 @@ impl Service {
                 }),
                 WriteOp::RetireSigningKey { kid: old, at: now },
             ])
-            .await?;
+            .await;
+        // The new key signs from now on; until its metadata row exists the store refuses its
+        // tokens, so key upkeep keeps trying to write the row at every call until it succeeds.
         self.inner.next_key_check.store(0, Ordering::SeqCst);
+        if let Err(e) = recorded {
+            self.inner.keys_unrecorded.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
         tracing::info!(kid = %new, "signing key rotated");
         Ok(new)
     }

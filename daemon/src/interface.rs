@@ -17,6 +17,8 @@ use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{as_value, ObjectPath, OwnedValue, Type, Value};
 use zbus::{interface, Connection};
 
+use zeroize::Zeroizing;
+
 use crate::errors::BusError;
 use crate::DEVICES_PATH;
 
@@ -83,7 +85,7 @@ impl Manager {
         options: HashMap<String, OwnedValue>,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
-    ) -> Result<String, BusError> {
+    ) -> Result<SecretString, BusError> {
         let caller = self.callers.caller(conn, &header).await?;
         let mut opts = AuthOptions::default();
         for (key, value) in options {
@@ -98,9 +100,9 @@ impl Manager {
                 other => return Err(unknown_option(other)),
             }
         }
-        let token = self.service.authenticate(caller, user, opts).await?;
-        // The reply needs an owned String; the zeroizing copy is wiped when dropped here.
-        Ok(token.as_str().to_owned())
+        Ok(SecretString(
+            self.service.authenticate(caller, user, opts).await?,
+        ))
     }
 
     /// ValidateToken(s token) -> (a{sv} claims).
@@ -114,9 +116,9 @@ impl Manager {
     }
 
     /// RefreshToken(s token) -> (s token): a new token for the same session; the old one dies.
-    async fn refresh_token(&self, token: &str) -> Result<String, BusError> {
+    async fn refresh_token(&self, token: &str) -> Result<SecretString, BusError> {
         let token = self.service.refresh(token).await?;
-        Ok(token.as_str().to_owned())
+        Ok(SecretString(token))
     }
 
     /// ListSessions(s user) -> (aa{sv}): the user's live tokens (own account, or root).
@@ -287,9 +289,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     }
 }
 
-fn string_option(key: &str, value: &OwnedValue) -> Result<String, BusError> {
+/// A string option's value; zeroized when dropped, since it may be a PIN.
+fn string_option(key: &str, value: &OwnedValue) -> Result<Zeroizing<String>, BusError> {
     match &**value {
-        Value::Str(s) => Ok(s.as_str().to_owned()),
+        Value::Str(s) => Ok(Zeroizing::new(s.as_str().to_owned())),
         _ => Err(BusError::InvalidArgument(format!(
             "option {key:?} must be a string"
         ))),
@@ -308,6 +311,19 @@ fn device_id_of<'a>(path: &'a ObjectPath<'_>) -> Result<&'a str, BusError> {
         .and_then(|rest| rest.strip_prefix('/'))
         .filter(|id| !id.is_empty() && !id.contains('/'))
         .ok_or_else(|| BusError::NoDevice(format!("{} is not a device object", path.as_str())))
+}
+
+/// A token on its way out as a D-Bus string (`s`), wiped from memory once sent.
+pub struct SecretString(Zeroizing<String>);
+
+impl Serialize for SecretString {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+impl Type for SecretString {
+    const SIGNATURE: &'static zbus::zvariant::Signature = &zbus::zvariant::Signature::Str;
 }
 
 /// A session as a{sv}.

@@ -5,6 +5,7 @@
 //! confirms (same reader, same pcscd event count, same card keys) is closed and its tokens revoked.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use p256::elliptic_curve::sec1::ToEncodedPoint;
@@ -153,7 +154,11 @@ impl Service {
                     && s.event_counter == attach.event_count
                     && s.card_id == card_id
             });
-            pos.map(|p| devs.unconfirmed.swap_remove(p))
+            let adopted = pos.map(|p| devs.unconfirmed.swap_remove(p));
+            self.inner
+                .any_unconfirmed
+                .store(!devs.unconfirmed.is_empty(), Ordering::SeqCst);
+            adopted
         };
         let session_id = match adopted {
             Some(s) => s.id,
@@ -222,21 +227,78 @@ impl Service {
             .values()
             .map(|d| d.info.reader.clone())
             .collect();
+        // Every device, even if one fails: a card whose removal was not recorded must not keep
+        // tokens alive because another card's record failed first.
+        let mut first_error = None;
         for r in readers {
-            self.device_removed(&r).await?;
+            if let Err(e) = self.device_removed(&r).await {
+                tracing::error!(reader = %r, "recording the removal failed: {e}");
+                first_error.get_or_insert(e);
+            }
         }
-        self.enumeration_complete().await
+        // Sessions from before this start stay unconfirmed (their tokens wait or fail closed) until
+        // the device source can scan again.
+        first_error.map_or(Ok(()), Err)
     }
 
     /// The device source has reported every present device: sessions from before this start that no
     /// present card confirmed were ended while Tessera was not watching.
     pub async fn enumeration_complete(&self) -> Result<()> {
-        let stale = std::mem::take(&mut lock(&self.inner.devices).unconfirmed);
+        let stale: Vec<DeviceSession> = lock(&self.inner.devices).unconfirmed.clone();
+        let mut result = Ok(());
         for s in stale {
             tracing::info!(reader = %s.reader, "card removed while the daemon was not watching");
-            self.close_session(&s.id).await?;
+            // Each session leaves the unconfirmed list only once its tokens are revoked in memory
+            // (close_session does that before anything else), so no validation slips between.
+            match self.close_session(&s.id).await {
+                Ok(()) => lock(&self.inner.devices)
+                    .unconfirmed
+                    .retain(|u| u.id != s.id),
+                Err(e) => {
+                    tracing::error!("closing the session of {}: {e}", s.reader);
+                    result = Err(e);
+                }
+            }
         }
-        Ok(())
+        self.inner.any_unconfirmed.store(
+            !lock(&self.inner.devices).unconfirmed.is_empty(),
+            Ordering::SeqCst,
+        );
+        self.inner.scanned.send_replace(true);
+        result
+    }
+
+    /// Waits until the device session `sid` is confirmed or ended, if it is one from before this
+    /// start that the first device scan has not settled yet. Until then its tokens cannot be trusted:
+    /// the card may have left while the daemon was down.
+    ///
+    /// Errors: [`Error::Timeout`] when the scan does not come within the device timeout (e.g. pcscd
+    /// is not running); [`Error::Device`] when the scan came but could not settle the session.
+    pub(super) async fn confirmed(&self, sid: &str) -> Result<()> {
+        if !self.inner.any_unconfirmed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let wait = self.config().device.timeout;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut scanned = self.inner.scanned.subscribe();
+        loop {
+            let pending = lock(&self.inner.devices)
+                .unconfirmed
+                .iter()
+                .any(|s| s.id == sid);
+            if !pending {
+                return Ok(());
+            }
+            if *scanned.borrow_and_update() {
+                return Err(Error::Device(
+                    "the token's card could not be confirmed present".into(),
+                ));
+            }
+            match tokio::time::timeout_at(deadline, scanned.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return Err(Error::Timeout(wait)),
+            }
+        }
     }
 
     /// The devices present now.
@@ -603,7 +665,7 @@ async fn challenge_and_issue(
         tokens::discard(svc, &jti).await;
         return Err(Error::DeviceRemoved);
     }
-    tokens::record(svc, prepared, &rules, None, true).await
+    tokens::record(svc, prepared, &rules, true).await
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -41,6 +41,8 @@ pub(super) struct Entry {
     /// Last use recorded in the store.
     stored_last_used: AtomicU64,
     fate: Mutex<Fate>,
+    /// Woken whenever an Ending fate settles (to Dead, or back to Live).
+    settled: tokio::sync::Notify,
     /// Set at issue; after a restart, filled by the first validation (one signature check).
     claims: OnceLock<Claims>,
 }
@@ -49,8 +51,9 @@ pub(super) struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Fate {
     Live,
-    /// One caller is making the token's end durable; everyone else already treats it as ended.
-    Ending(String),
+    /// One caller (holding the ticket) is making the token's end durable; everyone else already
+    /// treats it as ended, and whoever must know the outcome waits for `settled`.
+    Ending(String, Ticket),
     /// Revoked or consumed, with the reason.
     Dead(String),
 }
@@ -69,28 +72,48 @@ impl Entry {
         self.last_used.load(Ordering::Relaxed)
     }
 
-    /// Moves Live → Ending; false if someone else got there first.
-    fn begin_end(&self, reason: &str) -> bool {
+    /// Moves Live → Ending; `None` if the token is not live (someone else got there first).
+    fn begin_end(&self, reason: &str) -> Option<Ticket> {
         let mut f = lock(&self.fate);
         if *f == Fate::Live {
-            *f = Fate::Ending(reason.to_owned());
-            true
+            let ticket = Ticket(NEXT_TICKET.fetch_add(1, Ordering::Relaxed));
+            *f = Fate::Ending(reason.to_owned(), ticket);
+            Some(ticket)
         } else {
-            false
+            None
         }
     }
 
-    fn finish_end(&self, durable: bool) {
-        let mut f = lock(&self.fate);
-        if let Fate::Ending(reason) = &*f {
+    /// Settles the Ending begun with `ticket`: Dead once its end is durable, else Live again.
+    /// Another caller's Ending is left alone.
+    fn finish_end(&self, ticket: Ticket, durable: bool) {
+        {
+            let mut f = lock(&self.fate);
+            let Fate::Ending(reason, owner) = &*f else {
+                return;
+            };
+            if *owner != ticket {
+                return;
+            }
             *f = if durable {
                 Fate::Dead(reason.clone())
             } else {
                 Fate::Live
             };
         }
+        self.settled.notify_waiters();
+    }
+
+    fn is_dead(&self) -> bool {
+        matches!(*lock(&self.fate), Fate::Dead(_))
     }
 }
+
+/// Who is ending a token (see [`Fate::Ending`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ticket(u64);
+
+static NEXT_TICKET: AtomicU64 = AtomicU64::new(1);
 
 /// Issued tokens by hash, with the by-jti, by-session and by-user views revocation needs.
 #[derive(Default)]
@@ -232,6 +255,7 @@ fn entry_from_record(r: &TokenRecord, claims: Option<Claims>) -> Entry {
         last_used: AtomicU64::new(last_used),
         stored_last_used: AtomicU64::new(last_used),
         fate: Mutex::new(fate),
+        settled: tokio::sync::Notify::new(),
         claims: cell,
     }
 }
@@ -330,25 +354,29 @@ pub(super) async fn prepare(
     })
 }
 
-/// Issues a token under `rules`; `replaces` (a refresh) is revoked in the same durable batch.
-pub(super) async fn issue(
-    svc: &Service,
-    grant: Grant<'_>,
-    rules: &TokenRules,
-    replaces: Option<&Arc<Entry>>,
-) -> Result<Zeroizing<String>> {
-    let prepared = prepare(svc, grant, rules).await?;
-    record(svc, prepared, rules, replaces, false).await
-}
-
 /// Makes a prepared token valid: durably records it (unless `inserted`: its row was written
-/// speculatively already) together with the revocations it entails — `replaces`, and the user's
-/// oldest live tokens beyond `max_live_per_user` ("superseded") — then indexes it.
+/// speculatively already) together with the user's oldest live tokens beyond `max_live_per_user`
+/// ("superseded"), then indexes it.
 pub(super) async fn record(
     svc: &Service,
     prepared: Prepared,
     rules: &TokenRules,
-    replaces: Option<&Arc<Entry>>,
+    inserted: bool,
+) -> Result<Zeroizing<String>> {
+    // One issue at a time per user, so the live-token limit cannot be overrun by a race, and a
+    // logout (RevokeSessions) sees every token of the user that is issued before it.
+    let user_lock = svc.user_lock(&prepared.record.user);
+    let _serial = user_lock.lock().await;
+    record_locked(svc, prepared, rules, None, inserted).await
+}
+
+/// [`record`] for a caller that holds the user's lock; `replaces` (a refresh: the old token and the
+/// ticket of its Ending) is revoked ("refreshed") in the same durable batch.
+async fn record_locked(
+    svc: &Service,
+    prepared: Prepared,
+    rules: &TokenRules,
+    replaces: Option<(&Arc<Entry>, Ticket)>,
     inserted: bool,
 ) -> Result<Zeroizing<String>> {
     let Prepared {
@@ -357,30 +385,26 @@ pub(super) async fn record(
         claims,
     } = prepared;
     let now = svc.inner.clock.unix_secs();
-    // One issue at a time per user, so the live-token limit cannot be overrun by a race.
-    let user_lock = svc.user_lock(&record.user);
-    let _serial = user_lock.lock().await;
     let live: Vec<Arc<Entry>> = svc
         .inner
         .tokens
         .of_user(&record.user)
         .into_iter()
-        .filter(|e| e.is_live_at(now) && replaces.is_none_or(|r| !Arc::ptr_eq(r, e)))
+        .filter(|e| e.is_live_at(now))
         .collect();
     let max = usize::try_from(rules.max_live_per_user.max(1)).unwrap_or(usize::MAX);
     let excess = (live.len() + 1).saturating_sub(max);
-    let mut ending: Vec<(Arc<Entry>, &str)> = live
+    let mut ending: Vec<(Arc<Entry>, Ticket, &str)> = live
         .into_iter()
         .take(excess)
-        .filter(|e| e.begin_end("superseded"))
-        .map(|e| (e, "superseded"))
+        .filter_map(|e| e.begin_end("superseded").map(|t| (e, t, "superseded")))
         .collect();
-    if let Some(old) = replaces {
-        ending.push((old.clone(), "refreshed"));
+    if let Some((old, ticket)) = replaces {
+        ending.push((old.clone(), ticket, "refreshed"));
     }
     let mut ops: Vec<WriteOp> = ending
         .iter()
-        .map(|(e, reason)| WriteOp::SetTokenState {
+        .map(|(e, _, reason)| WriteOp::SetTokenState {
             jti: e.jti.clone(),
             state: TokenState::Revoked,
             reason: (*reason).to_owned(),
@@ -392,8 +416,8 @@ pub(super) async fn record(
         ops.push(WriteOp::InsertToken(record.clone()));
     }
     let result = svc.inner.store.apply(ops).await;
-    for (e, _) in &ending {
-        e.finish_end(result.is_ok());
+    for (e, ticket, _) in &ending {
+        e.finish_end(*ticket, result.is_ok());
     }
     let outcomes = result?;
     if outcomes
@@ -405,7 +429,7 @@ pub(super) async fn record(
     svc.inner
         .tokens
         .insert(record.token_hash, entry_from_record(&record, Some(claims)));
-    for (e, reason) in ending {
+    for (e, _, reason) in ending {
         svc.publish(Event::TokenRevoked {
             jti: e.jti.clone(),
             user: e.user.clone(),
@@ -449,6 +473,7 @@ pub(super) async fn discard(svc: &Service, jti: &str) {
 /// Checks a token; returns its claims when it is valid now. A single-use token is consumed.
 pub(super) async fn validate(svc: &Service, token: &str) -> Result<Claims> {
     let (entry, claims) = lookup(svc, token)?;
+    svc.confirmed(&entry.device_session).await?;
     let now = svc.inner.clock.unix_secs();
     check_live(svc, &entry, now)?;
     if entry.single_use {
@@ -462,6 +487,7 @@ pub(super) async fn validate(svc: &Service, token: &str) -> Result<Claims> {
 /// A new token for the same device session; the old one dies ("refreshed").
 pub(super) async fn refresh(svc: &Service, token: &str) -> Result<Zeroizing<String>> {
     let (entry, claims) = lookup(svc, token)?;
+    svc.confirmed(&entry.device_session).await?;
     let now = svc.inner.clock.unix_secs();
     check_live(svc, &entry, now)?;
     // Held until the new token is recorded, so a removal cannot slip in between.
@@ -473,9 +499,13 @@ pub(super) async fn refresh(svc: &Service, token: &str) -> Result<Zeroizing<Stri
         .ok_or(Error::TokenInvalid)?;
     let account = crate::users::Account::by_name(&entry.user)?;
     let rules = svc.rules_for(&account)?;
-    if !entry.begin_end("refreshed") {
-        return Err(Error::TokenRevoked("refreshed".into()));
-    }
+    // Held from the old token's Ending to the new token's indexing, so a logout either sees the
+    // old token live (and the refresh then fails) or waits and revokes the new one.
+    let user_lock = svc.user_lock(&entry.user);
+    let _serial = user_lock.lock().await;
+    let Some(ticket) = entry.begin_end("refreshed") else {
+        return Err(revoked_error(&entry));
+    };
     let grant = Grant {
         user: &entry.user,
         enrollment: &enrollment,
@@ -483,40 +513,47 @@ pub(super) async fn refresh(svc: &Service, token: &str) -> Result<Zeroizing<Stri
         amr: claims.amr.clone(),
         auth_time: entry.auth_time,
     };
-    let result = issue(svc, grant, &rules, Some(&entry)).await;
-    if result.is_err() {
-        // `issue` settles the old token only once its batch ran; an earlier failure leaves it to us.
-        entry.finish_end(false);
-    }
+    let result = match prepare(svc, grant, &rules).await {
+        Ok(prepared) => record_locked(svc, prepared, &rules, Some((&entry, ticket)), false).await,
+        Err(e) => Err(e),
+    };
+    // Settled by `record_locked` when its batch ran; a failure before it leaves the token live.
+    entry.finish_end(ticket, false);
     result
 }
 
-/// Revokes a token; not an error if it is already revoked.
+/// Revokes a token; not an error if it is already revoked. Returns only once the token's end is
+/// durable, also when another caller is ending it at the same time.
 pub(super) async fn revoke(svc: &Service, token: &str, reason: &str) -> Result<()> {
     let (entry, _) = lookup(svc, token)?;
     let now = svc.inner.clock.unix_secs();
     if now >= entry.exp {
         return Err(Error::TokenExpired);
     }
-    match end(svc, &entry, TokenState::Revoked, reason, now).await {
-        Ok(()) | Err(Error::TokenRevoked(_)) => Ok(()),
-        Err(e) => Err(e),
-    }
+    end_or_wait(svc, &entry, TokenState::Revoked, reason, now).await
 }
 
-/// Revokes every live token of `user`; returns how many.
+/// Revokes every live token of `user`; returns how many this call revoked.
 pub(super) async fn revoke_user(svc: &Service, user: &str, reason: &str) -> Result<usize> {
+    // No token of the user is issued or refreshed meanwhile (both take this lock).
+    let user_lock = svc.user_lock(user);
+    let _serial = user_lock.lock().await;
     let now = svc.inner.clock.unix_secs();
-    let ending: Vec<Arc<Entry>> = svc
-        .inner
-        .tokens
-        .of_user(user)
-        .into_iter()
-        .filter(|e| e.is_live_at(now) && e.begin_end(reason))
-        .collect();
+    let mut ending = Vec::new();
+    let mut busy = Vec::new();
+    for e in svc.inner.tokens.of_user(user) {
+        if !e.is_live_at(now) && !matches!(*lock(&e.fate), Fate::Ending(..)) {
+            continue;
+        }
+        match e.begin_end(reason) {
+            Some(ticket) => ending.push((e, ticket)),
+            // Someone else is ending it (a single-use validation, a revocation): wait for them.
+            None => busy.push(e),
+        }
+    }
     let ops = ending
         .iter()
-        .map(|e| WriteOp::SetTokenState {
+        .map(|(e, _)| WriteOp::SetTokenState {
             jti: e.jti.clone(),
             state: TokenState::Revoked,
             reason: reason.to_owned(),
@@ -524,21 +561,25 @@ pub(super) async fn revoke_user(svc: &Service, user: &str, reason: &str) -> Resu
         })
         .collect();
     let result = svc.inner.store.apply(ops).await;
-    for e in &ending {
-        e.finish_end(result.is_ok());
+    for (e, ticket) in &ending {
+        e.finish_end(*ticket, result.is_ok());
     }
     result?;
-    for e in &ending {
+    for (e, _) in &ending {
         svc.publish(Event::TokenRevoked {
             jti: e.jti.clone(),
             user: e.user.clone(),
             reason: reason.to_owned(),
         });
     }
+    for e in busy {
+        end_or_wait(svc, &e, TokenState::Revoked, reason, now).await?;
+    }
     Ok(ending.len())
 }
 
-/// Ends a live token durably (exactly one caller wins) and announces it.
+/// Ends a live token durably (exactly one caller wins) and announces it. A loser learns the token
+/// is (being) ended: [`Error::TokenRevoked`].
 async fn end(
     svc: &Service,
     entry: &Entry,
@@ -546,9 +587,44 @@ async fn end(
     reason: &str,
     now: u64,
 ) -> Result<()> {
-    if !entry.begin_end(reason) {
+    let Some(ticket) = entry.begin_end(reason) else {
         return Err(revoked_error(entry));
+    };
+    commit_end(svc, entry, ticket, state, reason, now).await
+}
+
+/// Ends a token, or waits for whoever is ending it and tries again if they failed. Ok once the
+/// token is dead and that is durable.
+async fn end_or_wait(
+    svc: &Service,
+    entry: &Entry,
+    state: TokenState,
+    reason: &str,
+    now: u64,
+) -> Result<()> {
+    loop {
+        // Registered before the state is looked at, so a settling in between is not missed.
+        let settled = entry.settled.notified();
+        if let Some(ticket) = entry.begin_end(reason) {
+            return commit_end(svc, entry, ticket, state, reason, now).await;
+        }
+        if entry.is_dead() {
+            return Ok(());
+        }
+        if matches!(*lock(&entry.fate), Fate::Ending(..)) {
+            settled.await;
+        }
     }
+}
+
+async fn commit_end(
+    svc: &Service,
+    entry: &Entry,
+    ticket: Ticket,
+    state: TokenState,
+    reason: &str,
+    now: u64,
+) -> Result<()> {
     let result = svc
         .inner
         .store
@@ -559,7 +635,7 @@ async fn end(
             at: now,
         }])
         .await;
-    entry.finish_end(result.is_ok());
+    entry.finish_end(ticket, result.is_ok());
     result?;
     svc.publish(Event::TokenRevoked {
         jti: entry.jti.clone(),
@@ -624,7 +700,7 @@ fn lookup(svc: &Service, token: &str) -> Result<(Arc<Entry>, Claims)> {
 
 fn revoked_error(entry: &Entry) -> Error {
     match &*lock(&entry.fate) {
-        Fate::Ending(r) | Fate::Dead(r) => Error::TokenRevoked(r.clone()),
+        Fate::Ending(r, _) | Fate::Dead(r) => Error::TokenRevoked(r.clone()),
         Fate::Live => Error::TokenRevoked("revoked".into()),
     }
 }
