@@ -429,6 +429,21 @@ impl Service {
         tokens::lock(&self.inner.failures).remove(user);
     }
 
+    /// Counts an authentication's or enrollment's outcome toward the lockout.
+    fn note_outcome<T>(&self, user: &str, result: &Result<T>) {
+        match result {
+            Ok(_) => self.note_success(user),
+            // Failures that say something about who is at the keyboard, not about the hardware.
+            Err(
+                Error::PinInvalid { .. }
+                | Error::PinWouldBlock { .. }
+                | Error::PinBlocked
+                | Error::SignatureInvalid(_),
+            ) => self.note_failure(user),
+            Err(_) => {}
+        }
+    }
+
     /// Rotates the signing key when it is due and drops previous keys no live token needs. Cheap
     /// when nothing is due; runs only when called (no timer).
     async fn maintain_keys(&self, now: u64) -> Result<()> {

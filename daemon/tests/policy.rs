@@ -513,3 +513,34 @@ async fn expired_records_are_pruned_from_the_store() {
     assert_eq!(error_name(m.validate_token(&t1).await), "TokenExpired");
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enrollment_attempts_count_toward_the_lockout() {
+    let card = SimOptions {
+        pin_retries: 10,
+        ..SimOptions::default()
+    };
+    let w = World::start_with(
+        "[auth]\nmax_failures = 2\nfailure_window = \"5m\"\nlockout = \"1m\"\n",
+        card,
+    )
+    .await;
+    let m = w.manager().await;
+    let device = ObjectPath::try_from(DEVICE).unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            error_name(m.enroll("", &device, pin("000000")).await),
+            "PinInvalid"
+        );
+    }
+    assert_eq!(
+        error_name(m.enroll("", &device, pin("123456")).await),
+        "RateLimited"
+    );
+    assert_eq!(
+        error_name(m.authenticate("", pin("123456")).await),
+        "RateLimited"
+    );
+    w.advance(61);
+    w.authenticate().await;
+}

@@ -463,6 +463,19 @@ pub(super) async fn enroll(
     device_id: &str,
     opts: EnrollOptions,
 ) -> Result<String> {
+    // Enrollment tries the PIN too, so it counts toward the same lockout.
+    svc.check_lockout(&account.name)?;
+    let result = enroll_checked(svc, account, device_id, opts).await;
+    svc.note_outcome(&account.name, &result);
+    result
+}
+
+async fn enroll_checked(
+    svc: &Service,
+    account: &Account,
+    device_id: &str,
+    opts: EnrollOptions,
+) -> Result<String> {
     let device = svc.device(device_id).ok_or(Error::NoDevice)?;
     let slot = opts.slot.unwrap_or(Slot::Authentication);
     if !matches!(slot, Slot::Authentication | Slot::CardAuthentication) {
@@ -536,17 +549,7 @@ pub(super) async fn authenticate(
 ) -> Result<Zeroizing<String>> {
     svc.check_lockout(&account.name)?;
     let result = challenge_and_issue(svc, account, opts).await;
-    match &result {
-        Ok(_) => svc.note_success(&account.name),
-        // Failures that say something about who is at the keyboard, not about the hardware.
-        Err(
-            Error::PinInvalid { .. }
-            | Error::PinWouldBlock { .. }
-            | Error::PinBlocked
-            | Error::SignatureInvalid(_),
-        ) => svc.note_failure(&account.name),
-        Err(_) => {}
-    }
+    svc.note_outcome(&account.name, &result);
     result
 }
 
