@@ -172,7 +172,7 @@ pub struct TokenRules {
 }
 
 /// How many events may wait for a slow listener before it misses some.
-const EVENT_BACKLOG: usize = 1 << 16;
+const EVENT_BACKLOG: usize = 4096;
 
 impl Service {
     /// Opens the state directory (database, signing keys), loads the live tokens and open device

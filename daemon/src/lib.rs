@@ -129,7 +129,11 @@ impl Daemon {
             .build()
             .await
             .context("connecting to the bus and taking the name org.tessera.Tessera1")?;
-        let mut tasks = vec![tokio::spawn(publish(connection.clone(), events))];
+        let mut tasks = vec![tokio::spawn(publish(
+            connection.clone(),
+            service.clone(),
+            events,
+        ))];
         let monitor = match opts.devices {
             DeviceSource::Pcsc => {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -174,20 +178,49 @@ impl Daemon {
 }
 
 /// Turns service events into bus objects and signals.
-async fn publish(conn: Connection, mut events: broadcast::Receiver<Event>) {
+async fn publish(conn: Connection, service: Service, mut events: broadcast::Receiver<Event>) {
+    let mut shown: Vec<String> = Vec::new();
     loop {
         let event = match events.recv().await {
             Ok(e) => e,
             Err(broadcast::error::RecvError::Lagged(n)) => {
+                // Lost signals cannot be sent late, but the device objects can be put right.
                 tracing::error!("{n} service events were lost before reaching the bus");
+                resync_devices(&conn, &service, &mut shown).await;
                 continue;
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
+        match &event {
+            Event::DeviceAdded(info) => shown.push(info.id.clone()),
+            Event::DeviceRemoved { id } => shown.retain(|s| s != id),
+            Event::TokenRevoked { .. } => {}
+        }
         if let Err(e) = publish_one(&conn, event).await {
             tracing::warn!("publishing an event on the bus failed: {e}");
         }
     }
+}
+
+/// Makes the device objects on the bus match the service's present devices.
+async fn resync_devices(conn: &Connection, service: &Service, shown: &mut Vec<String>) {
+    let present = service.devices();
+    let gone: Vec<String> = shown
+        .iter()
+        .filter(|id| !present.iter().any(|d| &d.id == *id))
+        .cloned()
+        .collect();
+    for id in gone {
+        if let Err(e) = publish_one(conn, Event::DeviceRemoved { id: id.clone() }).await {
+            tracing::warn!("removing device object {id}: {e}");
+        }
+    }
+    for info in present.iter().filter(|d| !shown.contains(&d.id)) {
+        if let Err(e) = publish_one(conn, Event::DeviceAdded(info.clone())).await {
+            tracing::warn!("adding device object {}: {e}", info.id);
+        }
+    }
+    *shown = present.into_iter().map(|d| d.id).collect();
 }
 
 async fn publish_one(conn: &Connection, event: Event) -> zbus::Result<()> {

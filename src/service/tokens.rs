@@ -158,6 +158,11 @@ impl TokenIndex {
         read(&self.inner).by_hash.get(hash).cloned()
     }
 
+    /// How many tokens of `user` the index holds (live, revoked or used, until they expire).
+    pub(super) fn count_of_user(&self, user: &str) -> usize {
+        read(&self.inner).by_user.get(user).map_or(0, Vec::len)
+    }
+
     /// The tokens of `user`, oldest first.
     pub(super) fn of_user(&self, user: &str) -> Vec<Arc<Entry>> {
         let m = read(&self.inner);
@@ -385,14 +390,18 @@ async fn record_locked(
         claims,
     } = prepared;
     let now = svc.inner.clock.unix_secs();
-    let live: Vec<Arc<Entry>> = svc
-        .inner
-        .tokens
-        .of_user(&record.user)
-        .into_iter()
-        .filter(|e| e.is_live_at(now))
-        .collect();
     let max = usize::try_from(rules.max_live_per_user.max(1)).unwrap_or(usize::MAX);
+    // The user's indexed tokens (live or not) bound the live ones: below the limit, nothing to do.
+    let live: Vec<Arc<Entry>> = if svc.inner.tokens.count_of_user(&record.user) < max {
+        Vec::new()
+    } else {
+        svc.inner
+            .tokens
+            .of_user(&record.user)
+            .into_iter()
+            .filter(|e| e.is_live_at(now))
+            .collect()
+    };
     let excess = (live.len() + 1).saturating_sub(max);
     let mut ending: Vec<(Arc<Entry>, Ticket, &str)> = live
         .into_iter()
