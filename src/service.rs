@@ -433,13 +433,9 @@ impl Service {
     fn note_outcome<T>(&self, user: &str, result: &Result<T>) {
         match result {
             Ok(_) => self.note_success(user),
-            // Failures that say something about who is at the keyboard, not about the hardware.
-            Err(
-                Error::PinInvalid { .. }
-                | Error::PinWouldBlock { .. }
-                | Error::PinBlocked
-                | Error::SignatureInvalid(_),
-            ) => self.note_failure(user),
+            // Guesses that reached the card and were wrong. A PIN the daemon refused to try
+            // (PinWouldBlock) or a blocked card tested nothing, so they do not count.
+            Err(Error::PinInvalid { .. } | Error::SignatureInvalid(_)) => self.note_failure(user),
             Err(_) => {}
         }
     }
