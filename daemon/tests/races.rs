@@ -224,3 +224,67 @@ async fn a_token_signed_before_a_rotation_stays_valid() {
     let token = in_flight.await.unwrap();
     svc.validate(&token).await.unwrap();
 }
+
+/// A forged card: answers with card A's certificates and identifiers, but its keys are card B's.
+struct ClonedCard {
+    shown: PivCard,
+    keys: PivCard,
+}
+
+impl CardTransport for ClonedCard {
+    fn transmit(&mut self, command: &[u8]) -> tessera::Result<Vec<u8>> {
+        // GENERAL AUTHENTICATE (INS 87) goes to the card whose keys the clone really has; so do the
+        // SELECT and PIN commands, which set that card's security state.
+        if matches!(command.get(1), Some(0x87 | 0xA4 | 0x20)) {
+            let r = self.keys.transmit(command)?;
+            if command.get(1) != Some(&0x87) {
+                // Keep the shown card's state in step too.
+                let _ = self.shown.transmit(command);
+            }
+            return Ok(r);
+        }
+        self.shown.transmit(command)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_restart_only_the_real_card_keeps_its_tokens() {
+    let clock = clock();
+    for genuine in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let token = {
+            let svc = open(dir.path(), &clock, "");
+            attach_and_enroll(&svc, card(dir.path())).await;
+            auth(&svc).await
+        };
+        let svc = open(dir.path(), &clock, "");
+        let inserted: Box<dyn CardTransport> = if genuine {
+            card(dir.path())
+        } else {
+            Box::new(ClonedCard {
+                shown: PivCard::open(&dir.path().join("card.json"), &SimOptions::default())
+                    .unwrap(),
+                keys: PivCard::in_memory(&SimOptions::default()).unwrap(),
+            })
+        };
+        // Same reader, same pcscd event count, same certificates: only the 9E challenge differs.
+        svc.device_added(DeviceAttach {
+            reader: READER.into(),
+            event_count: 1,
+            transport: "sim".into(),
+            connection: Box::new(DirectConnection(inserted)),
+        })
+        .await
+        .unwrap();
+        svc.enumeration_complete().await.unwrap();
+        let r = svc.validate(&token).await;
+        if genuine {
+            r.unwrap();
+        } else {
+            assert!(
+                matches!(r, Err(Error::TokenRevoked(_))),
+                "a clone kept the token: {r:?}"
+            );
+        }
+    }
+}

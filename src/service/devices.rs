@@ -71,6 +71,9 @@ struct Identity {
     keys: Vec<(Slot, String /* thumbprint */)>,
     guid: Option<[u8; 16]>,
     subject: Option<String>,
+    /// The Card Authentication (9E) key from its certificate: signs without a PIN, so it can prove
+    /// the card is the one it claims to be.
+    card_auth_key: Option<p256::PublicKey>,
 }
 
 impl Identity {
@@ -146,14 +149,51 @@ impl Service {
         };
         let card_id = identity.card_id();
         let now = self.inner.clock.unix_secs();
-        // Confirm a session from before this start, or open a new one.
+        // Confirm a session from before this start, or open a new one. The reader, pcscd's event
+        // count and the card's certificates are public: a card that can, proves with its 9E key that
+        // it holds the keys those certificates name before it inherits the session's tokens.
+        let matches = |s: &DeviceSession| {
+            s.reader == attach.reader
+                && s.event_counter == attach.event_count
+                && s.card_id == card_id
+        };
+        let candidate = lock(&self.inner.devices).unconfirmed.iter().any(matches);
+        let proven = match (&identity.card_auth_key, candidate) {
+            (Some(key), true) => {
+                let key = *key;
+                let proof = async {
+                    let challenge = Challenge::new()?;
+                    let digest = challenge.digest();
+                    let signature = worker
+                        .run(timeout, move |card| {
+                            let mut piv = Piv::new(card);
+                            piv.select()?;
+                            piv.sign_p256(Slot::CardAuthentication, &digest)
+                        })
+                        .await?;
+                    challenge.verify(&key, &signature)
+                };
+                match proof.await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(
+                            reader = %attach.reader,
+                            "the card could not prove it is the one that was here before the \
+                             restart ({e}); its old session ends"
+                        );
+                        false
+                    }
+                }
+            }
+            (None, _) | (_, false) => candidate,
+        };
         let adopted = {
             let mut devs = lock(&self.inner.devices);
-            let pos = devs.unconfirmed.iter().position(|s| {
-                s.reader == attach.reader
-                    && s.event_counter == attach.event_count
-                    && s.card_id == card_id
-            });
+            let pos = if proven {
+                devs.unconfirmed.iter().position(matches)
+            } else {
+                None
+            };
             let adopted = pos.map(|p| devs.unconfirmed.swap_remove(p));
             self.inner
                 .any_unconfirmed
@@ -406,6 +446,9 @@ fn identify(card: &mut dyn CardTransport) -> Result<Identity> {
             Ok(summary) => {
                 if slot == Slot::Authentication {
                     identity.subject = Some(summary.subject.clone());
+                }
+                if slot == Slot::CardAuthentication {
+                    identity.card_auth_key = Some(summary.public_key);
                 }
                 identity
                     .keys
