@@ -17,13 +17,12 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use tokio::sync::broadcast;
 use zeroize::Zeroizing;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, TokenPolicy};
 use crate::keys::KeyRing;
 use crate::piv::{Pin, Slot};
 use crate::store::{KeyMeta, Store, WriteOp};
@@ -150,25 +149,6 @@ struct Inner {
 struct Failures {
     times: VecDeque<u64>,
     locked_until: u64,
-}
-
-/// The token rules that apply to one user (the configuration after per-user and per-group overrides).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenRules {
-    /// `exp - iat` of a new token.
-    pub lifetime: Duration,
-    /// A session (authentication plus refreshes) ends this long after the authentication.
-    pub max_lifetime: Duration,
-    /// Dies when unused this long; `None` = never.
-    pub idle_timeout: Option<Duration>,
-    /// The first successful validation consumes the token.
-    pub single_use: bool,
-    /// Pulling the device revokes the token.
-    pub revoke_on_removal: bool,
-    /// Live tokens per user; the oldest beyond it are revoked ("superseded").
-    pub max_live_per_user: u32,
-    /// The `aud` claim.
-    pub audience: String,
 }
 
 /// How many events may wait for a slow listener before it misses some.
@@ -366,7 +346,7 @@ impl Service {
     }
 
     /// The token rules for `account` under the configuration in force.
-    fn rules_for(&self, account: &Account) -> Result<TokenRules> {
+    fn rules_for(&self, account: &Account) -> Result<TokenPolicy> {
         let config = self.config();
         // Group look-ups read /etc/group (or ask NSS, which may be LDAP): only when a group rule exists.
         let groups = if config.groups.is_empty() {
@@ -374,16 +354,7 @@ impl Service {
         } else {
             account.groups()?
         };
-        let t = config.token_policy_for(&account.name, &groups);
-        Ok(TokenRules {
-            lifetime: t.lifetime,
-            max_lifetime: t.max_lifetime,
-            idle_timeout: t.idle_timeout,
-            single_use: t.single_use,
-            revoke_on_removal: t.revoke_on_removal,
-            max_live_per_user: t.max_live_per_user,
-            audience: t.audience,
-        })
+        Ok(config.token_policy_for(&account.name, &groups))
     }
 
     fn user_lock(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {

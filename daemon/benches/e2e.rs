@@ -21,6 +21,10 @@
 //! everything it started, on error too (a SIGKILL of the bench itself cannot be cleaned up after).
 //! Without `--bench` (e.g. `cargo test --benches`) it does nothing.
 
+// The end-to-end tests' harness, for the configuration of the same private bus the tests use.
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::fmt::Write as _;
@@ -1586,24 +1590,7 @@ fn wait_for(
 
 fn write_bus_config(work: &Path) -> Result<PathBuf> {
     let path = work.join("bus.conf");
-    // As tests/common: every uid may connect, own names, send and receive.
-    let config = format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*"/>
-    <allow receive_sender="*"/>
-  </policy>
-</busconfig>
-"#,
-        work.join("bus").display()
-    );
-    fs::write(&path, config)?;
+    fs::write(&path, common::bus_config(&work.join("bus")))?;
     Ok(path)
 }
 

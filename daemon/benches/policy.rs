@@ -11,9 +11,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 use std::collections::HashMap;
-use std::io::BufRead;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tessera::config::Config;
@@ -28,49 +29,6 @@ const CLIENTS: usize = 16;
 /// Tokens per single-use or revocation round.
 const TOKENS: usize = 6000;
 const ROUNDS: usize = 3;
-
-struct Bus {
-    child: std::process::Child,
-    address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_bus() -> Bus {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("bus.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "<busconfig><listen>unix:path={}/bus</listen><auth>EXTERNAL</auth>\
-             <policy context=\"default\"><allow user=\"*\"/><allow own=\"*\"/>\
-             <allow send_destination=\"*\"/><allow receive_sender=\"*\"/></policy></busconfig>",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new("dbus-daemon")
-        .arg(format!("--config-file={}", conf.display()))
-        .args(["--nofork", "--print-address"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("dbus-daemon (apt-get install dbus-daemon)");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    Bus {
-        child,
-        address: line.trim().to_owned(),
-        _dir: dir,
-    }
-}
 
 async fn clients(address: &str, n: usize) -> Vec<(zbus::Connection, ManagerProxy<'static>)> {
     let mut v = Vec::new();
@@ -162,12 +120,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let bus = start_bus();
+    let bus = common::Bus::start();
     let dir = tempfile::tempdir().unwrap();
     let config =
         Config::parse("[token]\nmax_live_per_user = 1000000\nlifetime = \"1h\"\n").unwrap();
     let mut opts = Options::new(
-        BusChoice::Address(bus.address.clone()),
+        BusChoice::Address(bus.address().to_owned()),
         dir.path().join("state"),
         config,
     );
@@ -184,7 +142,7 @@ async fn main() {
     })
     .await
     .unwrap();
-    let cl = clients(&bus.address, CLIENTS).await;
+    let cl = clients(bus.address(), CLIENTS).await;
     let m0 = &cl[0].1;
     m0.enroll(
         "",

@@ -256,28 +256,18 @@ async fn follow_pcsc(service: Service, mut rx: mpsc::UnboundedReceiver<PcscEvent
                 event_count,
                 ..
             } => {
-                let previous = last.remove(&reader);
                 let svc = service.clone();
                 let r = reader.clone();
-                let task = tokio::spawn(async move {
-                    if let Some(p) = previous {
-                        let _ = p.await;
-                    }
+                after_previous(&mut last, reader, async move {
                     report(card_inserted(&svc, r, event_count).await);
                 });
-                last.insert(reader, task);
             }
             PcscEvent::CardRemoved { reader } => {
-                let previous = last.remove(&reader);
                 let svc = service.clone();
                 let r = reader.clone();
-                let task = tokio::spawn(async move {
-                    if let Some(p) = previous {
-                        let _ = p.await;
-                    }
+                after_previous(&mut last, reader, async move {
                     report(svc.device_removed(&r).await);
                 });
-                last.insert(reader, task);
             }
             // Both concern every reader: wait until each reader's events so far are handled.
             PcscEvent::EnumerationComplete => {
@@ -295,6 +285,22 @@ async fn follow_pcsc(service: Service, mut rx: mpsc::UnboundedReceiver<PcscEvent
         }
         last.retain(|_, t| !t.is_finished());
     }
+}
+
+/// Runs `work` for `reader` once the reader's previous event has been handled.
+fn after_previous(
+    last: &mut HashMap<String, JoinHandle<()>>,
+    reader: String,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let previous = last.remove(&reader);
+    let task = tokio::spawn(async move {
+        if let Some(p) = previous {
+            let _ = p.await;
+        }
+        work.await;
+    });
+    last.insert(reader, task);
 }
 
 async fn card_inserted(service: &Service, reader: String, event_count: u32) -> tessera::Result<()> {

@@ -377,17 +377,23 @@ async fn audience_and_overrides_user_beats_group_beats_global() {
     assert_eq!(policy["max_live_per_user"].1, "default");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn lockout_refuses_before_touching_the_card() {
+/// Two wrong guesses within 5 minutes lock the user out for a minute; the card has 10 PIN retries so
+/// its own counter never interferes.
+async fn lockout_world() -> World {
     let card = SimOptions {
         pin_retries: 10,
         ..SimOptions::default()
     };
-    let w = World::start_with(
+    World::start_with(
         "[auth]\nmax_failures = 2\nfailure_window = \"5m\"\nlockout = \"1m\"\n",
         card,
     )
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lockout_refuses_before_touching_the_card() {
+    let w = lockout_world().await;
     let m = w.manager().await;
     for left in [9, 8] {
         let r = m.authenticate("", pin("000000")).await;
@@ -516,15 +522,7 @@ async fn expired_records_are_pruned_from_the_store() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn enrollment_attempts_count_toward_the_lockout() {
-    let card = SimOptions {
-        pin_retries: 10,
-        ..SimOptions::default()
-    };
-    let w = World::start_with(
-        "[auth]\nmax_failures = 2\nfailure_window = \"5m\"\nlockout = \"1m\"\n",
-        card,
-    )
-    .await;
+    let w = lockout_world().await;
     let m = w.manager().await;
     let device = ObjectPath::try_from(DEVICE).unwrap();
     for _ in 0..2 {

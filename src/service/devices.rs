@@ -11,7 +11,8 @@ use std::sync::Arc;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use zeroize::Zeroizing;
 
-use super::{tokens, AuthOptions, EnrollOptions, Event, Service};
+use super::tokens::{self, lock};
+use super::{AuthOptions, EnrollOptions, Event, Service};
 use crate::challenge::Challenge;
 use crate::device::{CardConnection, DeviceWorker};
 use crate::piv::{Pin, PinStatus, Piv, Slot};
@@ -125,13 +126,6 @@ pub fn device_id(reader: &str) -> String {
     }
     id
 }
-
-const IDENTIFY_SLOTS: [Slot; 4] = [
-    Slot::Authentication,
-    Slot::Signature,
-    Slot::KeyManagement,
-    Slot::CardAuthentication,
-];
 
 impl Service {
     /// A device became present: identify it (PIV application, slot certificates), open or confirm
@@ -438,7 +432,7 @@ fn identify(card: &mut dyn CardTransport) -> Result<Identity> {
     let mut piv = Piv::new(card);
     piv.select()?;
     let mut identity = Identity::default();
-    for slot in IDENTIFY_SLOTS {
+    for slot in Slot::ALL {
         let Some(der) = piv.certificate(slot)? else {
             continue;
         };
@@ -712,15 +706,6 @@ async fn challenge_and_issue(
         return Err(Error::DeviceRemoved);
     }
     tokens::record(svc, prepared, &rules, true).await
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        // A panic while holding the lock cannot leave these maps half-updated (single inserts and
-        // removals), so the data is still usable.
-        Err(p) => p.into_inner(),
-    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use zeroize::Zeroizing;
 
-use super::{Event, Service, TokenRules};
+use super::{Event, Service};
+use crate::config::TokenPolicy;
 use crate::store::{Enrollment, KeyMeta, Store, TokenRecord, TokenState, WriteOp};
 use crate::token::{token_hash, Claims, Confirmation};
 use crate::{Error, Result};
@@ -305,7 +306,7 @@ pub(super) struct Prepared {
 pub(super) async fn prepare(
     svc: &Service,
     grant: Grant<'_>,
-    rules: &TokenRules,
+    rules: &TokenPolicy,
 ) -> Result<Prepared> {
     let now = svc.inner.clock.unix_secs();
     let session_end = grant.auth_time.saturating_add(rules.max_lifetime.as_secs());
@@ -365,7 +366,7 @@ pub(super) async fn prepare(
 pub(super) async fn record(
     svc: &Service,
     prepared: Prepared,
-    rules: &TokenRules,
+    rules: &TokenPolicy,
     inserted: bool,
 ) -> Result<Zeroizing<String>> {
     // One issue at a time per user, so the live-token limit cannot be overrun by a race, and a
@@ -380,7 +381,7 @@ pub(super) async fn record(
 async fn record_locked(
     svc: &Service,
     prepared: Prepared,
-    rules: &TokenRules,
+    rules: &TokenPolicy,
     replaces: Option<(&Arc<Entry>, Ticket)>,
     inserted: bool,
 ) -> Result<Zeroizing<String>> {

@@ -446,7 +446,8 @@ impl Bus {
     }
 }
 
-fn bus_config(socket: &Path) -> String {
+/// The private bus's configuration: every uid may connect, own names, send and receive.
+pub fn bus_config(socket: &Path) -> String {
     format!(
         r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">

@@ -383,12 +383,7 @@ impl PivCard {
         match cmd.p2 {
             REF_PIN => {
                 self.check_pin(old)?;
-                let new = unpad(new).ok_or(StatusWord::IncorrectData)?;
-                state::check_pin(new).map_err(|_| StatusWord::IncorrectData)?;
-                self.state
-                    .set_pin(new)
-                    .map_err(|_| StatusWord::IncorrectData)?;
-                self.state.reset_pin_retries();
+                self.set_new_pin(new)?;
             }
             REF_PUK => {
                 self.check_puk(old)?;
@@ -414,14 +409,20 @@ impl PivCard {
         }
         let (puk, new) = split_pair(&cmd.data)?;
         self.check_puk(puk)?;
-        let new = unpad(new).ok_or(StatusWord::IncorrectData)?;
+        self.set_new_pin(new)?;
+        self.persist()?;
+        Ok(Vec::new())
+    }
+
+    /// Sets a new PIN (padded as it arrives in the command) with a full retry counter.
+    fn set_new_pin(&mut self, padded: &[u8]) -> Result<(), StatusWord> {
+        let new = unpad(padded).ok_or(StatusWord::IncorrectData)?;
         state::check_pin(new).map_err(|_| StatusWord::IncorrectData)?;
         self.state
             .set_pin(new)
             .map_err(|_| StatusWord::IncorrectData)?;
         self.state.reset_pin_retries();
-        self.persist()?;
-        Ok(Vec::new())
+        Ok(())
     }
 
     /// Checks the PIN for CHANGE REFERENCE DATA, spending a try when wrong.
