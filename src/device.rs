@@ -30,7 +30,7 @@ pub struct DeviceWorker {
     jobs: mpsc::SyncSender<Job>,
 }
 
-/// Operations that may wait for a device at once; more are refused (`Error::Device`, busy) rather
+/// Operations that may wait for a device at once; more are refused ([`Error::Busy`]) rather
 /// than queued without bound behind a slow card.
 const MAX_QUEUED: usize = 32;
 
@@ -101,7 +101,9 @@ impl DeviceWorker {
             }
         });
         self.jobs.try_send(job).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => Error::Device("the device is busy; try again".into()),
+            mpsc::TrySendError::Full(_) => {
+                Error::Busy("the device has too many operations waiting; try again".into())
+            }
             mpsc::TrySendError::Disconnected(_) => Error::DeviceRemoved,
         })?;
         match tokio::time::timeout(timeout, rx).await {

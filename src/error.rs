@@ -67,6 +67,16 @@ pub enum Error {
     /// Too many failed attempts: retry after the given time.
     #[error("too many failed attempts; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// The device (or this caller's share of it) has too many operations waiting: retry shortly.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// The token is valid but does not meet the caller's requirements (too old an authentication,
+    /// a missing method): authenticate again with the device.
+    #[error("step-up required: {0}")]
+    StepUpRequired(String),
+    /// More than one present device could serve the request: name one with the "device" option.
+    #[error("more than one device could be used: {}", .0.join(", "))]
+    DeviceAmbiguous(Vec<String>),
     /// A request argument is malformed.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -10,7 +10,10 @@
 //! - The in-memory token index mirrors the store; validation reads only the index (a SHA-256 and a
 //!   hash-map look-up), signature verification is needed only for tokens the index does not know.
 
+mod authenticate;
+mod card_ops;
 mod devices;
+mod enroll;
 mod tokens;
 
 use std::collections::{HashMap, VecDeque};
@@ -250,7 +253,7 @@ impl Service {
         opts: EnrollOptions,
     ) -> Result<String> {
         let account = self.resolve_user(caller, user)?;
-        devices::enroll(self, &account, device_id, opts).await
+        enroll::enroll(self, &account, device_id, opts).await
     }
 
     /// Authenticates `user` ("" = the caller) with a present enrolled device and issues a token.
@@ -261,7 +264,7 @@ impl Service {
         opts: AuthOptions,
     ) -> Result<Zeroizing<String>> {
         let account = self.resolve_user(caller, user)?;
-        devices::authenticate(self, &account, opts).await
+        authenticate::authenticate(self, &account, opts).await
     }
 
     /// Checks a token; returns its claims when it is valid now. A single-use token is consumed by

@@ -27,6 +27,9 @@ pub enum BusError {
     AccessDenied(String),
     RateLimited(String),
     InvalidArgument(String),
+    Busy(String),
+    StepUpRequired(String),
+    DeviceAmbiguous(String),
     DeviceError(String),
     ConfigError(String),
     /// Storage, I/O or internal failure: nothing was acknowledged.
@@ -55,6 +58,9 @@ impl From<tessera::Error> for BusError {
             E::AccessDenied(_) => BusError::AccessDenied(msg),
             E::RateLimited { .. } => BusError::RateLimited(msg),
             E::InvalidArgument(_) => BusError::InvalidArgument(msg),
+            E::Busy(_) => BusError::Busy(msg),
+            E::StepUpRequired(_) => BusError::StepUpRequired(msg),
+            E::DeviceAmbiguous(_) => BusError::DeviceAmbiguous(msg),
             E::Device(_) => BusError::DeviceError(msg),
             E::Config(_) => BusError::ConfigError(msg),
             _ => {

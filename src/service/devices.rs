@@ -8,18 +8,14 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use p256::elliptic_curve::sec1::ToEncodedPoint;
-use zeroize::Zeroizing;
-
-use super::tokens::{self, lock};
-use super::{AuthOptions, EnrollOptions, Event, Service};
+use super::tokens::lock;
+use super::{Event, Service};
 use crate::challenge::Challenge;
 use crate::device::{CardConnection, DeviceWorker};
-use crate::piv::{Pin, PinStatus, Piv, Slot};
-use crate::store::{DeviceSession, Enrollment, WriteOp};
+use crate::piv::{Piv, Slot};
+use crate::store::{DeviceSession, WriteOp};
 use crate::token::jwk_thumbprint;
 use crate::transport::CardTransport;
-use crate::users::Account;
 use crate::{Error, Result};
 use tokio::sync::OwnedMutexGuard;
 
@@ -53,22 +49,22 @@ pub struct DeviceInfo {
 /// A present device.
 pub(super) struct Device {
     pub(super) info: DeviceInfo,
-    worker: DeviceWorker,
+    pub(super) worker: DeviceWorker,
     /// The device session id (one per insertion).
-    session_id: String,
+    pub(super) session_id: String,
     /// Whether the session is open; the token-issue path and the removal path serialise on it.
-    session: Arc<tokio::sync::Mutex<SessionState>>,
-    identity: Identity,
+    pub(super) session: Arc<tokio::sync::Mutex<SessionState>>,
+    pub(super) identity: Identity,
 }
 
 pub(super) struct SessionState {
     id: String,
-    open: bool,
+    pub(super) open: bool,
 }
 
 /// What the card is: its slot keys (from the slot certificates) and CHUID GUID.
 #[derive(Debug, Clone, Default)]
-struct Identity {
+pub(super) struct Identity {
     keys: Vec<(Slot, String /* thumbprint */)>,
     guid: Option<[u8; 16]>,
     subject: Option<String>,
@@ -90,7 +86,7 @@ impl Identity {
         parts.join(",")
     }
 
-    fn thumbprint(&self, slot: Slot) -> Option<&str> {
+    pub(super) fn thumbprint(&self, slot: Slot) -> Option<&str> {
         self.keys
             .iter()
             .find(|(s, _)| *s == slot)
@@ -416,11 +412,11 @@ impl Service {
             .collect()
     }
 
-    fn device(&self, id: &str) -> Option<Arc<Device>> {
+    pub(super) fn device(&self, id: &str) -> Option<Arc<Device>> {
         lock(&self.inner.devices).by_id.get(id).cloned()
     }
 
-    fn present_devices(&self) -> Vec<Arc<Device>> {
+    pub(super) fn present_devices(&self) -> Vec<Arc<Device>> {
         let mut v: Vec<Arc<Device>> = lock(&self.inner.devices).by_id.values().cloned().collect();
         v.sort_by(|a, b| a.info.id.cmp(&b.info.id));
         v
@@ -453,259 +449,6 @@ fn identify(card: &mut dyn CardTransport) -> Result<Identity> {
     }
     identity.guid = piv.chuid()?.and_then(|c| c.guid);
     Ok(identity)
-}
-
-/// Verifies the PIN without ever spending a card's last retry (when the policy says so).
-fn guarded_verify(
-    piv: &mut Piv<'_, dyn CardTransport + '_>,
-    pin: &Pin,
-    keep_last: bool,
-) -> Result<()> {
-    match piv.pin_status()? {
-        PinStatus::Blocked => return Err(Error::PinBlocked),
-        PinStatus::Retries(1) if keep_last => return Err(Error::PinWouldBlock { retries: 1 }),
-        PinStatus::Retries(0) => return Err(Error::PinBlocked),
-        PinStatus::Retries(_) | PinStatus::Verified => {}
-    }
-    piv.verify_pin(pin)
-}
-
-/// Signs `digest` with `slot`, verifying the PIN first if one is given. The caller drops the PIN's
-/// security status afterwards ([`reset_pin_status`]).
-fn pin_and_sign(
-    card: &mut dyn CardTransport,
-    slot: Slot,
-    pin: Option<&Pin>,
-    keep_last: bool,
-    digest: &[u8; 32],
-) -> Result<Vec<u8>> {
-    let mut piv = Piv::new(card);
-    piv.select()?;
-    if let Some(pin) = pin {
-        guarded_verify(&mut piv, pin, keep_last)?;
-    }
-    piv.sign_p256(slot, digest)
-}
-
-/// Drops the PIN's security status (VERIFY with P1 = FF, SP 800-73-4 Part 2 §3.2.1) so that no other
-/// application can use the card's keys on the strength of a PIN Tessera verified. Best effort: a card
-/// without the reset still signed correctly, and its status ends at the next reset anyway.
-fn reset_pin_status(card: &mut dyn CardTransport) {
-    let _ = Piv::new(card).reset_pin_status();
-}
-
-pub(super) async fn enroll(
-    svc: &Service,
-    account: &Account,
-    device_id: &str,
-    opts: EnrollOptions,
-) -> Result<String> {
-    // Enrollment tries the PIN too, so it counts toward the same lockout.
-    svc.check_lockout(&account.name)?;
-    let result = enroll_checked(svc, account, device_id, opts).await;
-    svc.note_outcome(&account.name, &result);
-    result
-}
-
-async fn enroll_checked(
-    svc: &Service,
-    account: &Account,
-    device_id: &str,
-    opts: EnrollOptions,
-) -> Result<String> {
-    let device = svc.device(device_id).ok_or(Error::NoDevice)?;
-    let slot = opts.slot.unwrap_or(Slot::Authentication);
-    if !matches!(slot, Slot::Authentication | Slot::CardAuthentication) {
-        return Err(Error::InvalidArgument(format!(
-            "slot {slot} cannot be enrolled; use 9a or 9e"
-        )));
-    }
-    let pin = opts.pin.ok_or(Error::PinRequired)?;
-    let cfg = svc.config();
-    let keep_last = cfg.pin.keep_last_retry;
-    let challenge = Challenge::new()?;
-    let digest = challenge.digest();
-    let (cert, signature, guid) = device
-        .worker
-        .run(cfg.device.timeout, move |card| {
-            let mut piv = Piv::new(card);
-            piv.select()?;
-            guarded_verify(&mut piv, &pin, keep_last)?;
-            let cert = piv.certificate(slot);
-            let guid = piv.chuid().map(|c| c.and_then(|c| c.guid));
-            let signature = piv.sign_p256(slot, &digest);
-            let _ = piv.reset_pin_status();
-            let cert = cert?.ok_or_else(|| {
-                Error::Device(format!("the card has no certificate in slot {slot}"))
-            })?;
-            Ok((cert, signature?, guid?))
-        })
-        .await?;
-    let summary = crate::cert::summarize(&cert)?;
-    // Proof of possession: the card holds the private key of the certificate it presents.
-    challenge.verify(&summary.public_key, &signature)?;
-    let thumbprint = jwk_thumbprint(&summary.public_key);
-    if let Some(existing) = svc
-        .inner
-        .store
-        .enrollments_for_user(&account.name)?
-        .into_iter()
-        .find(|e| e.key_thumbprint == thumbprint && e.slot == slot.to_string())
-    {
-        return Ok(existing.id);
-    }
-    let enrollment = Enrollment {
-        id: crate::token::new_jti(),
-        user: account.name.clone(),
-        uid: account.uid,
-        slot: slot.to_string(),
-        public_key: summary
-            .public_key
-            .to_encoded_point(false)
-            .as_bytes()
-            .to_vec(),
-        key_thumbprint: thumbprint,
-        card_guid: guid,
-        cert_subject: Some(summary.subject),
-        require_pin: slot != Slot::CardAuthentication,
-        created: svc.inner.clock.unix_secs(),
-    };
-    let id = enrollment.id.clone();
-    svc.inner
-        .store
-        .apply(vec![WriteOp::InsertEnrollment(enrollment)])
-        .await?;
-    tracing::info!(user = %account.name, %slot, device = %device.info.id, "enrolled");
-    Ok(id)
-}
-
-pub(super) async fn authenticate(
-    svc: &Service,
-    account: &Account,
-    opts: AuthOptions,
-) -> Result<Zeroizing<String>> {
-    svc.check_lockout(&account.name)?;
-    let result = challenge_and_issue(svc, account, opts).await;
-    svc.note_outcome(&account.name, &result);
-    result
-}
-
-async fn challenge_and_issue(
-    svc: &Service,
-    account: &Account,
-    opts: AuthOptions,
-) -> Result<Zeroizing<String>> {
-    let enrollments = svc.inner.store.enrollments_for_user(&account.name)?;
-    if enrollments.is_empty() {
-        return Err(Error::NotEnrolled(format!(
-            "{} has no enrolled device",
-            account.name
-        )));
-    }
-    let candidates = match &opts.device {
-        Some(id) => vec![svc.device(id).ok_or(Error::NoDevice)?],
-        None => svc.present_devices(),
-    };
-    if candidates.is_empty() {
-        return Err(Error::NoDevice);
-    }
-    let (device, enrollment) = candidates
-        .iter()
-        .find_map(|d| {
-            enrollments
-                .iter()
-                .find(|e| {
-                    e.slot
-                        .parse::<Slot>()
-                        .ok()
-                        .and_then(|s| d.identity.thumbprint(s))
-                        == Some(e.key_thumbprint.as_str())
-                })
-                .map(|e| (d.clone(), e.clone()))
-        })
-        .ok_or_else(|| {
-            Error::NotEnrolled(format!(
-                "no present device is enrolled for {}",
-                account.name
-            ))
-        })?;
-    let slot: Slot = enrollment.slot.parse()?;
-    let enrolled_key = p256::PublicKey::from_sec1_bytes(&enrollment.public_key)
-        .map_err(|_| Error::Storage(format!("enrollment {} has a bad key", enrollment.id)))?;
-    let pin = if enrollment.require_pin {
-        Some(opts.pin.ok_or(Error::PinRequired)?)
-    } else {
-        opts.pin
-    };
-    let used_pin = enrollment.require_pin;
-    let cfg = svc.config();
-    let keep_last = cfg.pin.keep_last_retry;
-    let rules = svc.rules_for(account)?;
-    let mut amr = vec!["hwk".to_owned(), "sc".to_owned()];
-    if used_pin {
-        amr.push("pin".into());
-        amr.push("mfa".into());
-    }
-    // The token does not depend on the card's answer, so it is signed now and its row written while
-    // the card works: the commit overlaps the card exchange. Nobody sees the token unless the
-    // signature verifies; otherwise the row is removed.
-    let prepared = tokens::prepare(
-        svc,
-        tokens::Grant {
-            user: &account.name,
-            enrollment: &enrollment,
-            session_id: &device.session_id,
-            amr,
-            auth_time: svc.inner.clock.unix_secs(),
-        },
-        &rules,
-    )
-    .await?;
-    let jti = prepared.record.jti.clone();
-    let ahead = {
-        let svc = svc.clone();
-        let record = prepared.record.clone();
-        tokio::spawn(async move { tokens::insert_ahead(&svc, record).await })
-    };
-    let challenge = Challenge::new()?;
-    let digest = challenge.digest();
-    // The PIN status is dropped in the same exclusive session, after the signature is on its way.
-    let signed = device
-        .worker
-        .run_then(
-            cfg.device.timeout,
-            move |card| {
-                let pin = if used_pin { pin.as_ref() } else { None };
-                pin_and_sign(card, slot, pin, keep_last, &digest)
-            },
-            move |card| {
-                if used_pin {
-                    reset_pin_status(card);
-                }
-            },
-        )
-        .await
-        // Against the key stored at enrollment, never against what the card presents now.
-        .and_then(|signature| challenge.verify(&enrolled_key, &signature));
-    let inserted = match ahead.await {
-        Ok(r) => r,
-        Err(e) => Err(Error::Internal(format!("token insert task: {e}"))),
-    };
-    if let Err(e) = signed {
-        if inserted.is_ok() {
-            tokens::discard(svc, &jti).await;
-        }
-        return Err(e);
-    }
-    // Refused by the store: the device session had already ended (DeviceRemoved).
-    inserted?;
-    let session = device.session.lock().await;
-    if !session.open {
-        // Removed after the row was written: the removal revoked it, or it is simply unissued.
-        tokens::discard(svc, &jti).await;
-        return Err(Error::DeviceRemoved);
-    }
-    tokens::record(svc, prepared, &rules, true).await
 }
 
 #[cfg(test)]
