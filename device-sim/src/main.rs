@@ -47,7 +47,8 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         pin_retries: u8,
         /// Test fault for the daemon's tests: `remove-on-sign` (pull the card out instead of answering
-        /// a signature request, then exit 0) or `stall-on-sign=MILLIS` (wait before signing).
+        /// a signature request, then exit 0) or `stall-on-sign=MILLIS` (wait before signing); neither
+        /// applies to the 9E key, which identifies the card at insertion.
         #[arg(long)]
         fault: Option<Fault>,
     },

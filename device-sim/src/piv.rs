@@ -56,7 +56,8 @@ impl std::fmt::Debug for SimOptions {
     }
 }
 
-/// A fault injected when the card is asked for a signature (GENERAL AUTHENTICATE with a P-256 key).
+/// A fault injected when the card is asked for a signature (GENERAL AUTHENTICATE with a P-256 key)
+/// by any slot but 9E (the card authentication key, which identifies the card at insertion).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// The card is pulled out instead of answering: the vpcd connection closes and the simulator exits.

@@ -289,9 +289,12 @@ mod tests {
             run(&addr, &mut card, &stop).unwrap()
         });
         let (mut s, _) = listener.accept().unwrap();
-        // GENERAL AUTHENTICATE, 9E (no PIN): 7C { 82 00, 81 20 <hash> }.
+        // VERIFY the default PIN, then GENERAL AUTHENTICATE with 9A: 7C { 82 00, 81 20 <hash> }
+        // (the fault spares 9E, whose signature identifies a card at insertion).
+        send(&mut s, b"\x00\x20\x00\x80\x08123456\xFF\xFF");
+        assert_eq!(recv(&mut s), [0x90, 0x00]);
         let mut apdu = vec![
-            0x00, 0x87, 0x11, 0x9E, 0x26, 0x7C, 0x24, 0x82, 0x00, 0x81, 0x20,
+            0x00, 0x87, 0x11, 0x9A, 0x26, 0x7C, 0x24, 0x82, 0x00, 0x81, 0x20,
         ];
         apdu.extend([0x11; 32]);
         send(&mut s, &apdu);

@@ -66,11 +66,13 @@ pub(super) struct SessionState {
 #[derive(Debug, Clone, Default)]
 pub(super) struct Identity {
     keys: Vec<(Slot, String /* thumbprint */)>,
-    guid: Option<[u8; 16]>,
+    pub(super) guid: Option<[u8; 16]>,
     subject: Option<String>,
     /// The Card Authentication (9E) key from its certificate: signs without a PIN, so it can prove
     /// the card is the one it claims to be.
-    card_auth_key: Option<p256::PublicKey>,
+    pub(super) card_auth_key: Option<p256::PublicKey>,
+    /// The card signed a fresh challenge with that 9E key when it was identified.
+    pub(super) card_auth_proven: bool,
 }
 
 impl Identity {
@@ -148,35 +150,42 @@ impl Service {
                 && s.card_id == card_id
         };
         let candidate = lock(&self.inner.devices).unconfirmed.iter().any(matches);
-        let proven = match (&identity.card_auth_key, candidate) {
-            (Some(key), true) => {
-                let key = *key;
-                let proof = async {
-                    let challenge = Challenge::new()?;
-                    let digest = challenge.digest();
-                    let signature = worker
-                        .run(timeout, move |card| {
-                            let mut piv = Piv::new(card);
-                            piv.select()?;
-                            piv.sign_p256(Slot::CardAuthentication, &digest)
-                        })
-                        .await?;
-                    challenge.verify(&key, &signature)
-                };
-                match proof.await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::warn!(
-                            reader = %attach.reader,
-                            "the card could not prove it is the one that was here before the \
-                             restart ({e}); its old session ends"
-                        );
-                        false
-                    }
-                }
+        let mut identity = identity;
+        // Once per insertion (a card cannot change without a removal pcscd counts): a card with a
+        // 9E key signs a fresh challenge with it, so later decisions (adopting a session from before
+        // a restart, sending a PIN) need not trust the public certificates alone.
+        if let Some(key) = identity.card_auth_key {
+            let proof = async {
+                let challenge = Challenge::new()?;
+                let digest = challenge.digest();
+                let signature = worker
+                    .run(timeout, move |card| {
+                        let mut piv = Piv::new(card);
+                        piv.select()?;
+                        piv.sign_p256(Slot::CardAuthentication, &digest)
+                    })
+                    .await?;
+                challenge.verify(&key, &signature)
+            };
+            match proof.await {
+                Ok(()) => identity.card_auth_proven = true,
+                Err(e) => tracing::warn!(
+                    reader = %attach.reader,
+                    "the card could not prove it holds the 9E key its certificate names ({e})"
+                ),
             }
-            (None, _) | (_, false) => candidate,
+        }
+        let proven = match identity.card_auth_key {
+            Some(_) => candidate && identity.card_auth_proven,
+            None => candidate,
         };
+        if candidate && !proven {
+            tracing::warn!(
+                reader = %attach.reader,
+                "the card could not prove it is the one that was here before the restart; its old \
+                 session ends"
+            );
+        }
         let adopted = {
             let mut devs = lock(&self.inner.devices);
             let pos = if proven {

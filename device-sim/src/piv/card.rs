@@ -505,7 +505,11 @@ impl PivCard {
                 k
             }
         };
-        match self.fault {
+        // Faults model a card that fails during a user's login signature. The 9E (card
+        // authentication) signature that identifies a card at insertion is left alone, so the
+        // daemon sees the card arrive before the fault strikes.
+        let fault = self.fault.filter(|_| slot != Slot::CardAuthentication);
+        match fault {
             Some(Fault::RemoveOnSign) => {
                 self.pulled = true;
                 return Ok(Vec::new());

@@ -715,8 +715,15 @@ fn remove_on_sign_pulls_the_card() {
         .transmit(&Command::new(0, 0xFD, 0, 0).to_bytes().unwrap())
         .unwrap();
     assert_eq!(ok, vec![5, 4, 3, 0x90, 0x00]);
-    let err = card
+    // The 9E signature that identifies the card at insertion is spared; a login signature is not.
+    let spared = card
         .transmit(&sign_apdu(0x9E, &[1; 32]).to_bytes().unwrap())
+        .unwrap();
+    assert_eq!(&spared[spared.len() - 2..], &[0x90, 0x00]);
+    assert!(!card.is_pulled());
+    assert_eq!(verify(&mut card, b"123456"), 0x9000);
+    let err = card
+        .transmit(&sign_apdu(0x9A, &[1; 32]).to_bytes().unwrap())
         .unwrap_err();
     assert!(matches!(err, tessera::Error::DeviceRemoved));
     assert!(card.is_pulled());
@@ -732,6 +739,13 @@ fn stall_on_sign_waits() {
     let mut card = PivCard::in_memory(&options).unwrap();
     let start = std::time::Instant::now();
     sign_ok(&mut card, Slot::CardAuthentication, &[3; 32]);
+    assert!(
+        start.elapsed() < std::time::Duration::from_millis(150),
+        "9E is spared"
+    );
+    assert_eq!(verify(&mut card, b"123456"), 0x9000);
+    let start = std::time::Instant::now();
+    sign_ok(&mut card, Slot::Authentication, &[3; 32]);
     assert!(start.elapsed() >= std::time::Duration::from_millis(150));
     assert!("explode".parse::<Fault>().is_err());
 }
