@@ -17,6 +17,7 @@ pub mod keys;
 pub mod pcsc_device;
 pub mod piv;
 pub mod service;
+pub mod state_dir;
 pub mod store;
 pub mod tlv;
 pub mod token;

@@ -14,10 +14,11 @@ mod authenticate;
 mod card_ops;
 mod devices;
 mod enroll;
+mod enrollments;
 mod tokens;
 
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -28,11 +29,13 @@ use crate::clock::Clock;
 use crate::config::{Config, TokenPolicy};
 use crate::keys::KeyRing;
 use crate::piv::{Pin, Slot};
+use crate::state_dir::StateDir;
 use crate::store::{KeyMeta, Store, WriteOp};
 use crate::users::Account;
 use crate::{Error, Result};
 
 pub use devices::{DeviceAttach, DeviceInfo};
+pub use enrollments::{EnrollmentInfo, UNENROLLED};
 pub use tokens::TokenIndex;
 
 /// A live token as ListSessions shows it.
@@ -111,7 +114,8 @@ pub struct ServiceParts {
     pub clock: Arc<dyn Clock>,
     /// The administrator's configuration.
     pub config: Config,
-    /// Directory for the database and signing keys (created owner-only if missing).
+    /// Directory for the database and signing keys (created owner-only if missing, locked while the
+    /// service lives).
     pub state_dir: PathBuf,
 }
 
@@ -126,6 +130,8 @@ struct Inner {
     config: RwLock<Arc<Config>>,
     store: Store,
     state_dir: PathBuf,
+    /// Held for the service's lifetime: no second daemon opens this state.
+    _state_lock: StateDir,
     keys: RwLock<KeyRing>,
     /// Serialises key rotation and retirement.
     key_upkeep: tokio::sync::Mutex<()>,
@@ -162,7 +168,7 @@ impl Service {
     /// sessions. Device sessions stay unconfirmed until the device source reports its first scan
     /// ([`Service::enumeration_complete`]).
     pub fn open(parts: ServiceParts) -> Result<Service> {
-        create_private_dir(&parts.state_dir)?;
+        let state_lock = StateDir::open(&parts.state_dir)?;
         let now = parts.clock.unix_secs();
         let store = Store::open(&parts.state_dir.join("tessera.db"))?;
         let keys = KeyRing::load_or_create(&parts.state_dir, now)?;
@@ -181,6 +187,7 @@ impl Service {
                 config: RwLock::new(Arc::new(parts.config)),
                 store,
                 state_dir: parts.state_dir,
+                _state_lock: state_lock,
                 keys: RwLock::new(keys),
                 key_upkeep: tokio::sync::Mutex::new(()),
                 next_key_check: AtomicU64::new(0),
@@ -314,6 +321,18 @@ impl Service {
             "admin"
         };
         tokens::revoke_user(self, &account.name, reason).await
+    }
+
+    /// The enrollments of `user` ("" = the caller; others' need root), by id. Root may name an
+    /// account that no longer exists.
+    pub fn enrollments(&self, caller: Caller, user: &str) -> Result<Vec<EnrollmentInfo>> {
+        enrollments::list(self, caller, user)
+    }
+
+    /// Removes an enrollment (the caller's own, or any as root); its live tokens are revoked with
+    /// reason "unenrolled". A lost card stops working this way.
+    pub async fn remove_enrollment(&self, caller: Caller, id: &str) -> Result<()> {
+        enrollments::remove(self, caller, id).await
     }
 
     /// The token rules for `user` ("" = the caller) after overrides, each with where it came from.
@@ -526,24 +545,4 @@ impl Service {
         // No listener is fine (tests without a bus); a lagging one is told by the channel.
         let _ = self.inner.events.send(event);
     }
-}
-
-/// Creates `dir` (and parents) if missing, owner-only; refuses a directory others can write to.
-fn create_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-    }
-    let mode = std::fs::metadata(dir)?.permissions().mode();
-    if mode & 0o022 != 0 {
-        return Err(Error::Config(format!(
-            "state directory {} is writable by group or others (mode {:o})",
-            dir.display(),
-            mode & 0o777
-        )));
-    }
-    Ok(())
 }

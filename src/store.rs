@@ -27,6 +27,7 @@ use rusqlite::{params, Connection, OpenFlags, Params, Row, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
+use crate::state_dir::{check_private, open_error};
 
 /// One enrolled key: which user may authenticate with which card slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,6 +271,13 @@ impl Store {
     pub fn enrollment(&self, id: &str) -> Result<Option<Enrollment>> {
         let sql = format!("SELECT {ENR} FROM enrollments WHERE id = ?1");
         Ok(self.query(&sql, [id], enrollment_row)?.pop())
+    }
+
+    /// When each enrollment of `user` was last used to authenticate, as far as its pruned tokens tell
+    /// (tokens still stored are not counted here): (enrollment id, Unix seconds), `None` if never.
+    pub fn pruned_last_uses(&self, user: &str) -> Result<Vec<(String, Option<u64>)>> {
+        let sql = "SELECT id, last_used FROM enrollments WHERE user = ?1 ORDER BY id";
+        self.query(sql, [user], |r| Ok((r.get(0)?, r.get(1)?)))
     }
 
     /// Every token record (live, revoked and consumed, until pruned), by jti.
@@ -522,6 +530,16 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> Result<Outcome> {
             params![id, at],
         )?),
         WriteOp::PruneExpired { now } => {
+            // An enrollment's last use outlives its tokens: recorded before they go (through the
+            // exp index, so an issue with nothing to prune costs nothing more).
+            run(
+                "UPDATE enrollments SET last_used = \
+                 (SELECT max(auth_time) FROM tokens t WHERE t.enrollment_id = enrollments.id AND t.exp <= ?1) \
+                 WHERE id IN (SELECT enrollment_id FROM tokens WHERE exp <= ?1) \
+                 AND coalesce(last_used, 0) < \
+                 (SELECT max(auth_time) FROM tokens t WHERE t.enrollment_id = enrollments.id AND t.exp <= ?1)",
+                params![now],
+            )?;
             let tokens = run("DELETE FROM tokens WHERE exp <= ?1", params![now])?;
             let sessions = run(
                 "DELETE FROM device_sessions WHERE ended IS NOT NULL AND NOT EXISTS \
@@ -669,6 +687,10 @@ CREATE INDEX tokens_user ON tokens (user);
 CREATE INDEX tokens_device_session ON tokens (device_session);
 CREATE INDEX tokens_enrollment ON tokens (enrollment_id);
 CREATE INDEX tokens_exp ON tokens (exp);
+", "
+-- The latest auth_time of the enrollment's pruned tokens (PruneExpired folds them in before it
+-- deletes them); tokens still in the table speak for themselves.
+ALTER TABLE enrollments ADD COLUMN last_used INTEGER;
 "];
 
 /// Brings the schema to [`SCHEMA_VERSION`]; refuses a newer database rather than misreading it.
@@ -693,8 +715,11 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 }
 
 fn connect(path: &Path) -> Result<Connection> {
-    // No CREATE flag: the file must be the one `create_owner_only` made.
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    // No CREATE flag: the file must be the one `create_owner_only` made. NOFOLLOW: SQLite refuses
+    // the path if it is (or, swapped in later, becomes) a symlink.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
@@ -708,8 +733,9 @@ fn connect(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Creates `path` 0600 if absent (never following a symlink) and tightens it and its WAL/SHM files
-/// if an older version left them readable by others.
+/// Creates `path` 0600 if absent (never following a symlink) and refuses it, or its WAL/SHM files,
+/// unless each is a regular file of this daemon's euid that group and others cannot write (a
+/// symlink is refused too). Files an older version left readable by others are tightened.
 fn create_owner_only(path: &Path) -> Result<()> {
     let file = OpenOptions::new()
         .read(true)
@@ -717,32 +743,37 @@ fn create_owner_only(path: &Path) -> Result<()> {
         .create(true)
         .mode(0o600)
         .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(Error::Storage(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
-    }
-    tighten(path, meta.permissions().mode())?;
+        .open(path)
+        .map_err(|e| open_error("database", path, &e))?;
+    check_private(&file, "database", path, false)?;
+    tighten(&file, path)?;
     for suffix in ["-wal", "-shm"] {
         let mut side = path.as_os_str().to_owned();
         side.push(suffix);
         let side = PathBuf::from(side);
-        if let Ok(m) = fs::symlink_metadata(&side) {
-            if m.is_file() {
-                tighten(&side, m.permissions().mode())?;
-            }
-        }
+        // Absent is fine (SQLite creates them with the database's mode); anything else is opened
+        // without following a symlink and checked on the descriptor.
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(&side)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(open_error("database file", &side, &e)),
+        };
+        check_private(&file, "database file", &side, false)?;
+        tighten(&file, &side)?;
     }
     Ok(())
 }
 
-fn tighten(path: &Path, mode: u32) -> Result<()> {
+/// Drops the read bits of group and others (write bits were refused already), on the descriptor.
+fn tighten(file: &fs::File, path: &Path) -> Result<()> {
+    let mode = file.metadata()?.permissions().mode();
     if mode & 0o077 != 0 {
         tracing::warn!(path = %path.display(), mode = %format!("{mode:o}"), "store file was not owner-only; fixing");
-        fs::set_permissions(path, Permissions::from_mode(0o600))?;
+        file.set_permissions(Permissions::from_mode(0o600))?;
     }
     Ok(())
 }

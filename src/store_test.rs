@@ -638,8 +638,8 @@ fn migration_sets_the_version() {
     let v: u32 = raw
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(v, 1);
-    assert_eq!(SCHEMA_VERSION, 1);
+    assert_eq!(v, 2);
+    assert_eq!(SCHEMA_VERSION, 2);
 }
 
 #[test]
@@ -664,7 +664,13 @@ fn symlinked_database_is_refused() {
     let target = dir.path().join("elsewhere.db");
     let link = dir.path().join("state.db");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    assert!(matches!(Store::open(&link), Err(Error::Io(_))));
+    match Store::open(&link) {
+        Err(Error::Config(msg)) => {
+            assert!(msg.contains(&link.display().to_string()), "{msg}");
+            assert!(msg.contains("symbolic link"), "{msg}");
+        }
+        other => panic!("expected a refusal naming the link, got {other:?}"),
+    }
     assert!(!target.exists());
 }
 
@@ -800,4 +806,41 @@ fn bench_group_commit() {
             callers * per_caller
         );
     }
+}
+
+#[test]
+fn prune_keeps_the_last_use_of_each_enrollment() {
+    let (_dir, _path, store) = fixture();
+    let mut old = token("t-old", "alice", "e1", "s1", 1_700_000_300);
+    old.auth_time = 1_700_000_250;
+    let mut older = token("t-older", "alice", "e1", "s1", 1_700_000_300);
+    older.auth_time = 1_700_000_100;
+    let live = token("t-live", "alice", "e1", "s1", 1_800_000_000);
+    store
+        .apply_blocking(vec![
+            WriteOp::InsertToken(old),
+            WriteOp::InsertToken(older),
+            WriteOp::InsertToken(live),
+        ])
+        .unwrap();
+    assert_eq!(store.pruned_last_uses("alice").unwrap(), vec![("e1".into(), None)]);
+    store
+        .apply_blocking(vec![WriteOp::PruneExpired { now: 1_700_000_400 }])
+        .unwrap();
+    // The latest of the pruned tokens' authentications; the live one still speaks for itself.
+    assert_eq!(
+        store.pruned_last_uses("alice").unwrap(),
+        vec![("e1".into(), Some(1_700_000_250))]
+    );
+    // A later prune of older authentications never moves it back.
+    let mut stale = token("t-stale", "alice", "e1", "s1", 1_700_000_500);
+    stale.auth_time = 1_700_000_000;
+    store.apply_blocking(vec![WriteOp::InsertToken(stale)]).unwrap();
+    store
+        .apply_blocking(vec![WriteOp::PruneExpired { now: 1_700_000_600 }])
+        .unwrap();
+    assert_eq!(
+        store.pruned_last_uses("alice").unwrap(),
+        vec![("e1".into(), Some(1_700_000_250))]
+    );
 }

@@ -8,7 +8,9 @@ use std::sync::Mutex;
 use serde::Serialize;
 use tessera::config::Config;
 use tessera::piv::{Pin, Slot};
-use tessera::service::{AuthOptions, Caller, DeviceInfo, EnrollOptions, Service, SessionInfo};
+use tessera::service::{
+    AuthOptions, Caller, DeviceInfo, EnrollOptions, EnrollmentInfo, Service, SessionInfo,
+};
 use tessera::token::Claims;
 use zbus::fdo::DBusProxy;
 use zbus::message::Header;
@@ -191,6 +193,32 @@ impl Manager {
             .collect())
     }
 
+    /// ListEnrollments(s user) -> (aa{sv}): the user's enrolled keys (own account, or root; root
+    /// may name an account that no longer exists). Keys: id, user, kind, slot, device_name (s),
+    /// card_guid (s, hex, "" if none), created, last_used (t, 0 = never).
+    async fn list_enrollments(
+        &self,
+        user: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<HashMap<String, OwnedValue>>, BusError> {
+        let caller = self.callers.caller(conn, &header).await?;
+        let enrollments = self.service.enrollments(caller, user)?;
+        enrollments.iter().map(enrollment_dict).collect()
+    }
+
+    /// RemoveEnrollment(s enrollment_id): forgets an enrolled key (own enrollments, or root); its
+    /// live tokens are revoked with reason "unenrolled".
+    async fn remove_enrollment(
+        &self,
+        enrollment_id: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), BusError> {
+        let caller = self.callers.caller(conn, &header).await?;
+        Ok(self.service.remove_enrollment(caller, enrollment_id).await?)
+    }
+
     /// The public signing keys as a JWK Set (RFC 7517). Keys come and go lazily (rotation,
     /// retirement), so no change signal is sent: clients must not cache it.
     #[zbus(property(emits_changed_signal = "false"))]
@@ -343,6 +371,31 @@ fn session_dict(s: &SessionInfo) -> Result<HashMap<String, OwnedValue>, BusError
     put("single_use", Value::from(s.single_use))?;
     put("reader", Value::from(s.reader.as_str()))?;
     put("sid", Value::from(s.sid.as_str()))?;
+    Ok(m)
+}
+
+/// An enrollment as a{sv}.
+fn enrollment_dict(e: &EnrollmentInfo) -> Result<HashMap<String, OwnedValue>, BusError> {
+    let mut m = HashMap::new();
+    let mut put = |k: &str, v: Value<'_>| -> Result<(), BusError> {
+        let v = OwnedValue::try_from(v).map_err(|e| BusError::Failed(e.to_string()))?;
+        m.insert(k.to_owned(), v);
+        Ok(())
+    };
+    let guid: String = e
+        .card_guid
+        .iter()
+        .flatten()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    put("id", Value::from(e.id.as_str()))?;
+    put("user", Value::from(e.user.as_str()))?;
+    put("kind", Value::from(e.kind.as_str()))?;
+    put("slot", Value::from(e.slot.as_str()))?;
+    put("device_name", Value::from(e.device_name.as_str()))?;
+    put("card_guid", Value::from(guid.as_str()))?;
+    put("created", Value::from(e.created))?;
+    put("last_used", Value::from(e.last_used.unwrap_or(0)))?;
     Ok(m)
 }
 

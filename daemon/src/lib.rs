@@ -20,6 +20,8 @@ use tessera::pcsc_device::{Monitor, PcscConnection, PcscEvent};
 use tessera::service::{DeviceAttach, Event, Service, ServiceParts};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
+use zbus::fdo::{RequestNameFlags, RequestNameReply};
+use zbus::names::BusName;
 use zbus::object_server::SignalEmitter;
 use zbus::Connection;
 
@@ -77,6 +79,9 @@ pub struct Options {
     pub clock: Arc<dyn Clock>,
     /// The configuration file, re-read on SIGHUP and ReloadConfig (None: built-in defaults).
     pub config_path: Option<PathBuf>,
+    /// Serve a bus whose daemon is not run by root even when running as root (tests only: such a
+    /// bus could claim uid 0 for any caller).
+    pub insecure_bus: bool,
 }
 
 impl Options {
@@ -89,6 +94,7 @@ impl Options {
             devices: DeviceSource::Pcsc,
             clock: Arc::new(SystemClock),
             config_path: None,
+            insecure_bus: false,
         }
     }
 }
@@ -103,8 +109,24 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Opens the state, serves the bus objects, takes the bus name and starts watching devices.
+    /// Connects to the bus, opens the state, serves the bus objects, takes the bus name and starts
+    /// watching devices.
+    ///
+    /// Refuses to start, and says why, when: the bus cannot be reached (before any state exists, so
+    /// nothing is left on disk); running as root, the bus daemon is not root's (unless
+    /// `insecure_bus`); another daemon owns the name or holds the state directory.
     pub async fn start(opts: Options) -> anyhow::Result<Daemon> {
+        let builder = match &opts.bus {
+            BusChoice::Session => zbus::connection::Builder::session()?,
+            BusChoice::System => zbus::connection::Builder::system()?,
+            BusChoice::Address(a) => zbus::connection::Builder::address(a.as_str())?,
+        };
+        let connection = builder.build().await.context("connecting to the bus")?;
+        if nix::unistd::geteuid().is_root() && !opts.insecure_bus {
+            check_bus_is_roots(&connection).await?;
+        }
+        // Asked before any state is touched; taking the name below settles a race between two.
+        refuse_if_served(&connection).await?;
         let service = Service::open(ServiceParts {
             clock: opts.clock,
             config: opts.config,
@@ -113,22 +135,16 @@ impl Daemon {
         .with_context(|| format!("opening state directory {}", opts.state_dir.display()))?;
         // Subscribe before any device can appear, so no event is missed.
         let events = service.subscribe();
-        let builder = match &opts.bus {
-            BusChoice::Session => zbus::connection::Builder::session()?,
-            BusChoice::System => zbus::connection::Builder::system()?,
-            BusChoice::Address(a) => zbus::connection::Builder::address(a.as_str())?,
-        };
         // Handlers exist before the name is taken, so no early call finds a half-built service.
-        let connection = builder
-            .serve_at(ROOT_PATH, zbus::fdo::ObjectManager)?
-            .serve_at(
+        let objects = connection.object_server();
+        objects.at(ROOT_PATH, zbus::fdo::ObjectManager).await?;
+        objects
+            .at(
                 MANAGER_PATH,
                 interface::Manager::new(service.clone(), opts.config_path.clone()),
-            )?
-            .name(BUS_NAME)?
-            .build()
-            .await
-            .context("connecting to the bus and taking the name org.tessera.Tessera1")?;
+            )
+            .await?;
+        take_name(&connection).await?;
         let mut tasks = vec![tokio::spawn(publish(
             connection.clone(),
             service.clone(),
@@ -168,13 +184,84 @@ impl Daemon {
         &self.connection
     }
 
-    /// Stops serving: releases the name and ends the background tasks.
+    /// Stops serving: releases the name, ends the background tasks and lets go of the service, so
+    /// its state directory is free for the next daemon once this returns.
     pub async fn stop(self) {
         let _ = self.connection.release_name(BUS_NAME).await;
         for t in &self.tasks {
             t.abort();
         }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        // The Manager object holds a clone of the service.
+        let objects = self.connection.object_server();
+        let _ = objects.remove::<interface::Manager, _>(MANAGER_PATH).await;
     }
+}
+
+/// Refuses a bus whose daemon is not run by root. A bus daemon vouches for its callers' uids; one
+/// run by another user could claim uid 0 for anyone, and this daemon (as root) would believe it.
+async fn check_bus_is_roots(conn: &Connection) -> anyhow::Result<()> {
+    let dbus = zbus::fdo::DBusProxy::new(conn).await?;
+    // Asked about the bus itself, the bus answers with its own credentials.
+    let creds = dbus
+        .get_connection_credentials(BusName::try_from("org.freedesktop.DBus")?)
+        .await
+        .context("asking the bus daemon for its own credentials")?;
+    match creds.unix_user_id() {
+        Some(0) => Ok(()),
+        Some(uid) => anyhow::bail!(
+            "refusing a bus whose daemon runs as uid {uid}, not root: running as root, tesserad \
+             trusts the bus to tell callers' uids, and a bus run by another user could claim uid 0 \
+             for anyone (--insecure-bus allows it, for tests only)"
+        ),
+        None => anyhow::bail!(
+            "refusing a bus that does not say which uid its daemon runs as: running as root, \
+             tesserad needs a bus run by root (--insecure-bus allows it, for tests only)"
+        ),
+    }
+}
+
+/// Fails with "another tesserad (pid …) owns org.tessera.Tessera1" when the name has an owner.
+async fn refuse_if_served(conn: &Connection) -> anyhow::Result<()> {
+    let dbus = zbus::fdo::DBusProxy::new(conn).await?;
+    if dbus
+        .name_has_owner(BusName::try_from(BUS_NAME)?)
+        .await
+        .context("asking the bus who owns org.tessera.Tessera1")?
+    {
+        return Err(another_daemon(conn).await);
+    }
+    Ok(())
+}
+
+/// Takes the name without queueing and without allowing anyone to take it over later.
+async fn take_name(conn: &Connection) -> anyhow::Result<()> {
+    // Neither AllowReplacement nor ReplaceExisting: one daemon serves until it exits.
+    match conn
+        .request_name_with_flags(BUS_NAME, RequestNameFlags::DoNotQueue.into())
+        .await
+    {
+        Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => Ok(()),
+        Ok(RequestNameReply::Exists | RequestNameReply::InQueue) | Err(zbus::Error::NameTaken) => {
+            Err(another_daemon(conn).await)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("taking the name org.tessera.Tessera1")),
+    }
+}
+
+/// The error naming the daemon that owns the name (its pid, as the bus tells it).
+async fn another_daemon(conn: &Connection) -> anyhow::Error {
+    let pid = match zbus::fdo::DBusProxy::new(conn).await {
+        Ok(dbus) => match BusName::try_from(BUS_NAME) {
+            Ok(name) => dbus.get_connection_unix_process_id(name).await.ok(),
+            Err(_) => None,
+        },
+        Err(_) => None,
+    };
+    let pid = pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+    anyhow::anyhow!("another tesserad (pid {pid}) owns {BUS_NAME}")
 }
 
 /// Turns service events into bus objects and signals.

@@ -20,6 +20,10 @@ struct Args {
     /// Configuration file [default: /etc/tessera/tessera.toml when it exists, else built-in defaults].
     #[arg(long)]
     config: Option<PathBuf>,
+    /// For tests only: as root, serve a bus whose daemon is not run by root (such a bus could claim
+    /// uid 0 for any caller, which is why it is refused by default).
+    #[arg(long)]
+    insecure_bus: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -60,6 +64,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     runtime.block_on(async {
         let mut opts = Options::new(args.bus, args.state_dir, config);
         opts.config_path = config_path;
+        opts.insecure_bus = args.insecure_bus;
         let daemon = Daemon::start(opts).await?;
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;

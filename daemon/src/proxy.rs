@@ -55,6 +55,12 @@ pub trait Manager {
     /// A token died before its expiry.
     #[zbus(signal)]
     fn token_revoked(&self, jti: &str, user: &str, reason: &str) -> zbus::Result<()>;
+
+    /// The enrolled keys of a user (own, or root).
+    fn list_enrollments(&self, user: &str) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
+
+    /// Removes an enrollment (own, or root); its live tokens are revoked ("unenrolled").
+    fn remove_enrollment(&self, enrollment_id: &str) -> zbus::Result<()>;
 }
 
 /// `org.tessera.Tessera1.Device` at `/org/tessera/Tessera1/devices/<id>`.

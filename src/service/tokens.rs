@@ -34,6 +34,8 @@ pub(super) struct Entry {
     pub(super) exp: u64,
     pub(super) auth_time: u64,
     pub(super) device_session: String,
+    /// The enrollment whose key the token's authentication proved.
+    pub(super) enrollment_id: String,
     pub(super) single_use: bool,
     idle_timeout: u64,
     revoke_on_removal: bool,
@@ -198,6 +200,23 @@ impl TokenIndex {
         out
     }
 
+    /// Marks every live token of `user` issued through `enrollment` dead (its key is no longer
+    /// enrolled); returns their jtis. Tokens another caller is ending already are left to them.
+    pub(super) fn revoke_enrollment(&self, user: &str, enrollment: &str, reason: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in self.of_user(user) {
+            if e.enrollment_id != enrollment {
+                continue;
+            }
+            let mut f = lock(&e.fate);
+            if *f == Fate::Live {
+                *f = Fate::Dead(reason.to_owned());
+                out.push(e.jti.clone());
+            }
+        }
+        out
+    }
+
     /// Forgets tokens whose lifetime is over (the store drops their rows at the same time).
     fn prune(&self, now: u64) {
         let mut m = write(&self.inner);
@@ -255,6 +274,7 @@ fn entry_from_record(r: &TokenRecord, claims: Option<Claims>) -> Entry {
         exp: r.exp,
         auth_time: r.auth_time,
         device_session: r.device_session.clone(),
+        enrollment_id: r.enrollment_id.clone(),
         single_use: r.single_use,
         idle_timeout: r.idle_timeout,
         revoke_on_removal: r.revoke_on_removal,
@@ -373,6 +393,20 @@ pub(super) async fn record(
     // logout (RevokeSessions) sees every token of the user that is issued before it.
     let user_lock = svc.user_lock(&prepared.record.user);
     let _serial = user_lock.lock().await;
+    // A row written ahead survives nothing but its enrollment's removal (which cascades to it and
+    // takes this lock): once that happened the token must not be indexed live. Without a row
+    // written ahead, the insert below fails on the missing enrollment by itself.
+    if inserted
+        && svc
+            .inner
+            .store
+            .enrollment(&prepared.record.enrollment_id)?
+            .is_none()
+    {
+        return Err(Error::NotEnrolled(
+            "the enrollment was removed during the authentication".into(),
+        ));
+    }
     record_locked(svc, prepared, rules, None, inserted).await
 }
 

@@ -88,6 +88,18 @@ enum Command {
         #[arg(default_value = "")]
         user: String,
     },
+    /// List the enrolled keys of a user [default: your own; others' need root], one JSON per line.
+    Enrollments {
+        /// The account.
+        #[arg(default_value = "")]
+        user: String,
+    },
+    /// Remove an enrollment by id (your own, or any as root): its card no longer authenticates and
+    /// its live tokens are revoked.
+    Unenroll {
+        /// The enrollment id (as `tessera enrollments` shows it).
+        id: String,
+    },
     /// Token policy tools.
     Policy {
         #[command(subcommand)]
@@ -260,6 +272,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for s in &sessions {
                 println!("{}", claims_json(s));
             }
+            Ok(())
+        }
+        Command::Enrollments { user } => {
+            let enrollments = manager.list_enrollments(&user).await?;
+            if enrollments.is_empty() {
+                println!("no enrollments");
+            }
+            for e in &enrollments {
+                println!("{}", claims_json(e));
+            }
+            Ok(())
+        }
+        Command::Unenroll { id } => {
+            manager.remove_enrollment(&id).await?;
+            println!("removed {id}");
             Ok(())
         }
         Command::Policy {
