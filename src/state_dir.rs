@@ -96,9 +96,11 @@ pub fn check_private(file: &File, what: &str, path: &Path, dir: bool) -> Result<
     Ok(())
 }
 
-/// The error of a no-follow open, naming the path; ELOOP means the path is a symlink.
+/// The error of a no-follow open, naming the path. A symlink fails with ELOOP, or with ENOTDIR when
+/// a directory was asked for; the path itself tells which of them it is.
 pub fn open_error(what: &str, path: &Path, e: &std::io::Error) -> Error {
-    if e.raw_os_error() == Some(nix::libc::ELOOP) {
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if is_link && matches!(e.raw_os_error(), Some(nix::libc::ELOOP | nix::libc::ENOTDIR)) {
         Error::Config(format!("{what} {} is a symbolic link", path.display()))
     } else if e.raw_os_error() == Some(nix::libc::ENOTDIR) {
         Error::Config(format!("{what} {} is not a directory", path.display()))
