@@ -67,9 +67,9 @@ impl StateDir {
 /// owned by this daemon's euid and not writable by group or others. `what` and `path` name it in
 /// the message.
 pub fn check_private(file: &File, what: &str, path: &Path, dir: bool) -> Result<()> {
-    let meta = file.metadata().map_err(|e| {
-        Error::Config(format!("cannot inspect {what} {}: {e}", path.display()))
-    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::Config(format!("cannot inspect {what} {}: {e}", path.display())))?;
     let right_type = if dir { meta.is_dir() } else { meta.is_file() };
     if !right_type {
         let kind = if dir { "a directory" } else { "a regular file" };
@@ -100,7 +100,12 @@ pub fn check_private(file: &File, what: &str, path: &Path, dir: bool) -> Result<
 /// a directory was asked for; the path itself tells which of them it is.
 pub fn open_error(what: &str, path: &Path, e: &std::io::Error) -> Error {
     let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
-    if is_link && matches!(e.raw_os_error(), Some(nix::libc::ELOOP | nix::libc::ENOTDIR)) {
+    if is_link
+        && matches!(
+            e.raw_os_error(),
+            Some(nix::libc::ELOOP | nix::libc::ENOTDIR)
+        )
+    {
         Error::Config(format!("{what} {} is a symbolic link", path.display()))
     } else if e.raw_os_error() == Some(nix::libc::ENOTDIR) {
         Error::Config(format!("{what} {} is not a directory", path.display()))
@@ -149,8 +154,7 @@ fn lock(dir: &Path) -> Result<Flock<File>> {
         f.rewind()?;
         writeln!(f, "{}", std::process::id())
     };
-    write_pid(&mut lock).map_err(|e| {
-        Error::Config(format!("cannot write {}: {e}", path.display()))
-    })?;
+    write_pid(&mut lock)
+        .map_err(|e| Error::Config(format!("cannot write {}: {e}", path.display())))?;
     Ok(lock)
 }

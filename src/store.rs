@@ -637,7 +637,8 @@ impl FromSql for TokenState {
 
 /// Schema steps; entry `i` migrates `user_version` i to i + 1. Only ever append.
 /// Times are Unix seconds; booleans 0/1; token `state` 0 live, 1 revoked, 2 consumed.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE enrollments (
     id             TEXT PRIMARY KEY NOT NULL,
     user           TEXT NOT NULL,
@@ -687,11 +688,13 @@ CREATE INDEX tokens_user ON tokens (user);
 CREATE INDEX tokens_device_session ON tokens (device_session);
 CREATE INDEX tokens_enrollment ON tokens (enrollment_id);
 CREATE INDEX tokens_exp ON tokens (exp);
-", "
+",
+    "
 -- The latest auth_time of the enrollment's pruned tokens (PruneExpired folds them in before it
 -- deletes them); tokens still in the table speak for themselves.
 ALTER TABLE enrollments ADD COLUMN last_used INTEGER;
-"];
+",
+];
 
 /// Brings the schema to [`SCHEMA_VERSION`]; refuses a newer database rather than misreading it.
 fn migrate(conn: &mut Connection) -> Result<()> {

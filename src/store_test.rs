@@ -823,7 +823,10 @@ fn prune_keeps_the_last_use_of_each_enrollment() {
             WriteOp::InsertToken(live),
         ])
         .unwrap();
-    assert_eq!(store.pruned_last_uses("alice").unwrap(), vec![("e1".into(), None)]);
+    assert_eq!(
+        store.pruned_last_uses("alice").unwrap(),
+        vec![("e1".into(), None)]
+    );
     store
         .apply_blocking(vec![WriteOp::PruneExpired { now: 1_700_000_400 }])
         .unwrap();
@@ -835,7 +838,9 @@ fn prune_keeps_the_last_use_of_each_enrollment() {
     // A later prune of older authentications never moves it back.
     let mut stale = token("t-stale", "alice", "e1", "s1", 1_700_000_500);
     stale.auth_time = 1_700_000_000;
-    store.apply_blocking(vec![WriteOp::InsertToken(stale)]).unwrap();
+    store
+        .apply_blocking(vec![WriteOp::InsertToken(stale)])
+        .unwrap();
     store
         .apply_blocking(vec![WriteOp::PruneExpired { now: 1_700_000_600 }])
         .unwrap();

@@ -76,7 +76,13 @@ fn state_files_others_could_control_are_refused_by_name() {
                 }
             }
             let label = format!("{n}-tesserad-{problem:?}");
-            let log = refused(spawn_daemon(&stack, &label, stack.bus_address(), &state, &[]));
+            let log = refused(spawn_daemon(
+                &stack,
+                &label,
+                stack.bus_address(),
+                &state,
+                &[],
+            ));
             let named = format!("{} {}", path.display(), problem.says());
             assert!(
                 log.contains(&named),
@@ -127,9 +133,15 @@ fn as_root_a_bus_run_by_another_user_is_refused_unless_insecure() {
     let address = bus.wait_for_line("unix:", WAIT).trim().to_owned();
 
     let state = stack.path("state");
-    let log = refused(spawn_daemon(&stack, "tesserad-refused", &address, &state, &[]));
+    let log = refused(spawn_daemon(
+        &stack,
+        "tesserad-refused",
+        &address,
+        &state,
+        &[],
+    ));
     assert!(
-        log.contains(&format!("runs as uid {}, not root", alice.0)),
+        log.contains(&format!("runs as uid {}, neither root nor", alice.0)),
         "{log}"
     );
     assert!(log.contains("could claim uid 0"), "{log}");
@@ -137,7 +149,34 @@ fn as_root_a_bus_run_by_another_user_is_refused_unless_insecure() {
     assert!(!state.exists(), "a refused daemon left {}", state.display());
 
     // For tests, --insecure-bus serves it anyway.
-    let mut daemon = spawn_daemon(&stack, "tesserad-insecure", &address, &state, &["--insecure-bus"]);
+    let mut daemon = spawn_daemon(
+        &stack,
+        "tesserad-insecure",
+        &address,
+        &state,
+        &["--insecure-bus"],
+    );
+    daemon.wait_for_stderr_line("serving org.tessera.Tessera1", WAIT);
+    drop(daemon);
+    drop(bus);
+
+    // A bus shaped like the system bus: started by root, then run as the messagebus account (its
+    // `<user>`), which is what the bus reports for itself. That one is root's and is served.
+    let dir = stack.path("system-like-bus");
+    fs::create_dir(&dir).unwrap();
+    let config = dir.join("bus.conf");
+    let socket = dir.join("bus");
+    let text = bus_config(&socket).replace("<busconfig>", "<busconfig>\n  <user>messagebus</user>");
+    fs::write(&config, text).unwrap();
+    let mut bus = Child::spawn(
+        "system-like-dbus-daemon",
+        Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--print-address"]),
+        &stack.path(""),
+    );
+    let address = bus.wait_for_line("unix:", WAIT).trim().to_owned();
+    let mut daemon = spawn_daemon(&stack, "tesserad-system-like", &address, &state, &[]);
     daemon.wait_for_stderr_line("serving org.tessera.Tessera1", WAIT);
 }
 
@@ -165,7 +204,11 @@ fn a_second_daemon_on_the_same_bus_exits_and_the_first_keeps_serving() {
         let says = format!("another tesserad (pid {first}) owns {BUS_NAME}");
         assert!(log.contains(&says), "expected {says:?} in:\n{log}");
     }
-    assert!(!fresh.exists(), "the refused daemon created {}", fresh.display());
+    assert!(
+        !fresh.exists(),
+        "the refused daemon created {}",
+        fresh.display()
+    );
     // The first daemon still owns the name (the bus says so, by pid) and answers.
     assert_eq!(owner_pid(&stack), first);
     assert_eq!(stack.ok(&["jwks"], ""), jwks);
@@ -320,7 +363,9 @@ fn a_lost_card_is_unenrolled_and_its_tokens_revoked() {
         .as_str()
         .unwrap()
         .to_owned();
-    let used = enrollments_as(&env, alice, "")[0]["last_used"].as_u64().unwrap();
+    let used = enrollments_as(&env, alice, "")[0]["last_used"]
+        .as_u64()
+        .unwrap();
     assert!(used >= created, "last_used {used}, created {created}");
     // Root sees the same list by name.
     assert_eq!(

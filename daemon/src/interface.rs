@@ -216,7 +216,10 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), BusError> {
         let caller = self.callers.caller(conn, &header).await?;
-        Ok(self.service.remove_enrollment(caller, enrollment_id).await?)
+        Ok(self
+            .service
+            .remove_enrollment(caller, enrollment_id)
+            .await?)
     }
 
     /// The public signing keys as a JWK Set (RFC 7517). Keys come and go lazily (rotation,

@@ -202,6 +202,7 @@ impl Daemon {
 
 /// Refuses a bus whose daemon is not run by root. A bus daemon vouches for its callers' uids; one
 /// run by another user could claim uid 0 for anyone, and this daemon (as root) would believe it.
+/// The system bus counts as root's: root starts it, and it then drops to its own system account.
 async fn check_bus_is_roots(conn: &Connection) -> anyhow::Result<()> {
     let dbus = zbus::fdo::DBusProxy::new(conn).await?;
     // Asked about the bus itself, the bus answers with its own credentials.
@@ -210,17 +211,27 @@ async fn check_bus_is_roots(conn: &Connection) -> anyhow::Result<()> {
         .await
         .context("asking the bus daemon for its own credentials")?;
     match creds.unix_user_id() {
-        Some(0) => Ok(()),
+        Some(uid) if uid == 0 || is_system_bus_account(uid) => Ok(()),
         Some(uid) => anyhow::bail!(
-            "refusing a bus whose daemon runs as uid {uid}, not root: running as root, tesserad \
-             trusts the bus to tell callers' uids, and a bus run by another user could claim uid 0 \
-             for anyone (--insecure-bus allows it, for tests only)"
+            "refusing a bus whose daemon runs as uid {uid}, neither root nor the system bus \
+             account: running as root, tesserad trusts the bus to tell callers' uids, and a bus run \
+             by another user could claim uid 0 for anyone (--insecure-bus allows it, for tests only)"
         ),
         None => anyhow::bail!(
             "refusing a bus that does not say which uid its daemon runs as: running as root, \
              tesserad needs a bus run by root (--insecure-bus allows it, for tests only)"
         ),
     }
+}
+
+/// The accounts distributions run the system bus as after root started it (`<user>` in its
+/// configuration): messagebus on Debian, Ubuntu and Arch, dbus on Fedora and RHEL.
+const SYSTEM_BUS_ACCOUNTS: &[&str] = &["messagebus", "dbus"];
+
+fn is_system_bus_account(uid: u32) -> bool {
+    SYSTEM_BUS_ACCOUNTS.iter().any(
+        |name| matches!(nix::unistd::User::from_name(name), Ok(Some(u)) if u.uid.as_raw() == uid),
+    )
 }
 
 /// Fails with "another tesserad (pid …) owns org.tessera.Tessera1" when the name has an owner.

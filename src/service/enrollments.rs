@@ -98,7 +98,10 @@ pub(super) async fn remove(svc: &Service, caller: Caller, id: &str) -> Result<()
     let _serial = user_lock.lock().await;
     // In memory first, like a device removal: validations fail from this instant, even if the
     // store cannot be written.
-    let revoked = svc.inner.tokens.revoke_enrollment(&e.user, &e.id, UNENROLLED);
+    let revoked = svc
+        .inner
+        .tokens
+        .revoke_enrollment(&e.user, &e.id, UNENROLLED);
     for jti in &revoked {
         svc.publish(Event::TokenRevoked {
             jti: jti.clone(),

@@ -202,7 +202,12 @@ impl TokenIndex {
 
     /// Marks every live token of `user` issued through `enrollment` dead (its key is no longer
     /// enrolled); returns their jtis. Tokens another caller is ending already are left to them.
-    pub(super) fn revoke_enrollment(&self, user: &str, enrollment: &str, reason: &str) -> Vec<String> {
+    pub(super) fn revoke_enrollment(
+        &self,
+        user: &str,
+        enrollment: &str,
+        reason: &str,
+    ) -> Vec<String> {
         let mut out = Vec::new();
         for e in self.of_user(user) {
             if e.enrollment_id != enrollment {
