@@ -1,6 +1,7 @@
-//! Removing an enrollment while an authentication with it is in flight, at the service level where
-//! the card can be held mid-signature on purpose: the token whose row was written ahead (and then
-//! went with the enrollment) must not come out valid.
+//! Enrollments at the service level, where the card can be held mid-signature and the clock moved
+//! on purpose: removing an enrollment while an authentication with it is in flight (the token whose
+//! row was written ahead, and then went with the enrollment, must not come out valid), and an
+//! enrollment's last use outliving its tokens.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -140,4 +141,57 @@ async fn an_enrollment_removed_during_an_authentication_yields_no_valid_token() 
         Err(e) => panic!("expected NotEnrolled, got {e:?}"),
     }
     assert!(svc.sessions(ROOT, "").unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_use_of_an_enrollment_outlives_its_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000));
+    let open = || {
+        Service::open(ServiceParts {
+            clock: Arc::new(clock.clone()),
+            config: Config::parse("[token]\nlifetime = \"5m\"\n").unwrap(),
+            state_dir: dir.path().join("state"),
+        })
+        .unwrap()
+    };
+    let used_at = {
+        let svc = open();
+        let card = PivCard::open(&dir.path().join("card.json"), &SimOptions::default()).unwrap();
+        svc.device_added(DeviceAttach {
+            reader: "Sim Reader 0".into(),
+            event_count: 1,
+            transport: "sim".into(),
+            connection: Box::new(DirectConnection(Box::new(card))),
+        })
+        .await
+        .unwrap();
+        svc.enumeration_complete().await.unwrap();
+        let device = svc.devices()[0].id.clone();
+        let pin = || Some(Pin::new("123456").unwrap());
+        let options = EnrollOptions {
+            pin: pin(),
+            slot: None,
+        };
+        svc.enroll(ROOT, "", &device, options).await.unwrap();
+        assert_eq!(svc.enrollments(ROOT, "").unwrap()[0].last_used, None);
+        clock.advance(Duration::from_secs(10));
+        let options = AuthOptions {
+            pin: pin(),
+            device: None,
+        };
+        svc.authenticate(ROOT, "", options).await.unwrap();
+        let used_at = svc.enrollments(ROOT, "").unwrap()[0].last_used;
+        assert_eq!(used_at, Some(1_900_000_010));
+        used_at
+    };
+    // The token expires; the next start prunes its row. The enrollment remembers its use.
+    clock.advance(Duration::from_secs(3600));
+    let svc = open();
+    let db = rusqlite::Connection::open(dir.path().join("state/tessera.db")).unwrap();
+    let rows: i64 = db
+        .query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 0, "the expired token was not pruned");
+    assert_eq!(svc.enrollments(ROOT, "").unwrap()[0].last_used, used_at);
 }
