@@ -14,6 +14,11 @@
 //! the `-wal` and `-shm` files with the database file's mode (`findCreateFileMode`,
 //! `unixOpenSharedMemory` in sqlite3.c), masked by the process umask; the daemon still sets umask 077
 //! so nothing else it creates in its state directory is readable by others.
+//!
+//! Ownership: the database and its `-wal`/`-shm` files are refused (naming the path) when they are
+//! symlinks, not regular files, owned by another uid or writable by group or others; SQLite then
+//! opens the database with `SQLITE_OPEN_NOFOLLOW`. The directory itself is checked and locked by
+//! [`crate::state_dir`].
 
 use std::fs::{self, OpenOptions, Permissions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
