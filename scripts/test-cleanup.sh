@@ -3,7 +3,8 @@
 # not (a test killed or interrupted runs no cleanup code). `make test` runs it when the suite ends,
 # also after Ctrl-C; run it by hand (as root) after killing a test run yourself.
 #
-#   scripts/test-cleanup.sh [pcscd] [accounts] [files]      (default: all three)
+#   scripts/test-cleanup.sh [pcscd] [accounts] [files] [legacy-accounts]
+#                                        (default: the first three)
 #
 # pcscd:    stops a pcscd a killed test started (/run/tessera-e2e/harness-pcscd.pid) and starts the
 #           machine's pcscd again, with its old command line, if a test stopped it and could not
@@ -11,6 +12,9 @@
 # accounts: removes the accounts the harness created (comment "Tessera e2e test account"), once no
 #           test process holds /run/tessera-e2e/accounts.lock.
 # files:    removes test directories /tmp/tessera-e2e-<pid>-* whose test process is gone.
+# legacy-accounts (by hand only): removes tessera-alice and tessera-bob as earlier versions of the
+#           harness left them, unmarked: system accounts with an empty comment, shell
+#           /usr/sbin/nologin and no home directory. Accounts that differ in any of these are kept.
 #
 # The lock files (/tmp/tessera-e2e-*.lock, /run/tessera-e2e/accounts.lock) stay: removing a lock
 # file others may be waiting on would let two holders in. The formats are those of
@@ -105,6 +109,22 @@ cleanup_accounts() {
     exec 8>&-
 }
 
+cleanup_legacy_accounts() {
+    mkdir -p -m 0700 "$state"
+    exec 8>>"$state/accounts.lock"
+    flock -w "$lock_wait" 8 || { say "test processes still hold $state/accounts.lock"; return 1; }
+    local name uid gecos home shell
+    for name in tessera-alice tessera-bob; do
+        IFS=: read -r _ _ uid _ gecos home shell < <(getent passwd "$name") || continue
+        if ((uid < 1000)) && [[ -z $gecos && $shell == /usr/sbin/nologin && ! -e $home ]]; then
+            if userdel "$name"; then say "removed unmarked test account $name"; else status=1; fi
+        else
+            say "kept $name: not an account the old harness made (uid $uid, comment '$gecos', $shell, $home)"
+        fi
+    done
+    exec 8>&-
+}
+
 cleanup_files() {
     local dir pid
     for dir in /tmp/tessera-e2e-[0-9]*-*; do
@@ -123,7 +143,8 @@ for part in "${parts[@]}"; do
         pcscd) cleanup_pcscd || status=1 ;;
         accounts) cleanup_accounts || status=1 ;;
         files) cleanup_files || status=1 ;;
-        *) say "unknown part $part (pcscd, accounts, files)"; exit 2 ;;
+        legacy-accounts) cleanup_legacy_accounts || status=1 ;;
+        *) say "unknown part $part (pcscd, accounts, files, legacy-accounts)"; exit 2 ;;
     esac
 done
 exit "$status"

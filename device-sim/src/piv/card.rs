@@ -140,8 +140,9 @@ impl PivCard {
     }
 
     /// Power off, power on or warm reset: the security status (PIN verified, management key
-    /// authenticated) and any half-done exchange are lost. ISO/IEC 7816-4 §5.4 (security status is
-    /// lost at reset), SP 800-73-4 Part 2 §3.2.1 (the PIN stays verified only until reset).
+    /// authenticated) and any half-done exchange are lost. ISO/IEC 7816-4 §5.4, security architecture:
+    /// the security status is what was achieved since the answer to reset, so a reset starts it
+    /// afresh; SP 800-73-4 Part 2 §3.2.1: a verified PIN stays verified until reset or deselection.
     pub fn reset(&mut self) {
         self.session = Session::default();
         self.chain = None;

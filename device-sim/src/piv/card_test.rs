@@ -1007,7 +1007,7 @@ fn a_command_without_le_gets_61xx_and_its_data_by_get_response() {
 
 /// A reset (vpcd reset, power off or on) clears the security status: the PIN is no longer
 /// verified (SP 800-73-4 Part 2 §3.2.1), the management key no longer authenticated, and data
-/// waiting for GET RESPONSE is gone (ISO/IEC 7816-4 §5.4).
+/// waiting for GET RESPONSE is gone (ISO/IEC 7816-4 §5.4, security status since the answer to reset).
 #[test]
 fn reset_clears_the_security_status() {
     let mut card = card();
