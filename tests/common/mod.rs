@@ -22,7 +22,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
@@ -545,7 +544,8 @@ impl PcscGuard {
 
     /// Starts a pcscd with `args` that this guard does not own, as if the machine ran it, so a
     /// test can check that [`PcscGuard::restart_pcscd`] gives it back. Stops this guard's own
-    /// pcscd first; the caller stops this one with [`PcscGuard::stop_every_pcscd`].
+    /// pcscd first; the caller stops this one with [`PcscGuard::stop_every_pcscd`]. It stays in the
+    /// test's process group, so interrupting the run stops it too.
     pub fn start_machine_pcscd(&mut self, args: &[&str]) {
         self.stop_pcscd();
         fs::create_dir_all("/run/pcscd").expect("create /run/pcscd");
@@ -554,7 +554,6 @@ impl PcscGuard {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .process_group(0)
             .spawn()
             .map(|mut child| thread::spawn(move || child.wait()))
             .unwrap_or_else(|e| panic!("cannot start pcscd: {e}"));
