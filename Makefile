@@ -16,7 +16,7 @@ CARGO_FLAGS ?=
 # time out; two keep the unit tests quick on a 2-core machine.
 TEST_THREADS ?= 2
 
-.PHONY: help build build-debug deps test lint fmt-check clippy demo bench clean
+.PHONY: help build build-debug deps test test-cleanup lint fmt-check clippy demo bench clean
 
 ## build: release binaries (tesserad, tessera, tessera-sim) in target/release
 build: deps
@@ -34,13 +34,34 @@ deps:
 # The e2e tests run the binaries in target/debug, which `cargo test` does not rebuild for them
 # (they belong to other packages), hence build-debug first. Tests and lint both run and both must
 # pass, so one failing does not hide the other's results.
+#
+# The machine is left as the suite found it: scripts/test-cleanup.sh puts back what a killed test
+# could not (a stopped pcscd, accounts, test directories) and runs after the suite however it ends,
+# Ctrl-C included: the suite runs in its own session, and the trap ends it with SIGTERM (background
+# jobs of a non-interactive shell ignore SIGINT), waits for it and cleans up. scripts/check-clean.sh
+# then compares the machine with a snapshot taken before and fails the run if anything was left.
 test: deps
 	$(MAKE) --no-print-directory build-debug
-	status=0; \
-	RUST_BACKTRACE=1 $(CARGO) test $(CARGO_FLAGS) --workspace --no-fail-fast \
-	    -- --test-threads=$(TEST_THREADS) || status=$$?; \
+	status=0; suite=; snapshot=$$(mktemp /tmp/tessera-test-snapshot.XXXXXX); \
+	interrupted() { \
+	    if [ -n "$$suite" ]; then kill -TERM -- -"$$suite" 2>/dev/null || true; wait "$$suite" || true; fi; \
+	    scripts/test-cleanup.sh || true; rm -f "$$snapshot"; exit "$$1"; \
+	}; \
+	trap 'interrupted 130' INT; trap 'interrupted 143' TERM; \
+	scripts/check-clean.sh snapshot "$$snapshot"; \
+	RUST_BACKTRACE=1 setsid $(CARGO) test $(CARGO_FLAGS) --workspace --no-fail-fast \
+	    -- --test-threads=$(TEST_THREADS) & suite=$$!; \
+	wait "$$suite" || status=$$?; \
+	trap - INT TERM; \
+	scripts/test-cleanup.sh || status=1; \
+	scripts/check-clean.sh check "$$snapshot" || status=1; \
+	rm -f "$$snapshot"; \
 	$(MAKE) --no-print-directory lint || status=1; \
 	exit $$status
+
+## test-cleanup: put back what an interrupted test run left (scripts/test-cleanup.sh; needs root)
+test-cleanup:
+	scripts/test-cleanup.sh
 
 ## lint: cargo fmt --check and clippy -D warnings on all targets; both always run
 lint: deps

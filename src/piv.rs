@@ -15,9 +15,15 @@ use crate::apdu::{Command, Response, StatusWord, CLA_CHAINING, MAX_DATA_SHORT, M
 use crate::transport::CardTransport;
 use crate::{tlv, Error, Result};
 
-/// The PIV application identifier without version (SP 800-73-4 Part 2 §2.2); SELECT accepts this
-/// truncated AID (ISO/IEC 7816-4 §8.2.2.2, partial DF name).
-pub const PIV_AID: [u8; 5] = [0xA0, 0x00, 0x00, 0x03, 0x08];
+/// The PIV application identifier as Tessera selects it: the right-truncated AID, NIST RID
+/// `A0 00 00 03 08` and PIX `00 00 10 00` without the two version bytes `01 00`.
+///
+/// SP 800-73-4 Part 1 §2.2 gives the full AID `A0 00 00 03 08 00 00 10 00 01 00` and Part 2 §3.1.1
+/// says SELECT names the PIV Card Application by that AID or by this right-truncated form; a card need
+/// accept nothing shorter, and strict cards (e.g. Nitrokey's piv-authenticator) answer the RID alone
+/// with `6A82`. The truncated form keeps working when a later version of the application changes the
+/// last two bytes.
+pub const PIV_AID: [u8; 9] = [0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00];
 
 /// Largest response Tessera accepts from one command, so a hostile card cannot make the GET RESPONSE
 /// loop run forever or exhaust memory. Certificates and the CHUID, all Tessera reads, are a few KiB.
@@ -213,6 +219,11 @@ impl<'a, T: CardTransport + ?Sized> Piv<'a, T> {
     }
 
     /// SELECT the PIV application (SP 800-73-4 Part 2 §3.1.1) and parse its property template.
+    ///
+    /// Tolerant of what real cards answer: the template itself with `9000`, an empty `9000`, or `61xx`
+    /// followed by GET RESPONSE (ISO/IEC 7816-4 §5.3.4, handled by [`Piv::transmit`]). Le is always
+    /// sent (`00`, Ne = 256): without it a strict card has no room for the template (ISO/IEC 7816-4
+    /// §5.1, Le absent means Ne = 0).
     pub fn select(&mut self) -> Result<ApplicationProperties> {
         let cmd = Command::new(0x00, ins::SELECT, 0x04, 0x00)
             .with_data(PIV_AID)

@@ -121,7 +121,7 @@ fn pin_format() {
 #[test]
 fn select_parses_the_application_property_template() {
     let mut card = ScriptedCard::new(&[(
-        "00A40400 05 A000000308 00",
+        "00A40400 09 A00000030800001000 00",
         "61 1E 4F 06 000010000100 79 07 4F 05 A000000308 50 03 504956 AC 06 80 01 11 06 01 00 9000",
     )]);
     let props = Piv::new(&mut card).select().unwrap();
@@ -133,13 +133,13 @@ fn select_parses_the_application_property_template() {
 
 #[test]
 fn select_edge_cases() {
-    let mut card = ScriptedCard::new(&[("00A4040005A00000030800", "9000")]);
+    let mut card = ScriptedCard::new(&[("00A4040009A0000003080000100000", "9000")]);
     assert_eq!(
         Piv::new(&mut card).select().unwrap(),
         ApplicationProperties::default()
     );
 
-    let mut card = ScriptedCard::new(&[("00A4040005A00000030800", "6A82")]);
+    let mut card = ScriptedCard::new(&[("00A4040009A0000003080000100000", "6A82")]);
     assert!(device_error(Piv::new(&mut card).select()).contains("no PIV application"));
 
     for hostile in [
@@ -148,7 +148,7 @@ fn select_edge_cases() {
         "61 02 4F 00 FF 9000",
         "61 80 9000",
     ] {
-        let mut card = ScriptedCard::new(&[("00A4040005A00000030800", hostile)]);
+        let mut card = ScriptedCard::new(&[("00A4040009A0000003080000100000", hostile)]);
         device_error(Piv::new(&mut card).select());
     }
 }
@@ -440,4 +440,21 @@ fn works_through_a_trait_object() {
         Piv::new(dynamic).pin_status().unwrap(),
         PinStatus::Retries(5)
     );
+}
+
+/// SP 800-73-4 Part 2 §3.1.1: SELECT names the right-truncated AID (Part 1 §2.2), never the RID
+/// alone; a card that answers `61xx` (ISO/IEC 7816-4 §5.3.4) gets a GET RESPONSE for the template.
+#[test]
+fn select_sends_the_truncated_aid_and_follows_61xx() {
+    assert_eq!(PIV_AID, hex("A0000003 08 00001000").as_slice());
+    let mut card = ScriptedCard::new(&[
+        ("00A4040009A0000003080000100000", "6113"),
+        (
+            "00C0000013",
+            "61 11 4F 06 000010000100 79 07 4F 05 A000000308 9000",
+        ),
+    ]);
+    let props = Piv::new(&mut card).select().unwrap();
+    assert_eq!(props.pix, hex("000010000100"));
+    card.assert_done();
 }

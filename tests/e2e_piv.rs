@@ -29,6 +29,10 @@ use common::stack::{
 use common::{run, stderr, stdout, test_user, Child};
 
 const WRONG_PIN: &str = "654321";
+/// Simulator flags for tests that use yubico-piv-tool as a witness: it selects PIV with the RID alone
+/// and sends SELECT and GET DATA without Le, which YubiKeys accept and the simulator's default
+/// (strict) profile refuses.
+const YUBIKEY: &[&str] = &["--profile", "yubikey"];
 
 // ---------------------------------------------------------------------------------------------
 // 1. Happy path and the D-Bus contract
@@ -213,7 +217,7 @@ fn happy_path_enroll_authenticate_validate_verify_revoke() {
 
 #[test]
 fn wrong_pins_count_down_and_the_last_retry_is_never_spent() {
-    let (env, card) = Stack::with_card(&[], "");
+    let (env, card) = Stack::with_card(YUBIKEY, "");
     env.enroll(PIN, &["--user", "root"]);
     assert_eq!(pin_retries_left(&card), 3);
 
@@ -291,7 +295,7 @@ fn wrong_pins_count_down_and_the_last_retry_is_never_spent() {
 /// leave the daemon's shared connection failing with SCARD_W_RESET_CARD (fixed in e848e15).
 #[test]
 fn card_reset_by_another_application_does_not_break_the_device() {
-    let (env, _) = Stack::with_card(&[], "");
+    let (env, _) = Stack::with_card(YUBIKEY, "");
     env.enroll(PIN, &["--user", "root"]);
     env.authenticate(&["--user", "root"]);
 
@@ -344,7 +348,7 @@ fn card_with_a_single_retry_is_never_tried() {
 #[test]
 fn blocked_card_is_pin_blocked() {
     // The guard is off, so wrong PINs may block the card.
-    let (mut env, card) = Stack::with_card(&[], "[pin]\nkeep_last_retry = false\n");
+    let (mut env, card) = Stack::with_card(YUBIKEY, "[pin]\nkeep_last_retry = false\n");
     env.enroll(PIN, &["--user", "root"]);
 
     for left in [2, 1] {

@@ -23,6 +23,10 @@ use x509_cert::Certificate;
 
 const OPENSC_PKCS11: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/opensc-pkcs11.so";
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Simulator flags for tests that use yubico-piv-tool: it selects PIV with the RID alone and sends
+/// SELECT and GET DATA without Le, which YubiKeys accept and the simulator's default (strict) profile
+/// refuses. OpenSC works with the strict profile.
+const YUBIKEY: &[&str] = &["--profile", "yubikey"];
 
 /// The start of every test: the pcsc lock, a test directory, and a fresh card (simulator flags
 /// `extra`) in the first vpcd reader. Bind all three (`let (_pcsc, dir, sim) = …`): bindings drop in
@@ -220,7 +224,7 @@ fn opensc_lists_the_card_reads_the_certificate_and_signs() {
 
 #[test]
 fn yubico_piv_tool_reads_status_generates_and_imports() {
-    let (_pcsc, dir, mut sim) = card_in_reader(&[]);
+    let (_pcsc, dir, mut sim) = card_in_reader(YUBIKEY);
     let serial = state_serial(dir.path());
 
     let status = stdout(&ykpiv(&["-a", "status"]));
@@ -336,7 +340,7 @@ fn yubico_piv_tool_reads_status_generates_and_imports() {
 
 #[test]
 fn the_same_card_comes_back_and_sigterm_pulls_it() {
-    let (_pcsc, dir, mut sim) = card_in_reader(&[]);
+    let (_pcsc, dir, mut sim) = card_in_reader(YUBIKEY);
     let first = stdout(&ykpiv(&["-a", "read-certificate", "-s", "9e"]));
     let serial = state_serial(dir.path());
     sim.signal(nix::sys::signal::Signal::SIGTERM);
@@ -347,7 +351,7 @@ fn the_same_card_comes_back_and_sigterm_pulls_it() {
     wait_for_card(false);
 
     // --pin on an existing card changes nothing: the old PIN still works.
-    let mut sim = start_sim(dir.path(), &["--pin", "999999"]);
+    let mut sim = start_sim(dir.path(), &["--pin", "999999", "--profile", "yubikey"]);
     assert_eq!(
         stdout(&ykpiv(&["-a", "read-certificate", "-s", "9e"])),
         first
@@ -391,7 +395,9 @@ fn measure_apdu_round_trip() {
     let mut times = Vec::with_capacity(1000);
     for _ in 0..1000 {
         let start = Instant::now();
-        let resp = card.transmit(&[0x00, 0xFD, 0x00, 0x00], &mut buf).unwrap();
+        let resp = card
+            .transmit(&[0x00, 0xFD, 0x00, 0x00, 0x00], &mut buf)
+            .unwrap();
         times.push(start.elapsed());
         assert_eq!(resp, [5, 4, 3, 0x90, 0x00]);
     }

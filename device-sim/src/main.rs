@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use nix::sys::signal::{SigSet, Signal};
-use tessera_sim::piv::{Fault, PivCard, SimOptions};
+use tessera_sim::piv::{CardProfile, Fault, PivCard, SimOptions};
 use zeroize::Zeroizing;
 
 #[derive(Parser)]
@@ -51,6 +51,12 @@ enum Cmd {
         /// applies to the 9E key, which identifies the card at insertion.
         #[arg(long)]
         fault: Option<Fault>,
+        /// How strictly the card keeps to the specifications: `spec` (SELECT only with the full or
+        /// right-truncated AID of SP 800-73-4; no response data to a command without Le, 61xx
+        /// instead) or `yubikey` (also SELECT with the NIST RID alone, and data without Le, as
+        /// YubiKeys answer and yubico-piv-tool expects).
+        #[arg(long, default_value = "spec")]
+        profile: CardProfile,
     },
 }
 
@@ -79,6 +85,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         puk,
         pin_retries,
         fault,
+        profile,
     } = cli.command;
     let stop = stop_on_signals()?;
     let options = SimOptions {
@@ -86,6 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         puk: Zeroizing::new(puk),
         pin_retries,
         fault,
+        profile,
     };
     let mut card = PivCard::open(&state, &options)
         .with_context(|| format!("opening card state {}", state.display()))?;

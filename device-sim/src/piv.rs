@@ -33,6 +33,8 @@ pub struct SimOptions {
     pub pin_retries: u8,
     /// A fault to inject, for the daemon's tests.
     pub fault: Option<Fault>,
+    /// How strictly the card keeps to the specifications.
+    pub profile: CardProfile,
 }
 
 impl Default for SimOptions {
@@ -43,6 +45,7 @@ impl Default for SimOptions {
             puk: Zeroizing::new("12345678".into()),
             pin_retries: 3,
             fault: None,
+            profile: CardProfile::Specification,
         }
     }
 }
@@ -52,6 +55,7 @@ impl std::fmt::Debug for SimOptions {
         f.debug_struct("SimOptions")
             .field("pin_retries", &self.pin_retries)
             .field("fault", &self.fault)
+            .field("profile", &self.profile)
             .finish_non_exhaustive()
     }
 }
@@ -83,6 +87,39 @@ impl std::str::FromStr for Fault {
         Err(SimError::InvalidOption(
             "unknown fault (remove-on-sign, stall-on-sign=MILLIS)",
         ))
+    }
+}
+
+/// How strictly the card keeps to the specifications where real cards differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardProfile {
+    /// Exactly what the specifications say, as strict cards (Nitrokey's piv-authenticator) do, so
+    /// a client taking a shortcut fails against the simulator too:
+    /// - SELECT takes the full AID `A0 00 00 03 08 00 00 10 00 01 00` or its right-truncated form
+    ///   without the version `A0 00 00 03 08 00 00 10 00` and nothing shorter (SP 800-73-4 Part 1
+    ///   §2.2, Part 2 §3.1.1); the RID alone answers `6A82`;
+    /// - a command without Le gets no response data (ISO/IEC 7816-4 §5.1, Ne = 0) but `61xx`, the
+    ///   data waiting for GET RESPONSE.
+    Specification,
+    /// What YubiKeys accept besides: SELECT with any right truncation down to the NIST RID
+    /// `A0 00 00 03 08`, and response data up to 256 bytes for a command without Le.
+    /// yubico-piv-tool 2.2 relies on both (it selects with the RID and sends SELECT and GET DATA
+    /// without Le), so the tests that use it as a witness need this profile.
+    YubiKey,
+}
+
+impl std::str::FromStr for CardProfile {
+    type Err = SimError;
+
+    /// `spec` or `yubikey`.
+    fn from_str(s: &str) -> Result<Self, SimError> {
+        match s {
+            "spec" => Ok(CardProfile::Specification),
+            "yubikey" => Ok(CardProfile::YubiKey),
+            _ => Err(SimError::InvalidOption(
+                "unknown card profile (spec, yubikey)",
+            )),
+        }
     }
 }
 

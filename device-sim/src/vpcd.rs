@@ -239,8 +239,8 @@ mod tests {
         send(&mut s, &[CTRL_ATR]);
         let atr = recv(&mut s);
         assert_eq!(atr.first(), Some(&0x3B));
-        // GET VERSION.
-        send(&mut s, &[0x00, 0xFD, 0x00, 0x00]);
+        // GET VERSION (Le 00: up to 256 bytes).
+        send(&mut s, &[0x00, 0xFD, 0x00, 0x00, 0x00]);
         assert_eq!(recv(&mut s), vec![5, 4, 3, 0x90, 0x00]);
         // Unknown instruction.
         send(&mut s, &[0x00, 0x42, 0x00, 0x00]);

@@ -3,8 +3,9 @@
 //! Each end-to-end test file says `mod common;`. What lives here: finding the workspace binaries
 //! ([`bin`]), process guards that capture output and never outlive the test ([`Child`], [`run`]), a
 //! private `dbus-daemon` ([`Bus`]), exclusive use of pcscd and its two vpcd readers ([`pcsc_lock`]) and
-//! throw-away Unix accounts ([`test_user`]). The Tessera stack built from these (bus, simulator,
-//! daemon and CLI helpers) is [`stack`]. Assertions about Tessera itself live in the test files.
+//! throw-away Unix accounts ([`test_user`]); what they change on the machine is put back when they
+//! end, and recorded for `scripts/test-cleanup.sh` in case a test is killed ([`restore`]). The
+//! Tessera stack built from these (bus, simulator, daemon and CLI helpers) is [`stack`]. Assertions about Tessera itself live in the test files.
 //!
 //! Several test binaries (and other developers' runs) share one machine, so everything that touches a
 //! machine-wide resource takes a cross-process `flock` first.
@@ -13,9 +14,10 @@
 // its error handling; and not every test file uses every helper.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod restore;
 pub mod stack;
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -86,13 +88,16 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// A temporary directory other users can traverse (mode 0755), so a client run under a test user
-/// reaches sockets and files in it. Kept on disk when the test panics, for the logs.
+/// reaches sockets and files in it. Removed when the test ends, failed or not (the guards of the
+/// processes print their logs when a test fails); kept with `TESSERA_KEEP_TEST_FILES=1`. Its name,
+/// `tessera-e2e-<pid>-…`, lets `scripts/test-cleanup.sh` remove it once a killed test's process is
+/// gone.
 pub struct TestDir(tempfile::TempDir);
 
 impl TestDir {
     pub fn new() -> TestDir {
         let dir = tempfile::Builder::new()
-            .prefix("tessera-e2e-")
+            .prefix(&format!("tessera-e2e-{}-", std::process::id()))
             .tempdir()
             .expect("create temp dir");
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
@@ -112,9 +117,14 @@ impl Default for TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
-        if thread::panicking() {
+        if std::env::var_os("TESSERA_KEEP_TEST_FILES").is_some_and(|v| v == "1") {
             self.0.disable_cleanup(true);
             eprintln!("test files kept in {}", self.0.path().display());
+        } else if thread::panicking() {
+            eprintln!(
+                "removing test files {} (TESSERA_KEEP_TEST_FILES=1 keeps them)",
+                self.0.path().display()
+            );
         }
     }
 }
@@ -470,19 +480,24 @@ pub fn bus_config(socket: &Path) -> String {
 pub struct PcscGuard {
     /// The pcscd this guard started (and stops on drop); `None` if one was already running.
     pcscd: Option<std::process::Child>,
+    /// The machine's pcscd that [`PcscGuard::restart_pcscd`] stopped, started again on drop.
+    machine: Option<restore::MachinePcscd>,
     // Dropped after `Drop::drop` has stopped our pcscd, so the next holder never sees a dying one.
     _lock: Flock<File>,
 }
 
 /// Takes the machine-wide pcsc lock (waiting up to 15 min for other tests or `make demo`) and makes
 /// sure pcscd is running with both vpcd readers. A pcscd started here is stopped when the guard
-/// drops; one that was already running is left alone.
+/// drops; one that was already running is left alone. What a killed previous holder left behind
+/// (its own pcscd running, the machine's stopped) is put right first.
 pub fn pcsc_lock() -> PcscGuard {
     let lock = lock_file(PCSC_LOCK_PATH, PCSC_LOCK_TIMEOUT);
     let mut guard = PcscGuard {
         pcscd: None,
+        machine: None,
         _lock: lock,
     };
+    recover_pcscd();
     if pcscd_pids().is_empty() {
         guard.start_pcscd();
     } else {
@@ -509,24 +524,49 @@ impl PcscGuard {
 
     /// Kills the running pcscd — whoever started it — and starts a new one that this guard owns (and
     /// stops on drop), for tests that check the daemon survives a pcscd restart. If the old pcscd was
-    /// the machine's own, it is not brought back when the guard drops; the next [`pcsc_lock`] starts a
-    /// fresh one. A supervisor that respawns pcscd would race with us; CI and this machine have none.
+    /// the machine's own, its command line is read first (and recorded, see [`restore`]) and it is
+    /// started again with it when the guard drops. A supervisor that respawns pcscd would race with
+    /// us; CI and this machine have none.
     pub fn restart_pcscd(&mut self) {
         self.stop_pcscd();
+        let leftover = restore::harness_pcscd();
         for pid in pcscd_pids() {
-            let _ = signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        if !wait_until(TERM_GRACE, || pcscd_pids().is_empty()) {
-            for pid in pcscd_pids() {
-                let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            if self.machine.is_none() && Some(pid) != leftover {
+                if let Some(machine) = restore::MachinePcscd::of(pid) {
+                    machine.record();
+                    self.machine = Some(machine);
+                }
             }
-            assert!(
-                wait_until(TERM_GRACE, || pcscd_pids().is_empty()),
-                "pcscd survived SIGKILL: {:?}",
-                pcscd_pids()
-            );
         }
+        kill_all_pcscd();
         self.start_pcscd();
+    }
+
+    /// Starts a pcscd with `args` that this guard does not own, as if the machine ran it, so a
+    /// test can check that [`PcscGuard::restart_pcscd`] gives it back. Stops this guard's own
+    /// pcscd first; the caller stops this one with [`PcscGuard::stop_every_pcscd`]. It stays in the
+    /// test's process group, so interrupting the run stops it too.
+    pub fn start_machine_pcscd(&mut self, args: &[&str]) {
+        self.stop_pcscd();
+        fs::create_dir_all("/run/pcscd").expect("create /run/pcscd");
+        Command::new(pcscd_path())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map(|mut child| thread::spawn(move || child.wait()))
+            .unwrap_or_else(|e| panic!("cannot start pcscd: {e}"));
+        wait_for_readers(None);
+    }
+
+    /// Stops every pcscd, this guard's and any other, and forgets the machine's: for a test that
+    /// started one with [`PcscGuard::start_machine_pcscd`] and must leave none behind.
+    pub fn stop_every_pcscd(&mut self) {
+        self.stop_pcscd();
+        self.machine = None;
+        restore::MachinePcscd::forget();
+        kill_all_pcscd();
     }
 
     fn start_pcscd(&mut self) {
@@ -539,6 +579,7 @@ impl PcscGuard {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start pcscd: {e}"));
+        restore::record_harness_pcscd(child.id());
         self.pcscd = Some(child);
         let pcscd = self.pcscd.as_mut();
         wait_for_readers(pcscd);
@@ -551,6 +592,7 @@ impl PcscGuard {
                 let _ = child.kill();
             }
             let _ = child.wait();
+            restore::forget_harness_pcscd();
         }
     }
 }
@@ -558,6 +600,66 @@ impl PcscGuard {
 impl Drop for PcscGuard {
     fn drop(&mut self) {
         self.stop_pcscd();
+        if let Some(machine) = self.machine.take() {
+            restart_machine_pcscd(&machine);
+        }
+    }
+}
+
+/// Starts the machine's pcscd again and waits (bounded, without panicking: this runs in `Drop`)
+/// until it accepts connections. On failure the record stays for `scripts/test-cleanup.sh`.
+fn restart_machine_pcscd(machine: &restore::MachinePcscd) {
+    match machine.start() {
+        Ok(()) => {
+            restore::MachinePcscd::forget();
+            if !wait_until(PCSCD_START_TIMEOUT, || {
+                UnixStream::connect(PCSCD_SOCKET).is_ok()
+            }) {
+                eprintln!("the machine's pcscd {machine:?} did not come back within {PCSCD_START_TIMEOUT:?}");
+            }
+        }
+        Err(e) => eprintln!("cannot start the machine's pcscd {machine:?} again: {e}"),
+    }
+}
+
+/// What a test killed while it held the pcsc lock left behind: its own pcscd still running (stop
+/// it), the machine's pcscd not started again (start it). Called with the lock held.
+fn recover_pcscd() {
+    if let Some(pid) = restore::harness_pcscd() {
+        if pcscd_pids().contains(&pid) {
+            eprintln!("stopping pcscd {pid}, left running by a test that was killed");
+            let _ = signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+            if !wait_until(TERM_GRACE, || !pcscd_pids().contains(&pid)) {
+                let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                wait_until(TERM_GRACE, || !pcscd_pids().contains(&pid));
+            }
+        }
+        restore::forget_harness_pcscd();
+    }
+    if let Some(machine) = restore::MachinePcscd::recorded() {
+        if pcscd_pids().is_empty() {
+            eprintln!("starting the machine's pcscd again, stopped by a test that was killed");
+            restart_machine_pcscd(&machine);
+        } else {
+            restore::MachinePcscd::forget();
+        }
+    }
+}
+
+/// SIGTERM to every pcscd, SIGKILL to those still there after 5 s.
+fn kill_all_pcscd() {
+    for pid in pcscd_pids() {
+        let _ = signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    if !wait_until(TERM_GRACE, || pcscd_pids().is_empty()) {
+        for pid in pcscd_pids() {
+            let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        assert!(
+            wait_until(TERM_GRACE, || pcscd_pids().is_empty()),
+            "pcscd survived SIGKILL: {:?}",
+            pcscd_pids()
+        );
     }
 }
 
@@ -615,6 +717,14 @@ fn list_readers() -> Result<Vec<String>, pcsc::Error> {
         Err(pcsc::Error::NoReadersAvailable) => Ok(Vec::new()),
         Err(e) => Err(e),
     }
+}
+
+/// Pid and argv of every running pcscd, for tests of the harness itself.
+pub fn pcscd_processes() -> Vec<(i32, Vec<OsString>)> {
+    pcscd_pids()
+        .into_iter()
+        .filter_map(|pid| Some((pid, restore::cmdline(pid)?)))
+        .collect()
 }
 
 /// Whether any pcscd process is alive.
@@ -718,8 +828,12 @@ fn lock_holders(path: &str) -> Vec<String> {
 }
 
 /// Uid and gid of the local account `name` (e.g. `tessera-alice`), creating it as a system user
-/// without home or shell if missing. Creating accounts needs root; the e2e tests run as root.
+/// without home or shell if missing. Creating accounts needs root; the e2e tests run as root. The
+/// accounts are shared by all tests of a run and removed by `scripts/test-cleanup.sh` once no test
+/// process is left ([`restore::hold_accounts`]).
 pub fn test_user(name: &str) -> (u32, u32) {
+    // Before looking: the cleanup must not remove the account between here and the test's end.
+    restore::hold_accounts();
     if let Some(user) = User::from_name(name).expect("getpwnam") {
         return (user.uid.as_raw(), user.gid.as_raw());
     }
@@ -733,6 +847,9 @@ pub fn test_user(name: &str) -> (u32, u32) {
                 "--no-create-home",
                 "--shell",
                 "/usr/sbin/nologin",
+                // The mark by which scripts/test-cleanup.sh knows it is the suite's to remove.
+                "--comment",
+                restore::ACCOUNT_COMMENT,
                 name,
             ]),
             b"",

@@ -12,9 +12,9 @@ use tessera::tlv;
 use zeroize::Zeroizing;
 
 use super::mgmt::{self, Pending};
-use super::objects::{self, PIV_AID, TAG_DISCOVERY};
+use super::objects::{self, NIST_RID, PIV_AID, TAG_DISCOVERY};
 use super::state::{self, CardState};
-use super::{Fault, SimError, SimOptions, Slot, ALG_3DES, ALG_ECC_P256};
+use super::{CardProfile, Fault, SimError, SimOptions, Slot, ALG_3DES, ALG_ECC_P256};
 
 /// Answer to reset: T=1, historical bytes "Tessera-PIV" (category indicator 0x80 is not used: the
 /// bytes are proprietary). OpenSC matches no ATR of its tables and finds the card by SELECTing the
@@ -43,6 +43,9 @@ const SHORT_LE: usize = 256;
 /// Largest response data in one APDU: a vpcd message (16-bit length) also carries SW1 SW2.
 const MAX_RESPONSE_DATA: usize = u16::MAX as usize - 2;
 
+/// Length of the PIV AID without its two version bytes (SP 800-73-4 Part 1 §2.2).
+const TRUNCATED_AID_LEN: usize = 9;
+
 /// 6581, memory failure: the state file could not be written.
 const SW_MEMORY_FAILURE: StatusWord = StatusWord::Other(0x6581);
 
@@ -54,6 +57,7 @@ pub struct PivCard {
     state: CardState,
     path: Option<PathBuf>,
     fault: Option<Fault>,
+    profile: CardProfile,
     session: Session,
     chain: Option<Chain>,
     /// Response bytes not yet fetched with GET RESPONSE.
@@ -94,20 +98,24 @@ impl PivCard {
         };
         let mut card = PivCard::with_state(state, options.fault);
         card.path = Some(path.to_path_buf());
+        card.profile = options.profile;
         Ok(card)
     }
 
     /// A new card that lives in memory only (in-process tests).
     pub fn in_memory(options: &SimOptions) -> Result<PivCard, SimError> {
-        Ok(PivCard::with_state(CardState::new(options)?, options.fault))
+        let mut card = PivCard::with_state(CardState::new(options)?, options.fault);
+        card.profile = options.profile;
+        Ok(card)
     }
 
-    /// A card with the given state, not backed by a file.
+    /// A card with the given state, not backed by a file, keeping to [`CardProfile::Specification`].
     pub fn with_state(state: CardState, fault: Option<Fault>) -> PivCard {
         PivCard {
             state,
             path: None,
             fault,
+            profile: CardProfile::Specification,
             session: Session::default(),
             chain: None,
             pending: Vec::new(),
@@ -131,7 +139,10 @@ impl PivCard {
         self.pulled
     }
 
-    /// Power off, power on or warm reset: the security status and any half-done exchange are lost.
+    /// Power off, power on or warm reset: the security status (PIN verified, management key
+    /// authenticated) and any half-done exchange are lost. ISO/IEC 7816-4 §5.4, security architecture:
+    /// the security status is what was achieved since the answer to reset, so a reset starts it
+    /// afresh; SP 800-73-4 Part 2 §3.2.1: a verified PIN stays verified until reset or deselection.
     pub fn reset(&mut self) {
         self.session = Session::default();
         self.chain = None;
@@ -235,11 +246,29 @@ impl PivCard {
         }
     }
 
-    /// Sends at most Ne bytes (256 when the command had no Le) and keeps the rest for GET RESPONSE
-    /// (ISO/IEC 7816-4 §5.3.4: SW 61xx, xx = remaining bytes, 00 for 256 or more). An extended Le
-    /// takes everything at once, up to what one vpcd message can carry.
+    /// Sends at most Ne bytes and keeps the rest for GET RESPONSE (ISO/IEC 7816-4 §5.3.4: SW 61xx,
+    /// xx = remaining bytes, 00 for 256 or more). An extended Le takes everything at once, up to what
+    /// one vpcd message can carry.
+    ///
+    /// A command without Le expects no response data (ISO/IEC 7816-4 §5.1: Le field absent, Ne = 0;
+    /// case 1 and case 3 commands), so data it produces is not sent along: the card answers `61xx`
+    /// and the client fetches it with GET RESPONSE, as T=0 cards do. Clients that leave Le out and
+    /// still expect data see the 61xx, where a lenient card would have hidden their mistake.
     fn deliver(&mut self, mut data: Vec<u8>, le: Option<usize>) -> Vec<u8> {
-        let limit = le.unwrap_or(SHORT_LE).clamp(1, MAX_RESPONSE_DATA);
+        let le = match (le, self.profile) {
+            (Some(le), _) => Some(le),
+            (None, CardProfile::YubiKey) => Some(SHORT_LE),
+            (None, CardProfile::Specification) => None,
+        };
+        let Some(le) = le else {
+            if data.is_empty() {
+                return sw_only(StatusWord::Success);
+            }
+            let available = u8::try_from(data.len()).unwrap_or(0);
+            self.pending = data;
+            return sw_only(StatusWord::BytesRemaining(available));
+        };
+        let limit = le.clamp(1, MAX_RESPONSE_DATA);
         if data.len() > limit {
             self.pending = data.split_off(limit);
             let remaining = u8::try_from(self.pending.len()).unwrap_or(0);
@@ -263,13 +292,24 @@ impl PivCard {
         self.deliver(data, cmd.le)
     }
 
-    /// SELECT by DF name (SP 800-73-4 Part 2 §3.1.1). A right-truncated AID selects the PIV
-    /// application; any other AID deselects it, which drops the security status.
+    /// SELECT by DF name (SP 800-73-4 Part 2 §3.1.1: P1 = 04, P2 = 00). The full AID or its
+    /// right-truncated form without the version selects the PIV application (Part 1 §2.2), or under
+    /// [`CardProfile::YubiKey`] any truncation down to the RID; any other AID deselects it, which
+    /// drops the security status.
     fn select(&mut self, cmd: &Command) -> Reply {
-        if cmd.p1 != 0x04 {
+        if (cmd.p1, cmd.p2) != (0x04, 0x00) {
             return Err(StatusWord::IncorrectP1P2);
         }
-        if !cmd.data.is_empty() && PIV_AID.starts_with(&cmd.data) {
+        let names_piv = match self.profile {
+            CardProfile::Specification => {
+                cmd.data.as_slice() == PIV_AID
+                    || cmd.data.as_slice() == &PIV_AID[..TRUNCATED_AID_LEN]
+            }
+            CardProfile::YubiKey => {
+                cmd.data.len() >= NIST_RID.len() && PIV_AID.starts_with(&cmd.data)
+            }
+        };
+        if names_piv {
             objects::application_property_template().map_err(|_| SW_MEMORY_FAILURE)
         } else {
             self.session = Session::default();

@@ -79,7 +79,12 @@ fn sign_ok(card: &mut PivCard, slot: Slot, hash: &[u8; 32]) {
 fn mgmt_auth(card: &mut PivCard, key: &[u8; 24]) -> u16 {
     // Mutual authentication (SP 800-73-4 Part 2 Appendix A.2), as yubico-piv-tool does it.
     let req = tlv::encode(0x7C, &tlv::encode(0x80, &[]).unwrap()).unwrap();
-    let (data, sw) = send(card, Command::new(0, 0x87, ALG_3DES, 0x9B).with_data(req));
+    let (data, sw) = send(
+        card,
+        Command::new(0, 0x87, ALG_3DES, 0x9B)
+            .with_data(req)
+            .with_le(256),
+    );
     assert_eq!(sw, 0x9000);
     let inner = tlv::expect_one(&data, 0x7C).unwrap();
     let encrypted: [u8; 8] = tlv::expect_one(inner, 0x80).unwrap().try_into().unwrap();
@@ -89,7 +94,9 @@ fn mgmt_auth(card: &mut PivCard, key: &[u8; 24]) -> u16 {
     tlv::write(&mut inner, 0x81, &challenge).unwrap();
     let (data, sw) = send(
         card,
-        Command::new(0, 0x87, ALG_3DES, 0x9B).with_data(tlv::encode(0x7C, &inner).unwrap()),
+        Command::new(0, 0x87, ALG_3DES, 0x9B)
+            .with_data(tlv::encode(0x7C, &inner).unwrap())
+            .with_le(256),
     );
     if sw == 0x9000 {
         let inner = tlv::expect_one(&data, 0x7C).unwrap();
@@ -112,7 +119,12 @@ fn decrypt(key: &[u8; 24], block: &[u8; 8]) -> [u8; 8] {
 #[test]
 fn select_returns_the_application_property_template() {
     let mut card = card();
-    let (data, sw) = send(&mut card, Command::new(0, 0xA4, 0x04, 0).with_data(PIV_AID));
+    let (data, sw) = send(
+        &mut card,
+        Command::new(0, 0xA4, 0x04, 0)
+            .with_data(PIV_AID)
+            .with_le(256),
+    );
     assert_eq!(sw, 0x9000);
     let apt = tlv::expect_one(&data, 0x61).unwrap();
     assert_eq!(
@@ -137,7 +149,9 @@ fn select_returns_the_application_property_template() {
     // Right-truncated AID (ISO/IEC 7816-4 §11.2.2) is accepted.
     let (_, sw) = send(
         &mut card,
-        Command::new(0, 0xA4, 0x04, 0).with_data(&PIV_AID[..9]),
+        Command::new(0, 0xA4, 0x04, 0)
+            .with_data(&PIV_AID[..9])
+            .with_le(256),
     );
     assert_eq!(sw, 0x9000);
     // Other AIDs are not here.
@@ -257,6 +271,7 @@ fn options_set_pin_puk_and_retries_of_a_new_card() {
         puk: zeroize::Zeroizing::new("87654321".into()),
         pin_retries: 5,
         fault: None,
+        profile: CardProfile::Specification,
     };
     let mut card = PivCard::in_memory(&options).unwrap();
     assert_eq!(verify_status(&mut card), 0x63C5);
@@ -290,7 +305,10 @@ fn slot_pin_rules() {
     assert_eq!(send(&mut card, sign_apdu(0x9A, &hash)).1, 0x6982);
     // SELECT of another application drops it too; SELECT of PIV does not.
     assert_eq!(verify(&mut card, b"123456"), 0x9000);
-    send(&mut card, Command::new(0, 0xA4, 4, 0).with_data(PIV_AID));
+    send(
+        &mut card,
+        Command::new(0, 0xA4, 4, 0).with_data(PIV_AID).with_le(256),
+    );
     sign_ok(&mut card, Slot::Authentication, &hash);
     send(
         &mut card,
@@ -304,7 +322,9 @@ fn signature_slot_needs_verify_immediately_before_every_signature() {
     let mut card = card();
     let hash = [7u8; 32];
     assert_eq!(mgmt_auth(&mut card, &mgmt_key()), 0x9000);
-    let gen = Command::new(0, 0x47, 0, 0x9C).with_data([0xAC, 0x03, 0x80, 0x01, 0x11]);
+    let gen = Command::new(0, 0x47, 0, 0x9C)
+        .with_data([0xAC, 0x03, 0x80, 0x01, 0x11])
+        .with_le(256);
     assert_eq!(send(&mut card, gen).1, 0x9000);
     assert_eq!(send(&mut card, sign_apdu(0x9C, &hash)).1, 0x6982);
     assert_eq!(verify(&mut card, b"123456"), 0x9000);
@@ -440,7 +460,9 @@ fn management_key_mutual_and_external_authentication() {
     let mut card = card();
     let key = mgmt_key();
     // Without authentication: no key generation, no PUT DATA.
-    let gen = Command::new(0, 0x47, 0, 0x9A).with_data([0xAC, 0x03, 0x80, 0x01, 0x11]);
+    let gen = Command::new(0, 0x47, 0, 0x9A)
+        .with_data([0xAC, 0x03, 0x80, 0x01, 0x11])
+        .with_le(256);
     assert_eq!(send(&mut card, gen.clone()).1, 0x6982);
     // Wrong key.
     // Bit 0 of each DES key byte is parity and ignored: change a key bit.
@@ -463,7 +485,12 @@ fn management_key_mutual_and_external_authentication() {
     assert_eq!(send(&mut card, put.clone()).1, 0x6982);
     // External authentication: challenge, then its encryption.
     let req = tlv::encode(0x7C, &tlv::encode(0x81, &[]).unwrap()).unwrap();
-    let (data, sw) = send(&mut card, Command::new(0, 0x87, 0x03, 0x9B).with_data(req));
+    let (data, sw) = send(
+        &mut card,
+        Command::new(0, 0x87, 0x03, 0x9B)
+            .with_data(req)
+            .with_le(256),
+    );
     assert_eq!(sw, 0x9000);
     let challenge: [u8; 8] = tlv::expect_one(tlv::expect_one(&data, 0x7C).unwrap(), 0x81)
         .unwrap()
@@ -589,7 +616,10 @@ fn an_interrupted_chain_is_abandoned() {
         0x9000
     );
     // Another command in between: the chain is dropped, the command runs alone.
-    assert_eq!(send(&mut card, Command::new(0, 0xFD, 0, 0)).1, 0x9000);
+    assert_eq!(
+        send(&mut card, Command::new(0, 0xFD, 0, 0).with_le(256)).1,
+        0x9000
+    );
     assert_eq!(
         send(
             &mut card,
@@ -604,10 +634,10 @@ fn an_interrupted_chain_is_abandoned() {
 fn yubico_version_serial_and_unknown_instructions() {
     let mut card = card();
     assert_eq!(
-        send(&mut card, Command::new(0, 0xFD, 0, 0)),
+        send(&mut card, Command::new(0, 0xFD, 0, 0).with_le(256)),
         (vec![5, 4, 3], 0x9000)
     );
-    let (serial, sw) = send(&mut card, Command::new(0, 0xF8, 0, 0));
+    let (serial, sw) = send(&mut card, Command::new(0, 0xF8, 0, 0).with_le(256));
     assert_eq!(sw, 0x9000);
     assert_eq!(serial, card.state().serial().to_be_bytes());
     assert_eq!(send(&mut card, Command::new(0, 0x99, 0, 0)).1, 0x6D00);
@@ -712,7 +742,7 @@ fn remove_on_sign_pulls_the_card() {
     };
     let mut card = PivCard::in_memory(&options).unwrap();
     let ok = card
-        .transmit(&Command::new(0, 0xFD, 0, 0).to_bytes().unwrap())
+        .transmit(&Command::new(0, 0xFD, 0, 0).with_le(256).to_bytes().unwrap())
         .unwrap();
     assert_eq!(ok, vec![5, 4, 3, 0x90, 0x00]);
     // The 9E signature that identifies the card at insertion is spared; a login signature is not.
@@ -825,7 +855,7 @@ fn a_short_le_gets_that_many_bytes_and_the_rest_by_get_response() {
             .with_data(field)
             .with_le(16),
     );
-    send(&mut card, Command::new(0, 0xFD, 0, 0));
+    send(&mut card, Command::new(0, 0xFD, 0, 0).with_le(256));
     assert_eq!(send(&mut card, Command::new(0, 0xC0, 0, 0)).1, 0x6985);
 }
 
@@ -867,4 +897,143 @@ fn tessera_piv_client_interoperates() {
     VerifyingKey::from(pub9a)
         .verify_prehash(&digest, &Signature::from_der(&der).unwrap())
         .unwrap();
+}
+
+fn select(card: &mut PivCard, aid: &[u8]) -> (Vec<u8>, u16) {
+    send(
+        card,
+        Command::new(0, 0xA4, 0x04, 0).with_data(aid).with_le(256),
+    )
+}
+
+/// SP 800-73-4 Part 1 §2.2 and Part 2 §3.1.1: the full AID or the right-truncated AID without the
+/// version, nothing shorter (the RID alone is what Tessera once sent and strict cards refuse).
+#[test]
+fn select_takes_the_full_or_the_truncated_aid_and_nothing_shorter() {
+    let mut card = card();
+    for len in [9, 11] {
+        let (data, sw) = select(&mut card, &PIV_AID[..len]);
+        assert_eq!(sw, 0x9000, "{len}-byte AID");
+        tlv::expect_one(&data, 0x61).unwrap();
+    }
+    for len in [1, 4, 5, 6, 8, 10] {
+        assert_eq!(
+            select(&mut card, &PIV_AID[..len]).1,
+            0x6A82,
+            "{len}-byte AID"
+        );
+    }
+    // A longer AID, a wrong version, no AID: not the PIV application either.
+    let mut longer = PIV_AID.to_vec();
+    longer.push(0x00);
+    let mut other_version = PIV_AID;
+    other_version[10] = 0x01;
+    for aid in [&longer[..], &other_version[..], &[]] {
+        assert_eq!(select(&mut card, aid).1, 0x6A82, "{aid:02X?}");
+    }
+    // P2 = 00 only (first or only occurrence, FCI requested).
+    let (_, sw) = send(
+        &mut card,
+        Command::new(0, 0xA4, 0x04, 0x0C)
+            .with_data(PIV_AID)
+            .with_le(256),
+    );
+    assert_eq!(sw, 0x6A86);
+    // The RID alone deselects PIV like any other AID: the PIN is no longer verified.
+    assert_eq!(select(&mut card, &PIV_AID).1, 0x9000);
+    assert_eq!(verify(&mut card, b"123456"), 0x9000);
+    assert_eq!(select(&mut card, &PIV_AID[..5]).1, 0x6A82);
+    assert_eq!(verify_status(&mut card), 0x63C3);
+}
+
+/// The YubiKey profile takes any right truncation down to the RID, as yubico-piv-tool needs.
+#[test]
+fn the_yubikey_profile_also_selects_with_the_rid() {
+    let options = SimOptions {
+        profile: CardProfile::YubiKey,
+        ..SimOptions::default()
+    };
+    let mut card = PivCard::in_memory(&options).unwrap();
+    for len in 5..=11 {
+        assert_eq!(
+            select(&mut card, &PIV_AID[..len]).1,
+            0x9000,
+            "{len}-byte AID"
+        );
+    }
+    assert_eq!(select(&mut card, &PIV_AID[..4]).1, 0x6A82);
+}
+
+/// ISO/IEC 7816-4 §5.1: no Le means Ne = 0, so the data waits for GET RESPONSE behind 61xx.
+#[test]
+fn a_command_without_le_gets_61xx_and_its_data_by_get_response() {
+    let mut card = card();
+    let (template, sw) = select(&mut card, &PIV_AID);
+    assert_eq!(sw, 0x9000);
+    let (data, sw) = send(&mut card, Command::new(0, 0xA4, 0x04, 0).with_data(PIV_AID));
+    assert!(data.is_empty());
+    assert_eq!(sw, 0x6100 | u16::try_from(template.len()).unwrap());
+    let (fetched, sw) = send(
+        &mut card,
+        Command::new(0, 0xC0, 0, 0).with_le(template.len()),
+    );
+    assert_eq!((fetched, sw), (template, 0x9000));
+    // Commands without response data still answer 9000.
+    assert_eq!(verify(&mut card, b"123456"), 0x9000);
+    // 256 bytes or more: 6100.
+    let (whole, _) = get_data(&mut card, &[0x5F, 0xC1, 0x05]);
+    assert!(whole.len() > 256);
+    let field = tlv::encode(0x5C, &[0x5F, 0xC1, 0x05]).unwrap();
+    let (data, sw) = send(
+        &mut card,
+        Command::new(0, 0xCB, 0x3F, 0xFF).with_data(field),
+    );
+    assert!(data.is_empty());
+    assert_eq!(sw, 0x6100);
+
+    // The YubiKey profile answers with up to 256 bytes at once.
+    let options = SimOptions {
+        profile: CardProfile::YubiKey,
+        ..SimOptions::default()
+    };
+    let mut yubikey = PivCard::in_memory(&options).unwrap();
+    let (data, sw) = send(
+        &mut yubikey,
+        Command::new(0, 0xA4, 0x04, 0).with_data(PIV_AID),
+    );
+    assert_eq!(sw, 0x9000);
+    tlv::expect_one(&data, 0x61).unwrap();
+}
+
+/// A reset (vpcd reset, power off or on) clears the security status: the PIN is no longer
+/// verified (SP 800-73-4 Part 2 §3.2.1), the management key no longer authenticated, and data
+/// waiting for GET RESPONSE is gone (ISO/IEC 7816-4 §5.4, security status since the answer to reset).
+#[test]
+fn reset_clears_the_security_status() {
+    let mut card = card();
+    let hash = [3u8; 32];
+    assert_eq!(verify(&mut card, b"123456"), 0x9000);
+    assert_eq!(mgmt_auth(&mut card, &mgmt_key()), 0x9000);
+    sign_ok(&mut card, Slot::Authentication, &hash);
+    let field = tlv::encode(0x5C, &[0x5F, 0xC1, 0x02]).unwrap();
+    let (_, sw) = send(
+        &mut card,
+        Command::new(0, 0xCB, 0x3F, 0xFF)
+            .with_data(field)
+            .with_le(16),
+    );
+    assert_eq!(sw & 0xFF00, 0x6100);
+    card.reset();
+    assert_eq!(
+        send(&mut card, Command::new(0, 0xC0, 0, 0).with_le(256)).1,
+        0x6985
+    );
+    assert_eq!(verify_status(&mut card), 0x63C3);
+    assert_eq!(send(&mut card, sign_apdu(0x9A, &hash)).1, 0x6982);
+    let gen = Command::new(0, 0x47, 0, 0x9A)
+        .with_data([0xAC, 0x03, 0x80, 0x01, 0x11])
+        .with_le(256);
+    assert_eq!(send(&mut card, gen).1, 0x6982);
+    // The counter, durable state, is not touched by a reset.
+    assert_eq!(card.state().pin_retries_left(), 3);
 }
