@@ -69,7 +69,7 @@ fuzz: deps
 	cd fuzz && $(CARGO) fuzz build -s none
 	status=0; \
 	for target in $$(cd fuzz && $(CARGO) fuzz list); do \
-	    mkdir -p fuzz/corpus/$$target; \
+	    mkdir -p fuzz/corpus/$$target fuzz/seeds/$$target; \
 	    log=fuzz/target/$$target.log; \
 	    if (cd fuzz && $(CARGO) fuzz run -s none $$target corpus/$$target seeds/$$target -- \
 	            -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1) >$$log 2>&1; then \
