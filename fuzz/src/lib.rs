@@ -162,4 +162,19 @@ mod tests {
         assert_eq!(frames(&[0, 9, 1, 2]).collect::<Vec<_>>(), [&[1u8, 2][..]]);
         assert_eq!(frames(&[7]).count(), 0);
     }
+
+    /// The `jwt` target's modes 1 and 2 only reach the claims parser if what they sign verifies.
+    #[test]
+    fn tokens_signed_with_the_fixed_key_verify() {
+        let (ring, key) = fixed_ring().unwrap();
+        let claims = br#"{"iss":"tesserad","sub":"alice","aud":"tessera","iat":1,"nbf":1,"exp":2,
+            "jti":"j","amr":["hwk"],"cnf":{"jkt":"t"},"sid":"s","enr":"e"}"#;
+        let token = sign_jws(&key, jws_header(&key).as_bytes(), claims);
+        let (claims, kid) = ring.verify(&token).unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), kid.as_str()),
+            ("alice", ring.active().kid())
+        );
+        assert!(ring.verify(&token.replacen("eyJ", "eyK", 1)).is_err());
+    }
 }
