@@ -15,8 +15,10 @@ CARGO_FLAGS ?=
 # (tests/common) and start their timeouts only once they hold it, so more threads never make them
 # time out; two keep the unit tests quick on a 2-core machine.
 TEST_THREADS ?= 2
+# Seconds each fuzz target runs in `make fuzz`.
+FUZZ_SECONDS ?= 60
 
-.PHONY: help build build-debug deps test test-cleanup lint fmt-check clippy demo bench clean
+.PHONY: help build build-debug deps test test-cleanup lint fmt-check clippy fuzz demo bench clean
 
 ## build: release binaries (tesserad, tessera, tessera-sim) in target/release
 build: deps
@@ -63,7 +65,7 @@ test: deps
 test-cleanup:
 	scripts/test-cleanup.sh
 
-## lint: cargo fmt --check and clippy -D warnings on all targets; both always run
+## lint: cargo fmt --check (workspace and fuzz/) and clippy -D warnings on all targets; both always run
 lint: deps
 	status=0; \
 	$(MAKE) --no-print-directory fmt-check || status=1; \
@@ -72,9 +74,34 @@ lint: deps
 
 fmt-check:
 	$(CARGO) fmt --all --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --check
 
 clippy: deps
 	$(CARGO) clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
+
+## fuzz: every fuzz target in fuzz/ for FUZZ_SECONDS (default 60) each; fails on any crash
+# cargo-fuzz (`cargo install --locked cargo-fuzz`) on the stable toolchain, hence `-s none` (no
+# sanitizer; those need nightly). `cargo fuzz` has no --locked, so `cargo fetch` checks the lock file.
+# Each target starts from its committed seeds (fuzz/seeds/<target>, read-only) and grows its own
+# working corpus in fuzz/corpus/<target> (not committed). A crash leaves its input in
+# fuzz/artifacts/<target>/ and the log's tail on screen; every target runs even after one crashed.
+fuzz: deps
+	$(CARGO) fetch $(CARGO_FLAGS) --manifest-path fuzz/Cargo.toml
+	cd fuzz && $(CARGO) fuzz build -s none
+	status=0; \
+	for target in $$(cd fuzz && $(CARGO) fuzz list); do \
+	    mkdir -p fuzz/corpus/$$target fuzz/seeds/$$target; \
+	    log=fuzz/target/$$target.log; \
+	    if (cd fuzz && $(CARGO) fuzz run -s none $$target corpus/$$target seeds/$$target -- \
+	            -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1) >$$log 2>&1; then \
+	        result=ok; \
+	    else \
+	        result=FAILED; status=1; tail -n 40 $$log; \
+	    fi; \
+	    runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $$log); \
+	    echo "fuzz: $$target: $$result, $${runs:-?} executions in $(FUZZ_SECONDS) s (log: $$log)"; \
+	done; \
+	exit $$status
 
 ## demo: the product story on the simulated card (scripts/demo.sh); leaves nothing running
 demo: build

@@ -15,6 +15,7 @@ readonly REQUIREMENTS=(
     "libpam0g-dev|/usr/include/security/pam_appl.h"               # PAM module
     "pkg-config|pkg-config"                                       # finds the C libraries above
     "gcc|cc"                                                      # C parts of crates (sqlite, aws-lc)
+    "g++|c++"                                                     # libFuzzer, for `make fuzz`
     "libc6-dev|/usr/include/stdio.h"
     "dbus-daemon|dbus-daemon"                                     # private test bus
     "dbus-bin|dbus-send"                                          # bus checks in tests and the demo

@@ -119,20 +119,104 @@ fn serve(
             announce_ready();
             *announced = true;
         }
-        match message.as_slice() {
-            [CTRL_OFF] | [CTRL_ON] | [CTRL_RESET] => card.reset(),
-            [CTRL_ATR] => write_message(stream, card.atr())?,
-            [other] => tracing::warn!("unknown vpcd control code {other:#04x}"),
-            [] => {}
-            apdu => {
-                let response = card.process(apdu);
-                if card.is_pulled() {
-                    return Ok(Some(Exit::Pulled));
-                }
-                write_message(stream, &response)?;
+        match respond(card, Message::decode(&message)) {
+            Reply::Send(payload) => write_message(stream, &payload)?,
+            Reply::Nothing => {}
+            Reply::Pulled => return Ok(Some(Exit::Pulled)),
+        }
+    }
+}
+
+/// One message from vpcd, decoded from its body (the bytes after the length header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    PowerOff,
+    PowerOn,
+    Reset,
+    /// "Send the ATR".
+    Atr,
+    /// A 1-byte message with a code vpcd does not define; ignored.
+    UnknownControl(u8),
+    /// An empty message; ignored.
+    Empty,
+    /// Two bytes or more: a command APDU.
+    Apdu(&'a [u8]),
+}
+
+impl<'a> Message<'a> {
+    /// Decodes a message body (vsmartcard `vpcd.c`: 1 byte is a control code, more is an APDU).
+    pub fn decode(body: &'a [u8]) -> Self {
+        match body {
+            [] => Message::Empty,
+            [CTRL_OFF] => Message::PowerOff,
+            [CTRL_ON] => Message::PowerOn,
+            [CTRL_RESET] => Message::Reset,
+            [CTRL_ATR] => Message::Atr,
+            [other] => Message::UnknownControl(*other),
+            apdu => Message::Apdu(apdu),
+        }
+    }
+}
+
+/// What the card does about one message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Send this payload back (framed by [`encode_frame`]).
+    Send(Vec<u8>),
+    /// No answer is due.
+    Nothing,
+    /// A fault pulled the card out: close the connection without answering.
+    Pulled,
+}
+
+/// The card's side of one message, without the socket: what [`run`] does for each message vpcd
+/// sends, and what the fuzz target `vpcd_stream` drives directly.
+pub fn respond(card: &mut PivCard, message: Message<'_>) -> Reply {
+    match message {
+        Message::PowerOff | Message::PowerOn | Message::Reset => {
+            card.reset();
+            Reply::Nothing
+        }
+        Message::Atr => Reply::Send(card.atr().to_vec()),
+        Message::UnknownControl(code) => {
+            tracing::warn!("unknown vpcd control code {code:#04x}");
+            Reply::Nothing
+        }
+        Message::Empty => Reply::Nothing,
+        Message::Apdu(apdu) => {
+            let response = card.process(apdu);
+            if card.is_pulled() {
+                Reply::Pulled
+            } else {
+                Reply::Send(response)
             }
         }
     }
+}
+
+/// Splits the first whole message off a byte stream from vpcd: its body and the bytes after it, or
+/// `None` while the stream holds no whole message yet.
+pub fn split_message(stream: &[u8]) -> Option<(&[u8], &[u8])> {
+    let [hi, lo, rest @ ..] = stream else {
+        return None;
+    };
+    rest.split_at_checked(body_len([*hi, *lo]))
+}
+
+/// The body length a message header announces: 2 bytes, big-endian.
+fn body_len(header: [u8; 2]) -> usize {
+    usize::from(u16::from_be_bytes(header))
+}
+
+/// Frames a message for vpcd: its 2-byte big-endian length, then the payload. Errors on a payload
+/// longer than 65535 bytes, which the header cannot announce.
+pub fn encode_frame(payload: &[u8]) -> io::Result<Vec<u8>> {
+    let len = u16::try_from(payload.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "message longer than 65535"))?;
+    let mut frame = Vec::with_capacity(payload.len() + 2);
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(payload);
+    Ok(frame)
 }
 
 /// Outcome of reading one message.
@@ -152,7 +236,7 @@ fn read_message(stream: &mut TcpStream, stop: &AtomicBool) -> io::Result<ReadOut
         });
     }
     // Messages may carry a PIN.
-    let mut body = Zeroizing::new(vec![0u8; usize::from(u16::from_be_bytes(header))]);
+    let mut body = Zeroizing::new(vec![0u8; body_len(header)]);
     if !read_full(stream, &mut body, stop)? {
         return Ok(if stop.load(Ordering::Relaxed) {
             ReadOutcome::Stopped
@@ -193,12 +277,7 @@ fn read_full(stream: &mut TcpStream, buf: &mut [u8], stop: &AtomicBool) -> io::R
 }
 
 fn write_message(stream: &mut TcpStream, payload: &[u8]) -> io::Result<()> {
-    let len = u16::try_from(payload.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "message longer than 65535"))?;
-    let mut frame = Vec::with_capacity(payload.len() + 2);
-    frame.extend_from_slice(&len.to_be_bytes());
-    frame.extend_from_slice(payload);
-    stream.write_all(&frame)
+    stream.write_all(&encode_frame(payload)?)
 }
 
 #[cfg(test)]
@@ -250,6 +329,58 @@ mod tests {
         // The simulator closed its end: the card is out.
         let mut buf = [0u8; 1];
         assert_eq!(s.read(&mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn splits_decodes_and_frames_messages() {
+        let stream = [
+            0x00, 0x01, CTRL_ATR, 0x00, 0x04, 0x00, 0xFD, 0x00, 0x00, 0x00, 0x05, 0x00,
+        ];
+        let (atr, rest) = split_message(&stream).unwrap();
+        assert_eq!(Message::decode(atr), Message::Atr);
+        let (apdu, rest) = split_message(rest).unwrap();
+        assert_eq!(
+            Message::decode(apdu),
+            Message::Apdu(&[0x00, 0xFD, 0x00, 0x00])
+        );
+        // Five bytes announced, one there: not a whole message yet.
+        assert_eq!(split_message(rest), None);
+        assert_eq!(split_message(&[0x00]), None);
+        assert_eq!(split_message(&[0x00, 0x00]), Some((&[][..], &[][..])));
+        assert_eq!(Message::decode(&[]), Message::Empty);
+        assert_eq!(Message::decode(&[0x03]), Message::UnknownControl(0x03));
+        for (code, message) in [
+            (CTRL_OFF, Message::PowerOff),
+            (CTRL_ON, Message::PowerOn),
+            (CTRL_RESET, Message::Reset),
+        ] {
+            assert_eq!(Message::decode(&[code]), message);
+        }
+        assert_eq!(
+            encode_frame(&[0xAB; 3]).unwrap(),
+            [0x00, 0x03, 0xAB, 0xAB, 0xAB]
+        );
+        let longest = encode_frame(&[0; 0xFFFF]).unwrap();
+        assert_eq!(split_message(&longest).map(|(b, _)| b.len()), Some(0xFFFF));
+        assert!(encode_frame(&[0; 0x1_0000]).is_err());
+    }
+
+    #[test]
+    fn answers_messages_without_a_socket() {
+        let mut card = PivCard::in_memory(&SimOptions::default()).unwrap();
+        let Reply::Send(atr) = respond(&mut card, Message::Atr) else {
+            panic!("no ATR");
+        };
+        assert_eq!(atr.as_slice(), card.atr());
+        assert_eq!(respond(&mut card, Message::PowerOn), Reply::Nothing);
+        assert_eq!(
+            respond(&mut card, Message::UnknownControl(0x42)),
+            Reply::Nothing
+        );
+        assert_eq!(
+            respond(&mut card, Message::Apdu(&[0x00, 0xFD, 0x00, 0x00])),
+            Reply::Send(vec![5, 4, 3, 0x90, 0x00])
+        );
     }
 
     #[test]

@@ -1,0 +1,191 @@
+//! Writes the seed corpus, `fuzz/seeds/<target>/`, from Tessera's own test vectors and from a real
+//! session with the simulated card. Run it after changing a parser's test vectors or the simulator:
+//!
+//! ```text
+//! cargo run --manifest-path fuzz/Cargo.toml --example seeds
+//! ```
+//!
+//! Sources: the hex vectors of `src/apdu_test.rs`, `src/tlv_test.rs` and `src/piv_test.rs`, the TOML
+//! texts of `src/config_test.rs` and `tessera.toml.example`; the commands and answers of
+//! `tessera_fuzz::drive_piv` against `tessera-sim`'s in-memory card (also the card's certificates);
+//! tokens signed by `tessera_fuzz::fixed_ring`. File names are the source and an index, so a rerun
+//! rewrites the same files.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use tessera::apdu::Response;
+use tessera::token::{Claims, Confirmation};
+use tessera::transport::CardTransport;
+use tessera_fuzz::{drive_piv, encode_frames, fixed_ring, jws_header, sign_jws};
+use tessera_sim::piv::{PivCard, SimOptions};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> Result<()> {
+    let fuzz = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = fuzz.join("..");
+    let seeds = Seeds(fuzz.join("seeds"));
+
+    let apdu_vectors = hex_literals(&root.join("src/apdu_test.rs"))?;
+    let tlv_vectors = hex_literals(&root.join("src/tlv_test.rs"))?;
+    let piv_vectors = hex_literals(&root.join("src/piv_test.rs"))?;
+    for (target, vectors) in [
+        ("apdu_command", &apdu_vectors),
+        ("apdu_response", &apdu_vectors),
+        ("apdu_response", &piv_vectors),
+        ("tlv", &tlv_vectors),
+        ("tlv", &piv_vectors),
+    ] {
+        seeds.write_all(target, "test", vectors)?;
+    }
+    seeds.write_all(
+        "sim_apdu",
+        "apdu_test",
+        apdu_vectors.iter().map(|v| encode_frames([&v[..]])),
+    )?;
+
+    // One session of every PIV operation against the simulator, recorded both ways.
+    let mut card = Recorder {
+        card: PivCard::in_memory(&SimOptions::default())?,
+        commands: Vec::new(),
+        answers: Vec::new(),
+    };
+    drive_piv(&mut card)?;
+    let commands: Vec<&[u8]> = card.commands.iter().map(Vec::as_slice).collect();
+    let answers: Vec<&[u8]> = card.answers.iter().map(Vec::as_slice).collect();
+    seeds.write(
+        "piv_card_answers",
+        "session",
+        &encode_frames(answers.iter().copied()),
+    )?;
+    seeds.write(
+        "sim_apdu",
+        "session",
+        &encode_frames(commands.iter().copied()),
+    )?;
+    let power_on_atr: [&[u8]; 2] = [&[0x01], &[0x04]];
+    seeds.write(
+        "vpcd_stream",
+        "session",
+        &encode_frames(power_on_atr.into_iter().chain(commands.iter().copied())),
+    )?;
+    seeds.write_all("apdu_command", "session", &card.commands)?;
+    seeds.write_all("apdu_response", "session", &card.answers)?;
+    let bodies = card
+        .answers
+        .iter()
+        .filter_map(|a| Response::parse(a).ok())
+        .map(|r| r.data);
+    seeds.write_all("tlv", "session", bodies.filter(|d| !d.is_empty()))?;
+    let certs = tessera::piv::Slot::ALL.iter().filter_map(|&slot| {
+        let sim_slot = tessera_sim::piv::Slot::from_key_reference(slot.key_reference())?;
+        card.card.state().certificate(sim_slot)
+    });
+    seeds.write_all("cert", "sim", certs)?;
+
+    // Tokens: a valid one (mode 0), its claims (mode 1), header and claims (mode 2).
+    let (ring, key) = fixed_ring()?;
+    let claims = sample_claims();
+    let token = ring.sign(&claims)?;
+    let json = serde_json::to_vec(&claims)?;
+    let header = jws_header(&key);
+    let with_mode = |mode: u8, body: &[u8]| [&[mode][..], body].concat();
+    seeds.write("jwt", "valid", &with_mode(0, token.as_bytes()))?;
+    seeds.write("jwt", "claims", &with_mode(1, &json))?;
+    seeds.write(
+        "jwt",
+        "header-claims",
+        &with_mode(2, &[header.as_bytes(), &[0], &json].concat()),
+    )?;
+    let unsigned = sign_jws(&key, br#"{"alg":"none","typ":"JWT"}"#, &json);
+    seeds.write("jwt", "alg-none", &with_mode(0, unsigned.as_bytes()))?;
+
+    // Configuration texts.
+    let mut configs = raw_strings(&root.join("src/config_test.rs"))?;
+    configs.push(fs::read(root.join("tessera.toml.example"))?);
+    seeds.write_all("config", "test", &configs)?;
+    Ok(())
+}
+
+/// The seed directory: one folder per target.
+struct Seeds(PathBuf);
+
+impl Seeds {
+    fn write(&self, target: &str, name: &str, bytes: &[u8]) -> Result<()> {
+        let dir = self.0.join(target);
+        fs::create_dir_all(&dir)?;
+        fs::write(dir.join(name), bytes)?;
+        Ok(())
+    }
+
+    fn write_all<B: AsRef<[u8]>>(
+        &self,
+        target: &str,
+        source: &str,
+        items: impl IntoIterator<Item = B>,
+    ) -> Result<()> {
+        for (i, item) in items.into_iter().enumerate() {
+            self.write(target, &format!("{source}-{i:03}"), item.as_ref())?;
+        }
+        Ok(())
+    }
+}
+
+/// A card transport that passes commands to the simulated card and keeps both sides.
+struct Recorder {
+    card: PivCard,
+    commands: Vec<Vec<u8>>,
+    answers: Vec<Vec<u8>>,
+}
+
+impl CardTransport for Recorder {
+    fn transmit(&mut self, command: &[u8]) -> tessera::Result<Vec<u8>> {
+        let answer = self.card.process(command);
+        self.commands.push(command.to_vec());
+        self.answers.push(answer.clone());
+        Ok(answer)
+    }
+}
+
+/// The byte strings of every `hex("…")` call in a test file (spaces are ignored, as the tests' own
+/// `hex` helper does); literals that are not whole hex, e.g. built with `format!`, are skipped.
+fn hex_literals(path: &Path) -> Result<Vec<Vec<u8>>> {
+    let text = fs::read_to_string(path)?;
+    Ok(text
+        .split("hex(\"")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('"'))
+        .filter_map(|(literal, _)| hex::decode(literal.replace(' ', "")).ok())
+        .collect())
+}
+
+/// The contents of every `r#"…"#` raw string in a test file: the TOML texts of the config tests.
+fn raw_strings(path: &Path) -> Result<Vec<Vec<u8>>> {
+    let text = fs::read_to_string(path)?;
+    Ok(text
+        .split("r#\"")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("\"#"))
+        .map(|(literal, _)| literal.as_bytes().to_vec())
+        .filter(|toml| toml.contains(&b'='))
+        .collect())
+}
+
+fn sample_claims() -> Claims {
+    Claims {
+        iss: "tesserad".into(),
+        sub: "alice".into(),
+        aud: "tessera".into(),
+        iat: 1_700_000_000,
+        nbf: 1_700_000_000,
+        exp: 1_700_000_900,
+        jti: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+        amr: vec!["hwk".into(), "sc".into(), "pin".into()],
+        cnf: Confirmation {
+            jkt: "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I".into(),
+        },
+        sid: "ds-1".into(),
+        enr: "en-1".into(),
+    }
+}
