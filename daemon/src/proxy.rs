@@ -55,6 +55,14 @@ pub trait Manager {
     /// A token died before its expiry.
     #[zbus(signal)]
     fn token_revoked(&self, jti: &str, user: &str, reason: &str) -> zbus::Result<()>;
+
+    /// The claims of a valid token that meets the relying service's requirements ("audience" s,
+    /// "max_age" u, "amr" as).
+    fn check_token(
+        &self,
+        token: &str,
+        requirements: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<HashMap<String, OwnedValue>>;
 }
 
 /// `org.tessera.Tessera1.Device` at `/org/tessera/Tessera1/devices/<id>`.

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use zeroize::Zeroizing;
 
-use super::{Event, Service};
+use super::{Caller, Event, Service, TokenRequirements};
 use crate::config::TokenPolicy;
 use crate::store::{Enrollment, KeyMeta, Store, TokenRecord, TokenState, WriteOp};
 use crate::token::{token_hash, Claims, Confirmation};
@@ -480,12 +480,19 @@ pub(super) async fn discard(svc: &Service, jti: &str) {
     }
 }
 
-/// Checks a token; returns its claims when it is valid now. A single-use token is consumed.
-pub(super) async fn validate(svc: &Service, token: &str) -> Result<Claims> {
+/// Checks a token against `required`; returns its claims when it is valid now and meets them. A
+/// single-use token is consumed by a check that passes (only: a token shown to the wrong service
+/// is refused, not burnt).
+pub(super) async fn check(
+    svc: &Service,
+    token: &str,
+    required: &TokenRequirements,
+) -> Result<Claims> {
     let (entry, claims) = lookup(svc, token)?;
     svc.confirmed(&entry.device_session).await?;
     let now = svc.inner.clock.unix_secs();
     check_live(svc, &entry, now)?;
+    required.check(&claims, entry.auth_time, now)?;
     if entry.single_use {
         end(svc, &entry, TokenState::Consumed, "used", now).await?;
         return Ok(claims);
@@ -494,12 +501,25 @@ pub(super) async fn validate(svc: &Service, token: &str) -> Result<Claims> {
     Ok(claims)
 }
 
-/// A new token for the same device session; the old one dies ("refreshed").
-pub(super) async fn refresh(svc: &Service, token: &str) -> Result<Zeroizing<String>> {
+/// A new token for the same device session; the old one dies ("refreshed"). Only the token's
+/// owner or root may refresh it (a holder may use a token, not extend it), at most once per
+/// `min_refresh_interval` per lineage; a refused refresh leaves the token as it was.
+pub(super) async fn refresh(svc: &Service, caller: Caller, token: &str) -> Result<Zeroizing<String>> {
     let (entry, claims) = lookup(svc, token)?;
+    let account = crate::users::Account::by_name(&entry.user)?;
+    if !caller.is_root() && caller.uid != account.uid {
+        return Err(Error::AccessDenied(format!(
+            "uid {} may not refresh a token of {}",
+            caller.uid, entry.user
+        )));
+    }
     svc.confirmed(&entry.device_session).await?;
     let now = svc.inner.clock.unix_secs();
     check_live(svc, &entry, now)?;
+    let rules = svc.rules_for(&account)?;
+    svc.inner
+        .refreshed
+        .check(&entry.jti, entry.iat, rules.min_refresh_interval, now)?;
     // Held until the new token is recorded, so a removal cannot slip in between.
     let _session = svc.lock_open_session(&entry.device_session).await?;
     let enrollment = svc
@@ -507,8 +527,6 @@ pub(super) async fn refresh(svc: &Service, token: &str) -> Result<Zeroizing<Stri
         .store
         .enrollment(&claims.enr)?
         .ok_or(Error::TokenInvalid)?;
-    let account = crate::users::Account::by_name(&entry.user)?;
-    let rules = svc.rules_for(&account)?;
     // Held from the old token's Ending to the new token's indexing, so a logout either sees the
     // old token live (and the refresh then fails) or waits and revokes the new one.
     let user_lock = svc.user_lock(&entry.user);
@@ -524,7 +542,14 @@ pub(super) async fn refresh(svc: &Service, token: &str) -> Result<Zeroizing<Stri
         auth_time: entry.auth_time,
     };
     let result = match prepare(svc, grant, &rules).await {
-        Ok(prepared) => record_locked(svc, prepared, &rules, Some((&entry, ticket)), false).await,
+        Ok(prepared) => {
+            let (new_jti, new_exp) = (prepared.record.jti.clone(), prepared.record.exp);
+            let token = record_locked(svc, prepared, &rules, Some((&entry, ticket)), false).await;
+            if token.is_ok() {
+                svc.inner.refreshed.note(&entry.jti, &new_jti, new_exp, now);
+            }
+            token
+        }
         Err(e) => Err(e),
     };
     // Settled by `record_locked` when its batch ran; a failure before it leaves the token live.
