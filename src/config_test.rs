@@ -273,9 +273,11 @@ min_refresh_interval = "0s"
         source_of(&c, "alice", &["a"], "min_refresh_interval"),
         ("0s".into(), Source::User("alice".into()))
     );
-    let e = parse_err("[token]
+    let e = parse_err(
+        "[token]
 min_refresh_interval = 10
-");
+",
+    );
     assert!(
         e.starts_with("token.min_refresh_interval: expected a duration string"),
         "{e}"

@@ -66,7 +66,9 @@ fn only_the_owner_or_root_may_refresh_and_refresh_is_rate_limited() {
     // Bob holds Alice's token: he may validate it, but not extend it.
     let (name, msg) = refresh_as(&env, bob, &token).unwrap_err();
     assert_eq!(name, "AccessDenied", "{msg}");
-    let claims = env.validate(&token).expect("still valid after bob's attempt");
+    let claims = env
+        .validate(&token)
+        .expect("still valid after bob's attempt");
     assert_eq!(claims["sub"], "tessera-alice");
 
     // Alice may; the new token is hers, the old one is gone.
@@ -79,7 +81,8 @@ fn only_the_owner_or_root_may_refresh_and_refresh_is_rate_limited() {
     let (name, msg) = refresh_as(&env, alice, &second).unwrap_err();
     assert_eq!(name, "RateLimited", "{msg}");
     assert!(msg.contains("retry after"), "{msg}");
-    env.validate(&second).expect("still valid after a refused refresh");
+    env.validate(&second)
+        .expect("still valid after a refused refresh");
     // Root is the owner's equal, also for the rate limit.
     let (name, msg) = parse_err(&env.cli(&["refresh", "-"], &format!("{second}\n")));
     assert_eq!(name, "RateLimited", "root: {msg}");
@@ -108,7 +111,8 @@ fn the_refresh_limit_lifts_after_the_interval_and_max_age_asks_for_step_up() {
     // A refresh keeps auth_time: the session is older than 0 s, whatever the token's age.
     let (name, msg) = check(&env, &third, &["--max-age", "0"]).unwrap_err();
     assert_eq!(name, "StepUpRequired", "{msg}");
-    env.validate(&third).expect("a failed requirement does not end the token");
+    env.validate(&third)
+        .expect("a failed requirement does not end the token");
 }
 
 #[test]
@@ -159,7 +163,10 @@ fn check_token_enforces_audience_age_and_methods() {
     let ok = env.gdbus_call(
         MANAGER_PATH,
         "org.tessera.Tessera1.Manager.CheckToken",
-        &[&token, "{'audience': <'mail'>, 'max_age': <uint32 600>, 'amr': <['sc']>}"],
+        &[
+            &token,
+            "{'audience': <'mail'>, 'max_age': <uint32 600>, 'amr': <['sc']>}",
+        ],
     );
     assert!(ok.status.success(), "{ok:?}");
     // ValidateToken (contract v1) is unchanged and still answers.
@@ -194,12 +201,19 @@ fn at_the_limit_the_oldest_token_goes_exactly_when_the_new_one_comes() {
         .to_owned();
 
     // An authentication that fails on the card issues nothing and supersedes nothing, durably.
-    let (name, msg) = env.err(&["authenticate", "--user", "root", "--pin-stdin"], WRONG_PIN);
+    let (name, msg) = env.err(
+        &["authenticate", "--user", "root", "--pin-stdin"],
+        WRONG_PIN,
+    );
     assert_eq!(name, "PinInvalid", "{msg}");
     env.validate(&oldest)
         .expect("oldest still valid after a failed authentication");
     env.validate(&newer).expect("newer still valid");
-    assert_eq!(env.token_state(&oldest_jti), (0, None), "store row of oldest");
+    assert_eq!(
+        env.token_state(&oldest_jti),
+        (0, None),
+        "store row of oldest"
+    );
 
     // A successful one supersedes the oldest, in memory and in the store.
     let newest = env.authenticate(&["--user", "root"]);
