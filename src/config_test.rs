@@ -389,6 +389,7 @@ fn several_groups_the_most_restrictive_value_wins_key_by_key() {
                 "\"from-a\"".to_owned(),
                 Source::Group("a".into())
             ),
+            ("min_refresh_interval", "10s".to_owned(), Source::Default),
         ]
     );
     assert_eq!(
@@ -401,6 +402,7 @@ fn several_groups_the_most_restrictive_value_wins_key_by_key() {
             revoke_on_removal: true,
             max_live_per_user: 3,
             audience: "from-a".into(),
+            min_refresh_interval: secs(10),
         }
     );
 }

@@ -711,7 +711,8 @@ pub(super) async fn revoke_user(svc: &Service, user: &str, reason: &str) -> Resu
         }
         match e.begin_end(reason) {
             Some(ticket) => ending.push((e, ticket)),
-            // Someone else is ending it (a single-use validation, a revocation): wait for them.
+            // Someone else is ending it (a single-use validation, a revocation, an authentication
+            // at the limit whose card is still signing): wait for them.
             None => busy.push(e),
         }
     }
