@@ -379,7 +379,10 @@ fn only_a_supersession_written_ahead_is_undone_and_not_after_a_removal() {
         vec![Unchanged, Unchanged, Unchanged, Changed, Changed, Unchanged]
     );
     let t1 = store.token_by_hash(&hash("t1")).unwrap().unwrap();
-    assert_eq!((t1.state, t1.reason, t1.changed_at), (TokenState::Live, None, None));
+    assert_eq!(
+        (t1.state, t1.reason, t1.changed_at),
+        (TokenState::Live, None, None)
+    );
     let t3 = store.token_by_hash(&hash("t3")).unwrap().unwrap();
     assert_eq!(t3.state, TokenState::Revoked);
 }
