@@ -178,6 +178,29 @@ impl TokenIndex {
         v
     }
 
+    /// The oldest live tokens of `user` beyond the newest `keep`, oldest first. Only the live ones
+    /// are collected and sorted: a user at the limit also has many dead ones until they expire.
+    fn live_beyond(&self, user: &str, keep: usize, now: u64) -> Vec<Arc<Entry>> {
+        let mut live: Vec<Arc<Entry>> = {
+            let m = read(&self.inner);
+            m.by_user
+                .get(user)
+                .into_iter()
+                .flatten()
+                .filter_map(|j| m.by_jti.get(j))
+                .filter(|e| e.is_live_at(now))
+                .cloned()
+                .collect()
+        };
+        let excess = live.len().saturating_sub(keep);
+        if excess == 0 {
+            return Vec::new();
+        }
+        live.sort_by(|a, b| (a.iat, &a.jti).cmp(&(b.iat, &b.jti)));
+        live.truncate(excess);
+        live
+    }
+
     /// Marks every live token of a device session that dies with its device; returns (jti, user).
     pub(super) fn revoke_session(&self, session: &str, reason: &str) -> Vec<(String, String)> {
         let m = read(&self.inner);
@@ -448,15 +471,8 @@ fn beyond_limit(svc: &Service, user: &str, rules: &TokenPolicy, now: u64) -> Vec
     if svc.inner.tokens.count_of_user(user) < max {
         return Vec::new();
     }
-    let live: Vec<Arc<Entry>> = svc
-        .inner
-        .tokens
-        .of_user(user)
-        .into_iter()
-        .filter(|e| e.is_live_at(now))
-        .collect();
-    let excess = (live.len() + 1).saturating_sub(max);
-    live.into_iter().take(excess).collect()
+    // Room for the new one.
+    svc.inner.tokens.live_beyond(user, max - 1, now)
 }
 
 /// The tokens an authentication at the live-token limit supersedes, revoked in the same commit
