@@ -16,7 +16,8 @@
 //! When the user is in several configured groups that set the same key, the most restrictive value
 //! among those groups wins, key by key: the shortest `lifetime` and `max_lifetime`; the shortest
 //! non-zero `idle_timeout` (off only if every such group says "0s"); `single_use` and
-//! `revoke_on_removal` true if any says true; the smallest `max_live_per_user`. `audience` has no
+//! `revoke_on_removal` true if any says true; the smallest `max_live_per_user`; the longest
+//! `min_refresh_interval`. `audience` has no
 //! order, so the group whose name sorts first (byte order) wins. Ties go to that group too.
 //!
 //! A group's value beats `[token]` even when it is less strict: groups are how an administrator
@@ -84,6 +85,9 @@ pub struct TokenPolicy {
     pub max_live_per_user: u32,
     /// Value of the `aud` claim (RFC 7519 section 4.1.3).
     pub audience: String,
+    /// A token that came from a refresh may be refreshed again only this long after it was issued,
+    /// so one token lineage refreshes at most once per interval ("0s": no limit).
+    pub min_refresh_interval: Duration,
 }
 
 /// PIN handling.
@@ -136,6 +140,8 @@ pub struct TokenOverride {
     pub max_live_per_user: Option<u32>,
     /// `audience`.
     pub audience: Option<String>,
+    /// `min_refresh_interval`.
+    pub min_refresh_interval: Option<Duration>,
 }
 
 /// One key of a user's effective token policy and where its value came from (`tessera policy show`).
@@ -184,6 +190,7 @@ impl Default for TokenPolicy {
             revoke_on_removal: true,
             max_live_per_user: 32,
             audience: "tessera".into(),
+            min_refresh_interval: Duration::from_secs(10),
         }
     }
 }
@@ -258,6 +265,7 @@ impl Config {
             revoke_on_removal: r.revoke_on_removal.value,
             max_live_per_user: r.max_live_per_user.value,
             audience: r.audience.value,
+            min_refresh_interval: r.min_refresh_interval.value,
         }
     }
 
@@ -302,6 +310,11 @@ impl Config {
                 toml::Value::String(r.audience.value).to_string(),
                 r.audience.source,
             ),
+            item(
+                "min_refresh_interval",
+                fmt_duration(r.min_refresh_interval.value),
+                r.min_refresh_interval.source,
+            ),
         ]
     }
 
@@ -329,6 +342,10 @@ impl Config {
                 global(g.max_live_per_user != d.max_live_per_user),
             ),
             audience: Sourced::new(g.audience.clone(), global(g.audience != d.audience)),
+            min_refresh_interval: Sourced::new(
+                g.min_refresh_interval,
+                global(g.min_refresh_interval != d.min_refresh_interval),
+            ),
         };
 
         // BTreeMap order: ties and the audience go to the group whose name sorts first.
@@ -365,6 +382,12 @@ impl Config {
             |a, b| a < b,
         );
         strictest(
+            &mut r.min_refresh_interval,
+            &member,
+            |o| o.min_refresh_interval,
+            |a, b| a > b,
+        );
+        strictest(
             &mut r.audience,
             &member,
             |o| o.audience.clone(),
@@ -380,6 +403,7 @@ impl Config {
             r.revoke_on_removal.set(o.revoke_on_removal, src);
             r.max_live_per_user.set(o.max_live_per_user, src);
             r.audience.set(o.audience.clone(), src);
+            r.min_refresh_interval.set(o.min_refresh_interval, src);
         }
 
         // Only a user table combined with group tables can get here (load checks each table
@@ -400,6 +424,7 @@ struct Resolved {
     revoke_on_removal: Sourced<bool>,
     max_live_per_user: Sourced<u32>,
     audience: Sourced<String>,
+    min_refresh_interval: Sourced<Duration>,
 }
 
 #[derive(Clone)]

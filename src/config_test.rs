@@ -54,6 +54,7 @@ fn empty_file_gives_the_documented_defaults() {
             revoke_on_removal: true,
             max_live_per_user: 32,
             audience: "tessera".into(),
+            min_refresh_interval: secs(10),
         }
     );
     assert!(c.pin.keep_last_retry);
@@ -153,6 +154,7 @@ revoke_on_removal = true
             revoke_on_removal: false,
             max_live_per_user: 4,
             audience: "login".into(),
+            min_refresh_interval: secs(10),
         }
     );
     assert!(!c.pin.keep_last_retry);
@@ -225,9 +227,61 @@ fn defaults_and_global_values_are_told_apart() {
             ("revoke_on_removal", "true".to_owned(), Source::Default),
             ("max_live_per_user", "32".to_owned(), Source::Default),
             ("audience", "\"tessera\"".to_owned(), Source::Default),
+            ("min_refresh_interval", "10s".to_owned(), Source::Default),
         ]
     );
     assert_eq!(c.token_policy_for("alice", &[]), c.token);
+}
+
+#[test]
+fn min_refresh_interval_is_a_token_key_where_the_longest_group_value_wins() {
+    let c = Config::parse(
+        r#"
+[token]
+min_refresh_interval = "30s"
+[groups.a.token]
+min_refresh_interval = "1m"
+[groups.b.token]
+min_refresh_interval = "2m"
+[users.alice.token]
+min_refresh_interval = "0s"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.token.min_refresh_interval, secs(30));
+    assert_eq!(
+        source_of(&c, "bob", &[], "min_refresh_interval"),
+        ("30s".into(), Source::Global)
+    );
+    // The longest interval is the strictest.
+    assert_eq!(
+        c.token_policy_for("bob", &groups(&["a", "b"]))
+            .min_refresh_interval,
+        secs(2 * MIN)
+    );
+    assert_eq!(
+        source_of(&c, "bob", &["a", "b"], "min_refresh_interval"),
+        ("2m".into(), Source::Group("b".into()))
+    );
+    // "0s" turns the limit off, here for one user only.
+    assert_eq!(
+        c.token_policy_for("alice", &groups(&["a"]))
+            .min_refresh_interval,
+        Duration::ZERO
+    );
+    assert_eq!(
+        source_of(&c, "alice", &["a"], "min_refresh_interval"),
+        ("0s".into(), Source::User("alice".into()))
+    );
+    let e = parse_err(
+        "[token]
+min_refresh_interval = 10
+",
+    );
+    assert!(
+        e.starts_with("token.min_refresh_interval: expected a duration string"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -335,6 +389,7 @@ fn several_groups_the_most_restrictive_value_wins_key_by_key() {
                 "\"from-a\"".to_owned(),
                 Source::Group("a".into())
             ),
+            ("min_refresh_interval", "10s".to_owned(), Source::Default),
         ]
     );
     assert_eq!(
@@ -347,6 +402,7 @@ fn several_groups_the_most_restrictive_value_wins_key_by_key() {
             revoke_on_removal: true,
             max_live_per_user: 3,
             audience: "from-a".into(),
+            min_refresh_interval: secs(10),
         }
     );
 }

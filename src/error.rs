@@ -55,6 +55,10 @@ pub enum Error {
     /// The token is malformed, forged, from a retired key or unknown to this daemon.
     #[error("token invalid")]
     TokenInvalid,
+    /// The token is valid but was issued for another audience than the relying service's
+    /// (RFC 7519 section 4.1.3): the service must refuse it. On the bus it is TokenInvalid.
+    #[error("token invalid: not issued for audience {0:?}")]
+    WrongAudience(String),
     /// The token's lifetime is over: authenticate again.
     #[error("token expired")]
     TokenExpired,

@@ -15,6 +15,8 @@ mod card_ops;
 mod devices;
 mod enroll;
 mod enrollments;
+mod refresh_limit;
+mod requirements;
 mod tokens;
 
 use std::collections::{HashMap, VecDeque};
@@ -36,6 +38,7 @@ use crate::{Error, Result};
 
 pub use devices::{DeviceAttach, DeviceInfo};
 pub use enrollments::{EnrollmentInfo, UNENROLLED};
+pub use requirements::TokenRequirements;
 pub use tokens::TokenIndex;
 
 /// A live token as ListSessions shows it.
@@ -146,6 +149,8 @@ struct Inner {
     /// Set once the device source's first scan has been handled.
     scanned: tokio::sync::watch::Sender<bool>,
     tokens: TokenIndex,
+    /// Which tokens came from a refresh (the refresh rate limit).
+    refreshed: refresh_limit::RefreshedTokens,
     /// One issue at a time per user (the live-token limit).
     user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Recent failed authentications per user, and lockouts.
@@ -197,6 +202,7 @@ impl Service {
                 scanned: tokio::sync::watch::Sender::new(false),
                 devices: Mutex::new(devices::Devices::new(pending)),
                 tokens: index,
+                refreshed: refresh_limit::RefreshedTokens::default(),
                 user_locks: Mutex::new(HashMap::new()),
                 failures: Mutex::new(HashMap::new()),
                 events,
@@ -277,13 +283,25 @@ impl Service {
     /// Checks a token; returns its claims when it is valid now. A single-use token is consumed by
     /// the first successful validation.
     pub async fn validate(&self, token: &str) -> Result<crate::token::Claims> {
-        tokens::validate(self, token).await
+        tokens::check(self, token, &TokenRequirements::default()).await
+    }
+
+    /// [`Service::validate`] for a relying service that also states what it requires: its own
+    /// audience, a maximum age of the authentication, authentication methods. A token that fails a
+    /// requirement is refused and, if single-use, not consumed.
+    pub async fn check(
+        &self,
+        token: &str,
+        required: &TokenRequirements,
+    ) -> Result<crate::token::Claims> {
+        tokens::check(self, token, required).await
     }
 
     /// A new token for the session of a live `token`, while its device is present and the session is
-    /// within `max_lifetime`; the old token is revoked ("refreshed").
-    pub async fn refresh(&self, token: &str) -> Result<Zeroizing<String>> {
-        tokens::refresh(self, token).await
+    /// within `max_lifetime`; the old token is revoked ("refreshed"). Only the token's owner or root
+    /// may refresh it, and a token that came from a refresh only after `min_refresh_interval`.
+    pub async fn refresh(&self, caller: Caller, token: &str) -> Result<Zeroizing<String>> {
+        tokens::refresh(self, caller, token).await
     }
 
     /// The live tokens of `user` ("" = the caller), oldest first.

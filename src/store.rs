@@ -59,7 +59,8 @@ pub struct Enrollment {
     pub created: u64,
 }
 
-/// The lifecycle of an issued token. Stored as 0, 1, 2; a token only ever leaves `Live`.
+/// The lifecycle of an issued token. Stored as 0, 1, 2; a token only ever leaves `Live`, but for
+/// one exception: [`WriteOp::ReviveSuperseded`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TokenState {
     Live,
@@ -177,6 +178,14 @@ pub enum WriteOp {
     /// `Unchanged` if the key was already retired.
     RetireSigningKey {
         kid: String,
+        at: u64,
+    },
+    /// Undoes a `SetTokenState { state: Revoked, reason: "superseded", at }` that was written
+    /// ahead of an authentication which then failed, so the new token never existed: the token is
+    /// `Live` again. `Unchanged` unless it is in exactly that state, and (if it dies with its
+    /// device) its device session is still open: a removal meanwhile keeps it revoked.
+    ReviveSuperseded {
+        jti: String,
         at: u64,
     },
 }
@@ -560,6 +569,13 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> Result<Outcome> {
         WriteOp::RetireSigningKey { kid, at } => one(run(
             "UPDATE signing_keys SET retired = ?2 WHERE kid = ?1 AND retired IS NULL",
             params![kid, at],
+        )?),
+        WriteOp::ReviveSuperseded { jti, at } => one(run(
+            "UPDATE tokens SET state = 0, reason = NULL, changed_at = NULL \
+             WHERE jti = ?1 AND state = 1 AND reason = 'superseded' AND changed_at = ?2 \
+             AND (revoke_on_removal = 0 OR EXISTS (SELECT 1 FROM device_sessions \
+             WHERE id = tokens.device_session AND ended IS NULL))",
+            params![jti, at],
         )?),
     })
 }

@@ -331,6 +331,63 @@ fn token_state_only_leaves_live() {
 }
 
 #[test]
+fn only_a_supersession_written_ahead_is_undone_and_not_after_a_removal() {
+    let (_dir, _path, store) = fixture();
+    store
+        .apply_blocking(vec![WriteOp::OpenDeviceSession(session("s2"))])
+        .unwrap();
+    let mut keeps = token("t4", "alice", "e1", "s2", 1_700_003_600);
+    keeps.revoke_on_removal = false;
+    store
+        .apply_blocking(vec![
+            WriteOp::InsertToken(token("t1", "alice", "e1", "s1", 1_700_003_600)),
+            WriteOp::InsertToken(token("t2", "alice", "e1", "s1", 1_700_003_600)),
+            WriteOp::InsertToken(token("t3", "alice", "e1", "s2", 1_700_003_600)),
+            WriteOp::InsertToken(keeps),
+            set_state("t1", TokenState::Revoked, "superseded"),
+            set_state("t2", TokenState::Revoked, "logout"),
+            set_state("t3", TokenState::Revoked, "superseded"),
+            set_state("t4", TokenState::Revoked, "superseded"),
+            WriteOp::CloseDeviceSession {
+                id: "s2".into(),
+                at: 1_700_000_400,
+            },
+        ])
+        .unwrap();
+    let revive = |jti: &str, at: u64| WriteOp::ReviveSuperseded {
+        jti: jti.into(),
+        at,
+    };
+    let out = store
+        .apply_blocking(vec![
+            // Another revocation's time: not the one written ahead.
+            revive("t1", 1_700_000_301),
+            // Revoked for another reason.
+            revive("t2", 1_700_000_300),
+            // Its device left, and it dies with it.
+            revive("t3", 1_700_000_300),
+            // Its device left, but it outlives its device.
+            revive("t4", 1_700_000_300),
+            revive("t1", 1_700_000_300),
+            // Already live.
+            revive("t1", 1_700_000_300),
+        ])
+        .unwrap();
+    use Outcome::{Changed, Unchanged};
+    assert_eq!(
+        out,
+        vec![Unchanged, Unchanged, Unchanged, Changed, Changed, Unchanged]
+    );
+    let t1 = store.token_by_hash(&hash("t1")).unwrap().unwrap();
+    assert_eq!(
+        (t1.state, t1.reason, t1.changed_at),
+        (TokenState::Live, None, None)
+    );
+    let t3 = store.token_by_hash(&hash("t3")).unwrap().unwrap();
+    assert_eq!(t3.state, TokenState::Revoked);
+}
+
+#[test]
 fn concurrent_revocations_have_one_winner() {
     let (_dir, _path, store) = fixture();
     store

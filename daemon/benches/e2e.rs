@@ -4,7 +4,8 @@
 //! One run measures, side by side:
 //! 1. Authenticate latency (client call → token), next to the floors it is made of: one APDU round
 //!    trip through pcscd and vpcd, one PC/SC transaction, one bus round trip, the card's and the
-//!    daemon's signatures (in-process), and a write + fsync the size of the store's WAL commit.
+//!    daemon's signatures (in-process), and a write + fsync the size of the store's WAL commit; and
+//!    beside it Authenticate of a user at the default live-token limit (each supersedes the oldest).
 //! 2. ValidateToken throughput with 1, 4 and 16 clients (one bus connection each), next to
 //!    `org.freedesktop.DBus.Peer.Ping` answered by the same daemon over the same bus.
 //! 3. Card pulled → `TokenRevoked`: pcscd's own detection time, and what the daemon adds to it.
@@ -68,6 +69,8 @@ const VPCD_ADDR: &str = "127.0.0.1:35963";
 const DEVICE_PATH: &str = "/org/tessera/Tessera1/devices/Virtual_20PCD_2000_2000";
 const PIN: &str = "123456";
 const USER: &str = "root";
+/// A second account, held at the default live-token limit (32) by the bench.
+const LIMIT_USER: &str = "tessera-bench";
 
 /// Bound on every wait for a process or an object to appear.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -77,6 +80,8 @@ const POLL: Duration = Duration::from_millis(10);
 
 // 1. Authenticate latency: rounds that interleave authentications with the floor measurements.
 const AUTH_WARMUP: usize = 30;
+/// Authentications of [`LIMIT_USER`] before measuring: past the limit, so each one supersedes.
+const LIMIT_WARMUP: usize = 40;
 const AUTH_ROUNDS: usize = 20;
 const AUTH_PER_ROUND: usize = 15;
 const APDU_PER_ROUND: usize = 40;
@@ -101,6 +106,8 @@ const STRACE_WINDOW: Duration = Duration::from_secs(5);
 
 // Targets, as stated in the performance brief.
 const TARGET_AUTH_P50: Duration = Duration::from_micros(1500);
+/// At the limit, Authenticate p50 within this factor of the p50 below it.
+const TARGET_AT_LIMIT_RATIO: f64 = 1.05;
 const TARGET_VALIDATE_RATIO: f64 = 0.90;
 const TARGET_REVOKE_EXTRA: Duration = Duration::from_millis(10);
 const TARGET_RSS_KIB: u64 = 20 * 1024;
@@ -176,10 +183,14 @@ fn bench(bins: &Binaries, work: &Path) -> Result<Results> {
     // Explicit, so that an /etc/tessera/tessera.toml on the machine cannot change what is measured.
     // The bench keeps its few hundred tokens live (the pull test revokes them); a limit above that
     // measures the ordinary authentication, not the rarer one that also supersedes an old token
-    // (one more durable commit: see the durable-call bench).
+    // (measured beside it with LIMIT_USER, who has the default limit, written out).
+    common::test_user(LIMIT_USER);
     fs::write(
         &config,
-        "[token]\nrevoke_on_removal = true\nmax_live_per_user = 100000\n",
+        format!(
+            "[token]\nrevoke_on_removal = true\nmax_live_per_user = 100000\n\
+             [users.{LIMIT_USER}.token]\nmax_live_per_user = 32\n"
+        ),
     )?;
     let daemon = Proc::spawn(
         "tesserad",
@@ -207,6 +218,8 @@ fn bench(bins: &Binaries, work: &Path) -> Result<Results> {
     let device = ObjectPath::try_from(DEVICE_PATH)?;
     rt.block_on(manager.enroll(USER, &device, pin_options()))
         .context("enrolling root with the simulated card")?;
+    rt.block_on(manager.enroll(LIMIT_USER, &device, pin_options()))
+        .context("enrolling the limit user with the simulated card")?;
     let client = Client {
         rt: &rt,
         manager: &manager,
@@ -258,9 +271,14 @@ impl Client<'_> {
 
     /// One authentication, timed inside the runtime (call → token).
     fn timed_authenticate(&self) -> Result<(Duration, String)> {
+        self.timed_authenticate_as(USER)
+    }
+
+    /// [`Client::timed_authenticate`] for `user` (root calls for everyone).
+    fn timed_authenticate_as(&self, user: &str) -> Result<(Duration, String)> {
         self.rt.block_on(async {
             let t = Instant::now();
-            let token = self.manager.authenticate(USER, pin_options()).await?;
+            let token = self.manager.authenticate(user, pin_options()).await?;
             Ok((t.elapsed(), token))
         })
     }
@@ -289,6 +307,8 @@ fn pin_options() -> HashMap<&'static str, Value<'static>> {
 
 struct AuthResults {
     auth: Vec<Duration>,
+    /// Authenticate of [`LIMIT_USER`], at the limit: each supersedes the user's oldest token.
+    at_limit: Vec<Duration>,
     apdu: Vec<Duration>,
     txn: Vec<Duration>,
     ping: Vec<Duration>,
@@ -305,6 +325,7 @@ struct AuthResults {
 fn measure_auth(client: &Client<'_>, work: &Path) -> Result<AuthResults> {
     let mut r = AuthResults {
         auth: Vec::new(),
+        at_limit: Vec::new(),
         apdu: Vec::new(),
         txn: Vec::new(),
         ping: Vec::new(),
@@ -318,6 +339,9 @@ fn measure_auth(client: &Client<'_>, work: &Path) -> Result<AuthResults> {
     for _ in 0..AUTH_WARMUP {
         r.tokens.push(client.authenticate()?);
     }
+    for _ in 0..LIMIT_WARMUP {
+        client.timed_authenticate_as(LIMIT_USER)?;
+    }
     let ctx = pcsc::Context::establish(Scope::User).context("pcsc: establishing a context")?;
     let mut card = ctx
         .connect(READER, ShareMode::Shared, Protocols::ANY)
@@ -328,7 +352,7 @@ fn measure_auth(client: &Client<'_>, work: &Path) -> Result<AuthResults> {
         get_version(&card, &mut buf)?;
         compute.fsync()?;
     }
-    const STEPS: usize = 6;
+    const STEPS: usize = 7;
     for round in 0..AUTH_ROUNDS {
         // Rotate the order so that no part always runs right after the same other part.
         for step in 0..STEPS {
@@ -371,14 +395,24 @@ fn measure_auth(client: &Client<'_>, work: &Path) -> Result<AuthResults> {
                         r.jwt.push(compute.jwt()?);
                     }
                 }
-                _ => {
+                5 => {
                     for _ in 0..FSYNC_PER_ROUND {
                         r.fsync.push(compute.fsync()?);
+                    }
+                }
+                _ => {
+                    for _ in 0..AUTH_PER_ROUND {
+                        r.at_limit.push(client.timed_authenticate_as(LIMIT_USER)?.0);
                     }
                 }
             }
         }
     }
+    // The pull test expects one live token per card session: end the limit user's 32.
+    client
+        .rt
+        .block_on(client.manager.revoke_sessions(LIMIT_USER))
+        .context("RevokeSessions of the limit user")?;
     // Dropping a pcsc::Card disconnects with SCARD_RESET_CARD, which would reset the card under the
     // daemon's connection; leave it as it is.
     card.disconnect(Disposition::LeaveCard)
@@ -1015,6 +1049,8 @@ fn report(machine: &Machine, bins: &Binaries, r: &Results) -> String {
     let mut s = String::new();
     let a = &r.auth;
     let auth = Percentiles::of(&a.auth);
+    let at_limit = Percentiles::of(&a.at_limit);
+    let at_limit_ratio = at_limit.p50.as_secs_f64() / auth.p50.as_secs_f64().max(1e-9);
     let apdu = median(&a.apdu);
     let txn = median(&a.txn);
     let ping = median(&a.ping);
@@ -1065,6 +1101,17 @@ fn report(machine: &Machine, bins: &Binaries, r: &Results) -> String {
         ms(auth.max),
         ms(TARGET_AUTH_P50),
         verdict(auth.p50 <= TARGET_AUTH_P50)
+    );
+    let _ = writeln!(
+        s,
+        "| Authenticate at the live-token limit (32; each supersedes the oldest) (n={}) | p50 {} · p90 {} · p99 {} · max {} ({:.3} × the p50 above) | p50 ≤ {TARGET_AT_LIMIT_RATIO} × the p50 above | {} |",
+        a.at_limit.len(),
+        ms(at_limit.p50),
+        ms(at_limit.p90),
+        ms(at_limit.p99),
+        ms(at_limit.max),
+        at_limit_ratio,
+        verdict(at_limit_ratio <= TARGET_AT_LIMIT_RATIO)
     );
     let _ = writeln!(
         s,

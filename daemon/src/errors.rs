@@ -52,7 +52,7 @@ impl From<tessera::Error> for BusError {
             E::DeviceRemoved => BusError::DeviceRemoved(msg),
             E::Timeout(_) => BusError::Timeout(msg),
             E::SignatureInvalid(_) => BusError::SignatureInvalid(msg),
-            E::TokenInvalid => BusError::TokenInvalid(msg),
+            E::TokenInvalid | E::WrongAudience(_) => BusError::TokenInvalid(msg),
             E::TokenExpired => BusError::TokenExpired(msg),
             E::TokenRevoked(_) => BusError::TokenRevoked(msg),
             E::AccessDenied(_) => BusError::AccessDenied(msg),

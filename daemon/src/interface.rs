@@ -10,13 +10,14 @@ use tessera::config::Config;
 use tessera::piv::{Pin, Slot};
 use tessera::service::{
     AuthOptions, Caller, DeviceInfo, EnrollOptions, EnrollmentInfo, Service, SessionInfo,
+    TokenRequirements,
 };
 use tessera::token::Claims;
 use zbus::fdo::DBusProxy;
 use zbus::message::Header;
 use zbus::names::{BusName, OwnedUniqueName};
 use zbus::object_server::SignalEmitter;
-use zbus::zvariant::{as_value, ObjectPath, OwnedValue, Type, Value};
+use zbus::zvariant::{as_value, ObjectPath, OwnedValue, Signature, Type, Value};
 use zbus::{interface, Connection};
 
 use zeroize::Zeroizing;
@@ -112,14 +113,35 @@ impl Manager {
         Ok(ClaimsDict::from(self.service.validate(token).await?))
     }
 
+    /// CheckToken(s token, a{sv} requirements) -> (a{sv} claims): ValidateToken for a relying
+    /// service that states its audience ("audience", s), the oldest authentication it accepts in
+    /// seconds ("max_age", u) and the methods it needs ("amr", as).
+    async fn check_token(
+        &self,
+        token: &str,
+        requirements: HashMap<String, OwnedValue>,
+    ) -> Result<ClaimsDict, BusError> {
+        let required = token_requirements(&requirements)?;
+        Ok(ClaimsDict::from(
+            self.service.check(token, &required).await?,
+        ))
+    }
+
     /// RevokeToken(s token).
     async fn revoke_token(&self, token: &str) -> Result<(), BusError> {
         Ok(self.service.revoke(token).await?)
     }
 
     /// RefreshToken(s token) -> (s token): a new token for the same session; the old one dies.
-    async fn refresh_token(&self, token: &str) -> Result<SecretString, BusError> {
-        let token = self.service.refresh(token).await?;
+    /// The token's owner or root only.
+    async fn refresh_token(
+        &self,
+        token: &str,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<SecretString, BusError> {
+        let caller = self.callers.caller(conn, &header).await?;
+        let token = self.service.refresh(caller, token).await?;
         Ok(SecretString(token))
     }
 
@@ -328,6 +350,50 @@ fn string_option(key: &str, value: &OwnedValue) -> Result<Zeroizing<String>, Bus
             "option {key:?} must be a string"
         ))),
     }
+}
+
+/// The most methods one CheckToken may require (ours issue four at most).
+const MAX_REQUIRED_METHODS: usize = 16;
+
+/// CheckToken's requirements, typed; unknown keys and other variant types are InvalidArgument.
+fn token_requirements(
+    requirements: &HashMap<String, OwnedValue>,
+) -> Result<TokenRequirements, BusError> {
+    let mut r = TokenRequirements::default();
+    for (key, value) in requirements {
+        match (key.as_str(), &**value) {
+            ("audience", Value::Str(s)) => r.audience = Some(s.as_str().to_owned()),
+            ("max_age", Value::U32(n)) => r.max_age = Some(u64::from(*n)),
+            ("amr", Value::Array(a))
+                if *a.element_signature() == Signature::Str && a.len() <= MAX_REQUIRED_METHODS =>
+            {
+                for m in a.inner() {
+                    if let Value::Str(m) = m {
+                        r.amr.push(m.as_str().to_owned());
+                    }
+                }
+            }
+            ("audience", _) => return Err(wrong_requirement("audience", "a string (s)")),
+            ("max_age", _) => return Err(wrong_requirement("max_age", "seconds as u (uint32)")),
+            ("amr", _) => {
+                return Err(wrong_requirement(
+                    "amr",
+                    &format!("at most {MAX_REQUIRED_METHODS} strings (as)"),
+                ))
+            }
+            (other, _) => {
+                let shown: String = other.chars().take(64).collect();
+                return Err(BusError::InvalidArgument(format!(
+                    "unknown requirement {shown:?}"
+                )));
+            }
+        }
+    }
+    Ok(r)
+}
+
+fn wrong_requirement(key: &str, expected: &str) -> BusError {
+    BusError::InvalidArgument(format!("requirement {key:?} must be {expected}"))
 }
 
 fn unknown_option(key: &str) -> BusError {

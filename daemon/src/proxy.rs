@@ -61,6 +61,14 @@ pub trait Manager {
 
     /// Removes an enrollment (own, or root); its live tokens are revoked ("unenrolled").
     fn remove_enrollment(&self, enrollment_id: &str) -> zbus::Result<()>;
+
+    /// The claims of a valid token that meets the relying service's requirements ("audience" s,
+    /// "max_age" u, "amr" as).
+    fn check_token(
+        &self,
+        token: &str,
+        requirements: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<HashMap<String, OwnedValue>>;
 }
 
 /// `org.tessera.Tessera1.Device` at `/org/tessera/Tessera1/devices/<id>`.

@@ -154,7 +154,7 @@ async fn logout_ends_a_refresh_that_is_in_flight() {
         let token = auth(&svc).await;
         let refresh = {
             let svc = svc.clone();
-            tokio::spawn(async move { svc.refresh(&token).await })
+            tokio::spawn(async move { svc.refresh(ROOT, &token).await })
         };
         tokio::task::yield_now().await;
         svc.revoke_sessions(ROOT, "").await.unwrap();

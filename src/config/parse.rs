@@ -41,6 +41,7 @@ pub(crate) const TOKEN_KEYS: &[&str] = &[
     "revoke_on_removal",
     "max_live_per_user",
     "audience",
+    "min_refresh_interval",
 ];
 pub(crate) const PIN_KEYS: &[&str] = &["keep_last_retry"];
 pub(crate) const AUTH_KEYS: &[&str] = &["max_failures", "failure_window", "lockout"];
@@ -320,6 +321,9 @@ impl Checker<'_> {
             }
             o.audience = Some(s.clone());
         }
+        if let Some(v) = t.get("min_refresh_interval") {
+            o.min_refresh_interval = Some(self.duration(v, &key("min_refresh_interval"))?);
+        }
         Ok(o)
     }
 
@@ -458,6 +462,9 @@ fn apply(p: &mut TokenPolicy, o: &TokenOverride) {
     }
     if let Some(v) = &o.audience {
         p.audience.clone_from(v);
+    }
+    if let Some(v) = o.min_refresh_interval {
+        p.min_refresh_interval = v;
     }
 }
 

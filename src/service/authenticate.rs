@@ -79,7 +79,8 @@ async fn challenge_and_issue(
     }
     // The token does not depend on the card's answer, so it is signed now and its row written while
     // the card works: the commit overlaps the card exchange. Nobody sees the token unless the
-    // signature verifies; otherwise the row is removed.
+    // signature verifies; otherwise the row is removed. At the live-token limit the same commit
+    // revokes the oldest tokens, and removing the row revives them (see `tokens::Superseding`).
     let prepared = tokens::prepare(
         svc,
         tokens::Grant {
@@ -93,10 +94,14 @@ async fn challenge_and_issue(
     )
     .await?;
     let jti = prepared.record.jti.clone();
+    let superseding = tokens::Superseding::claim(svc, &account.name, &rules);
     let ahead = {
         let svc = svc.clone();
         let record = prepared.record.clone();
-        tokio::spawn(async move { tokens::insert_ahead(&svc, record).await })
+        tokio::spawn(async move {
+            let r = tokens::insert_ahead(&svc, record, &superseding).await;
+            (r, superseding)
+        })
     };
     let challenge = Challenge::new()?;
     let digest = challenge.digest();
@@ -118,23 +123,27 @@ async fn challenge_and_issue(
         .await
         // Against the key stored at enrollment, never against what the card presents now.
         .and_then(|signature| challenge.verify(&enrolled_key, &signature));
-    let inserted = match ahead.await {
+    let (inserted, superseding) = match ahead.await {
         Ok(r) => r,
-        Err(e) => Err(Error::Internal(format!("token insert task: {e}"))),
+        // The task panicked and dropped its claims (they end revoked, see `Superseding`).
+        Err(e) => return Err(Error::Internal(format!("token insert task: {e}"))),
     };
+    // Refused by the store (the device session had already ended: DeviceRemoved): nothing
+    // was written.
+    if let Err(e) = inserted {
+        superseding.release();
+        return Err(signed.err().unwrap_or(e));
+    }
     if let Err(e) = signed {
-        if inserted.is_ok() {
-            tokens::discard(svc, &jti).await;
-        }
+        tokens::discard(svc, &jti, superseding).await;
         return Err(e);
     }
-    // Refused by the store: the device session had already ended (DeviceRemoved).
-    inserted?;
     let session = device.session.lock().await;
     if !session.open {
         // Removed after the row was written: the removal revoked it, or it is simply unissued.
-        tokens::discard(svc, &jti).await;
+        drop(session);
+        tokens::discard(svc, &jti, superseding).await;
         return Err(Error::DeviceRemoved);
     }
-    tokens::record(svc, prepared, &rules, true).await
+    tokens::record(svc, prepared, &rules, Some(superseding)).await
 }

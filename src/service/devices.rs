@@ -412,6 +412,18 @@ impl Service {
         Ok(guard)
     }
 
+    /// [`Service::lock_open_session`] without waiting: `None` when its device is gone or someone
+    /// holds the session (for callers that must not wait, and fail closed instead).
+    pub(super) fn try_lock_open_session(&self, sid: &str) -> Option<OwnedMutexGuard<SessionState>> {
+        let session = lock(&self.inner.devices)
+            .by_id
+            .values()
+            .find(|d| d.session_id == sid)
+            .map(|d| d.session.clone())?;
+        let guard = session.try_lock_owned().ok()?;
+        guard.open.then_some(guard)
+    }
+
     /// Reader of each present device session.
     pub(super) fn session_readers(&self) -> HashMap<String, String> {
         lock(&self.inner.devices)

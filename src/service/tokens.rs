@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use zeroize::Zeroizing;
 
-use super::{Event, Service};
+use super::{Caller, Event, Service, TokenRequirements};
 use crate::config::TokenPolicy;
 use crate::store::{Enrollment, KeyMeta, Store, TokenRecord, TokenState, WriteOp};
 use crate::token::{token_hash, Claims, Confirmation};
@@ -178,6 +178,29 @@ impl TokenIndex {
             .collect();
         v.sort_by(|a, b| (a.iat, &a.jti).cmp(&(b.iat, &b.jti)));
         v
+    }
+
+    /// The oldest live tokens of `user` beyond the newest `keep`, oldest first. Only the live ones
+    /// are collected and sorted: a user at the limit also has many dead ones until they expire.
+    fn live_beyond(&self, user: &str, keep: usize, now: u64) -> Vec<Arc<Entry>> {
+        let mut live: Vec<Arc<Entry>> = {
+            let m = read(&self.inner);
+            m.by_user
+                .get(user)
+                .into_iter()
+                .flatten()
+                .filter_map(|j| m.by_jti.get(j))
+                .filter(|e| e.is_live_at(now))
+                .cloned()
+                .collect()
+        };
+        let excess = live.len().saturating_sub(keep);
+        if excess == 0 {
+            return Vec::new();
+        }
+        live.sort_by(|a, b| (a.iat, &a.jti).cmp(&(b.iat, &b.jti)));
+        live.truncate(excess);
+        live
     }
 
     /// Marks every live token of a device session that dies with its device; returns (jti, user).
@@ -385,15 +408,20 @@ pub(super) async fn prepare(
     })
 }
 
-/// Makes a prepared token valid: durably records it (unless `inserted`: its row was written
-/// speculatively already) together with the user's oldest live tokens beyond `max_live_per_user`
-/// ("superseded"), then indexes it.
+/// Makes a prepared token valid: durably records it (unless `ahead` is given: its row was written
+/// ahead already, with the revocations it settles now) together with the user's oldest live tokens
+/// beyond `max_live_per_user` ("superseded"), then indexes it.
 pub(super) async fn record(
     svc: &Service,
     prepared: Prepared,
     rules: &TokenPolicy,
-    inserted: bool,
+    ahead: Option<Superseding>,
 ) -> Result<Zeroizing<String>> {
+    let inserted = ahead.is_some();
+    // Settled before the user's lock is taken: a logout holding it may be waiting for them.
+    if let Some(ahead) = ahead {
+        ahead.complete(svc);
+    }
     // One issue at a time per user, so the live-token limit cannot be overrun by a race, and a
     // logout (RevokeSessions) sees every token of the user that is issued before it.
     let user_lock = svc.user_lock(&prepared.record.user);
@@ -430,22 +458,9 @@ async fn record_locked(
         claims,
     } = prepared;
     let now = svc.inner.clock.unix_secs();
-    let max = usize::try_from(rules.max_live_per_user.max(1)).unwrap_or(usize::MAX);
-    // The user's indexed tokens (live or not) bound the live ones: below the limit, nothing to do.
-    let live: Vec<Arc<Entry>> = if svc.inner.tokens.count_of_user(&record.user) < max {
-        Vec::new()
-    } else {
-        svc.inner
-            .tokens
-            .of_user(&record.user)
-            .into_iter()
-            .filter(|e| e.is_live_at(now))
-            .collect()
-    };
-    let excess = (live.len() + 1).saturating_sub(max);
-    let mut ending: Vec<(Arc<Entry>, Ticket, &str)> = live
+    // Normally none left: an authentication superseded them ahead (two at once may leave one).
+    let mut ending: Vec<(Arc<Entry>, Ticket, &str)> = beyond_limit(svc, &record.user, rules, now)
         .into_iter()
-        .take(excess)
         .filter_map(|e| e.begin_end("superseded").map(|t| (e, t, "superseded")))
         .collect();
     if let Some((old, ticket)) = replaces {
@@ -488,19 +503,99 @@ async fn record_locked(
     Ok(token)
 }
 
-/// Writes a prepared token's row before it is known to be deserved, so that its commit overlaps the
-/// card's work. Until [`record`] indexes it, nobody has the token text; [`discard`] removes the row
-/// when the authentication fails. Returns whether expired rows were pruned.
-pub(super) async fn insert_ahead(svc: &Service, record: TokenRecord) -> Result<bool> {
+/// The user's oldest live tokens that one more token would push beyond `max_live_per_user`.
+fn beyond_limit(svc: &Service, user: &str, rules: &TokenPolicy, now: u64) -> Vec<Arc<Entry>> {
+    let max = usize::try_from(rules.max_live_per_user.max(1)).unwrap_or(usize::MAX);
+    // The user's indexed tokens (live or not) bound the live ones: below the limit, nothing to do.
+    if svc.inner.tokens.count_of_user(user) < max {
+        return Vec::new();
+    }
+    // Room for the new one.
+    svc.inner.tokens.live_beyond(user, max - 1, now)
+}
+
+/// The tokens an authentication at the live-token limit supersedes, revoked in the same commit
+/// as the new token's row written ahead ([`insert_ahead`]), so issuing at the limit costs no
+/// second commit.
+///
+/// They are claimed (Ending "superseded") before that commit, so from then on they answer
+/// TokenRevoked, as the store says. Their fate follows the new token's, both ways:
+/// - issued ([`record`]): they are dead, already durably;
+/// - not issued (the card failed, or left): [`discard`] revives them in the commit that deletes
+///   the new row, unless their own device left meanwhile;
+/// - the ahead commit failed: nothing was written, they are live again ([`Superseding::release`]).
+///
+/// A crash while the card works leaves them revoked, with a new row nobody has the text of: the
+/// user lost a token and authenticates again. That is the fail-closed side; the other way round
+/// (revoking only once the signature is in) costs the second commit this is here to save.
+pub(super) struct Superseding {
+    victims: Vec<(Arc<Entry>, Ticket)>,
+    at: u64,
+}
+
+impl Superseding {
+    /// Claims the tokens of `user` that one more would push beyond the limit of `rules`.
+    pub(super) fn claim(svc: &Service, user: &str, rules: &TokenPolicy) -> Superseding {
+        let at = svc.inner.clock.unix_secs();
+        let victims = beyond_limit(svc, user, rules, at)
+            .into_iter()
+            .filter_map(|e| e.begin_end("superseded").map(|t| (e, t)))
+            .collect();
+        Superseding { victims, at }
+    }
+
+    /// The revocations to commit with the new token's row.
+    fn ops(&self) -> Vec<WriteOp> {
+        self.victims
+            .iter()
+            .map(|(e, _)| WriteOp::SetTokenState {
+                jti: e.jti.clone(),
+                state: TokenState::Revoked,
+                reason: "superseded".into(),
+                at: self.at,
+            })
+            .collect()
+    }
+
+    /// The ahead commit did not happen: the claimed tokens are live again.
+    pub(super) fn release(mut self) {
+        for (e, ticket) in self.victims.drain(..) {
+            e.finish_end(ticket, false);
+        }
+    }
+
+    /// The new token is issued: the claimed tokens are dead (durably since the ahead commit).
+    fn complete(mut self, svc: &Service) {
+        for (e, ticket) in self.victims.drain(..) {
+            e.finish_end(ticket, true);
+            publish_revoked(svc, &e, "superseded");
+        }
+    }
+}
+
+impl Drop for Superseding {
+    /// Unsettled claims (a dropped authentication) end as the store has them: revoked.
+    fn drop(&mut self) {
+        for (e, ticket) in self.victims.drain(..) {
+            e.finish_end(ticket, true);
+        }
+    }
+}
+
+/// Writes a prepared token's row, and the revocations of the tokens it supersedes, before it is
+/// known to be deserved, so that the commit overlaps the card's work. Until [`record`] indexes it,
+/// nobody has the token text; [`discard`] removes the row (and revives the superseded tokens) when
+/// the authentication fails. Returns whether expired rows were pruned.
+pub(super) async fn insert_ahead(
+    svc: &Service,
+    record: TokenRecord,
+    superseding: &Superseding,
+) -> Result<bool> {
     let now = svc.inner.clock.unix_secs();
-    let outcomes = svc
-        .inner
-        .store
-        .apply(vec![
-            WriteOp::PruneExpired { now },
-            WriteOp::InsertToken(record),
-        ])
-        .await?;
+    let mut ops = vec![WriteOp::PruneExpired { now }];
+    ops.extend(superseding.ops());
+    ops.push(WriteOp::InsertToken(record));
+    let outcomes = svc.inner.store.apply(ops).await?;
     let pruned = outcomes.first().is_some_and(|o| o.changed());
     if pruned {
         svc.inner.tokens.prune(now);
@@ -508,23 +603,76 @@ pub(super) async fn insert_ahead(svc: &Service, record: TokenRecord) -> Result<b
     Ok(pruned)
 }
 
-/// Removes the row of a token that was never handed out.
-pub(super) async fn discard(svc: &Service, jti: &str) {
-    let op = WriteOp::DeleteToken {
+/// Removes the row of a token that was never handed out, and revives the tokens its row had
+/// superseded ahead (see [`Superseding`]).
+pub(super) async fn discard(svc: &Service, jti: &str, mut superseding: Superseding) {
+    // A token that dies with its device comes back only while its device is present, held so
+    // until it is live again: a removal meanwhile must find it live and revoke it. Without
+    // waiting for the session (its holder may be waiting for us): busy means it stays revoked.
+    let mut guards = Vec::new();
+    let mut revivable = Vec::new();
+    let mut gone = Vec::new();
+    for (e, ticket) in superseding.victims.drain(..) {
+        if !e.revoke_on_removal {
+            revivable.push((e, ticket));
+        } else if let Some(g) = svc.try_lock_open_session(&e.device_session) {
+            guards.push(g);
+            revivable.push((e, ticket));
+        } else {
+            gone.push((e, ticket));
+        }
+    }
+    let mut ops = vec![WriteOp::DeleteToken {
         jti: jti.to_owned(),
+    }];
+    ops.extend(revivable.iter().map(|(e, _)| WriteOp::ReviveSuperseded {
+        jti: e.jti.clone(),
+        at: superseding.at,
+    }));
+    let outcomes = match svc.inner.store.apply(ops).await {
+        Ok(o) => o,
+        Err(e) => {
+            // The row goes at its expiry (nobody has the token text); the superseded tokens stay
+            // revoked, as the store has them.
+            tracing::warn!("removing the row of an unissued token failed: {e}");
+            Vec::new()
+        }
     };
-    if let Err(e) = svc.inner.store.apply(vec![op]).await {
-        // Harmless: nobody has the token text, and the row goes at its expiry.
-        tracing::warn!("removing the row of an unissued token failed: {e}");
+    for (k, (e, ticket)) in revivable.into_iter().enumerate() {
+        if outcomes.get(k + 1).is_some_and(|o| o.changed()) {
+            e.finish_end(ticket, false);
+        } else {
+            gone.push((e, ticket));
+        }
+    }
+    drop(guards);
+    for (e, ticket) in gone {
+        e.finish_end(ticket, true);
+        publish_revoked(svc, &e, "superseded");
     }
 }
 
-/// Checks a token; returns its claims when it is valid now. A single-use token is consumed.
-pub(super) async fn validate(svc: &Service, token: &str) -> Result<Claims> {
+fn publish_revoked(svc: &Service, e: &Entry, reason: &str) {
+    svc.publish(Event::TokenRevoked {
+        jti: e.jti.clone(),
+        user: e.user.clone(),
+        reason: reason.to_owned(),
+    });
+}
+
+/// Checks a token against `required`; returns its claims when it is valid now and meets them. A
+/// single-use token is consumed by a check that passes (only: a token shown to the wrong service
+/// is refused, not burnt).
+pub(super) async fn check(
+    svc: &Service,
+    token: &str,
+    required: &TokenRequirements,
+) -> Result<Claims> {
     let (entry, claims) = lookup(svc, token)?;
     svc.confirmed(&entry.device_session).await?;
     let now = svc.inner.clock.unix_secs();
     check_live(svc, &entry, now)?;
+    required.check(&claims, entry.auth_time, now)?;
     if entry.single_use {
         end(svc, &entry, TokenState::Consumed, "used", now).await?;
         return Ok(claims);
@@ -533,12 +681,29 @@ pub(super) async fn validate(svc: &Service, token: &str) -> Result<Claims> {
     Ok(claims)
 }
 
-/// A new token for the same device session; the old one dies ("refreshed").
-pub(super) async fn refresh(svc: &Service, token: &str) -> Result<Zeroizing<String>> {
+/// A new token for the same device session; the old one dies ("refreshed"). Only the token's
+/// owner or root may refresh it (a holder may use a token, not extend it), at most once per
+/// `min_refresh_interval` per lineage; a refused refresh leaves the token as it was.
+pub(super) async fn refresh(
+    svc: &Service,
+    caller: Caller,
+    token: &str,
+) -> Result<Zeroizing<String>> {
     let (entry, claims) = lookup(svc, token)?;
+    let account = crate::users::Account::by_name(&entry.user)?;
+    if !caller.is_root() && caller.uid != account.uid {
+        return Err(Error::AccessDenied(format!(
+            "uid {} may not refresh a token of {}",
+            caller.uid, entry.user
+        )));
+    }
     svc.confirmed(&entry.device_session).await?;
     let now = svc.inner.clock.unix_secs();
     check_live(svc, &entry, now)?;
+    let rules = svc.rules_for(&account)?;
+    svc.inner
+        .refreshed
+        .check(&entry.jti, entry.iat, rules.min_refresh_interval, now)?;
     // Held until the new token is recorded, so a removal cannot slip in between.
     let _session = svc.lock_open_session(&entry.device_session).await?;
     let enrollment = svc
@@ -546,8 +711,6 @@ pub(super) async fn refresh(svc: &Service, token: &str) -> Result<Zeroizing<Stri
         .store
         .enrollment(&claims.enr)?
         .ok_or(Error::TokenInvalid)?;
-    let account = crate::users::Account::by_name(&entry.user)?;
-    let rules = svc.rules_for(&account)?;
     // Held from the old token's Ending to the new token's indexing, so a logout either sees the
     // old token live (and the refresh then fails) or waits and revokes the new one.
     let user_lock = svc.user_lock(&entry.user);
@@ -563,7 +726,14 @@ pub(super) async fn refresh(svc: &Service, token: &str) -> Result<Zeroizing<Stri
         auth_time: entry.auth_time,
     };
     let result = match prepare(svc, grant, &rules).await {
-        Ok(prepared) => record_locked(svc, prepared, &rules, Some((&entry, ticket)), false).await,
+        Ok(prepared) => {
+            let (new_jti, new_exp) = (prepared.record.jti.clone(), prepared.record.exp);
+            let token = record_locked(svc, prepared, &rules, Some((&entry, ticket)), false).await;
+            if token.is_ok() {
+                svc.inner.refreshed.note(&entry.jti, &new_jti, new_exp, now);
+            }
+            token
+        }
         Err(e) => Err(e),
     };
     // Settled by `record_locked` when its batch ran; a failure before it leaves the token live.
@@ -596,7 +766,8 @@ pub(super) async fn revoke_user(svc: &Service, user: &str, reason: &str) -> Resu
         }
         match e.begin_end(reason) {
             Some(ticket) => ending.push((e, ticket)),
-            // Someone else is ending it (a single-use validation, a revocation): wait for them.
+            // Someone else is ending it (a single-use validation, a revocation, an authentication
+            // at the limit whose card is still signing): wait for them.
             None => busy.push(e),
         }
     }

@@ -339,6 +339,22 @@ impl Stack {
     pub fn bus_address(&self) -> &str {
         self.bus.address()
     }
+
+    /// The stored (state, reason) of the token `jti` (state 0 live, 1 revoked, 2 consumed), read
+    /// directly from the daemon's database.
+    pub fn token_state(&self, jti: &str) -> (i64, Option<String>) {
+        let db = rusqlite::Connection::open_with_flags(
+            self.path("state").join("tessera.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open tessera.db");
+        db.query_row(
+            "SELECT state, reason FROM tokens WHERE jti = ?1",
+            [jti],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("token row")
+    }
 }
 
 impl Default for Stack {

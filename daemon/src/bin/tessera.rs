@@ -1,5 +1,5 @@
-//! `tessera`: the command-line client of `tesserad` (status, enroll, authenticate, validate, revoke,
-//! watch), built on the crate's D-Bus proxies.
+//! `tessera`: the command-line client of `tesserad` (status, enroll, authenticate, validate, check,
+//! revoke, watch), built on the crate's D-Bus proxies.
 
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -63,6 +63,21 @@ enum Command {
         /// The token, or "-" (the default) to read it from standard input.
         #[arg(default_value = "-")]
         token: String,
+    },
+    /// Check a token as a relying service does and print its claims as JSON.
+    Check {
+        /// The token, or "-" (the default) to read it from standard input.
+        #[arg(default_value = "-")]
+        token: String,
+        /// The audience the token must be issued for.
+        #[arg(long)]
+        audience: Option<String>,
+        /// The longest time, in seconds, since the user authenticated with the device.
+        #[arg(long)]
+        max_age: Option<u32>,
+        /// An authentication method the token must carry (repeat for several), e.g. "pin".
+        #[arg(long)]
+        amr: Vec<String>,
     },
     /// Revoke a token (logout), or with --all every live token of a user.
     Revoke {
@@ -244,6 +259,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Validate { token } => {
             let token = read_token(&token)?;
             let claims = manager.validate_token(&token).await?;
+            println!("{}", claims_json(&claims));
+            Ok(())
+        }
+        Command::Check {
+            token,
+            audience,
+            max_age,
+            amr,
+        } => {
+            let token = read_token(&token)?;
+            let mut requirements: HashMap<&str, Value<'_>> = HashMap::new();
+            if let Some(a) = &audience {
+                requirements.insert("audience", Value::from(a.as_str()));
+            }
+            if let Some(s) = max_age {
+                requirements.insert("max_age", Value::from(s));
+            }
+            if !amr.is_empty() {
+                requirements.insert("amr", Value::from(amr.clone()));
+            }
+            let claims = manager.check_token(&token, requirements).await?;
             println!("{}", claims_json(&claims));
             Ok(())
         }
