@@ -19,6 +19,13 @@ pub trait CardConnection: Send + 'static {
     /// Runs `op` with the card to itself; no other application's APDUs interleave with its APDUs.
     fn exclusive(&mut self, op: &mut dyn FnMut(&mut dyn CardTransport) -> Result<()>)
         -> Result<()>;
+
+    /// Drops the connection and connects to the card in the same reader again. Only for identifying
+    /// a card, before anything is bound to it: a connection that may reach a newly inserted card must
+    /// never carry an existing device session. Connections that cannot lose their card do nothing.
+    fn reconnect(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 type Job = Box<dyn FnOnce(&mut dyn CardConnection) + Send>;
@@ -100,6 +107,27 @@ impl DeviceWorker {
                 let _ = tx.send(Err(e));
             }
         });
+        self.submit(job, rx, timeout).await
+    }
+
+    /// Connects to the card again ([`CardConnection::reconnect`]), waiting at most `timeout`.
+    pub async fn reconnect(&self, timeout: Duration) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn: &mut dyn CardConnection| {
+            if !tx.is_closed() {
+                let _ = tx.send(conn.reconnect());
+            }
+        });
+        self.submit(job, rx, timeout).await
+    }
+
+    /// Queues `job` and waits at most `timeout` for the result it sends to `rx`.
+    async fn submit<R>(
+        &self,
+        job: Job,
+        rx: oneshot::Receiver<Result<R>>,
+        timeout: Duration,
+    ) -> Result<R> {
         self.jobs.try_send(job).map_err(|e| match e {
             mpsc::TrySendError::Full(_) => {
                 Error::Busy("the device has too many operations waiting; try again".into())

@@ -14,6 +14,7 @@ mod authenticate;
 mod card_ops;
 mod devices;
 mod enroll;
+mod probe;
 mod tokens;
 
 use std::collections::{HashMap, VecDeque};

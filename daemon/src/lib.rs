@@ -269,6 +269,13 @@ async fn follow_pcsc(service: Service, mut rx: mpsc::UnboundedReceiver<PcscEvent
                     report(svc.device_removed(&r).await);
                 });
             }
+            PcscEvent::CardChanged { reader } => {
+                let svc = service.clone();
+                let r = reader.clone();
+                after_previous(&mut last, reader, async move {
+                    report(svc.device_changed(&r).await);
+                });
+            }
             // Both concern every reader: wait until each reader's events so far are handled.
             PcscEvent::EnumerationComplete => {
                 for (_, t) in last.drain() {
@@ -303,25 +310,19 @@ fn after_previous(
     last.insert(reader, task);
 }
 
+/// Hands a new card to the service. The connection is made on the device's worker thread, inside
+/// the service's identification retries: a card that cannot be connected to at once (pcscd still
+/// powering it, another application resetting it) is retried, and listed even if it never answers.
 async fn card_inserted(service: &Service, reader: String, event_count: u32) -> tessera::Result<()> {
-    let r = reader.clone();
-    match tokio::task::spawn_blocking(move || PcscConnection::connect(&r)).await {
-        Ok(Ok(conn)) => {
-            service
-                .device_added(DeviceAttach {
-                    reader,
-                    event_count: u64::from(event_count),
-                    transport: "pcsc".into(),
-                    connection: Box::new(conn),
-                })
-                .await
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(%reader, "cannot connect to the card: {e}");
-            Ok(())
-        }
-        Err(e) => Err(tessera::Error::Internal(e.to_string())),
-    }
+    let conn = PcscConnection::unconnected(&reader);
+    service
+        .device_added(DeviceAttach {
+            reader,
+            event_count: u64::from(event_count),
+            transport: "pcsc".into(),
+            connection: Box::new(conn),
+        })
+        .await
 }
 
 fn report(result: tessera::Result<()>) {
