@@ -14,6 +14,7 @@ use pcsc::{Context, Disposition, Protocols, ReaderState, Scope, ShareMode, State
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::device::CardConnection;
+use crate::pcscd_instance::PcscdInstance;
 use crate::transport::CardTransport;
 use crate::{Error, Result};
 
@@ -27,6 +28,8 @@ pub enum PcscEvent {
         /// pcscd's per-reader count of insertions and removals; tells a card that stayed from one
         /// that was swapped while Tessera was not watching.
         event_count: u32,
+        /// The pcscd whose count `event_count` is (`None`: unknown); counts restart with pcscd.
+        pcscd: Option<PcscdInstance>,
     },
     /// The card left `reader` (or the reader itself went away).
     CardRemoved { reader: String },
@@ -103,8 +106,17 @@ fn watch(
     let mut pause = Duration::from_millis(50);
     let mut warned = false;
     while !stop.load(Ordering::SeqCst) {
+        // The same pcscd before and after connecting is the one connected to; a pcscd that
+        // changed in between is unknown, so that no count is ever credited to the wrong one.
+        let before = PcscdInstance::current();
         match Context::establish(Scope::User) {
             Ok(ctx) => {
+                let pcscd = before.filter(|b| PcscdInstance::current().as_ref() == Some(b));
+                if pcscd.is_none() {
+                    tracing::warn!(
+                        "cannot tell which pcscd this is; cards present now start new sessions"
+                    );
+                }
                 if let Ok(mut g) = shared_ctx.lock() {
                     *g = Some(ctx.clone());
                 }
@@ -113,7 +125,7 @@ fn watch(
                 }
                 warned = false;
                 pause = Duration::from_millis(50);
-                let reason = watch_context(&ctx, stop, events);
+                let reason = watch_context(&ctx, pcscd.as_ref(), stop, events);
                 if let Ok(mut g) = shared_ctx.lock() {
                     *g = None;
                 }
@@ -139,7 +151,12 @@ fn watch(
 }
 
 /// Watches readers on one context until it fails or the monitor stops; returns why it ended.
-fn watch_context(ctx: &Context, stop: &AtomicBool, events: &UnboundedSender<PcscEvent>) -> String {
+fn watch_context(
+    ctx: &Context,
+    pcscd: Option<&PcscdInstance>,
+    stop: &AtomicBool,
+    events: &UnboundedSender<PcscEvent>,
+) -> String {
     let pnp = pcsc::PNP_NOTIFICATION();
     let mut states: Vec<ReaderState> = vec![ReaderState::new(pnp, State::UNAWARE)];
     // Readers that currently hold a card, as reported to the listener.
@@ -219,6 +236,7 @@ fn watch_context(ctx: &Context, stop: &AtomicBool, events: &UnboundedSender<Pcsc
                     reader: name,
                     atr: s.atr().to_vec(),
                     event_count: s.event_count(),
+                    pcscd: pcscd.cloned(),
                 });
             }
             s.sync_current_state();

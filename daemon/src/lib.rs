@@ -254,12 +254,14 @@ async fn follow_pcsc(service: Service, mut rx: mpsc::UnboundedReceiver<PcscEvent
             PcscEvent::CardInserted {
                 reader,
                 event_count,
+                pcscd,
                 ..
             } => {
                 let svc = service.clone();
                 let r = reader.clone();
+                let instance = pcscd.map(|p| p.to_string());
                 after_previous(&mut last, reader, async move {
-                    report(card_inserted(&svc, r, event_count).await);
+                    report(card_inserted(&svc, r, event_count, instance).await);
                 });
             }
             PcscEvent::CardRemoved { reader } => {
@@ -313,12 +315,18 @@ fn after_previous(
 /// Hands a new card to the service. The connection is made on the device's worker thread, inside
 /// the service's identification retries: a card that cannot be connected to at once (pcscd still
 /// powering it, another application resetting it) is retried, and listed even if it never answers.
-async fn card_inserted(service: &Service, reader: String, event_count: u32) -> tessera::Result<()> {
+async fn card_inserted(
+    service: &Service,
+    reader: String,
+    event_count: u32,
+    pcscd: Option<String>,
+) -> tessera::Result<()> {
     let conn = PcscConnection::unconnected(&reader);
     service
         .device_added(DeviceAttach {
             reader,
             event_count: u64::from(event_count),
+            source_instance: pcscd,
             transport: "pcsc".into(),
             connection: Box::new(conn),
         })

@@ -24,6 +24,9 @@ pub struct DeviceAttach {
     pub reader: String,
     /// pcscd's event count for the reader at insertion.
     pub event_count: u64,
+    /// The run of the device source that counted `event_count` (pcscd's process identity, see
+    /// [`crate::pcscd_instance`]); `None` when unknown, which matches no recorded session.
+    pub source_instance: Option<String>,
     /// "pcsc" for PC/SC readers.
     pub transport: String,
     /// The connection to the card.
@@ -34,6 +37,7 @@ pub struct DeviceAttach {
 struct Attached {
     reader: String,
     event_count: u64,
+    source_instance: Option<String>,
     transport: String,
     worker: DeviceWorker,
 }
@@ -77,6 +81,7 @@ pub(super) struct UnknownCard {
     info: DeviceInfo,
     worker: DeviceWorker,
     event_count: u64,
+    source_instance: Option<String>,
 }
 
 /// What the card is: its slot keys (from the slot certificates) and CHUID GUID.
@@ -155,6 +160,7 @@ impl Service {
         let card = Attached {
             reader: attach.reader,
             event_count: attach.event_count,
+            source_instance: attach.source_instance,
             transport: attach.transport,
             worker,
         };
@@ -173,6 +179,7 @@ impl Service {
         self.card_present(Attached {
             reader: unknown.info.reader,
             event_count: unknown.event_count,
+            source_instance: unknown.source_instance,
             transport: unknown.info.transport,
             worker: unknown.worker,
         })
@@ -200,6 +207,7 @@ impl Service {
                     info: info.clone(),
                     worker,
                     event_count: attach.event_count,
+                    source_instance: attach.source_instance,
                 };
                 let replaced = lock(&self.inner.devices).by_id.remove(&id);
                 if let Some(old) = replaced {
@@ -216,10 +224,14 @@ impl Service {
         let now = self.inner.clock.unix_secs();
         // Confirm a session from before this start, or open a new one. The reader, pcscd's event
         // count and the card's certificates are public: a card that can, proves with its 9E key that
-        // it holds the keys those certificates name before it inherits the session's tokens.
+        // it holds the keys those certificates name before it inherits the session's tokens. The
+        // count means something only within the pcscd run that counted it: an unknown run, on
+        // either side, matches nothing.
         let matches = |s: &DeviceSession| {
             s.reader == attach.reader
                 && s.event_counter == attach.event_count
+                && s.source_instance.is_some()
+                && s.source_instance == attach.source_instance
                 && s.card_id == card_id
         };
         let candidate = lock(&self.inner.devices).unconfirmed.iter().any(matches);
@@ -271,6 +283,7 @@ impl Service {
                         reader: attach.reader.clone(),
                         card_id,
                         event_counter: attach.event_count,
+                        source_instance: attach.source_instance.clone(),
                         started: now,
                         ended: None,
                     })])
