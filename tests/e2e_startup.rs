@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::stack::{Stack, DEVICE_PATH};
+use common::stack::{Stack, DEVICE_ID, DEVICE_PATH, PIN};
 use common::{run, stdout, VPCD_READER_0};
 
 /// The bound of the issue: the device is on the bus within this long of pcscd reporting the card
@@ -179,4 +179,58 @@ fn spawn_opensc_resets(conf: &Path) -> std::thread::JoinHandle<u32> {
         }
         connected
     })
+}
+
+/// A card without the PIV application is listed (kind "unknown", its name says why) and logged once,
+/// never used for enrollment or authentication, and identified afresh when it is re-inserted.
+#[test]
+fn a_card_that_is_not_piv_is_listed_as_unknown_and_never_used() {
+    // Root enrolls the card first, so that authentication has something it could wrongly use.
+    let (mut stack, card) = Stack::with_card(&[], "");
+    stack.enroll(PIN, &["--user", "root"]);
+    stack.stop_sim();
+    stack.wait_device(false);
+    stack.start_sim(&card, &["--fault", "no-piv"]);
+    stack.wait_device(true);
+    let status = stack.ok(&["status"], "");
+    assert!(status.contains("kind: unknown"), "{status}");
+    assert!(
+        status.contains("unidentified card in Virtual PCD 00 00"),
+        "{status}"
+    );
+
+    let (name, msg) = stack.err(&["enroll", "--user", "root", "--pin-stdin"], PIN);
+    assert_eq!(name, "NoDevice", "enrolling with an unknown card: {msg}");
+    let (name, msg) = stack.err(&["authenticate", "--user", "root", "--pin-stdin"], PIN);
+    assert_eq!(
+        name, "NoDevice",
+        "authenticating with an unknown card: {msg}"
+    );
+    let (name, msg) = stack.err(
+        &[
+            "authenticate",
+            "--user",
+            "root",
+            "--device",
+            DEVICE_ID,
+            "--pin-stdin",
+        ],
+        PIN,
+    );
+    assert_eq!(name, "NoDevice", "naming the unknown card: {msg}");
+    let log = stack.daemon_log();
+    assert_eq!(
+        log.matches("cannot identify the card").count(),
+        1,
+        "logged once:\n{log}"
+    );
+
+    // The same card, now with its PIV application, re-inserted: identified and usable.
+    stack.stop_sim();
+    stack.wait_device(false);
+    stack.start_sim(&card, &[]);
+    stack.wait_device(true);
+    let status = stack.ok(&["status"], "");
+    assert!(status.contains("kind: piv"), "{status}");
+    stack.authenticate(&["--user", "root"]);
 }
