@@ -2,7 +2,8 @@
 //!
 //! Each card insertion is a device session, recorded durably so that a card pulled while the daemon
 //! was not running is noticed at the next start: a session in the store that no present card
-//! confirms (same reader, same pcscd event count, same card keys) is closed and its tokens revoked.
+//! confirms (same reader, same pcscd event count counted by the same pcscd, same card keys) is closed
+//! and its tokens revoked.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
