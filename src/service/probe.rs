@@ -76,7 +76,10 @@ where
         match result {
             Ok(r) => return Ok(r),
             Err(e) if n < ATTEMPTS && worth_retrying(&e) => {
-                tracing::debug!(attempt = n, "identifying the card failed ({e}); retrying");
+                tracing::debug!(
+                    attempt = n,
+                    "exchange with the new card failed ({e}); retrying"
+                );
             }
             Err(e) => return Err(e),
         }
