@@ -274,3 +274,26 @@ fn reader_event_count() -> u32 {
     ctx.get_status_change(Duration::ZERO, &mut states).unwrap();
     states[0].event_count()
 }
+
+/// Fail closed: when tesserad cannot tell which pcscd it talks to (here a second root process named
+/// pcscd beside the real one), no device session from before its start is adopted, even with the
+/// card still in the same reader under the same pcscd.
+#[test]
+fn no_session_is_adopted_when_pcscd_cannot_be_identified() {
+    let (mut env, _) = Stack::with_card(&[], "");
+    env.enroll(PIN, ROOT);
+    let token = env.authenticate(ROOT);
+    env.stop_daemon();
+
+    let impostor = env.path("pcscd");
+    std::fs::copy("/bin/sleep", &impostor).unwrap();
+    let mut cmd = std::process::Command::new(&impostor);
+    cmd.arg("60");
+    let _impostor = common::Child::spawn("impostor-pcscd", &mut cmd, &env.path(""));
+    env.start_daemon("");
+    env.wait_device(true);
+    let (name, msg) = env.validate(&token).unwrap_err();
+    assert_eq!(name, "TokenRevoked", "pcscd unknown: {msg}");
+    let daemon = env.daemon.as_mut().unwrap();
+    daemon.wait_for_stderr_line("cannot tell which pcscd this is", WAIT);
+}
