@@ -26,6 +26,13 @@ pub trait CardConnection: Send + 'static {
     fn reconnect(&mut self) -> Result<()> {
         Ok(())
     }
+
+    /// Whether another application reset the card since this connection last used it (pcscd
+    /// reports resets to the card's connections only, not to the watchers of its reader).
+    /// Connections that cannot tell say no.
+    fn was_reset(&mut self) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 type Job = Box<dyn FnOnce(&mut dyn CardConnection) + Send>;
@@ -112,10 +119,24 @@ impl DeviceWorker {
 
     /// Connects to the card again ([`CardConnection::reconnect`]), waiting at most `timeout`.
     pub async fn reconnect(&self, timeout: Duration) -> Result<()> {
+        self.with_connection(timeout, |conn| conn.reconnect()).await
+    }
+
+    /// [`CardConnection::was_reset`], waiting at most `timeout`.
+    pub async fn was_reset(&self, timeout: Duration) -> Result<bool> {
+        self.with_connection(timeout, |conn| conn.was_reset()).await
+    }
+
+    /// Runs `f` on the connection itself (outside any exclusive session).
+    async fn with_connection<R: Send + 'static>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut dyn CardConnection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn: &mut dyn CardConnection| {
             if !tx.is_closed() {
-                let _ = tx.send(conn.reconnect());
+                let _ = tx.send(f(conn));
             }
         });
         self.submit(job, rx, timeout).await

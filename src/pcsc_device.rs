@@ -359,6 +359,22 @@ impl CardConnection for PcscConnection {
         self.card = Some(card);
         Ok(())
     }
+
+    fn was_reset(&mut self) -> Result<bool> {
+        let Some(card) = self.card.as_mut() else {
+            return Ok(false);
+        };
+        // pcscd reports a reset at the next transaction, not in SCardStatus (seen with
+        // pcsc-lite 2): an empty transaction asks, and sends nothing to the card.
+        match card.transaction2() {
+            Ok(tx) => {
+                let _ = tx.end(Disposition::LeaveCard);
+                Ok(false)
+            }
+            Err((_, e)) if is_reset(e) => Ok(true),
+            Err((_, e)) => Err(map_err(e)),
+        }
+    }
 }
 
 struct TxTransport<'a, 'tx> {

@@ -182,7 +182,8 @@ fn spawn_opensc_resets(conf: &Path) -> std::thread::JoinHandle<u32> {
 }
 
 /// A card without the PIV application is listed (kind "unknown", its name says why) and logged once,
-/// never used for enrollment or authentication, and identified afresh when it is re-inserted.
+/// never used for enrollment or authentication, and identified afresh when another application
+/// resets it and when it is re-inserted.
 #[test]
 fn a_card_that_is_not_piv_is_listed_as_unknown_and_never_used() {
     // Root enrolls the card first, so that authentication has something it could wrongly use.
@@ -225,6 +226,16 @@ fn a_card_that_is_not_piv_is_listed_as_unknown_and_never_used() {
         "logged once:\n{log}"
     );
 
+    // Reset by another application: looked at again. (SCardReconnect with a reset: pcscd does not
+    // reset a card another application still holds at a disconnect, so opensc-tool's
+    // `disconnect_action = reset` would not do here.)
+    reset_card_as_another_application();
+    let daemon = stack.daemon.as_mut().unwrap();
+    daemon.wait_for_stderr_line("identifying the unidentified card again", ROUND_WAIT);
+    daemon.wait_for_stderr_line("cannot identify the card", ROUND_WAIT);
+    let status = stack.ok(&["status"], "");
+    assert!(status.contains("kind: unknown"), "{status}");
+
     // The same card, now with its PIV application, re-inserted: identified and usable.
     stack.stop_sim();
     stack.wait_device(false);
@@ -233,4 +244,21 @@ fn a_card_that_is_not_piv_is_listed_as_unknown_and_never_used() {
     let status = stack.ok(&["status"], "");
     assert!(status.contains("kind: piv"), "{status}");
     stack.authenticate(&["--user", "root"]);
+}
+
+/// Resets the card in reader 0 the way another PC/SC application does (SCardReconnect with
+/// SCARD_RESET_CARD on a shared connection of its own).
+fn reset_card_as_another_application() {
+    let reader = std::ffi::CString::new(VPCD_READER_0).unwrap();
+    let ctx = pcsc::Context::establish(pcsc::Scope::User).unwrap();
+    let mut card = ctx
+        .connect(&reader, pcsc::ShareMode::Shared, pcsc::Protocols::ANY)
+        .unwrap();
+    card.reconnect(
+        pcsc::ShareMode::Shared,
+        pcsc::Protocols::ANY,
+        pcsc::Disposition::ResetCard,
+    )
+    .unwrap();
+    assert!(card.disconnect(pcsc::Disposition::LeaveCard).is_ok());
 }

@@ -249,7 +249,36 @@ async fn publish_one(conn: &Connection, event: Event) -> zbus::Result<()> {
 /// another, so a slow or stuck card in one reader never delays a removal in another.
 async fn follow_pcsc(service: Service, mut rx: mpsc::UnboundedReceiver<PcscEvent>) {
     let mut last: HashMap<String, JoinHandle<()>> = HashMap::new();
-    while let Some(event) = rx.recv().await {
+    let mut recheck = tokio::time::interval(RESET_CHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Device events say when the set of unidentified cards may have changed.
+    let mut changes = service.subscribe();
+    loop {
+        // pcscd tells a reader's watchers nothing of a reset, so a card that could not be
+        // identified is asked now and then whether it was reset; only while there is one, so an
+        // idle daemon with only PIV cards (or none) never wakes up for it.
+        let unidentified = !service.unidentified_readers().is_empty();
+        let event = tokio::select! {
+            event = rx.recv() => match event {
+                Some(e) => e,
+                None => return,
+            },
+            change = changes.recv() => match change {
+                Err(broadcast::error::RecvError::Closed) => return,
+                _ => continue,
+            },
+            _ = recheck.tick(), if unidentified => {
+                for reader in service.unidentified_readers() {
+                    let svc = service.clone();
+                    let r = reader.clone();
+                    after_previous(&mut last, reader, async move {
+                        report(svc.recheck_unidentified(&r).await);
+                    });
+                }
+                last.retain(|_, t| !t.is_finished());
+                continue;
+            }
+        };
         match event {
             PcscEvent::CardInserted {
                 reader,
@@ -295,6 +324,9 @@ async fn follow_pcsc(service: Service, mut rx: mpsc::UnboundedReceiver<PcscEvent
         last.retain(|_, t| !t.is_finished());
     }
 }
+
+/// How often a card that could not be identified is checked for a reset by another application.
+const RESET_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs `work` for `reader` once the reader's previous event has been handled.
 fn after_previous(

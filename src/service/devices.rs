@@ -175,7 +175,7 @@ impl Service {
         let Some(unknown) = lock(&self.inner.devices).unknown.remove(&id) else {
             return Ok(());
         };
-        tracing::info!(reader = %reader, "the unidentified card changed; identifying it again");
+        tracing::info!(reader = %reader, "identifying the unidentified card again (it changed or was reset)");
         self.publish(Event::DeviceRemoved { id });
         self.card_present(Attached {
             reader: unknown.info.reader,
@@ -185,6 +185,39 @@ impl Service {
             worker: unknown.worker,
         })
         .await
+    }
+
+    /// Readers holding a card that could not be identified.
+    pub fn unidentified_readers(&self) -> Vec<String> {
+        let devs = lock(&self.inner.devices);
+        devs.unknown
+            .values()
+            .map(|u| u.info.reader.clone())
+            .collect()
+    }
+
+    /// Identifies the unidentified card in `reader` again if another application reset it since
+    /// (pcscd tells only the card's own connections about a reset, so the device source asks).
+    pub async fn recheck_unidentified(&self, reader: &str) -> Result<()> {
+        let id = device_id(reader);
+        let worker = lock(&self.inner.devices)
+            .unknown
+            .get(&id)
+            .map(|u| u.worker.clone());
+        let Some(worker) = worker else {
+            return Ok(());
+        };
+        let r = worker.was_reset(self.config().device.timeout).await;
+        tracing::trace!(%reader, "unidentified card reset: {r:?}");
+        match r {
+            Ok(true) => self.device_changed(reader).await,
+            Ok(false) => Ok(()),
+            // A card that is gone is the device source's to report.
+            Err(e) => {
+                tracing::debug!(%reader, "checking the unidentified card for a reset: {e}");
+                Ok(())
+            }
+        }
     }
 
     /// Identifies a present card and publishes it, as a PIV device with its session or as unknown.
