@@ -243,13 +243,19 @@ impl Service {
                     event_count: attach.event_count,
                     source_instance: attach.source_instance,
                 };
-                let replaced = lock(&self.inner.devices).by_id.remove(&id);
-                if let Some(old) = replaced {
-                    // The source missed a removal; end the old insertion properly.
+                let (replaced, was_unknown) = {
+                    let mut devs = lock(&self.inner.devices);
+                    let was_unknown = devs.unknown.insert(id.clone(), unknown).is_some();
+                    (devs.by_id.remove(&id), was_unknown)
+                };
+                if replaced.is_some() || was_unknown {
+                    // The source missed a removal: the old bus object goes first.
                     self.publish(Event::DeviceRemoved { id: id.clone() });
+                }
+                if let Some(old) = replaced {
+                    // End the old insertion properly.
                     self.end_session(&old).await?;
                 }
-                lock(&self.inner.devices).unknown.insert(id, unknown);
                 self.publish(Event::DeviceAdded(info));
                 return Ok(());
             }
