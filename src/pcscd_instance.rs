@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where libpcsclite connects to pcscd unless `PCSCLITE_CSOCK_NAME` says otherwise.
 const DEFAULT_SOCKET: &str = "/run/pcscd/pcscd.comm";
@@ -28,7 +28,12 @@ impl PcscdInstance {
         let socket = std::env::var_os("PCSCLITE_CSOCK_NAME")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
-        let owner = std::fs::metadata(&socket).ok()?.uid();
+        Self::serving(&socket)
+    }
+
+    /// The pcscd serving `socket` (see [`PcscdInstance::current`]).
+    fn serving(socket: &Path) -> Option<PcscdInstance> {
+        let owner = std::fs::metadata(socket).ok()?.uid();
         let boot = procfs::sys::kernel::random::boot_id().ok()?;
         let mut found = None;
         for process in procfs::process::all_processes().ok()? {
@@ -58,5 +63,18 @@ impl PcscdInstance {
 impl fmt::Display for PcscdInstance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_socket_is_no_pcscd() {
+        assert_eq!(
+            PcscdInstance::serving(Path::new("/nonexistent/pcscd.comm")),
+            None
+        );
     }
 }
