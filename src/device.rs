@@ -19,6 +19,20 @@ pub trait CardConnection: Send + 'static {
     /// Runs `op` with the card to itself; no other application's APDUs interleave with its APDUs.
     fn exclusive(&mut self, op: &mut dyn FnMut(&mut dyn CardTransport) -> Result<()>)
         -> Result<()>;
+
+    /// Drops the connection and connects to the card in the same reader again. Only for identifying
+    /// a card, before anything is bound to it: a connection that may reach a newly inserted card must
+    /// never carry an existing device session. Connections that cannot lose their card do nothing.
+    fn reconnect(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether another application reset the card since this connection last used it (pcscd
+    /// reports resets to the card's connections only, not to the watchers of its reader).
+    /// Connections that cannot tell say no.
+    fn was_reset(&mut self) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 type Job = Box<dyn FnOnce(&mut dyn CardConnection) + Send>;
@@ -100,6 +114,41 @@ impl DeviceWorker {
                 let _ = tx.send(Err(e));
             }
         });
+        self.submit(job, rx, timeout).await
+    }
+
+    /// Connects to the card again ([`CardConnection::reconnect`]), waiting at most `timeout`.
+    pub async fn reconnect(&self, timeout: Duration) -> Result<()> {
+        self.with_connection(timeout, |conn| conn.reconnect()).await
+    }
+
+    /// [`CardConnection::was_reset`], waiting at most `timeout`.
+    pub async fn was_reset(&self, timeout: Duration) -> Result<bool> {
+        self.with_connection(timeout, |conn| conn.was_reset()).await
+    }
+
+    /// Runs `f` on the connection itself (outside any exclusive session).
+    async fn with_connection<R: Send + 'static>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut dyn CardConnection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn: &mut dyn CardConnection| {
+            if !tx.is_closed() {
+                let _ = tx.send(f(conn));
+            }
+        });
+        self.submit(job, rx, timeout).await
+    }
+
+    /// Queues `job` and waits at most `timeout` for the result it sends to `rx`.
+    async fn submit<R>(
+        &self,
+        job: Job,
+        rx: oneshot::Receiver<Result<R>>,
+        timeout: Duration,
+    ) -> Result<R> {
         self.jobs.try_send(job).map_err(|e| match e {
             mpsc::TrySendError::Full(_) => {
                 Error::Busy("the device has too many operations waiting; try again".into())

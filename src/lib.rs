@@ -15,6 +15,7 @@ pub mod device;
 pub mod error;
 pub mod keys;
 pub mod pcsc_device;
+pub mod pcscd_instance;
 pub mod piv;
 pub mod service;
 pub mod state_dir;

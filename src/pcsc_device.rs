@@ -14,6 +14,7 @@ use pcsc::{Context, Disposition, Protocols, ReaderState, Scope, ShareMode, State
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::device::CardConnection;
+use crate::pcscd_instance::PcscdInstance;
 use crate::transport::CardTransport;
 use crate::{Error, Result};
 
@@ -27,9 +28,15 @@ pub enum PcscEvent {
         /// pcscd's per-reader count of insertions and removals; tells a card that stayed from one
         /// that was swapped while Tessera was not watching.
         event_count: u32,
+        /// The pcscd whose count `event_count` is (`None`: unknown); counts restart with pcscd.
+        pcscd: Option<PcscdInstance>,
     },
     /// The card left `reader` (or the reader itself went away).
     CardRemoved { reader: String },
+    /// The card in `reader` is the same insertion, but pcscd now sees it differently (it answered
+    /// after being mute, or its ATR changed after a reset): worth identifying again if it could not
+    /// be identified before.
+    CardChanged { reader: String },
     /// The first scan after (re)connecting to pcscd is complete: every present card was reported.
     EnumerationComplete,
     /// pcscd is unreachable; every card is to be taken as removed. The monitor keeps retrying.
@@ -66,15 +73,25 @@ impl Monitor {
 impl Drop for Monitor {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Ok(guard) = self.ctx.lock() {
-            if let Some(ctx) = guard.as_ref() {
-                // Wakes the thread out of SCardGetStatusChange.
-                let _ = ctx.cancel();
+        let Some(t) = self.thread.take() else {
+            return;
+        };
+        // A cancel only wakes a thread already in SCardGetStatusChange; one between its stop check
+        // and that call would block there for good. So cancel until it has ended, for a bounded
+        // time: a thread stuck in a hung pcscd is left behind rather than hanging the caller.
+        for _ in 0..200 {
+            if t.is_finished() {
+                let _ = t.join();
+                return;
             }
+            if let Ok(guard) = self.ctx.lock() {
+                if let Some(ctx) = guard.as_ref() {
+                    let _ = ctx.cancel();
+                }
+            }
+            thread::sleep(Duration::from_millis(10));
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        tracing::warn!("the pcsc monitor did not stop; leaving it behind");
     }
 }
 
@@ -89,8 +106,17 @@ fn watch(
     let mut pause = Duration::from_millis(50);
     let mut warned = false;
     while !stop.load(Ordering::SeqCst) {
+        // The same pcscd before and after connecting is the one connected to; a pcscd that
+        // changed in between is unknown, so that no count is ever credited to the wrong one.
+        let before = PcscdInstance::current();
         match Context::establish(Scope::User) {
             Ok(ctx) => {
+                let pcscd = before.filter(|b| PcscdInstance::current().as_ref() == Some(b));
+                if pcscd.is_none() {
+                    tracing::warn!(
+                        "cannot tell which pcscd this is; cards present now start new sessions"
+                    );
+                }
                 if let Ok(mut g) = shared_ctx.lock() {
                     *g = Some(ctx.clone());
                 }
@@ -99,7 +125,7 @@ fn watch(
                 }
                 warned = false;
                 pause = Duration::from_millis(50);
-                let reason = watch_context(&ctx, stop, events);
+                let reason = watch_context(&ctx, pcscd.as_ref(), stop, events);
                 if let Ok(mut g) = shared_ctx.lock() {
                     *g = None;
                 }
@@ -125,11 +151,16 @@ fn watch(
 }
 
 /// Watches readers on one context until it fails or the monitor stops; returns why it ended.
-fn watch_context(ctx: &Context, stop: &AtomicBool, events: &UnboundedSender<PcscEvent>) -> String {
+fn watch_context(
+    ctx: &Context,
+    pcscd: Option<&PcscdInstance>,
+    stop: &AtomicBool,
+    events: &UnboundedSender<PcscEvent>,
+) -> String {
     let pnp = pcsc::PNP_NOTIFICATION();
     let mut states: Vec<ReaderState> = vec![ReaderState::new(pnp, State::UNAWARE)];
-    // Readers that currently hold a card, as reported to the listener, with pcscd's event count then.
-    let mut present: HashMap<String, u32> = HashMap::new();
+    // Readers that currently hold a card, as reported to the listener.
+    let mut present: HashMap<String, Seen> = HashMap::new();
     let mut first_round = true;
     loop {
         // Bring the watched set in line with the reader list.
@@ -171,11 +202,28 @@ fn watch_context(ctx: &Context, stop: &AtomicBool, events: &UnboundedSender<Pcsc
             }
             let name = s.name().to_string_lossy().into_owned();
             let ev = s.event_state();
-            let has_card = ev.contains(State::PRESENT) && !ev.contains(State::MUTE);
-            let was = present.get(&name).copied();
+            if ev.contains(State::CHANGED) {
+                tracing::debug!(reader = %name, state = ?ev, count = s.event_count(), "reader state");
+            }
+            // A mute card is reported too: pcscd's power-up may have failed only because the card
+            // came and went at that moment, and connecting powers it up again.
+            let has_card = ev.contains(State::PRESENT);
+            let now = Seen {
+                count: s.event_count(),
+                atr: s.atr().to_vec(),
+                mute: ev.contains(State::MUTE),
+            };
+            let was = present.get(&name);
             // A changed event count with a card still there is a swap we did not see: report both.
-            let swapped = was.is_some_and(|count| has_card && count != s.event_count());
+            let swapped = was.is_some_and(|seen| has_card && seen.count != now.count);
+            let changed = was.is_some_and(|seen| seen.atr != now.atr || seen.mute != now.mute);
             let was = was.is_some();
+            if was && has_card && !swapped && changed {
+                present.insert(name.clone(), now.clone());
+                let _ = events.send(PcscEvent::CardChanged {
+                    reader: name.clone(),
+                });
+            }
             if was && (!has_card || swapped || ev.contains(State::UNAVAILABLE)) {
                 present.remove(&name);
                 let _ = events.send(PcscEvent::CardRemoved {
@@ -183,11 +231,12 @@ fn watch_context(ctx: &Context, stop: &AtomicBool, events: &UnboundedSender<Pcsc
                 });
             }
             if has_card && !present.contains_key(&name) && !ev.contains(State::UNAVAILABLE) {
-                present.insert(name.clone(), s.event_count());
+                present.insert(name.clone(), now);
                 let _ = events.send(PcscEvent::CardInserted {
                     reader: name,
                     atr: s.atr().to_vec(),
                     event_count: s.event_count(),
+                    pcscd: pcscd.cloned(),
                 });
             }
             s.sync_current_state();
@@ -202,9 +251,18 @@ fn watch_context(ctx: &Context, stop: &AtomicBool, events: &UnboundedSender<Pcsc
     }
 }
 
+/// What the monitor last reported about the card in a reader.
+#[derive(Clone)]
+struct Seen {
+    /// pcscd's event count then.
+    count: u32,
+    atr: Vec<u8>,
+    mute: bool,
+}
+
 /// A shared connection to the card in one reader.
 pub struct PcscConnection {
-    /// Always `Some` until dropped; an `Option` so that `Drop` can disconnect by value.
+    /// `None` before the first connection succeeds (and while dropping, to disconnect by value).
     card: Option<pcsc::Card>,
     reader: String,
 }
@@ -213,16 +271,19 @@ impl PcscConnection {
     /// Connects to the card in `reader` (shared mode: other applications may use the card between
     /// Tessera's transactions).
     pub fn connect(reader: &str) -> Result<Self> {
-        let ctx = Context::establish(Scope::User).map_err(map_err)?;
-        let name = CString::new(reader)
-            .map_err(|_| Error::InvalidArgument("reader name contains NUL".into()))?;
-        let card = ctx
-            .connect(&name, ShareMode::Shared, Protocols::ANY)
-            .map_err(map_err)?;
-        Ok(Self {
-            card: Some(card),
+        let mut conn = Self::unconnected(reader);
+        conn.reconnect()?;
+        Ok(conn)
+    }
+
+    /// A connection to the card in `reader` that connects at its first
+    /// [`CardConnection::reconnect`]: identification connects inside its retries, so a card
+    /// that cannot be connected to at the first try is retried like one that resets.
+    pub fn unconnected(reader: &str) -> Self {
+        Self {
+            card: None,
             reader: reader.to_owned(),
-        })
+        }
     }
 
     /// The reader this connection is to.
@@ -283,6 +344,36 @@ impl CardConnection for PcscConnection {
             return result;
         }
         Err(Error::Device("the card keeps being reset".into()))
+    }
+
+    fn reconnect(&mut self) -> Result<()> {
+        if let Some(old) = self.card.take() {
+            let _ = old.disconnect(Disposition::LeaveCard);
+        }
+        let ctx = Context::establish(Scope::User).map_err(map_err)?;
+        let name = CString::new(self.reader.as_str())
+            .map_err(|_| Error::InvalidArgument("reader name contains NUL".into()))?;
+        let card = ctx
+            .connect(&name, ShareMode::Shared, Protocols::ANY)
+            .map_err(map_err)?;
+        self.card = Some(card);
+        Ok(())
+    }
+
+    fn was_reset(&mut self) -> Result<bool> {
+        let Some(card) = self.card.as_mut() else {
+            return Ok(false);
+        };
+        // pcscd reports a reset at the next transaction, not in SCardStatus (seen with
+        // pcsc-lite 2): an empty transaction asks, and sends nothing to the card.
+        match card.transaction2() {
+            Ok(tx) => {
+                let _ = tx.end(Disposition::LeaveCard);
+                Ok(false)
+            }
+            Err((_, e)) if is_reset(e) => Ok(true),
+            Err((_, e)) => Err(map_err(e)),
+        }
     }
 }
 

@@ -15,6 +15,7 @@ mod card_ops;
 mod devices;
 mod enroll;
 mod enrollments;
+mod probe;
 mod refresh_limit;
 mod requirements;
 mod tokens;

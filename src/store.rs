@@ -113,6 +113,9 @@ pub struct DeviceSession {
     pub card_id: String,
     /// The reader's PC/SC event counter at insertion, to tell re-insertions apart.
     pub event_counter: u64,
+    /// The run of the device source (pcscd) that counted `event_counter`: counters restart with
+    /// it. `None` when unknown (and for sessions recorded before it was): matches nothing.
+    pub source_instance: Option<String>,
     /// Unix seconds.
     pub started: u64,
     /// Unix seconds; `None` while the card is present.
@@ -536,8 +539,16 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> Result<Outcome> {
             params![device_session, reason, at],
         )?),
         WriteOp::OpenDeviceSession(s) => one(run(
-            &format!("INSERT INTO device_sessions ({SES}) VALUES (?1,?2,?3,?4,?5,?6)"),
-            params![s.id, s.reader, s.card_id, s.event_counter, s.started, s.ended],
+            &format!("INSERT INTO device_sessions ({SES}) VALUES (?1,?2,?3,?4,?5,?6,?7)"),
+            params![
+                s.id,
+                s.reader,
+                s.card_id,
+                s.event_counter,
+                s.started,
+                s.ended,
+                s.source_instance
+            ],
         )?),
         WriteOp::CloseDeviceSession { id, at } => one(run(
             "UPDATE device_sessions SET ended = ?2 WHERE id = ?1 AND ended IS NULL",
@@ -585,7 +596,7 @@ const ENR: &str = "id, user, uid, slot, public_key, key_thumbprint, card_guid, c
 const TOK: &str = "jti, token_hash, user, enrollment_id, device_session, kid, iat, exp, \
                    single_use, state, reason, changed_at, auth_time, idle_timeout, last_used, \
                    revoke_on_removal";
-const SES: &str = "id, reader, card_id, event_counter, started, ended";
+const SES: &str = "id, reader, card_id, event_counter, started, ended, source_instance";
 
 fn enrollment_row(r: &Row<'_>) -> rusqlite::Result<Enrollment> {
     Ok(Enrollment {
@@ -631,6 +642,7 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<DeviceSession> {
         event_counter: r.get(3)?,
         started: r.get(4)?,
         ended: r.get(5)?,
+        source_instance: r.get(6)?,
     })
 }
 
@@ -714,6 +726,8 @@ CREATE INDEX tokens_exp ON tokens (exp);
 -- The latest auth_time of the enrollment's pruned tokens (PruneExpired folds them in before it
 -- deletes them); tokens still in the table speak for themselves.
 ALTER TABLE enrollments ADD COLUMN last_used INTEGER;
+-- pcscd's process identity when the session's event_counter was read; NULL: unknown (never matches).
+ALTER TABLE device_sessions ADD COLUMN source_instance TEXT;
 ",
 ];
 

@@ -30,6 +30,7 @@ fn session(id: &str) -> DeviceSession {
         reader: "Virtual PCD 00 00".into(),
         card_id: "guid:a5a5".into(),
         event_counter: 0x0001_0000,
+        source_instance: Some("boot/42/1234".into()),
         started: 1_700_000_100,
         ended: None,
     }
@@ -697,6 +698,33 @@ fn migration_sets_the_version() {
         .unwrap();
     assert_eq!(v, 2);
     assert_eq!(SCHEMA_VERSION, 2);
+}
+
+#[test]
+fn sessions_recorded_before_pcscd_identities_match_no_pcscd() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let raw = Connection::open(&path).unwrap();
+    raw.execute_batch(MIGRATIONS[0]).unwrap();
+    raw.pragma_update(None, "user_version", 1).unwrap();
+    raw.execute(
+        "INSERT INTO device_sessions (id, reader, card_id, event_counter, started) \
+         VALUES ('old', 'Virtual PCD 00 00', 'guid:a5a5', 1, 1700000000)",
+        [],
+    )
+    .unwrap();
+    drop(raw);
+    let store = Store::open(&path).unwrap();
+    let sessions = store.open_device_sessions().unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].source_instance, None, "an unknown pcscd");
+    // A new session keeps its pcscd identity.
+    store
+        .apply_blocking(vec![WriteOp::OpenDeviceSession(session("new"))])
+        .unwrap();
+    let new = store.open_device_sessions().unwrap();
+    assert_eq!(new[0].id, "new");
+    assert_eq!(new[0].source_instance.as_deref(), Some("boot/42/1234"));
 }
 
 #[test]

@@ -13,8 +13,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::Value;
 
-use common::stack::{Stack, DEVICE_PATH, PIN, WAIT};
-use common::{stdout, wait_until};
+use common::stack::{wait_card, Stack, DEVICE_PATH, PIN, WAIT};
+use common::{stdout, wait_until, VPCD_READER_0};
 
 /// Every enrollment and token here is root's.
 const ROOT: &[&str] = &["--user", "root"];
@@ -193,4 +193,107 @@ fn header_kid(token: &str) -> String {
     let header = token.split('.').next().unwrap();
     let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
     header["kid"].as_str().expect("kid").to_owned()
+}
+
+/// §6: a token, then tesserad stops, the card is pulled, pcscd restarts, the same card goes back
+/// in and tesserad starts. pcscd counts insertions afresh from its start, so the reader's event
+/// count is the same as at the token's insertion; only pcscd's identity, recorded with the device
+/// session, tells that the card left. Before the fix the old session was adopted and the token
+/// stayed valid.
+#[test]
+fn card_removed_across_a_pcscd_restart_revokes_its_tokens() {
+    removed_across_a_pcscd_restart(false);
+}
+
+/// The same with a card that has no 9E key (nothing proves it at insertion; the old session was
+/// adopted on the public certificates alone).
+#[test]
+fn card_without_9e_removed_across_a_pcscd_restart_revokes_its_tokens() {
+    removed_across_a_pcscd_restart(true);
+}
+
+fn removed_across_a_pcscd_restart(without_9e: bool) {
+    let mut env = Stack::new();
+    let card = env.path("card.json");
+    env.start_sim(&card, &[]);
+    env.stop_sim();
+    if without_9e {
+        remove_card_authentication_key(&card);
+    }
+    // A fresh pcscd at both insertions, so that it counts them alike.
+    env.pcsc.restart_pcscd();
+    env.start_sim(&card, &[]);
+    env.start_daemon("");
+    env.wait_device(true);
+    let count_then = reader_event_count();
+    env.enroll(PIN, ROOT);
+    let token = env.authenticate(ROOT);
+    env.validate(&token).expect("live before the restart");
+
+    env.stop_daemon();
+    env.stop_sim();
+    wait_card(false);
+    env.pcsc.restart_pcscd();
+    env.start_sim(&card, &[]);
+    wait_card(true);
+    assert_eq!(
+        reader_event_count(),
+        count_then,
+        "precondition: the new pcscd's count equals the one recorded with the session"
+    );
+    env.start_daemon("");
+    env.wait_device(true);
+    let (name, msg) = env.validate(&token).unwrap_err();
+    assert_eq!(name, "TokenRevoked", "token across a pcscd restart: {msg}");
+    assert!(msg.contains("device-removed"), "{msg}");
+    // The card itself is fine, in a new device session.
+    let again = env.authenticate(ROOT);
+    env.validate(&again)
+        .expect("a new token from the same card");
+}
+
+/// Takes the Card Authentication (9E) key and its certificate out of the simulator's card file.
+fn remove_card_authentication_key(card: &std::path::Path) {
+    let mut state: Value = serde_json::from_slice(&std::fs::read(card).unwrap()).unwrap();
+    let keys = state["keys"].as_object_mut().expect("keys");
+    assert!(
+        keys.remove("9e").is_some(),
+        "no 9E key in {}",
+        card.display()
+    );
+    let objects = state["objects"].as_object_mut().expect("objects");
+    assert!(objects.remove("5fc101").is_some(), "no 9E certificate");
+    std::fs::write(card, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+}
+
+/// pcscd's event count for reader 0, read without connecting to the card.
+fn reader_event_count() -> u32 {
+    let reader = std::ffi::CString::new(VPCD_READER_0).unwrap();
+    let ctx = pcsc::Context::establish(pcsc::Scope::User).unwrap();
+    let mut states = [pcsc::ReaderState::new(reader, pcsc::State::UNAWARE)];
+    ctx.get_status_change(Duration::ZERO, &mut states).unwrap();
+    states[0].event_count()
+}
+
+/// Fail closed: when tesserad cannot tell which pcscd it talks to (here a second root process named
+/// pcscd beside the real one), no device session from before its start is adopted, even with the
+/// card still in the same reader under the same pcscd.
+#[test]
+fn no_session_is_adopted_when_pcscd_cannot_be_identified() {
+    let (mut env, _) = Stack::with_card(&[], "");
+    env.enroll(PIN, ROOT);
+    let token = env.authenticate(ROOT);
+    env.stop_daemon();
+
+    let impostor = env.path("pcscd");
+    std::fs::copy("/bin/sleep", &impostor).unwrap();
+    let mut cmd = std::process::Command::new(&impostor);
+    cmd.arg("60");
+    let _impostor = common::Child::spawn("impostor-pcscd", &mut cmd, &env.path(""));
+    env.start_daemon("");
+    env.wait_device(true);
+    let (name, msg) = env.validate(&token).unwrap_err();
+    assert_eq!(name, "TokenRevoked", "pcscd unknown: {msg}");
+    let daemon = env.daemon.as_mut().unwrap();
+    daemon.wait_for_stderr_line("cannot tell which pcscd this is", WAIT);
 }

@@ -135,6 +135,7 @@ async fn main() {
     svc.device_added(DeviceAttach {
         reader: "Bench Reader".into(),
         event_count: 1,
+        source_instance: Some("sim".into()),
         transport: "sim".into(),
         connection: Box::new(DirectConnection(
             PivCard::in_memory(&SimOptions::default()).unwrap(),

@@ -347,17 +347,48 @@ async fn publish_one(conn: &Connection, event: Event) -> zbus::Result<()> {
 /// another, so a slow or stuck card in one reader never delays a removal in another.
 async fn follow_pcsc(service: Service, mut rx: mpsc::UnboundedReceiver<PcscEvent>) {
     let mut last: HashMap<String, JoinHandle<()>> = HashMap::new();
-    while let Some(event) = rx.recv().await {
+    let mut recheck = tokio::time::interval(RESET_CHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Device events say when the set of unidentified cards may have changed.
+    let mut changes = service.subscribe();
+    loop {
+        // pcscd tells a reader's watchers nothing of a reset, so a card that could not be
+        // identified is asked now and then whether it was reset; only while there is one, so an
+        // idle daemon with only PIV cards (or none) never wakes up for it.
+        let unidentified = !service.unidentified_readers().is_empty();
+        let event = tokio::select! {
+            event = rx.recv() => match event {
+                Some(e) => e,
+                None => return,
+            },
+            change = changes.recv() => match change {
+                Err(broadcast::error::RecvError::Closed) => return,
+                _ => continue,
+            },
+            _ = recheck.tick(), if unidentified => {
+                for reader in service.unidentified_readers() {
+                    let svc = service.clone();
+                    let r = reader.clone();
+                    after_previous(&mut last, reader, async move {
+                        report(svc.recheck_unidentified(&r).await);
+                    });
+                }
+                last.retain(|_, t| !t.is_finished());
+                continue;
+            }
+        };
         match event {
             PcscEvent::CardInserted {
                 reader,
                 event_count,
+                pcscd,
                 ..
             } => {
                 let svc = service.clone();
                 let r = reader.clone();
+                let instance = pcscd.map(|p| p.to_string());
                 after_previous(&mut last, reader, async move {
-                    report(card_inserted(&svc, r, event_count).await);
+                    report(card_inserted(&svc, r, event_count, instance).await);
                 });
             }
             PcscEvent::CardRemoved { reader } => {
@@ -365,6 +396,13 @@ async fn follow_pcsc(service: Service, mut rx: mpsc::UnboundedReceiver<PcscEvent
                 let r = reader.clone();
                 after_previous(&mut last, reader, async move {
                     report(svc.device_removed(&r).await);
+                });
+            }
+            PcscEvent::CardChanged { reader } => {
+                let svc = service.clone();
+                let r = reader.clone();
+                after_previous(&mut last, reader, async move {
+                    report(svc.device_changed(&r).await);
                 });
             }
             // Both concern every reader: wait until each reader's events so far are handled.
@@ -385,6 +423,9 @@ async fn follow_pcsc(service: Service, mut rx: mpsc::UnboundedReceiver<PcscEvent
     }
 }
 
+/// How often a card that could not be identified is checked for a reset by another application.
+const RESET_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs `work` for `reader` once the reader's previous event has been handled.
 fn after_previous(
     last: &mut HashMap<String, JoinHandle<()>>,
@@ -401,25 +442,25 @@ fn after_previous(
     last.insert(reader, task);
 }
 
-async fn card_inserted(service: &Service, reader: String, event_count: u32) -> tessera::Result<()> {
-    let r = reader.clone();
-    match tokio::task::spawn_blocking(move || PcscConnection::connect(&r)).await {
-        Ok(Ok(conn)) => {
-            service
-                .device_added(DeviceAttach {
-                    reader,
-                    event_count: u64::from(event_count),
-                    transport: "pcsc".into(),
-                    connection: Box::new(conn),
-                })
-                .await
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(%reader, "cannot connect to the card: {e}");
-            Ok(())
-        }
-        Err(e) => Err(tessera::Error::Internal(e.to_string())),
-    }
+/// Hands a new card to the service. The connection is made on the device's worker thread, inside
+/// the service's identification retries: a card that cannot be connected to at once (pcscd still
+/// powering it, another application resetting it) is retried, and listed even if it never answers.
+async fn card_inserted(
+    service: &Service,
+    reader: String,
+    event_count: u32,
+    pcscd: Option<String>,
+) -> tessera::Result<()> {
+    let conn = PcscConnection::unconnected(&reader);
+    service
+        .device_added(DeviceAttach {
+            reader,
+            event_count: u64::from(event_count),
+            source_instance: pcscd,
+            transport: "pcsc".into(),
+            connection: Box::new(conn),
+        })
+        .await
 }
 
 fn report(result: tessera::Result<()>) {

@@ -106,6 +106,7 @@ impl World {
         svc.device_added(DeviceAttach {
             reader: READER.into(),
             event_count: 1,
+            source_instance: Some("sim".into()),
             transport: "sim".into(),
             connection: Box::new(DirectConnection(card)),
         })

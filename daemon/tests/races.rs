@@ -44,6 +44,7 @@ async fn attach_and_enroll(svc: &Service, card: Box<dyn CardTransport>) {
     svc.device_added(DeviceAttach {
         reader: READER.into(),
         event_count: 1,
+        source_instance: Some("sim".into()),
         transport: "sim".into(),
         connection: Box::new(DirectConnection(card)),
     })
@@ -271,6 +272,7 @@ async fn after_a_restart_only_the_real_card_keeps_its_tokens() {
         svc.device_added(DeviceAttach {
             reader: READER.into(),
             event_count: 1,
+            source_instance: Some("sim".into()),
             transport: "sim".into(),
             connection: Box::new(DirectConnection(inserted)),
         })

@@ -73,6 +73,7 @@ async fn an_enrollment_removed_during_an_authentication_yields_no_valid_token() 
     svc.device_added(DeviceAttach {
         reader: "Sim Reader 0".into(),
         event_count: 1,
+        source_instance: Some("sim".into()),
         transport: "sim".into(),
         connection: Box::new(DirectConnection(Box::new(card))),
     })
@@ -161,6 +162,7 @@ async fn the_last_use_of_an_enrollment_outlives_its_tokens() {
         svc.device_added(DeviceAttach {
             reader: "Sim Reader 0".into(),
             event_count: 1,
+            source_instance: Some("sim".into()),
             transport: "sim".into(),
             connection: Box::new(DirectConnection(Box::new(card))),
         })

@@ -48,7 +48,8 @@ enum Cmd {
         pin_retries: u8,
         /// Test fault for the daemon's tests: `remove-on-sign` (pull the card out instead of answering
         /// a signature request, then exit 0) or `stall-on-sign=MILLIS` (wait before signing); neither
-        /// applies to the 9E key, which identifies the card at insertion.
+        /// applies to the 9E key, which identifies the card at insertion. `no-piv`: a card without
+        /// the PIV application (every command answers 6A82).
         #[arg(long)]
         fault: Option<Fault>,
         /// How strictly the card keeps to the specifications: `spec` (SELECT only with the full or

@@ -68,15 +68,21 @@ pub enum Fault {
     RemoveOnSign,
     /// The card thinks for this long before answering.
     StallOnSign(Duration),
+    /// Not a signature fault: the card has no PIV application at all (every command answers 6A82,
+    /// file not found), as a bank or SIM card in the reader would.
+    NoApplication,
 }
 
 impl std::str::FromStr for Fault {
     type Err = SimError;
 
-    /// `remove-on-sign` or `stall-on-sign=MILLIS`.
+    /// `remove-on-sign`, `stall-on-sign=MILLIS` or `no-piv`.
     fn from_str(s: &str) -> Result<Self, SimError> {
         if s == "remove-on-sign" {
             return Ok(Fault::RemoveOnSign);
+        }
+        if s == "no-piv" {
+            return Ok(Fault::NoApplication);
         }
         if let Some(ms) = s.strip_prefix("stall-on-sign=") {
             let ms: u64 = ms
@@ -85,7 +91,7 @@ impl std::str::FromStr for Fault {
             return Ok(Fault::StallOnSign(Duration::from_millis(ms)));
         }
         Err(SimError::InvalidOption(
-            "unknown fault (remove-on-sign, stall-on-sign=MILLIS)",
+            "unknown fault (remove-on-sign, stall-on-sign=MILLIS, no-piv)",
         ))
     }
 }

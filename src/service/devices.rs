@@ -2,15 +2,15 @@
 //!
 //! Each card insertion is a device session, recorded durably so that a card pulled while the daemon
 //! was not running is noticed at the next start: a session in the store that no present card
-//! confirms (same reader, same pcscd event count, same card keys) is closed and its tokens revoked.
+//! confirms (same reader, same pcscd event count counted by the same pcscd, same card keys) is closed
+//! and its tokens revoked.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::tokens::lock;
-use super::{Event, Service};
-use crate::challenge::Challenge;
+use super::{probe, Event, Service};
 use crate::device::{CardConnection, DeviceWorker};
 use crate::piv::{Piv, Slot};
 use crate::store::{DeviceSession, WriteOp};
@@ -25,10 +25,22 @@ pub struct DeviceAttach {
     pub reader: String,
     /// pcscd's event count for the reader at insertion.
     pub event_count: u64,
+    /// The run of the device source that counted `event_count` (pcscd's process identity, see
+    /// [`crate::pcscd_instance`]); `None` when unknown, which matches no recorded session.
+    pub source_instance: Option<String>,
     /// "pcsc" for PC/SC readers.
     pub transport: String,
     /// The connection to the card.
     pub connection: Box<dyn CardConnection>,
+}
+
+/// A present card, connected, before it is identified.
+struct Attached {
+    reader: String,
+    event_count: u64,
+    source_instance: Option<String>,
+    transport: String,
+    worker: DeviceWorker,
 }
 
 /// A present device as published on the bus.
@@ -36,11 +48,13 @@ pub struct DeviceAttach {
 pub struct DeviceInfo {
     /// Stable object-path element derived from the reader name.
     pub id: String,
-    /// "piv".
+    /// "piv", or "unknown" for a card that could not be identified (listed so that users see it,
+    /// never used for enrollment or authentication).
     pub kind: String,
     /// "pcsc".
     pub transport: String,
-    /// Human-readable name (the certificate subject of 9A when there is one, else the reader).
+    /// Human-readable name (the certificate subject of 9A when there is one, else the reader; for an
+    /// unknown card, why it could not be identified).
     pub name: String,
     /// Reader name.
     pub reader: String,
@@ -60,6 +74,15 @@ pub(super) struct Device {
 pub(super) struct SessionState {
     id: String,
     pub(super) open: bool,
+}
+
+/// A present card that could not be identified: listed, kept connected to be identified again when
+/// pcscd sees it change, and never offered to enrollment or authentication.
+pub(super) struct UnknownCard {
+    info: DeviceInfo,
+    worker: DeviceWorker,
+    event_count: u64,
+    source_instance: Option<String>,
 }
 
 /// What the card is: its slot keys (from the slot certificates) and CHUID GUID.
@@ -99,6 +122,8 @@ impl Identity {
 /// The present devices, and the device sessions from the store still waiting to be confirmed.
 pub(super) struct Devices {
     by_id: HashMap<String, Arc<Device>>,
+    /// Present cards that could not be identified, by device id (never also in `by_id`).
+    unknown: HashMap<String, UnknownCard>,
     /// Open sessions from before this start, until the first device scan is complete.
     unconfirmed: Vec<DeviceSession>,
 }
@@ -107,6 +132,7 @@ impl Devices {
     pub(super) fn new(unconfirmed: Vec<DeviceSession>) -> Self {
         Devices {
             by_id: HashMap::new(),
+            unknown: HashMap::new(),
             unconfirmed,
         }
     }
@@ -127,15 +153,110 @@ pub fn device_id(reader: &str) -> String {
 
 impl Service {
     /// A device became present: identify it (PIV application, slot certificates), open or confirm
-    /// its device session, and publish it. Cards that are not PIV cards are logged and ignored.
+    /// its device session, and publish it. A card that cannot be identified (not a PIV card, or one
+    /// that keeps failing) is published as kind "unknown", and identified again when it changes.
     pub async fn device_added(&self, attach: DeviceAttach) -> Result<()> {
         let id = device_id(&attach.reader);
         let worker = DeviceWorker::spawn(&id, attach.connection)?;
+        let card = Attached {
+            reader: attach.reader,
+            event_count: attach.event_count,
+            source_instance: attach.source_instance,
+            transport: attach.transport,
+            worker,
+        };
+        self.card_present(card).await
+    }
+
+    /// The card in `reader` is the same insertion but looks different to the device source (it
+    /// answers after being mute, or was reset): identify it again if it could not be before.
+    pub async fn device_changed(&self, reader: &str) -> Result<()> {
+        let id = device_id(reader);
+        let Some(unknown) = lock(&self.inner.devices).unknown.remove(&id) else {
+            return Ok(());
+        };
+        tracing::info!(reader = %reader, "identifying the unidentified card again (it changed or was reset)");
+        self.publish(Event::DeviceRemoved { id });
+        self.card_present(Attached {
+            reader: unknown.info.reader,
+            event_count: unknown.event_count,
+            source_instance: unknown.source_instance,
+            transport: unknown.info.transport,
+            worker: unknown.worker,
+        })
+        .await
+    }
+
+    /// Readers holding a card that could not be identified.
+    pub fn unidentified_readers(&self) -> Vec<String> {
+        let devs = lock(&self.inner.devices);
+        devs.unknown
+            .values()
+            .map(|u| u.info.reader.clone())
+            .collect()
+    }
+
+    /// Identifies the unidentified card in `reader` again if another application reset it since
+    /// (pcscd tells only the card's own connections about a reset, so the device source asks).
+    pub async fn recheck_unidentified(&self, reader: &str) -> Result<()> {
+        let id = device_id(reader);
+        let worker = lock(&self.inner.devices)
+            .unknown
+            .get(&id)
+            .map(|u| u.worker.clone());
+        let Some(worker) = worker else {
+            return Ok(());
+        };
+        let r = worker.was_reset(self.config().device.timeout).await;
+        tracing::trace!(%reader, "unidentified card reset: {r:?}");
+        match r {
+            Ok(true) => self.device_changed(reader).await,
+            Ok(false) => Ok(()),
+            // A card that is gone is the device source's to report.
+            Err(e) => {
+                tracing::debug!(%reader, "checking the unidentified card for a reset: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    /// Identifies a present card and publishes it, as a PIV device with its session or as unknown.
+    async fn card_present(&self, attach: Attached) -> Result<()> {
+        let id = device_id(&attach.reader);
+        let worker = attach.worker.clone();
         let timeout = self.config().device.timeout;
-        let identity = match worker.run(timeout, identify).await {
+        let identity = match probe::identify_card(&worker, timeout).await {
             Ok(i) => i,
             Err(e) => {
-                tracing::info!(reader = %attach.reader, "ignoring card: {e}");
+                // Logged once per insertion (re-identification after a change logs again).
+                tracing::warn!(reader = %attach.reader, "cannot identify the card: {e}; listed as unknown");
+                let info = DeviceInfo {
+                    id: id.clone(),
+                    kind: "unknown".into(),
+                    transport: attach.transport,
+                    name: format!("unidentified card in {} ({e})", attach.reader),
+                    reader: attach.reader,
+                };
+                let unknown = UnknownCard {
+                    info: info.clone(),
+                    worker,
+                    event_count: attach.event_count,
+                    source_instance: attach.source_instance,
+                };
+                let (replaced, was_unknown) = {
+                    let mut devs = lock(&self.inner.devices);
+                    let was_unknown = devs.unknown.insert(id.clone(), unknown).is_some();
+                    (devs.by_id.remove(&id), was_unknown)
+                };
+                if replaced.is_some() || was_unknown {
+                    // The source missed a removal: the old bus object goes first.
+                    self.publish(Event::DeviceRemoved { id: id.clone() });
+                }
+                if let Some(old) = replaced {
+                    // End the old insertion properly.
+                    self.end_session(&old).await?;
+                }
+                self.publish(Event::DeviceAdded(info));
                 return Ok(());
             }
         };
@@ -143,10 +264,14 @@ impl Service {
         let now = self.inner.clock.unix_secs();
         // Confirm a session from before this start, or open a new one. The reader, pcscd's event
         // count and the card's certificates are public: a card that can, proves with its 9E key that
-        // it holds the keys those certificates name before it inherits the session's tokens.
+        // it holds the keys those certificates name before it inherits the session's tokens. The
+        // count means something only within the pcscd run that counted it: an unknown run, on
+        // either side, matches nothing.
         let matches = |s: &DeviceSession| {
             s.reader == attach.reader
                 && s.event_counter == attach.event_count
+                && s.source_instance.is_some()
+                && s.source_instance == attach.source_instance
                 && s.card_id == card_id
         };
         let candidate = lock(&self.inner.devices).unconfirmed.iter().any(matches);
@@ -155,19 +280,7 @@ impl Service {
         // 9E key signs a fresh challenge with it, so later decisions (adopting a session from before
         // a restart, sending a PIN) need not trust the public certificates alone.
         if let Some(key) = identity.card_auth_key {
-            let proof = async {
-                let challenge = Challenge::new()?;
-                let digest = challenge.digest();
-                let signature = worker
-                    .run(timeout, move |card| {
-                        let mut piv = Piv::new(card);
-                        piv.select()?;
-                        piv.sign_p256(Slot::CardAuthentication, &digest)
-                    })
-                    .await?;
-                challenge.verify(&key, &signature)
-            };
-            match proof.await {
+            match probe::prove_card_auth(&worker, timeout, key).await {
                 Ok(()) => identity.card_auth_proven = true,
                 Err(e) => tracing::warn!(
                     reader = %attach.reader,
@@ -210,6 +323,7 @@ impl Service {
                         reader: attach.reader.clone(),
                         card_id,
                         event_counter: attach.event_count,
+                        source_instance: attach.source_instance.clone(),
                         started: now,
                         ended: None,
                     })])
@@ -237,7 +351,15 @@ impl Service {
             })),
             identity,
         });
-        let replaced = lock(&self.inner.devices).by_id.insert(id, device);
+        let (replaced, was_unknown) = {
+            let mut devs = lock(&self.inner.devices);
+            let was_unknown = devs.unknown.remove(&id).is_some();
+            (devs.by_id.insert(id.clone(), device), was_unknown)
+        };
+        if replaced.is_some() || was_unknown {
+            // The bus object of the card as it was is replaced, not kept beside.
+            self.publish(Event::DeviceRemoved { id });
+        }
         if let Some(old) = replaced {
             // The source missed a removal; end the old insertion properly.
             self.end_session(&old).await?;
@@ -250,7 +372,14 @@ impl Service {
     /// The card left `reader`: end its device session and, by policy, revoke its tokens.
     pub async fn device_removed(&self, reader: &str) -> Result<()> {
         let id = device_id(reader);
-        let removed = lock(&self.inner.devices).by_id.remove(&id);
+        let (removed, unknown) = {
+            let mut devs = lock(&self.inner.devices);
+            (devs.by_id.remove(&id), devs.unknown.remove(&id))
+        };
+        if unknown.is_some() {
+            tracing::info!(device = %id, "unidentified card removed");
+            self.publish(Event::DeviceRemoved { id: id.clone() });
+        }
         if let Some(device) = removed {
             tracing::info!(device = %id, "device removed");
             self.publish(Event::DeviceRemoved { id });
@@ -261,11 +390,13 @@ impl Service {
 
     /// Every device left (the device source lost its service, e.g. pcscd stopped).
     pub async fn all_devices_removed(&self) -> Result<()> {
-        let readers: Vec<String> = lock(&self.inner.devices)
-            .by_id
-            .values()
-            .map(|d| d.info.reader.clone())
-            .collect();
+        let readers: Vec<String> = {
+            let devs = lock(&self.inner.devices);
+            let known = devs.by_id.values().map(|d| d.info.reader.clone());
+            known
+                .chain(devs.unknown.values().map(|u| u.info.reader.clone()))
+                .collect()
+        };
         // Every device, even if one fails: a card whose removal was not recorded must not keep
         // tokens alive because another card's record failed first.
         let mut first_error = None;
@@ -340,12 +471,12 @@ impl Service {
         }
     }
 
-    /// The devices present now.
+    /// The devices present now, unidentified cards included.
     pub fn devices(&self) -> Vec<DeviceInfo> {
-        let mut v: Vec<DeviceInfo> = lock(&self.inner.devices)
-            .by_id
-            .values()
-            .map(|d| d.info.clone())
+        let devs = lock(&self.inner.devices);
+        let known = devs.by_id.values().map(|d| d.info.clone());
+        let mut v: Vec<DeviceInfo> = known
+            .chain(devs.unknown.values().map(|u| u.info.clone()))
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
@@ -445,7 +576,7 @@ impl Service {
 }
 
 /// Reads what identifies a PIV card: SELECT, slot certificates, CHUID.
-fn identify(card: &mut dyn CardTransport) -> Result<Identity> {
+pub(super) fn identify(card: &mut dyn CardTransport) -> Result<Identity> {
     let mut piv = Piv::new(card);
     piv.select()?;
     let mut identity = Identity::default();

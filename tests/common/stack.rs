@@ -355,6 +355,40 @@ impl Stack {
         )
         .expect("token row")
     }
+
+    /// Inserts the card `state` in reader 0 without waiting for anything (start-up races).
+    pub fn spawn_sim(&mut self, state: &Path) {
+        assert!(self.sim.is_none(), "a simulator is already running");
+        let label = self.label("sim");
+        let child = Child::spawn(
+            &label,
+            Command::new(bin("tessera-sim"))
+                .args(["piv", "--vpcd", VPCD_ADDR_0, "--state"])
+                .arg(state),
+            self.dir.path(),
+        );
+        self.sim = Some(child);
+    }
+
+    /// Starts tesserad with the built-in defaults on `state_dir` without waiting for anything
+    /// (start-up races; `state_dir` may be in tmpfs to keep many rounds quick).
+    pub fn spawn_daemon(&mut self, state_dir: &Path) {
+        assert!(self.daemon.is_none(), "tesserad is already running");
+        let label = self.label("tesserad");
+        let config_path = self.path("defaults.toml");
+        std::fs::write(&config_path, "").unwrap();
+        let child = Child::spawn(
+            &label,
+            Command::new(bin("tesserad"))
+                .env("TESSERA_LOG", "debug")
+                .args(["--bus", self.bus.address(), "--state-dir"])
+                .arg(state_dir)
+                .arg("--config")
+                .arg(&config_path),
+            self.dir.path(),
+        );
+        self.daemon = Some(child);
+    }
 }
 
 impl Default for Stack {

@@ -155,6 +155,9 @@ impl PivCard {
         if self.pulled {
             return Vec::new();
         }
+        if self.fault == Some(Fault::NoApplication) {
+            return sw_only(StatusWord::FileNotFound);
+        }
         let cmd = match Command::parse(apdu) {
             Ok(cmd) => cmd,
             Err(_) => return sw_only(StatusWord::WrongLength),
@@ -555,7 +558,7 @@ impl PivCard {
                 return Ok(Vec::new());
             }
             Some(Fault::StallOnSign(d)) => std::thread::sleep(d),
-            None => {}
+            Some(Fault::NoApplication) | None => {}
         }
         let der = sign(&key, hash)?;
         tlv::encode(
