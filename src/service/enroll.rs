@@ -85,6 +85,7 @@ async fn enroll_checked(
         key_thumbprint: thumbprint,
         card_guid: guid,
         cert_subject: Some(summary.subject),
+        card_auth_thumbprint: None,
         require_pin: slot != Slot::CardAuthentication,
         created: svc.inner.clock.unix_secs(),
     };
