@@ -147,6 +147,24 @@ fn a_card_enrolled_for_nobody_takes_one_wrong_pin_per_caller_even_across_restart
     assert_eq!(enroll_as(&env, bob, WRONG_PIN).0, "PinInvalid");
     assert_eq!(enroll_as(&env, bob, WRONG_PIN).0, "AccessDenied");
     assert_eq!(pin_retries_left(&card), 6);
+
+    // Root, who can reach the card through pcscd anyway, enrolls it for Alice; from then on it is
+    // hers, and Bob's PINs are refused for that reason.
+    env.enroll(PIN, &["--user", "tessera-alice"]);
+    let (name, msg) = enroll_as(&env, bob, PIN);
+    assert_eq!(name, "AccessDenied", "{msg}");
+    assert!(msg.contains("enrolled for another account"), "{msg}");
+}
+
+#[test]
+fn a_pin_not_tried_to_spare_the_last_retry_costs_the_caller_no_try() {
+    let alice = test_user("tessera-alice");
+    let (env, card) = Stack::with_card(&["--pin-retries", "1"], "");
+    for _ in 0..2 {
+        let (name, msg) = enroll_as(&env, alice, WRONG_PIN);
+        assert_eq!(name, "PinWouldBlock", "{msg}");
+    }
+    assert_eq!(pin_retries_left(&card), 1);
 }
 
 #[test]
@@ -172,7 +190,12 @@ fn concurrent_wrong_pins_of_one_caller_reach_the_card_once() {
 
 #[test]
 fn one_caller_may_queue_at_most_two_operations_on_a_device() {
-    let (env, _card) = Stack::with_card(&["--fault", "stall-on-sign=2500"], "");
+    // Each signature takes 4 s, so the three calls are all at the device at once; the device timeout
+    // leaves room for two of them in turn.
+    let (env, _card) = Stack::with_card(
+        &["--fault", "stall-on-sign=4000"],
+        "[device]\ntimeout = \"20s\"\n",
+    );
     env.enroll(PIN, &["--user", "root"]);
     let outcomes: Vec<(String, String)> = std::thread::scope(|s| {
         let calls: Vec<_> = (0..3)

@@ -7,7 +7,8 @@
 //! - a card enrolled for nobody takes at most [`UNOWNED_WRONG_PINS`] wrong PIN from each caller uid
 //!   until a correct PIN is given on it. The try is reserved in the store before the card is touched
 //!   (one writer applies reservations in turn), so concurrent calls cannot all pass the check, and the
-//!   count survives a restart.
+//!   count survives a restart. Root is not counted: it can reach the card through pcscd directly, so
+//!   a limit would protect nothing, and it is who enrolls the card for a user who mistyped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -51,6 +52,12 @@ pub(super) async fn admit(svc: &Service, caller: Caller, device: &Device) -> Res
             device.info.reader
         )));
     }
+    if caller.is_root() {
+        return Ok(Admission {
+            reserved: None,
+            accepted,
+        });
+    }
     let card = device.identity.card_id();
     let reserved = svc
         .inner
@@ -64,7 +71,7 @@ pub(super) async fn admit(svc: &Service, caller: Caller, device: &Device) -> Res
     if !reserved.first().is_some_and(|o| o.changed()) {
         return Err(Error::AccessDenied(format!(
             "uid {} already gave a wrong PIN to the card in {}, which is enrolled for nobody; \
-             no more tries until a correct PIN is given on it",
+             no more tries until a correct PIN is given on it (root can enroll it for you)",
             caller.uid, device.info.reader
         )));
     }
@@ -81,16 +88,18 @@ impl Admission {
     }
 
     /// Records how the exchange went: a correct PIN forgets every caller's wrong PINs on the card;
-    /// a refusal of the device queue (nothing was sent) gives the try back; anything else keeps it
-    /// (a wrong PIN, a PIN not tried to spare the card's last retry, or an exchange whose fate is
-    /// unknown, such as a timeout).
+    /// an attempt that cost the card no try gives the reservation back (the device queue refused
+    /// it, or the PIN was not tried to spare the last retry); anything else keeps it (a wrong PIN,
+    /// a blocked PIN, which the PIN may just have blocked, or an exchange whose fate is unknown,
+    /// such as a timeout). The user lockout counts PinWouldBlock all the same (`note_outcome`).
     pub(super) async fn settle<T>(self, svc: &Service, result: &Result<T>) {
         let Some((card, uid)) = self.reserved else {
             return;
         };
+        let spent_nothing = matches!(result, Err(Error::Busy(_) | Error::PinWouldBlock { .. }));
         let op = if self.accepted.load(Ordering::SeqCst) {
             WriteOp::ClearPinFailures { card }
-        } else if matches!(result, Err(Error::Busy(_))) {
+        } else if spent_nothing {
             WriteOp::ReleasePinFailure { card, uid }
         } else {
             return;
