@@ -269,7 +269,7 @@ fn write_state(path: &Path, state: &Value) {
 
 #[test]
 fn a_card_with_the_enrolled_keys_but_another_guid_never_gets_the_pin() {
-    let (mut env, card) = Stack::with_card(&[], "");
+    let (mut env, card) = Stack::with_card(&[], "[auth]\nmax_failures = 2\n");
     env.enroll(PIN, &["--user", "root"]);
     let other = env.path("other.json");
     make_card(&env, &other, &[]);
@@ -292,6 +292,9 @@ fn a_card_with_the_enrolled_keys_but_another_guid_never_gets_the_pin() {
         3,
         "the PIN reached the card"
     );
+    // Both count as failures: the user is locked out now.
+    let (name, msg) = env.err(&["authenticate", "--user", "root", "--pin-stdin"], PIN);
+    assert_eq!(name, "RateLimited", "{msg}");
 }
 
 #[test]

@@ -54,11 +54,11 @@ async fn enroll_checked(
     let pin = opts.pin.ok_or(Error::PinRequired)?;
     // Checked on what the card showed at insertion, so no PIN is spent on a card that has nothing
     // to enroll or that could not prove it holds its 9E key.
-    if device.identity.thumbprint(slot).is_none() {
+    let Some(identified) = device.identity.thumbprint(slot).map(str::to_owned) else {
         return Err(Error::Device(format!(
             "the card has no certificate in slot {slot}"
         )));
-    }
+    };
     let card_auth_thumbprint = device
         .identity
         .thumbprint(Slot::CardAuthentication)
@@ -97,6 +97,12 @@ async fn enroll_checked(
     // Proof of possession: the card holds the private key of the certificate it presents.
     challenge.verify(&summary.public_key, &signature)?;
     let thumbprint = jwk_thumbprint(&summary.public_key);
+    // The key later logins look for on this card is the one it showed at insertion.
+    if thumbprint != identified {
+        return Err(Error::Device(format!(
+            "the certificate in slot {slot} is not the one the card showed when it was inserted"
+        )));
+    }
     let mut ops = Vec::new();
     for existing in svc.inner.store.enrollments_for_user(&account.name)? {
         if existing.key_thumbprint != thumbprint {
