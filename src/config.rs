@@ -1,5 +1,6 @@
 //! The administrator's configuration (`/etc/tessera/tessera.toml`): token lifetimes and limits, PIN,
-//! lockout, key-rotation and device rules, with per-user and per-group overrides of the token rules.
+//! PIV, lockout, key-rotation and device rules, with per-user and per-group overrides of the token
+//! rules and of `[piv] allow_pinless`.
 //! Reading the file and resolving the effective policy of one user live here; enforcing it lives in
 //! the service.
 //!
@@ -23,6 +24,9 @@
 //! A group's value beats `[token]` even when it is less strict: groups are how an administrator
 //! relaxes a rule for some accounts as well as tightens it.
 //!
+//! `allow_pinless` follows the same order (`[users.NAME.piv]`, then `[groups.NAME.piv]`, then
+//! `[piv]`, then the default false); among groups that disagree, false wins.
+//!
 //! # Validation
 //!
 //! Unknown keys and bad values are errors that name the file, the key path (`users.alice.token.lifetime`)
@@ -43,7 +47,9 @@ mod parse;
 /// Seconds in a day, the unit of the longest durations.
 const DAY: u64 = 86_400;
 #[cfg(test)]
-use parse::{AUTH_KEYS, DEVICE_KEYS, KEYS_KEYS, MAX_DURATION, PIN_KEYS, TOKEN_KEYS, TOP_KEYS};
+use parse::{
+    AUTH_KEYS, DEVICE_KEYS, KEYS_KEYS, MAX_DURATION, PIN_KEYS, PIV_KEYS, TOKEN_KEYS, TOP_KEYS,
+};
 
 /// Default location of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/tessera/tessera.toml";
@@ -66,6 +72,20 @@ pub struct Config {
     pub users: BTreeMap<String, TokenOverride>,
     /// `[groups.NAME.token]` overrides, by Unix group name.
     pub groups: BTreeMap<String, TokenOverride>,
+    /// PIV rules, with their per-user and per-group overrides (see [`Config::allow_pinless_for`]).
+    pub piv: PivPolicy,
+}
+
+/// Which PIV keys may be enrolled.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PivPolicy {
+    /// `[piv] allow_pinless`: whether a Card Authentication (9E) key, which signs without a PIN and
+    /// so is a weaker factor than 9A, may be enrolled. Default false.
+    pub allow_pinless: bool,
+    /// `[users.NAME.piv] allow_pinless`, by user name.
+    pub users_allow_pinless: BTreeMap<String, bool>,
+    /// `[groups.NAME.piv] allow_pinless`, by Unix group name.
+    pub groups_allow_pinless: BTreeMap<String, bool>,
 }
 
 /// How tokens are issued and when they die.
@@ -316,6 +336,26 @@ impl Config {
                 r.min_refresh_interval.source,
             ),
         ]
+    }
+
+    /// Whether `user`, a member of `groups`, may enroll a PIN-less (9E) key: the user's table, else
+    /// the groups' (false if any of them says false), else `[piv]`.
+    #[must_use]
+    pub fn allow_pinless_for(&self, user: &str, groups: &[String]) -> bool {
+        let p = &self.piv;
+        if let Some(v) = p.users_allow_pinless.get(user) {
+            return *v;
+        }
+        let mut from_groups = p
+            .groups_allow_pinless
+            .iter()
+            .filter(|(name, _)| groups.contains(name))
+            .map(|(_, v)| *v)
+            .peekable();
+        if from_groups.peek().is_some() {
+            return from_groups.all(|v| v);
+        }
+        p.allow_pinless
     }
 
     fn resolve(&self, user: &str, groups: &[String]) -> Resolved {

@@ -69,6 +69,39 @@ fn empty_file_gives_the_documented_defaults() {
     assert_eq!(c.keys.rotate_every, secs(30 * 86_400));
     assert_eq!(c.device.timeout, secs(10));
     assert!(c.users.is_empty() && c.groups.is_empty());
+    assert!(!c.piv.allow_pinless);
+    assert!(!c.allow_pinless_for("alice", &groups(&["wheel"])));
+}
+
+#[test]
+fn allow_pinless_user_beats_groups_beat_piv_and_false_wins_among_groups() {
+    let c = Config::parse(
+        "[piv]\nallow_pinless = true\n\
+         [users.alice.piv]\nallow_pinless = false\n\
+         [users.bob.piv]\n\
+         [groups.staff.piv]\nallow_pinless = true\n\
+         [groups.guests.piv]\nallow_pinless = false\n",
+    )
+    .unwrap();
+    assert!(c.piv.allow_pinless);
+    assert!(
+        !c.allow_pinless_for("alice", &groups(&["staff"])),
+        "user wins"
+    );
+    // bob's table leaves the key out: his groups decide, then [piv].
+    assert!(c.allow_pinless_for("bob", &groups(&["staff"])));
+    assert!(!c.allow_pinless_for("bob", &groups(&["staff", "guests"])));
+    assert!(c.allow_pinless_for("carol", &groups(&["other"])), "[piv]");
+    let c = Config::parse("[groups.staff.piv]\nallow_pinless = true\n").unwrap();
+    assert!(c.allow_pinless_for("dave", &groups(&["staff"])));
+    assert!(!c.allow_pinless_for("erin", &[]), "default false");
+    let e = parse_err("[piv]\nallow_pinless = \"yes\"\n");
+    assert!(
+        e.starts_with("piv.allow_pinless: expected true or false"),
+        "{e}"
+    );
+    let e = parse_err("[users.alice.piv]\npinless = true\n");
+    assert!(e.starts_with("users.alice.piv.pinless: unknown key"), "{e}");
 }
 
 #[test]
@@ -98,6 +131,7 @@ fn example_file_writes_every_key() {
     for (section, keys) in [
         ("token", TOKEN_KEYS),
         ("pin", PIN_KEYS),
+        ("piv", PIV_KEYS),
         ("auth", AUTH_KEYS),
         ("keys", KEYS_KEYS),
         ("device", DEVICE_KEYS),
@@ -529,7 +563,7 @@ fn unknown_keys_and_sections() {
     assert!(e.contains("at line 2, column 1"), "{e}");
     let e = parse_err("[tokn]\n");
     assert!(
-        e.starts_with("tokn: unknown key; expected one of `token`, `pin`, `auth`, `keys`"),
+        e.starts_with("tokn: unknown key; expected one of `token`, `pin`, `piv`, `auth`, `keys`"),
         "{e}"
     );
     let e = parse_err("[auth]\nmax_failure = 3\n");
@@ -553,13 +587,15 @@ fn unknown_keys_and_sections() {
 fn only_a_token_table_under_a_user_or_group() {
     let e = parse_err("[users.alice.pin]\nkeep_last_retry = false\n");
     assert!(
-        e.starts_with("users.alice.pin: unknown key; only `token` is allowed under [users.alice]"),
+        e.starts_with(
+            "users.alice.pin: unknown key; only `token` and `piv` are allowed under [users.alice]"
+        ),
         "{e}"
     );
     let e = parse_err("[groups.wheel]\nlifetime = \"5m\"\n");
     assert!(
         e.starts_with(
-            "groups.wheel.lifetime: unknown key; only `token` is allowed under [groups.wheel]"
+            "groups.wheel.lifetime: unknown key; only `token` and `piv` are allowed under [groups.wheel]"
         ),
         "{e}"
     );

@@ -5,7 +5,8 @@
 //! worker longer than its timeout. An operation that times out is abandoned: its result is dropped
 //! unseen, so nothing it did reaches a token or the store.
 
-use std::sync::mpsc;
+use std::collections::HashMap;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -42,11 +43,17 @@ type Job = Box<dyn FnOnce(&mut dyn CardConnection) + Send>;
 #[derive(Clone)]
 pub struct DeviceWorker {
     jobs: mpsc::SyncSender<Job>,
+    /// Operations each caller (by uid) has waiting or running on this device.
+    per_caller: Arc<Mutex<HashMap<u32, usize>>>,
 }
 
 /// Operations that may wait for a device at once; more are refused ([`Error::Busy`]) rather
 /// than queued without bound behind a slow card.
 const MAX_QUEUED: usize = 32;
+
+/// Operations one caller may have waiting or running on one device, so that one local user cannot
+/// fill the queue and keep everyone else from the card; more are refused ([`Error::Busy`]).
+pub const MAX_PER_CALLER: usize = 2;
 
 impl DeviceWorker {
     /// Starts a worker thread owning `conn`.
@@ -60,7 +67,40 @@ impl DeviceWorker {
                     job(conn.as_mut());
                 }
             })?;
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            per_caller: Arc::default(),
+        })
+    }
+
+    /// [`DeviceWorker::run_then`] on behalf of the caller with `uid`, counted toward its
+    /// [`MAX_PER_CALLER`] operations on this device until the operation has left the worker.
+    ///
+    /// Errors: as [`DeviceWorker::run_then`]; [`Error::Busy`] when the caller already has that many.
+    pub async fn run_then_for<R, F, E>(
+        &self,
+        uid: u32,
+        timeout: Duration,
+        op: F,
+        epilogue: E,
+    ) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnMut(&mut dyn CardTransport) -> Result<R> + Send + 'static,
+        E: FnOnce(&mut dyn CardTransport) + Send + 'static,
+    {
+        let share = CallerShare::take(&self.per_caller, uid)?;
+        self.queue_op(Some(share), timeout, op, epilogue).await
+    }
+
+    /// [`DeviceWorker::run`] on behalf of the caller with `uid` (see
+    /// [`DeviceWorker::run_then_for`]).
+    pub async fn run_for<R, F>(&self, uid: u32, timeout: Duration, op: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnMut(&mut dyn CardTransport) -> Result<R> + Send + 'static,
+    {
+        self.run_then_for(uid, timeout, op, |_| {}).await
     }
 
     /// Runs `op` in one exclusive session on the card, waiting at most `timeout` for the result.
@@ -84,8 +124,26 @@ impl DeviceWorker {
         F: FnMut(&mut dyn CardTransport) -> Result<R> + Send + 'static,
         E: FnOnce(&mut dyn CardTransport) + Send + 'static,
     {
+        self.queue_op(None, timeout, op, epilogue).await
+    }
+
+    /// Queues the job; `share`, if any, goes with it and is given back when the job is dropped (run,
+    /// skipped or refused by a full queue).
+    async fn queue_op<R, F, E>(
+        &self,
+        share: Option<CallerShare>,
+        timeout: Duration,
+        op: F,
+        epilogue: E,
+    ) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnMut(&mut dyn CardTransport) -> Result<R> + Send + 'static,
+        E: FnOnce(&mut dyn CardTransport) + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn: &mut dyn CardConnection| {
+            let _share = share;
             // A caller that gave up (timeout) no longer wants this done: never run an operation,
             // let alone a PIN check, that nobody will see the result of.
             if tx.is_closed() {
@@ -161,6 +219,47 @@ impl DeviceWorker {
             Err(_) => Err(Error::Timeout(timeout)),
         }
     }
+}
+
+/// One of a caller's [`MAX_PER_CALLER`] places on a device, given back when dropped.
+struct CallerShare {
+    counts: Arc<Mutex<HashMap<u32, usize>>>,
+    uid: u32,
+}
+
+impl CallerShare {
+    fn take(counts: &Arc<Mutex<HashMap<u32, usize>>>, uid: u32) -> Result<CallerShare> {
+        let mut all = lock_counts(counts);
+        let n = all.entry(uid).or_insert(0);
+        if *n >= MAX_PER_CALLER {
+            return Err(Error::Busy(format!(
+                "uid {uid} already has {MAX_PER_CALLER} operations waiting for this device; try \
+                 again when they are done"
+            )));
+        }
+        *n += 1;
+        Ok(CallerShare {
+            counts: Arc::clone(counts),
+            uid,
+        })
+    }
+}
+
+impl Drop for CallerShare {
+    fn drop(&mut self) {
+        let mut all = lock_counts(&self.counts);
+        if let Some(n) = all.get_mut(&self.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                all.remove(&self.uid);
+            }
+        }
+    }
+}
+
+fn lock_counts(m: &Mutex<HashMap<u32, usize>>) -> std::sync::MutexGuard<'_, HashMap<u32, usize>> {
+    // Plain counters, each update a single step: a panic elsewhere cannot leave them half-done.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl std::fmt::Debug for DeviceWorker {
@@ -250,6 +349,33 @@ mod tests {
             skipped.load(std::sync::atomic::Ordering::SeqCst),
             "an abandoned operation ran"
         );
+    }
+
+    #[tokio::test]
+    async fn a_caller_gets_at_most_two_places_and_gets_them_back() {
+        let w = DeviceWorker::spawn(
+            "t",
+            Box::new(DirectConnection(Echo {
+                delay: Duration::from_millis(300),
+            })),
+        )
+        .unwrap();
+        let call = |uid| {
+            let w = w.clone();
+            tokio::spawn(async move {
+                w.run_for(uid, Duration::from_secs(5), |card| card.transmit(&[1]))
+                    .await
+            })
+        };
+        let (a, b) = (call(7), call(7));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let third = call(7).await.unwrap();
+        assert!(matches!(third, Err(Error::Busy(_))), "{third:?}");
+        // Another caller is not held up by the first one's share.
+        let other = call(8);
+        assert!(a.await.unwrap().is_ok() && b.await.unwrap().is_ok());
+        assert!(other.await.unwrap().is_ok());
+        assert!(call(7).await.unwrap().is_ok(), "the places came back");
     }
 
     #[tokio::test]

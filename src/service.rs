@@ -15,6 +15,7 @@ mod card_ops;
 mod devices;
 mod enroll;
 mod enrollments;
+mod pin_guard;
 mod probe;
 mod refresh_limit;
 mod requirements;
@@ -267,7 +268,7 @@ impl Service {
         opts: EnrollOptions,
     ) -> Result<String> {
         let account = self.resolve_user(caller, user)?;
-        enroll::enroll(self, &account, device_id, opts).await
+        enroll::enroll(self, caller, &account, device_id, opts).await
     }
 
     /// Authenticates `user` ("" = the caller) with a present enrolled device and issues a token.
@@ -278,7 +279,7 @@ impl Service {
         opts: AuthOptions,
     ) -> Result<Zeroizing<String>> {
         let account = self.resolve_user(caller, user)?;
-        authenticate::authenticate(self, &account, opts).await
+        authenticate::authenticate(self, caller, &account, opts).await
     }
 
     /// Checks a token; returns its claims when it is valid now. A single-use token is consumed by
@@ -398,6 +399,17 @@ impl Service {
         Ok(config.token_policy_for(&account.name, &groups))
     }
 
+    /// Whether `account` may enroll a PIN-less (9E) key under the configuration in force.
+    fn allow_pinless(&self, account: &Account) -> Result<bool> {
+        let config = self.config();
+        let groups = if config.piv.groups_allow_pinless.is_empty() {
+            Vec::new()
+        } else {
+            account.groups()?
+        };
+        Ok(config.allow_pinless_for(&account.name, &groups))
+    }
+
     fn user_lock(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = tokens::lock(&self.inner.user_locks);
         locks.entry(user.to_owned()).or_default().clone()
@@ -445,9 +457,15 @@ impl Service {
     fn note_outcome<T>(&self, user: &str, result: &Result<T>) {
         match result {
             Ok(_) => self.note_success(user),
-            // Guesses that reached the card and were wrong. A PIN the daemon refused to try
-            // (PinWouldBlock) or a blocked card tested nothing, so they do not count.
-            Err(Error::PinInvalid { .. } | Error::SignatureInvalid(_)) => self.note_failure(user),
+            // Wrong guesses, and a card that is not the enrolled one. A PIN the daemon refused to
+            // try (PinWouldBlock) or a blocked card tested nothing, but they count too: otherwise
+            // a caller could keep poking a card at its last retry without ever being slowed down.
+            Err(
+                Error::PinInvalid { .. }
+                | Error::PinWouldBlock { .. }
+                | Error::PinBlocked
+                | Error::SignatureInvalid(_),
+            ) => self.note_failure(user),
             Err(_) => {}
         }
     }

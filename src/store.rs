@@ -53,6 +53,9 @@ pub struct Enrollment {
     pub card_guid: Option<[u8; 16]>,
     /// Subject of the slot's certificate, if there was one.
     pub cert_subject: Option<String>,
+    /// Thumbprint of the card's Card Authentication (9E) key at enrollment, if the card had one: the
+    /// card must prove it holds that key before it is sent a PIN.
+    pub card_auth_thumbprint: Option<String>,
     /// Whether authentication with this key needs the PIN.
     pub require_pin: bool,
     /// Unix seconds.
@@ -190,6 +193,23 @@ pub enum WriteOp {
     ReviveSuperseded {
         jti: String,
         at: u64,
+    },
+    /// Reserves one wrong-PIN attempt of caller `uid` on the card `card` before its PIN is sent:
+    /// `Changed` if the caller had fewer than `limit`, `Unchanged` (nothing written) if not. One
+    /// writer applies these in turn, so concurrent attempts cannot all pass the check.
+    ReservePinFailure {
+        card: String,
+        uid: u32,
+        limit: u32,
+    },
+    /// Gives back a reservation whose PIN never reached the card.
+    ReleasePinFailure {
+        card: String,
+        uid: u32,
+    },
+    /// Forgets every caller's wrong PINs on `card` (a correct PIN was given on it); `Rows(n)`.
+    ClearPinFailures {
+        card: String,
     },
 }
 
@@ -472,7 +492,7 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> Result<Outcome> {
     };
     Ok(match op {
         WriteOp::InsertEnrollment(e) => one(run(
-            &format!("INSERT INTO enrollments ({ENR}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"),
+            &format!("INSERT INTO enrollments ({ENR}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"),
             params![
                 e.id,
                 e.user,
@@ -483,7 +503,8 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> Result<Outcome> {
                 e.card_guid,
                 e.cert_subject,
                 e.require_pin,
-                e.created
+                e.created,
+                e.card_auth_thumbprint
             ],
         )?),
         WriteOp::DeleteEnrollment { id } => {
@@ -588,11 +609,28 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> Result<Outcome> {
              WHERE id = tokens.device_session AND ended IS NULL))",
             params![jti, at],
         )?),
+        WriteOp::ReservePinFailure { card, uid, limit } => one(run(
+            "INSERT INTO pin_failures (card, uid, count) SELECT ?1, ?2, 1 WHERE ?3 > 0 \
+             ON CONFLICT (card, uid) DO UPDATE SET count = count + 1 WHERE count < ?3",
+            params![card, uid, limit],
+        )?),
+        WriteOp::ReleasePinFailure { card, uid } => {
+            let n = run(
+                "UPDATE pin_failures SET count = count - 1 WHERE card = ?1 AND uid = ?2",
+                params![card, uid],
+            )?;
+            run("DELETE FROM pin_failures WHERE count <= 0", params![])?;
+            one(n)
+        }
+        WriteOp::ClearPinFailures { card } => Outcome::Rows(run(
+            "DELETE FROM pin_failures WHERE card = ?1",
+            params![card],
+        )?),
     })
 }
 
 const ENR: &str = "id, user, uid, slot, public_key, key_thumbprint, card_guid, cert_subject, \
-                   require_pin, created";
+                   require_pin, created, card_auth_thumbprint";
 const TOK: &str = "jti, token_hash, user, enrollment_id, device_session, kid, iat, exp, \
                    single_use, state, reason, changed_at, auth_time, idle_timeout, last_used, \
                    revoke_on_removal";
@@ -610,6 +648,7 @@ fn enrollment_row(r: &Row<'_>) -> rusqlite::Result<Enrollment> {
         cert_subject: r.get(7)?,
         require_pin: r.get(8)?,
         created: r.get(9)?,
+        card_auth_thumbprint: r.get(10)?,
     })
 }
 
@@ -728,6 +767,14 @@ CREATE INDEX tokens_exp ON tokens (exp);
 ALTER TABLE enrollments ADD COLUMN last_used INTEGER;
 -- pcscd's process identity when the session's event_counter was read; NULL: unknown (never matches).
 ALTER TABLE device_sessions ADD COLUMN source_instance TEXT;
+ALTER TABLE enrollments ADD COLUMN card_auth_thumbprint TEXT;  -- the card's 9E key at enrollment
+-- Wrong PINs each caller spent on a card enrolled for nobody, until a correct PIN is given on it.
+CREATE TABLE pin_failures (
+    card           TEXT NOT NULL,              -- the card's identity (slot keys, CHUID GUID)
+    uid            INTEGER NOT NULL,
+    count          INTEGER NOT NULL,
+    PRIMARY KEY (card, uid)
+);
 ",
 ];
 

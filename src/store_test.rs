@@ -19,6 +19,7 @@ fn enrollment(id: &str, user: &str) -> Enrollment {
         key_thumbprint: format!("thumb-{id}"),
         card_guid: Some([0xA5; 16]),
         cert_subject: Some("CN=alice".into()),
+        card_auth_thumbprint: Some(format!("9e-{id}")),
         require_pin: true,
         created: 1_700_000_000,
     }
@@ -725,6 +726,54 @@ fn sessions_recorded_before_pcscd_identities_match_no_pcscd() {
     let new = store.open_device_sessions().unwrap();
     assert_eq!(new[0].id, "new");
     assert_eq!(new[0].source_instance.as_deref(), Some("boot/42/1234"));
+}
+
+#[test]
+fn pin_failures_are_reserved_up_to_the_limit_per_card_and_caller() {
+    let (_dir, path, store) = fixture();
+    let reserve = |card: &str, uid: u32| WriteOp::ReservePinFailure {
+        card: card.into(),
+        uid,
+        limit: 1,
+    };
+    let changed = |ops| {
+        store
+            .apply_blocking(ops)
+            .unwrap()
+            .into_iter()
+            .map(Outcome::changed)
+            .collect::<Vec<_>>()
+    };
+    // The second reservation in the same batch already sees the first.
+    assert_eq!(
+        changed(vec![reserve("c1", 7), reserve("c1", 7)]),
+        [true, false]
+    );
+    assert_eq!(
+        changed(vec![reserve("c1", 8), reserve("c2", 7)]),
+        [true, true]
+    );
+    // A release gives the try back; a clear forgets everyone's on that card only.
+    let release = WriteOp::ReleasePinFailure {
+        card: "c1".into(),
+        uid: 7,
+    };
+    assert_eq!(changed(vec![release, reserve("c1", 7)]), [true, true]);
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert!(!store.apply_blocking(vec![reserve("c1", 7)]).unwrap()[0].changed());
+    let clear = WriteOp::ClearPinFailures { card: "c1".into() };
+    assert_eq!(
+        store.apply_blocking(vec![clear]).unwrap(),
+        [Outcome::Rows(2)]
+    );
+    let again = store
+        .apply_blocking(vec![reserve("c1", 7), reserve("c1", 8), reserve("c2", 7)])
+        .unwrap();
+    assert_eq!(
+        again.into_iter().map(Outcome::changed).collect::<Vec<_>>(),
+        [true, true, false]
+    );
 }
 
 #[test]

@@ -60,7 +60,14 @@ impl From<tessera::Error> for BusError {
             E::InvalidArgument(_) => BusError::InvalidArgument(msg),
             E::Busy(_) => BusError::Busy(msg),
             E::StepUpRequired(_) => BusError::StepUpRequired(msg),
-            E::DeviceAmbiguous(_) => BusError::DeviceAmbiguous(msg),
+            // The core knows device ids; callers pass object paths back in the "device" option.
+            E::DeviceAmbiguous(ids) => BusError::DeviceAmbiguous(format!(
+                "more than one enrolled device is present; name one with the \"device\" option: {}",
+                ids.iter()
+                    .map(|id| format!("{}/{id}", crate::DEVICES_PATH))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
             E::Device(_) => BusError::DeviceError(msg),
             E::Config(_) => BusError::ConfigError(msg),
             _ => {

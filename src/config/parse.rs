@@ -32,7 +32,9 @@ const MAX_COUNT: i64 = 1_000_000;
 const HOW_TO_WRITE_DURATIONS: &str = "write it like \"90s\", \"15m\", \"8h\" or \"30d\"";
 
 /// The keys of each table, in the order of the example file.
-pub(crate) const TOP_KEYS: &[&str] = &["token", "pin", "auth", "keys", "device", "users", "groups"];
+pub(crate) const TOP_KEYS: &[&str] = &[
+    "token", "pin", "piv", "auth", "keys", "device", "users", "groups",
+];
 pub(crate) const TOKEN_KEYS: &[&str] = &[
     "lifetime",
     "max_lifetime",
@@ -44,10 +46,11 @@ pub(crate) const TOKEN_KEYS: &[&str] = &[
     "min_refresh_interval",
 ];
 pub(crate) const PIN_KEYS: &[&str] = &["keep_last_retry"];
+pub(crate) const PIV_KEYS: &[&str] = &["allow_pinless"];
 pub(crate) const AUTH_KEYS: &[&str] = &["max_failures", "failure_window", "lockout"];
 pub(crate) const KEYS_KEYS: &[&str] = &["rotate_every"];
 pub(crate) const DEVICE_KEYS: &[&str] = &["timeout"];
-const OVERRIDE_KEYS: &[&str] = &["token"];
+const OVERRIDE_KEYS: &[&str] = &["token", "piv"];
 
 /// A parsed TOML value with its byte span in the file when known.
 struct Node {
@@ -179,6 +182,9 @@ impl Checker<'_> {
                 cfg.pin.keep_last_retry = self.boolean(v, "pin.keep_last_retry")?;
             }
         }
+        if let Some(t) = top.get("piv") {
+            cfg.piv.allow_pinless = self.allow_pinless(t, "piv")?;
+        }
         if let Some(t) = top.get("auth") {
             let t = self.table(t, "auth", AUTH_KEYS)?;
             if let Some(v) = t.get("max_failures") {
@@ -207,7 +213,11 @@ impl Checker<'_> {
                 cfg.device.timeout = self.positive(v, "device.timeout")?;
             }
         }
-        for (section, map) in [("users", &mut cfg.users), ("groups", &mut cfg.groups)] {
+        let sections = [
+            ("users", &mut cfg.users, &mut cfg.piv.users_allow_pinless),
+            ("groups", &mut cfg.groups, &mut cfg.piv.groups_allow_pinless),
+        ];
+        for (section, map, pinless) in sections {
             let Some(node) = top.get(section) else {
                 continue;
             };
@@ -217,6 +227,11 @@ impl Checker<'_> {
             for (name, entry) in names {
                 let path = format!("{section}.{}", toml_key(name));
                 let entry = self.table(entry, &path, OVERRIDE_KEYS)?;
+                if let Some(t) = entry.get("piv") {
+                    if let Some(v) = self.optional_allow_pinless(t, &format!("{path}.piv"))? {
+                        pinless.insert(name.clone(), v);
+                    }
+                }
                 let Some(t) = entry.get("token") else {
                     continue;
                 };
@@ -285,6 +300,19 @@ impl Checker<'_> {
         ))
     }
 
+    /// `allow_pinless` of the `[piv]` table at `path`; false when the table leaves it out.
+    fn allow_pinless(&self, node: &Node, path: &str) -> Result<bool> {
+        Ok(self.optional_allow_pinless(node, path)?.unwrap_or(false))
+    }
+
+    /// `allow_pinless` of a `piv` table at `path`, if it sets it.
+    fn optional_allow_pinless(&self, node: &Node, path: &str) -> Result<Option<bool>> {
+        let t = self.table(node, path, PIV_KEYS)?;
+        t.get("allow_pinless")
+            .map(|v| self.boolean(v, &format!("{path}.allow_pinless")))
+            .transpose()
+    }
+
     fn token_override(&self, node: &Node, path: &str) -> Result<TokenOverride> {
         let t = self.table(node, path, TOKEN_KEYS)?;
         let key = |k: &str| format!("{path}.{k}");
@@ -350,7 +378,7 @@ impl Checker<'_> {
                     .collect::<Vec<_>>()
                     .join(", ");
                 let problem = if allowed == OVERRIDE_KEYS {
-                    format!("unknown key; only `token` is allowed under [{path}]")
+                    format!("unknown key; only `token` and `piv` are allowed under [{path}]")
                 } else {
                     format!("unknown key; expected one of {expected}")
                 };

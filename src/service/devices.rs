@@ -99,7 +99,8 @@ pub(super) struct Identity {
 }
 
 impl Identity {
-    fn card_id(&self) -> String {
+    /// What identifies the card: its slot keys and CHUID GUID.
+    pub(super) fn card_id(&self) -> String {
         let mut parts: Vec<String> = self
             .keys
             .iter()
