@@ -14,6 +14,7 @@ mod authenticate;
 mod card_ops;
 mod devices;
 mod enroll;
+mod token_index;
 mod tokens;
 
 use std::collections::{HashMap, VecDeque};
@@ -29,11 +30,11 @@ use crate::config::{Config, TokenPolicy};
 use crate::keys::KeyRing;
 use crate::piv::{Pin, Slot};
 use crate::store::{KeyMeta, Store, WriteOp};
-use crate::users::Account;
+use crate::users::{Account, AccountCache};
 use crate::{Error, Result};
 
 pub use devices::{DeviceAttach, DeviceInfo};
-pub use tokens::TokenIndex;
+pub use token_index::TokenIndex;
 
 /// A live token as ListSessions shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +141,8 @@ struct Inner {
     /// Set once the device source's first scan has been handled.
     scanned: tokio::sync::watch::Sender<bool>,
     tokens: TokenIndex,
+    /// Account and group look-ups, off the runtime and briefly cached.
+    accounts: AccountCache,
     /// One issue at a time per user (the live-token limit).
     user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Recent failed authentications per user, and lockouts.
@@ -190,6 +193,7 @@ impl Service {
                 scanned: tokio::sync::watch::Sender::new(false),
                 devices: Mutex::new(devices::Devices::new(pending)),
                 tokens: index,
+                accounts: AccountCache::default(),
                 user_locks: Mutex::new(HashMap::new()),
                 failures: Mutex::new(HashMap::new()),
                 events,
@@ -252,7 +256,7 @@ impl Service {
         device_id: &str,
         opts: EnrollOptions,
     ) -> Result<String> {
-        let account = self.resolve_user(caller, user)?;
+        let account = self.resolve_user(caller, user).await?;
         enroll::enroll(self, &account, device_id, opts).await
     }
 
@@ -263,7 +267,7 @@ impl Service {
         user: &str,
         opts: AuthOptions,
     ) -> Result<Zeroizing<String>> {
-        let account = self.resolve_user(caller, user)?;
+        let account = self.resolve_user(caller, user).await?;
         authenticate::authenticate(self, &account, opts).await
     }
 
@@ -280,8 +284,8 @@ impl Service {
     }
 
     /// The live tokens of `user` ("" = the caller), oldest first.
-    pub fn sessions(&self, caller: Caller, user: &str) -> Result<Vec<SessionInfo>> {
-        let account = self.resolve_user(caller, user)?;
+    pub async fn sessions(&self, caller: Caller, user: &str) -> Result<Vec<SessionInfo>> {
+        let account = self.resolve_user(caller, user).await?;
         let now = self.inner.clock.unix_secs();
         let readers = self.session_readers();
         Ok(self
@@ -291,15 +295,15 @@ impl Service {
             .into_iter()
             .filter(|e| e.is_live_at(now))
             .map(|e| SessionInfo {
-                jti: e.jti.clone(),
-                user: e.user.clone(),
+                jti: e.jti(),
+                user: e.user().to_owned(),
                 iat: e.iat,
                 exp: e.exp,
                 auth_time: e.auth_time,
                 last_used: e.last_used(),
                 single_use: e.single_use,
-                reader: readers.get(&e.device_session).cloned().unwrap_or_default(),
-                sid: e.device_session.clone(),
+                reader: readers.get(e.device_session()).cloned().unwrap_or_default(),
+                sid: e.device_session().to_owned(),
             })
             .collect())
     }
@@ -307,7 +311,7 @@ impl Service {
     /// Revokes every live token of `user` ("" = the caller): reason "logout" for the user's own
     /// sessions, "admin" when root ends someone else's. Returns how many were revoked.
     pub async fn revoke_sessions(&self, caller: Caller, user: &str) -> Result<usize> {
-        let account = self.resolve_user(caller, user)?;
+        let account = self.resolve_user(caller, user).await?;
         let reason = if caller.uid == account.uid {
             "logout"
         } else {
@@ -317,13 +321,13 @@ impl Service {
     }
 
     /// The token rules for `user` ("" = the caller) after overrides, each with where it came from.
-    pub fn explain_policy(
+    pub async fn explain_policy(
         &self,
         caller: Caller,
         user: &str,
     ) -> Result<Vec<crate::config::PolicyItem>> {
-        let account = self.resolve_user(caller, user)?;
-        let groups = account.groups()?;
+        let account = self.resolve_user(caller, user).await?;
+        let groups = self.inner.accounts.groups(&account).await?;
         Ok(self.config().explain_token_policy(&account.name, &groups))
     }
 
@@ -333,29 +337,38 @@ impl Service {
     }
 
     /// The account `user` names, if `caller` may act for it ("" names the caller's own account).
-    fn resolve_user(&self, caller: Caller, user: &str) -> Result<Account> {
-        let account = if user.is_empty() {
-            Account::by_uid(caller.uid)?
-        } else {
-            Account::by_name(user)?
-        };
-        if !caller.is_root() && caller.uid != account.uid {
+    ///
+    /// A non-root caller may only name their own account, which is found by their uid: any other
+    /// name is refused without looking it up, so nobody but root can make the daemon query NSS
+    /// (perhaps LDAP) for arbitrary names, or learn from the answer which accounts exist.
+    async fn resolve_user(&self, caller: Caller, user: &str) -> Result<Account> {
+        let accounts = &self.inner.accounts;
+        if caller.is_root() {
+            return if user.is_empty() {
+                accounts.by_uid(caller.uid).await
+            } else {
+                accounts.by_name(user).await
+            };
+        }
+        let own = accounts.by_uid(caller.uid).await?;
+        if !user.is_empty() && user != own.name {
+            let shown: String = user.chars().take(64).collect();
             return Err(Error::AccessDenied(format!(
-                "uid {} may not act for {}",
-                caller.uid, account.name
+                "uid {} may not act for {shown}",
+                caller.uid
             )));
         }
-        Ok(account)
+        Ok(own)
     }
 
     /// The token rules for `account` under the configuration in force.
-    fn rules_for(&self, account: &Account) -> Result<TokenPolicy> {
+    async fn rules_for(&self, account: &Account) -> Result<TokenPolicy> {
         let config = self.config();
         // Group look-ups read /etc/group (or ask NSS, which may be LDAP): only when a group rule exists.
-        let groups = if config.groups.is_empty() {
-            Vec::new()
+        let groups: Arc<[String]> = if config.groups.is_empty() {
+            Arc::from(Vec::new())
         } else {
-            account.groups()?
+            self.inner.accounts.groups(account).await?
         };
         Ok(config.token_policy_for(&account.name, &groups))
     }

@@ -20,6 +20,7 @@ use zbus::{interface, Connection};
 use zeroize::Zeroizing;
 
 use crate::errors::BusError;
+use crate::limits;
 use crate::DEVICES_PATH;
 
 /// `org.tessera.Tessera1.Manager`.
@@ -62,6 +63,8 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, BusError> {
+        limits::user(user)?;
+        limits::options(&options, &["pin", "slot"])?;
         let caller = self.callers.caller(conn, &header).await?;
         let mut opts = EnrollOptions::default();
         for (key, value) in options {
@@ -86,6 +89,8 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<SecretString, BusError> {
+        limits::user(user)?;
+        limits::options(&options, &["pin", "device"])?;
         let caller = self.callers.caller(conn, &header).await?;
         let mut opts = AuthOptions::default();
         for (key, value) in options {
@@ -107,16 +112,19 @@ impl Manager {
 
     /// ValidateToken(s token) -> (a{sv} claims).
     async fn validate_token(&self, token: &str) -> Result<ClaimsDict, BusError> {
+        limits::token(token)?;
         Ok(ClaimsDict::from(self.service.validate(token).await?))
     }
 
     /// RevokeToken(s token).
     async fn revoke_token(&self, token: &str) -> Result<(), BusError> {
+        limits::token(token)?;
         Ok(self.service.revoke(token).await?)
     }
 
     /// RefreshToken(s token) -> (s token): a new token for the same session; the old one dies.
     async fn refresh_token(&self, token: &str) -> Result<SecretString, BusError> {
+        limits::token(token)?;
         let token = self.service.refresh(token).await?;
         Ok(SecretString(token))
     }
@@ -128,8 +136,9 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<HashMap<String, OwnedValue>>, BusError> {
+        limits::user(user)?;
         let caller = self.callers.caller(conn, &header).await?;
-        let sessions = self.service.sessions(caller, user)?;
+        let sessions = self.service.sessions(caller, user).await?;
         sessions.iter().map(session_dict).collect()
     }
 
@@ -140,6 +149,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), BusError> {
+        limits::user(user)?;
         let caller = self.callers.caller(conn, &header).await?;
         self.service.revoke_sessions(caller, user).await?;
         Ok(())
@@ -182,10 +192,12 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<(String, String, String)>, BusError> {
+        limits::user(user)?;
         let caller = self.callers.caller(conn, &header).await?;
         Ok(self
             .service
-            .explain_policy(caller, user)?
+            .explain_policy(caller, user)
+            .await?
             .into_iter()
             .map(|i| (i.key.to_owned(), i.value, i.source.to_string()))
             .collect())
