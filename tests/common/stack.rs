@@ -334,6 +334,11 @@ impl Stack {
             .map(Child::stderr_text)
             .unwrap_or_default()
     }
+
+    /// The private bus's address, for in-process clients.
+    pub fn bus_address(&self) -> &str {
+        self.bus.address()
+    }
 }
 
 impl Default for Stack {
