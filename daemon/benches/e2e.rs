@@ -26,6 +26,7 @@
 // The end-to-end tests' harness, for the configuration of the same private bus the tests use.
 #[path = "../../tests/common/mod.rs"]
 mod common;
+#[path = "e2e/live_tokens.rs"]
 mod live_tokens;
 
 use std::collections::HashMap;

@@ -1,6 +1,7 @@
-//! 5. Many live tokens: the daemon's resident memory with 1,000 and with 100,000 live tokens of one
-//! user (the difference, per token, is what the token index and the store's cache cost), and
-//! ValidateToken p50 at both sizes (a SHA-256 and a hash-map look-up should not slow down).
+//! Part 5 of the e2e bench, many live tokens: the daemon's resident memory with 1,000 and with
+//! 100,000 live tokens of one user (the difference, per token, is what the token index and the
+//! store's cache cost), and ValidateToken p50 at both sizes (a SHA-256 and a hash-map look-up
+//! should not slow down).
 //!
 //! The tokens are real: issued by Authenticate through the card, several calls in flight.
 
