@@ -297,9 +297,9 @@ impl Service {
             .map(|e| SessionInfo {
                 jti: e.jti(),
                 user: e.user().to_owned(),
-                iat: e.iat,
-                exp: e.exp,
-                auth_time: e.auth_time,
+                iat: e.iat(),
+                exp: e.exp(),
+                auth_time: e.auth_time(),
                 last_used: e.last_used(),
                 single_use: e.single_use,
                 reader: readers.get(e.device_session()).cloned().unwrap_or_default(),

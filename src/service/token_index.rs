@@ -14,7 +14,7 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -68,20 +68,21 @@ pub(super) struct IssuedAs {
     jkt: String,
 }
 
-/// An issued token, as the index holds it.
+/// An issued token, as the index holds it. Times are Unix seconds in 32 bits (until 2106; a row
+/// with a time beyond is not indexed, so its token is invalid).
 pub(super) struct Entry {
     hash: [u8; 32],
     jti: Jti,
-    pub(super) iat: u64,
-    pub(super) exp: u64,
-    pub(super) auth_time: u64,
+    iat: u32,
+    exp: u32,
+    auth_time: u32,
     idle_timeout: u32,
+    /// Last use (validation or refresh) known in memory; the issue time before any.
+    last_used: AtomicU32,
+    /// Last use recorded in the store.
+    stored_last_used: AtomicU32,
     pub(super) single_use: bool,
     revoke_on_removal: bool,
-    /// Last use (validation or refresh) known in memory, Unix seconds; the issue time before any.
-    last_used: AtomicU64,
-    /// Last use recorded in the store.
-    pub(super) stored_last_used: AtomicU64,
     fate: Mutex<Fate>,
     origin: Arc<Origin>,
     issued: OnceLock<Arc<IssuedAs>>,
@@ -129,21 +130,43 @@ impl Entry {
         u64::from(self.idle_timeout)
     }
 
+    pub(super) fn iat(&self) -> u64 {
+        u64::from(self.iat)
+    }
+
+    pub(super) fn exp(&self) -> u64 {
+        u64::from(self.exp)
+    }
+
+    pub(super) fn auth_time(&self) -> u64 {
+        u64::from(self.auth_time)
+    }
+
+    /// Whether a use at `now` should be recorded in the store (at most once per `every` seconds);
+    /// exactly one caller is told yes.
+    pub(super) fn claim_store_of_use(&self, now: u64, every: u64) -> bool {
+        let stored = self.stored_last_used.load(Ordering::Relaxed);
+        now.saturating_sub(u64::from(stored)) >= every
+            && self
+                .stored_last_used
+                .compare_exchange(stored, secs32(now), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
     pub(super) fn is_live_at(&self, now: u64) -> bool {
-        now < self.exp && *lock(&self.fate) == Fate::Live && !self.idle_at(now)
+        now < self.exp() && *lock(&self.fate) == Fate::Live && !self.idle_at(now)
     }
 
     pub(super) fn idle_at(&self, now: u64) -> bool {
-        self.idle_timeout > 0
-            && now.saturating_sub(self.last_used.load(Ordering::Relaxed)) >= self.idle_timeout()
+        self.idle_timeout > 0 && now.saturating_sub(self.last_used()) >= self.idle_timeout()
     }
 
     pub(super) fn last_used(&self) -> u64 {
-        self.last_used.load(Ordering::Relaxed)
+        u64::from(self.last_used.load(Ordering::Relaxed))
     }
 
     pub(super) fn note_use(&self, now: u64) {
-        self.last_used.fetch_max(now, Ordering::Relaxed);
+        self.last_used.fetch_max(secs32(now), Ordering::Relaxed);
     }
 
     pub(super) fn fate(&self) -> Fate {
@@ -195,9 +218,9 @@ impl Entry {
             iss: i.iss.clone(),
             sub: self.origin.user.clone(),
             aud: i.aud.clone(),
-            iat: self.iat,
-            nbf: self.iat,
-            exp: self.exp,
+            iat: self.iat(),
+            nbf: self.iat(),
+            exp: self.exp(),
             jti: self.jti.to_string(),
             amr: i.amr.clone(),
             cnf: Confirmation { jkt: i.jkt.clone() },
@@ -249,7 +272,7 @@ struct IndexMaps {
 #[derive(Default)]
 struct UserTokens {
     /// Live and Ending tokens, oldest first.
-    live: BTreeMap<(u64, Jti), Arc<Entry>>,
+    live: BTreeMap<(u32, Jti), Arc<Entry>>,
     /// Dead tokens, in the order they died; at most [`MAX_DEAD_PER_USER`].
     dead: VecDeque<Arc<Entry>>,
 }
@@ -279,7 +302,10 @@ impl TokenIndex {
                 Fate::Dead(Arc::from(r.reason.as_deref().unwrap_or("revoked")))
             }
         };
-        let last_used = r.last_used.unwrap_or(r.iat).max(r.iat);
+        let time =
+            |t: u64| u32::try_from(t).map_err(|_| Error::Internal(format!("time {t} beyond 2106")));
+        let (iat, exp, auth_time) = (time(r.iat)?, time(r.exp)?, time(r.auth_time)?);
+        let last_used = time(r.last_used.unwrap_or(r.iat).max(r.iat))?;
         let mut m = write(&self.inner);
         let origin = m.intern_origin(Origin {
             user: r.user.clone(),
@@ -295,15 +321,15 @@ impl TokenIndex {
         let e = Arc::new(Entry {
             hash: r.token_hash,
             jti,
-            iat: r.iat,
-            exp: r.exp,
-            auth_time: r.auth_time,
+            iat,
+            exp,
+            auth_time,
             // Idle limits are bounded by the lifetime; a larger stored value can only be absurd.
             idle_timeout: u32::try_from(r.idle_timeout).unwrap_or(u32::MAX),
             single_use: r.single_use,
             revoke_on_removal: r.revoke_on_removal,
-            last_used: AtomicU64::new(last_used),
-            stored_last_used: AtomicU64::new(last_used),
+            last_used: AtomicU32::new(last_used),
+            stored_last_used: AtomicU32::new(last_used),
             fate: Mutex::new(fate),
             origin,
             issued,
@@ -337,9 +363,9 @@ impl TokenIndex {
             && c.sub == e.origin.user
             && c.sid == e.origin.device_session
             && c.enr == e.origin.enrollment
-            && c.iat == e.iat
-            && c.nbf == e.iat
-            && c.exp == e.exp;
+            && c.iat == e.iat()
+            && c.nbf == e.iat()
+            && c.exp == e.exp();
         if !agrees {
             return Err(Error::TokenInvalid);
         }
@@ -422,13 +448,13 @@ impl TokenIndex {
     pub(super) fn prune(&self, now: u64) {
         let mut m = write(&self.inner);
         let before = m.by_hash.len();
-        m.by_hash.retain(|b| b.0.exp > now);
+        m.by_hash.retain(|b| b.0.exp() > now);
         if m.by_hash.len() == before {
             return;
         }
         for list in m.by_user.values_mut() {
-            list.live.retain(|_, e| e.exp > now);
-            list.dead.retain(|e| e.exp > now);
+            list.live.retain(|_, e| e.exp() > now);
+            list.dead.retain(|e| e.exp() > now);
         }
         m.by_user
             .retain(|_, l| !l.live.is_empty() || !l.dead.is_empty());
@@ -451,7 +477,7 @@ impl TokenIndex {
         read(&self.inner)
             .by_hash
             .iter()
-            .any(|b| b.0.origin.kid == kid && b.0.exp > now)
+            .any(|b| b.0.origin.kid == kid && b.0.exp() > now)
     }
 }
 
@@ -511,4 +537,9 @@ impl IndexMaps {
         self.origins.retain(|o| Arc::strong_count(o) > 1);
         self.issued.retain(|i| Arc::strong_count(i) > 1);
     }
+}
+
+/// `now` in the entries' 32-bit seconds (saturating: only after 2106).
+fn secs32(now: u64) -> u32 {
+    u32::try_from(now).unwrap_or(u32::MAX)
 }

@@ -10,7 +10,6 @@
 //! caller wins) → durable store write → Dead. Callers that meet an Ending token are told it is revoked;
 //! if the store write fails, the token goes back to Live and the winner gets the error.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
 use zeroize::Zeroizing;
@@ -278,7 +277,7 @@ pub(super) async fn refresh(svc: &Service, token: &str) -> Result<Zeroizing<Stri
         enrollment: &enrollment,
         session_id: entry.device_session(),
         amr: claims.amr.clone(),
-        auth_time: entry.auth_time,
+        auth_time: entry.auth_time(),
     };
     let result = match prepare(svc, grant, &rules).await {
         Ok(prepared) => record_locked(svc, prepared, &rules, Some((&entry, ticket)), false).await,
@@ -294,7 +293,7 @@ pub(super) async fn refresh(svc: &Service, token: &str) -> Result<Zeroizing<Stri
 pub(super) async fn revoke(svc: &Service, token: &str, reason: &str) -> Result<()> {
     let (entry, _) = lookup(svc, token)?;
     let now = svc.inner.clock.unix_secs();
-    if now >= entry.exp {
+    if now >= entry.exp() {
         return Err(Error::TokenExpired);
     }
     end_or_wait(svc, &entry, TokenState::Revoked, reason, now).await
@@ -438,14 +437,8 @@ fn touch(svc: &Service, entry: &Arc<Entry>, now: u64) {
         return;
     }
     entry.note_use(now);
-    let stored = entry.stored_last_used.load(Ordering::Relaxed);
     // Record at most a few times per idle period.
-    if now.saturating_sub(stored) >= (entry.idle_timeout() / 4).max(1)
-        && entry
-            .stored_last_used
-            .compare_exchange(stored, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    if entry.claim_store_of_use(now, (entry.idle_timeout() / 4).max(1)) {
         let store_svc = svc.clone();
         let jti = entry.jti();
         tokio::spawn(async move {
@@ -502,10 +495,10 @@ fn check_live(svc: &Service, entry: &Entry, now: u64) -> Result<()> {
             return Err(Error::TokenInvalid);
         }
     }
-    if now >= entry.exp || entry.idle_at(now) {
+    if now >= entry.exp() || entry.idle_at(now) {
         return Err(Error::TokenExpired);
     }
-    if now < entry.iat {
+    if now < entry.iat() {
         return Err(Error::TokenInvalid);
     }
     Ok(())
