@@ -20,7 +20,7 @@ use rand_core::OsRng;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::token::{ec_coordinates_b64, jwk_thumbprint, Claims};
+use crate::token::{ec_coordinates_b64, jwk_thumbprint, Claims, MAX_TOKEN_LEN};
 use crate::{Error, Result};
 
 /// Subdirectory of the state directory holding the key files.
@@ -31,8 +31,6 @@ const KEY_EXT: &str = "p8";
 const TMP_SUFFIX: &str = ".p8.tmp";
 /// A P-256 PKCS#8 key is ~140 bytes; anything much larger is not one, and is not read into memory.
 const MAX_KEY_FILE_LEN: u64 = 1024;
-/// Our tokens are well under 1 KiB; refusing larger input bounds the work a hostile caller can cause.
-const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Length of an ES256 signature: `r || s`, 32 bytes each (RFC 7518 §3.4).
 const ES256_SIG_LEN: usize = 64;
 /// Signed and verified at load, so a key the JWT backend cannot use fails at start-up, not at issue.

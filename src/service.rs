@@ -19,6 +19,7 @@ mod pin_guard;
 mod probe;
 mod refresh_limit;
 mod requirements;
+mod token_index;
 mod tokens;
 
 use std::collections::{HashMap, VecDeque};
@@ -35,13 +36,13 @@ use crate::keys::KeyRing;
 use crate::piv::{Pin, Slot};
 use crate::state_dir::StateDir;
 use crate::store::{KeyMeta, Store, WriteOp};
-use crate::users::Account;
+use crate::users::{Account, AccountCache};
 use crate::{Error, Result};
 
 pub use devices::{DeviceAttach, DeviceInfo};
 pub use enrollments::{EnrollmentInfo, UNENROLLED};
 pub use requirements::TokenRequirements;
-pub use tokens::TokenIndex;
+pub use token_index::TokenIndex;
 
 /// A live token as ListSessions shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +154,8 @@ struct Inner {
     tokens: TokenIndex,
     /// Which tokens came from a refresh (the refresh rate limit).
     refreshed: refresh_limit::RefreshedTokens,
+    /// Account and group look-ups, off the runtime and briefly cached.
+    accounts: AccountCache,
     /// One issue at a time per user (the live-token limit).
     user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Recent failed authentications per user, and lockouts.
@@ -205,6 +208,7 @@ impl Service {
                 devices: Mutex::new(devices::Devices::new(pending)),
                 tokens: index,
                 refreshed: refresh_limit::RefreshedTokens::default(),
+                accounts: AccountCache::default(),
                 user_locks: Mutex::new(HashMap::new()),
                 failures: Mutex::new(HashMap::new()),
                 events,
@@ -267,7 +271,7 @@ impl Service {
         device_id: &str,
         opts: EnrollOptions,
     ) -> Result<String> {
-        let account = self.resolve_user(caller, user)?;
+        let account = self.resolve_user(caller, user).await?;
         enroll::enroll(self, caller, &account, device_id, opts).await
     }
 
@@ -278,7 +282,7 @@ impl Service {
         user: &str,
         opts: AuthOptions,
     ) -> Result<Zeroizing<String>> {
-        let account = self.resolve_user(caller, user)?;
+        let account = self.resolve_user(caller, user).await?;
         authenticate::authenticate(self, caller, &account, opts).await
     }
 
@@ -307,8 +311,8 @@ impl Service {
     }
 
     /// The live tokens of `user` ("" = the caller), oldest first.
-    pub fn sessions(&self, caller: Caller, user: &str) -> Result<Vec<SessionInfo>> {
-        let account = self.resolve_user(caller, user)?;
+    pub async fn sessions(&self, caller: Caller, user: &str) -> Result<Vec<SessionInfo>> {
+        let account = self.resolve_user(caller, user).await?;
         let now = self.inner.clock.unix_secs();
         let readers = self.session_readers();
         Ok(self
@@ -318,15 +322,15 @@ impl Service {
             .into_iter()
             .filter(|e| e.is_live_at(now))
             .map(|e| SessionInfo {
-                jti: e.jti.clone(),
-                user: e.user.clone(),
-                iat: e.iat,
-                exp: e.exp,
-                auth_time: e.auth_time,
+                jti: e.jti(),
+                user: e.user().to_owned(),
+                iat: e.iat(),
+                exp: e.exp(),
+                auth_time: e.auth_time(),
                 last_used: e.last_used(),
                 single_use: e.single_use,
-                reader: readers.get(&e.device_session).cloned().unwrap_or_default(),
-                sid: e.device_session.clone(),
+                reader: readers.get(e.device_session()).cloned().unwrap_or_default(),
+                sid: e.device_session().to_owned(),
             })
             .collect())
     }
@@ -334,7 +338,7 @@ impl Service {
     /// Revokes every live token of `user` ("" = the caller): reason "logout" for the user's own
     /// sessions, "admin" when root ends someone else's. Returns how many were revoked.
     pub async fn revoke_sessions(&self, caller: Caller, user: &str) -> Result<usize> {
-        let account = self.resolve_user(caller, user)?;
+        let account = self.resolve_user(caller, user).await?;
         let reason = if caller.uid == account.uid {
             "logout"
         } else {
@@ -345,8 +349,8 @@ impl Service {
 
     /// The enrollments of `user` ("" = the caller; others' need root), by id. Root may name an
     /// account that no longer exists.
-    pub fn enrollments(&self, caller: Caller, user: &str) -> Result<Vec<EnrollmentInfo>> {
-        enrollments::list(self, caller, user)
+    pub async fn enrollments(&self, caller: Caller, user: &str) -> Result<Vec<EnrollmentInfo>> {
+        enrollments::list(self, caller, user).await
     }
 
     /// Removes an enrollment (the caller's own, or any as root); its live tokens are revoked with
@@ -356,13 +360,13 @@ impl Service {
     }
 
     /// The token rules for `user` ("" = the caller) after overrides, each with where it came from.
-    pub fn explain_policy(
+    pub async fn explain_policy(
         &self,
         caller: Caller,
         user: &str,
     ) -> Result<Vec<crate::config::PolicyItem>> {
-        let account = self.resolve_user(caller, user)?;
-        let groups = account.groups()?;
+        let account = self.resolve_user(caller, user).await?;
+        let groups = self.inner.accounts.groups(&account).await?;
         Ok(self.config().explain_token_policy(&account.name, &groups))
     }
 
@@ -372,29 +376,38 @@ impl Service {
     }
 
     /// The account `user` names, if `caller` may act for it ("" names the caller's own account).
-    fn resolve_user(&self, caller: Caller, user: &str) -> Result<Account> {
-        let account = if user.is_empty() {
-            Account::by_uid(caller.uid)?
-        } else {
-            Account::by_name(user)?
-        };
-        if !caller.is_root() && caller.uid != account.uid {
+    ///
+    /// A non-root caller may only name their own account, which is found by their uid: any other
+    /// name is refused without looking it up, so nobody but root can make the daemon query NSS
+    /// (perhaps LDAP) for arbitrary names, or learn from the answer which accounts exist.
+    async fn resolve_user(&self, caller: Caller, user: &str) -> Result<Account> {
+        let accounts = &self.inner.accounts;
+        if caller.is_root() {
+            return if user.is_empty() {
+                accounts.by_uid(caller.uid).await
+            } else {
+                accounts.by_name(user).await
+            };
+        }
+        let own = accounts.by_uid(caller.uid).await?;
+        if !user.is_empty() && user != own.name {
+            let shown: String = user.chars().take(64).collect();
             return Err(Error::AccessDenied(format!(
-                "uid {} may not act for {}",
-                caller.uid, account.name
+                "uid {} may not act for {shown}",
+                caller.uid
             )));
         }
-        Ok(account)
+        Ok(own)
     }
 
     /// The token rules for `account` under the configuration in force.
-    fn rules_for(&self, account: &Account) -> Result<TokenPolicy> {
+    async fn rules_for(&self, account: &Account) -> Result<TokenPolicy> {
         let config = self.config();
         // Group look-ups read /etc/group (or ask NSS, which may be LDAP): only when a group rule exists.
-        let groups = if config.groups.is_empty() {
-            Vec::new()
+        let groups: Arc<[String]> = if config.groups.is_empty() {
+            Arc::from(Vec::new())
         } else {
-            account.groups()?
+            self.inner.accounts.groups(account).await?
         };
         Ok(config.token_policy_for(&account.name, &groups))
     }

@@ -211,6 +211,15 @@ pub enum WriteOp {
     ClearPinFailures {
         card: String,
     },
+    /// Deletes the dead (revoked or consumed) token rows of `user` beyond the newest `keep`, oldest
+    /// first (by the time they died); never a live row, nor one of `newest`, the rows this batch
+    /// killed (within one second, times cannot tell deaths apart). `Rows(n)`. Batches that kill
+    /// tokens end with it, so a user's dead rows stay bounded however many tokens they churn through.
+    CapDeadTokens {
+        user: String,
+        keep: u32,
+        newest: Vec<String>,
+    },
 }
 
 /// What one [`WriteOp`] did, so concurrent callers can tell who "won".
@@ -626,6 +635,17 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> Result<Outcome> {
             "DELETE FROM pin_failures WHERE card = ?1",
             params![card],
         )?),
+        WriteOp::CapDeadTokens { user, keep, newest } => {
+            let others = u64::from(*keep).saturating_sub(newest.len() as u64);
+            let newest = serde_json::to_string(newest)
+                .map_err(|e| Error::Internal(format!("jti list: {e}")))?;
+            Outcome::Rows(run(
+                "DELETE FROM tokens WHERE jti IN (SELECT jti FROM tokens \
+                 WHERE user = ?1 AND state != 0 AND jti NOT IN (SELECT value FROM json_each(?3)) \
+                 ORDER BY changed_at DESC, jti DESC LIMIT -1 OFFSET ?2)",
+                params![user, others, newest],
+            )?)
+        }
     })
 }
 

@@ -983,3 +983,70 @@ fn prune_keeps_the_last_use_of_each_enrollment() {
         vec![("e1".into(), Some(1_700_000_250))]
     );
 }
+
+#[test]
+fn dead_rows_are_capped_oldest_first_and_live_ones_kept() {
+    let (_dir, _path, store) = fixture();
+    store
+        .apply_blocking(vec![WriteOp::InsertEnrollment(enrollment("e2", "bob"))])
+        .unwrap();
+    let mut ops = Vec::new();
+    for i in 0..6 {
+        ops.push(WriteOp::InsertToken(token(
+            &format!("a{i}"),
+            "alice",
+            "e1",
+            "s1",
+            2_000_000_000,
+        )));
+    }
+    ops.push(WriteOp::InsertToken(token(
+        "b0",
+        "bob",
+        "e2",
+        "s1",
+        2_000_000_000,
+    )));
+    store.apply_blocking(ops).unwrap();
+    // a0..a3 die at increasing times, a4 and a5 stay live; bob's token dies too.
+    for (i, jti) in ["a0", "a1", "a2", "a3", "b0"].iter().enumerate() {
+        store
+            .apply_blocking(vec![WriteOp::SetTokenState {
+                jti: (*jti).into(),
+                state: TokenState::Revoked,
+                reason: "logout".into(),
+                at: 1_700_000_300 + i as u64,
+            }])
+            .unwrap();
+    }
+    let cap = |keep: u32, newest: &[&str]| WriteOp::CapDeadTokens {
+        user: "alice".into(),
+        keep,
+        newest: newest.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    assert_eq!(
+        store.apply_blocking(vec![cap(2, &[])]).unwrap(),
+        [Outcome::Rows(2)]
+    );
+    let jtis = |user: &str| -> Vec<String> {
+        store
+            .tokens_for_user(user)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.jti)
+            .collect()
+    };
+    assert_eq!(jtis("alice"), ["a2", "a3", "a4", "a5"]);
+    // A row the batch just killed is kept even when its time does not tell it apart.
+    assert_eq!(
+        store.apply_blocking(vec![cap(1, &["a2"])]).unwrap(),
+        [Outcome::Rows(1)]
+    );
+    assert_eq!(jtis("alice"), ["a2", "a4", "a5"]);
+    assert_eq!(
+        store.apply_blocking(vec![cap(0, &[])]).unwrap(),
+        [Outcome::Rows(1)]
+    );
+    assert_eq!(jtis("alice"), ["a4", "a5"], "live rows are never dropped");
+    assert_eq!(jtis("bob"), ["b0"], "another user's rows are untouched");
+}

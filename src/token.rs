@@ -53,6 +53,10 @@ pub struct Confirmation {
     pub jkt: String,
 }
 
+/// The longest token text accepted anywhere (ours are well under 1 KiB); refusing larger input
+/// bounds the work a hostile caller can cause, and anything longer is not ours.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
 /// A fresh token id: base64url (no padding) of 16 bytes from the operating system's CSPRNG.
 ///
 /// Panics only if `getrandom(2)` itself fails, which on Linux means the kernel cannot provide

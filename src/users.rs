@@ -1,11 +1,15 @@
 //! Unix accounts: Tessera's users are the machine's accounts, looked up by name or uid.
 
+mod cache;
+
 use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::{Error, Result};
 
+pub use cache::AccountCache;
+
 /// The longest account name accepted from a caller (Linux allows 32; leave room for directories).
-const MAX_NAME_LEN: usize = 256;
+pub const MAX_NAME_LEN: usize = 256;
 
 /// A Unix account.
 #[derive(Debug, Clone, PartialEq, Eq)]

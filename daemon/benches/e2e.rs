@@ -11,6 +11,8 @@
 //! 3. Card pulled → `TokenRevoked`: pcscd's own detection time, and what the daemon adds to it.
 //! 4. The idle daemon: context switches per thread over 10 s (every wake-up of a sleeping thread is
 //!    one), its memory, and the syscalls it makes (with `strace` when installed).
+//! 5. Many live tokens: memory per live token and ValidateToken p50 at 1,000 and 100,000 live
+//!    tokens (`e2e/live_tokens.rs`). `-- --bench --live-tokens-only` runs this part alone.
 //!
 //! The machine is noisy (two cores shared with builds and tests), so what is compared runs in
 //! interleaved rounds and the report gives medians. The report is Markdown, printed on stdout and
@@ -25,6 +27,8 @@
 // The end-to-end tests' harness, for the configuration of the same private bus the tests use.
 #[path = "../../tests/common/mod.rs"]
 mod common;
+#[path = "e2e/live_tokens.rs"]
+mod live_tokens;
 
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -137,10 +141,9 @@ fn run() -> Result<()> {
         .tempdir()
         .context("creating the work directory")?;
     // Everything started inside is stopped when this returns (guards drop in reverse order).
-    let result = bench(&bins, work.path());
+    let result = bench(&bins, work.path(), &machine);
     match result {
-        Ok(results) => {
-            let report = report(&machine, &bins, &results);
+        Ok(report) => {
             println!("{report}");
             let path = bins.target_dir.join("e2e-bench.md");
             match fs::write(&path, &report) {
@@ -158,8 +161,8 @@ fn run() -> Result<()> {
     }
 }
 
-/// Starts the stack, runs the four measurements, and stops the stack.
-fn bench(bins: &Binaries, work: &Path) -> Result<Results> {
+/// Starts the stack, runs the five measurements, and stops the stack; the report.
+fn bench(bins: &Binaries, work: &Path, machine: &Machine) -> Result<String> {
     let _pcscd = Pcscd::ensure(work)?;
     let bus = Proc::spawn(
         "dbus-daemon",
@@ -225,10 +228,19 @@ fn bench(bins: &Binaries, work: &Path) -> Result<Results> {
         manager: &manager,
         peer: &peer,
     };
+    let daemon_pid = daemon
+        .pid()
+        .ok_or_else(|| anyhow!("tesserad is not running"))?;
+    if std::env::args().any(|a| a == "--live-tokens-only") {
+        let live = live_tokens::measure(&rt, &manager, daemon_pid)?;
+        let mut s = String::from("# Tessera end-to-end benchmark: many live tokens only\n");
+        live_tokens::report(&mut s, &live);
+        return Ok(s);
+    }
 
-    eprintln!("e2e: 1/4 authenticate latency and its floors");
+    eprintln!("e2e: 1/5 authenticate latency and its floors");
     let mut auth = measure_auth(&client, work)?;
-    eprintln!("e2e: 2/4 ValidateToken vs Ping throughput");
+    eprintln!("e2e: 2/5 ValidateToken vs Ping throughput");
     let token = client.authenticate()?;
     auth.tokens.push(token.clone());
     let pids = CpuPids {
@@ -240,17 +252,25 @@ fn bench(bins: &Binaries, work: &Path) -> Result<Results> {
             .ok_or_else(|| anyhow!("dbus-daemon is not running"))?,
     };
     let throughput = measure_throughput(&rt, &address, &token, pids)?;
-    eprintln!("e2e: 3/4 card pulled -> TokenRevoked");
+    eprintln!("e2e: 3/5 card pulled -> TokenRevoked");
     let pulls = measure_pulls(&client, &conn, &daemon, &mut sim, &auth.tokens)?;
-    eprintln!("e2e: 4/4 idle daemon");
+    eprintln!("e2e: 4/5 idle daemon");
     let idle = measure_idle(&daemon, work)?;
+    eprintln!("e2e: 5/5 many live tokens");
+    let live = live_tokens::measure(&rt, &manager, daemon_pid)?;
     drop(sim);
-    Ok(Results {
-        auth,
-        throughput,
-        pulls,
-        idle,
-    })
+    let mut report = report(
+        machine,
+        bins,
+        &Results {
+            auth,
+            throughput,
+            pulls,
+            idle,
+        },
+    );
+    live_tokens::report(&mut report, &live);
+    Ok(report)
 }
 
 // --- 1. Authenticate latency ------------------------------------------------------------------

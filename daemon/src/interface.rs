@@ -23,6 +23,7 @@ use zbus::{interface, Connection};
 use zeroize::Zeroizing;
 
 use crate::errors::BusError;
+use crate::limits;
 use crate::DEVICES_PATH;
 
 /// `org.tessera.Tessera1.Manager`.
@@ -65,6 +66,8 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, BusError> {
+        limits::user(user)?;
+        limits::options(&options, &["pin", "slot"])?;
         let caller = self.callers.caller(conn, &header).await?;
         let mut opts = EnrollOptions::default();
         for (key, value) in options {
@@ -89,6 +92,8 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<SecretString, BusError> {
+        limits::user(user)?;
+        limits::options(&options, &["pin", "device"])?;
         let caller = self.callers.caller(conn, &header).await?;
         let mut opts = AuthOptions::default();
         for (key, value) in options {
@@ -110,6 +115,7 @@ impl Manager {
 
     /// ValidateToken(s token) -> (a{sv} claims).
     async fn validate_token(&self, token: &str) -> Result<ClaimsDict, BusError> {
+        limits::token(token)?;
         Ok(ClaimsDict::from(self.service.validate(token).await?))
     }
 
@@ -121,6 +127,8 @@ impl Manager {
         token: &str,
         requirements: HashMap<String, OwnedValue>,
     ) -> Result<ClaimsDict, BusError> {
+        limits::token(token)?;
+        limits::options(&requirements, &["audience", "max_age", "amr"])?;
         let required = token_requirements(&requirements)?;
         Ok(ClaimsDict::from(
             self.service.check(token, &required).await?,
@@ -129,6 +137,7 @@ impl Manager {
 
     /// RevokeToken(s token).
     async fn revoke_token(&self, token: &str) -> Result<(), BusError> {
+        limits::token(token)?;
         Ok(self.service.revoke(token).await?)
     }
 
@@ -140,6 +149,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<SecretString, BusError> {
+        limits::token(token)?;
         let caller = self.callers.caller(conn, &header).await?;
         let token = self.service.refresh(caller, token).await?;
         Ok(SecretString(token))
@@ -152,8 +162,9 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<HashMap<String, OwnedValue>>, BusError> {
+        limits::user(user)?;
         let caller = self.callers.caller(conn, &header).await?;
-        let sessions = self.service.sessions(caller, user)?;
+        let sessions = self.service.sessions(caller, user).await?;
         sessions.iter().map(session_dict).collect()
     }
 
@@ -164,6 +175,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), BusError> {
+        limits::user(user)?;
         let caller = self.callers.caller(conn, &header).await?;
         self.service.revoke_sessions(caller, user).await?;
         Ok(())
@@ -206,10 +218,12 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<(String, String, String)>, BusError> {
+        limits::user(user)?;
         let caller = self.callers.caller(conn, &header).await?;
         Ok(self
             .service
-            .explain_policy(caller, user)?
+            .explain_policy(caller, user)
+            .await?
             .into_iter()
             .map(|i| (i.key.to_owned(), i.value, i.source.to_string()))
             .collect())
@@ -224,8 +238,9 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<HashMap<String, OwnedValue>>, BusError> {
+        limits::user(user)?;
         let caller = self.callers.caller(conn, &header).await?;
-        let enrollments = self.service.enrollments(caller, user)?;
+        let enrollments = self.service.enrollments(caller, user).await?;
         enrollments.iter().map(enrollment_dict).collect()
     }
 
@@ -237,6 +252,7 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), BusError> {
+        limits::enrollment_id(enrollment_id)?;
         let caller = self.callers.caller(conn, &header).await?;
         Ok(self
             .service

@@ -7,6 +7,7 @@
 
 pub mod errors;
 pub mod interface;
+pub mod limits;
 pub mod proxy;
 
 use std::collections::HashMap;

@@ -141,7 +141,7 @@ async fn an_enrollment_removed_during_an_authentication_yields_no_valid_token() 
         ),
         Err(e) => panic!("expected NotEnrolled, got {e:?}"),
     }
-    assert!(svc.sessions(ROOT, "").unwrap().is_empty());
+    assert!(svc.sessions(ROOT, "").await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -176,14 +176,14 @@ async fn the_last_use_of_an_enrollment_outlives_its_tokens() {
             slot: None,
         };
         svc.enroll(ROOT, "", &device, options).await.unwrap();
-        assert_eq!(svc.enrollments(ROOT, "").unwrap()[0].last_used, None);
+        assert_eq!(svc.enrollments(ROOT, "").await.unwrap()[0].last_used, None);
         clock.advance(Duration::from_secs(10));
         let options = AuthOptions {
             pin: pin(),
             device: None,
         };
         svc.authenticate(ROOT, "", options).await.unwrap();
-        let used_at = svc.enrollments(ROOT, "").unwrap()[0].last_used;
+        let used_at = svc.enrollments(ROOT, "").await.unwrap()[0].last_used;
         assert_eq!(used_at, Some(1_900_000_010));
         used_at
     };
@@ -195,5 +195,5 @@ async fn the_last_use_of_an_enrollment_outlives_its_tokens() {
         .query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rows, 0, "the expired token was not pruned");
-    assert_eq!(svc.enrollments(ROOT, "").unwrap()[0].last_used, used_at);
+    assert_eq!(svc.enrollments(ROOT, "").await.unwrap()[0].last_used, used_at);
 }

@@ -378,7 +378,7 @@ mod tests {
             Reply::Nothing
         );
         assert_eq!(
-            respond(&mut card, Message::Apdu(&[0x00, 0xFD, 0x00, 0x00])),
+            respond(&mut card, Message::Apdu(&[0x00, 0xFD, 0x00, 0x00, 0x00])),
             Reply::Send(vec![5, 4, 3, 0x90, 0x00])
         );
     }

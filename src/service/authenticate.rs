@@ -57,7 +57,7 @@ async fn challenge_and_issue(
     let pin = opts.pin;
     let cfg = svc.config();
     let keep_last = cfg.pin.keep_last_retry;
-    let rules = svc.rules_for(account)?;
+    let rules = svc.rules_for(account).await?;
     let mut amr = vec!["hwk".to_owned(), "sc".to_owned()];
     if used_pin {
         amr.push("pin".into());

@@ -502,7 +502,7 @@ impl Service {
             .inner
             .tokens
             .revoke_session(session_id, "device-removed");
-        let ops = vec![
+        let mut ops = vec![
             WriteOp::CloseDeviceSession {
                 id: session_id.to_owned(),
                 at: now,
@@ -513,6 +513,16 @@ impl Service {
                 at: now,
             },
         ];
+        // The dead rows of every user who lost tokens stay within the cap.
+        let mut by_user: HashMap<&str, Vec<String>> = HashMap::new();
+        for (jti, user) in &revoked {
+            by_user.entry(user).or_default().push(jti.clone());
+        }
+        ops.extend(
+            by_user
+                .into_iter()
+                .map(|(user, newest)| super::tokens::cap_dead(user, newest)),
+        );
         // Announced before the commit: should the daemon die before it, the next start finds the
         // session unconfirmed and revokes the same tokens, so the announcement stays true.
         for (jti, user) in revoked {

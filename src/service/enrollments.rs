@@ -35,11 +35,11 @@ pub struct EnrollmentInfo {
 
 /// The enrollments of `user` ("" = the caller), by id. Root may name an account that no longer
 /// exists, so the enrollments of a departed user can still be found and removed.
-pub(super) fn list(svc: &Service, caller: Caller, user: &str) -> Result<Vec<EnrollmentInfo>> {
+pub(super) async fn list(svc: &Service, caller: Caller, user: &str) -> Result<Vec<EnrollmentInfo>> {
     let name = if caller.is_root() && !user.is_empty() {
         user.to_owned()
     } else {
-        svc.resolve_user(caller, user)?.name
+        svc.resolve_user(caller, user).await?.name
     };
     let rows = svc.inner.store.enrollments_for_user(&name)?;
     if rows.is_empty() && caller.is_root() && !user.is_empty() {
@@ -47,7 +47,8 @@ pub(super) fn list(svc: &Service, caller: Caller, user: &str) -> Result<Vec<Enro
         Account::by_name(user)?;
     }
     let pruned = svc.inner.store.pruned_last_uses(&name)?;
-    let tokens = svc.inner.tokens.of_user(&name);
+    // Every stored token row, dead ones too (the index keeps only the live ones per user).
+    let tokens = svc.inner.store.tokens_for_user(&name)?;
     Ok(rows
         .into_iter()
         .map(|e| {

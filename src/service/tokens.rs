@@ -10,309 +10,16 @@
 //! caller wins) → durable store write → Dead. Callers that meet an Ending token are told it is revoked;
 //! if the store write fails, the token goes back to Live and the winner gets the error.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use zeroize::Zeroizing;
 
+use super::token_index::{Entry, Fate, Ticket, MAX_DEAD_PER_USER, SETTLED};
 use super::{Caller, Event, Service, TokenRequirements};
 use crate::config::TokenPolicy;
 use crate::store::{Enrollment, KeyMeta, Store, TokenRecord, TokenState, WriteOp};
-use crate::token::{token_hash, Claims, Confirmation};
+use crate::token::{token_hash, Claims, Confirmation, MAX_TOKEN_LEN};
 use crate::{Error, Result};
-
-/// The longest token text accepted (ours are ~700 bytes); anything longer is not ours.
-const MAX_TOKEN_LEN: usize = 8 * 1024;
-
-/// An issued token, as the index holds it.
-pub(super) struct Entry {
-    pub(super) jti: String,
-    pub(super) user: String,
-    kid: String,
-    pub(super) iat: u64,
-    pub(super) exp: u64,
-    pub(super) auth_time: u64,
-    pub(super) device_session: String,
-    /// The enrollment whose key the token's authentication proved.
-    pub(super) enrollment_id: String,
-    pub(super) single_use: bool,
-    idle_timeout: u64,
-    revoke_on_removal: bool,
-    /// Last use (validation or refresh) known in memory, Unix seconds; the issue time before any.
-    last_used: AtomicU64,
-    /// Last use recorded in the store.
-    stored_last_used: AtomicU64,
-    fate: Mutex<Fate>,
-    /// Woken whenever an Ending fate settles (to Dead, or back to Live).
-    settled: tokio::sync::Notify,
-    /// Set at issue; after a restart, filled by the first validation (one signature check).
-    claims: OnceLock<Claims>,
-}
-
-/// Where a token stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Fate {
-    Live,
-    /// One caller (holding the ticket) is making the token's end durable; everyone else already
-    /// treats it as ended, and whoever must know the outcome waits for `settled`.
-    Ending(String, Ticket),
-    /// Revoked or consumed, with the reason.
-    Dead(String),
-}
-
-impl Entry {
-    pub(super) fn is_live_at(&self, now: u64) -> bool {
-        now < self.exp && *lock(&self.fate) == Fate::Live && !self.idle_at(now)
-    }
-
-    fn idle_at(&self, now: u64) -> bool {
-        self.idle_timeout > 0
-            && now.saturating_sub(self.last_used.load(Ordering::Relaxed)) >= self.idle_timeout
-    }
-
-    pub(super) fn last_used(&self) -> u64 {
-        self.last_used.load(Ordering::Relaxed)
-    }
-
-    /// Moves Live → Ending; `None` if the token is not live (someone else got there first).
-    fn begin_end(&self, reason: &str) -> Option<Ticket> {
-        let mut f = lock(&self.fate);
-        if *f == Fate::Live {
-            let ticket = Ticket(NEXT_TICKET.fetch_add(1, Ordering::Relaxed));
-            *f = Fate::Ending(reason.to_owned(), ticket);
-            Some(ticket)
-        } else {
-            None
-        }
-    }
-
-    /// Settles the Ending begun with `ticket`: Dead once its end is durable, else Live again.
-    /// Another caller's Ending is left alone.
-    fn finish_end(&self, ticket: Ticket, durable: bool) {
-        {
-            let mut f = lock(&self.fate);
-            let Fate::Ending(reason, owner) = &*f else {
-                return;
-            };
-            if *owner != ticket {
-                return;
-            }
-            *f = if durable {
-                Fate::Dead(reason.clone())
-            } else {
-                Fate::Live
-            };
-        }
-        self.settled.notify_waiters();
-    }
-
-    fn is_dead(&self) -> bool {
-        matches!(*lock(&self.fate), Fate::Dead(_))
-    }
-}
-
-/// Who is ending a token (see [`Fate::Ending`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Ticket(u64);
-
-static NEXT_TICKET: AtomicU64 = AtomicU64::new(1);
-
-/// Issued tokens by hash, with the by-jti, by-session and by-user views revocation needs.
-#[derive(Default)]
-pub struct TokenIndex {
-    inner: RwLock<IndexMaps>,
-}
-
-#[derive(Default)]
-struct IndexMaps {
-    by_hash: HashMap<[u8; 32], Arc<Entry>>,
-    by_jti: HashMap<String, Arc<Entry>>,
-    by_session: HashMap<String, Vec<String>>,
-    by_user: HashMap<String, Vec<String>>,
-}
-
-impl TokenIndex {
-    /// Builds the index from the store's token rows.
-    pub fn load(store: &Store) -> Result<TokenIndex> {
-        let index = TokenIndex::default();
-        for r in store.tokens()? {
-            index.insert(r.token_hash, entry_from_record(&r, None));
-        }
-        Ok(index)
-    }
-
-    fn insert(&self, hash: [u8; 32], e: Entry) {
-        let e = Arc::new(e);
-        let mut m = write(&self.inner);
-        m.by_session
-            .entry(e.device_session.clone())
-            .or_default()
-            .push(e.jti.clone());
-        m.by_user
-            .entry(e.user.clone())
-            .or_default()
-            .push(e.jti.clone());
-        m.by_jti.insert(e.jti.clone(), e.clone());
-        m.by_hash.insert(hash, e);
-    }
-
-    fn get(&self, hash: &[u8; 32]) -> Option<Arc<Entry>> {
-        read(&self.inner).by_hash.get(hash).cloned()
-    }
-
-    /// How many tokens of `user` the index holds (live, revoked or used, until they expire).
-    pub(super) fn count_of_user(&self, user: &str) -> usize {
-        read(&self.inner).by_user.get(user).map_or(0, Vec::len)
-    }
-
-    /// The tokens of `user`, oldest first.
-    pub(super) fn of_user(&self, user: &str) -> Vec<Arc<Entry>> {
-        let m = read(&self.inner);
-        let mut v: Vec<Arc<Entry>> = m
-            .by_user
-            .get(user)
-            .into_iter()
-            .flatten()
-            .filter_map(|j| m.by_jti.get(j).cloned())
-            .collect();
-        v.sort_by(|a, b| (a.iat, &a.jti).cmp(&(b.iat, &b.jti)));
-        v
-    }
-
-    /// The oldest live tokens of `user` beyond the newest `keep`, oldest first. Only the live ones
-    /// are collected and sorted: a user at the limit also has many dead ones until they expire.
-    fn live_beyond(&self, user: &str, keep: usize, now: u64) -> Vec<Arc<Entry>> {
-        let mut live: Vec<Arc<Entry>> = {
-            let m = read(&self.inner);
-            m.by_user
-                .get(user)
-                .into_iter()
-                .flatten()
-                .filter_map(|j| m.by_jti.get(j))
-                .filter(|e| e.is_live_at(now))
-                .cloned()
-                .collect()
-        };
-        let excess = live.len().saturating_sub(keep);
-        if excess == 0 {
-            return Vec::new();
-        }
-        live.sort_by(|a, b| (a.iat, &a.jti).cmp(&(b.iat, &b.jti)));
-        live.truncate(excess);
-        live
-    }
-
-    /// Marks every live token of a device session that dies with its device; returns (jti, user).
-    pub(super) fn revoke_session(&self, session: &str, reason: &str) -> Vec<(String, String)> {
-        let m = read(&self.inner);
-        let mut out = Vec::new();
-        for jti in m.by_session.get(session).into_iter().flatten() {
-            let Some(e) = m.by_jti.get(jti) else {
-                continue;
-            };
-            if !e.revoke_on_removal {
-                continue;
-            }
-            let mut f = lock(&e.fate);
-            if *f == Fate::Live {
-                *f = Fate::Dead(reason.to_owned());
-                out.push((e.jti.clone(), e.user.clone()));
-            }
-        }
-        out
-    }
-
-    /// Marks every live token of `user` issued through `enrollment` dead (its key is no longer
-    /// enrolled); returns their jtis. Tokens another caller is ending already are left to them.
-    pub(super) fn revoke_enrollment(
-        &self,
-        user: &str,
-        enrollment: &str,
-        reason: &str,
-    ) -> Vec<String> {
-        let mut out = Vec::new();
-        for e in self.of_user(user) {
-            if e.enrollment_id != enrollment {
-                continue;
-            }
-            let mut f = lock(&e.fate);
-            if *f == Fate::Live {
-                *f = Fate::Dead(reason.to_owned());
-                out.push(e.jti.clone());
-            }
-        }
-        out
-    }
-
-    /// Forgets tokens whose lifetime is over (the store drops their rows at the same time).
-    fn prune(&self, now: u64) {
-        let mut m = write(&self.inner);
-        let dead: std::collections::HashSet<String> = m
-            .by_jti
-            .values()
-            .filter(|e| e.exp <= now)
-            .map(|e| e.jti.clone())
-            .collect();
-        if dead.is_empty() {
-            return;
-        }
-        m.by_hash.retain(|_, e| e.exp > now);
-        for jti in &dead {
-            m.by_jti.remove(jti);
-        }
-        let maps = &mut *m;
-        for list in maps
-            .by_session
-            .values_mut()
-            .chain(maps.by_user.values_mut())
-        {
-            list.retain(|j| !dead.contains(j));
-        }
-        m.by_session.retain(|_, l| !l.is_empty());
-        m.by_user.retain(|_, l| !l.is_empty());
-    }
-
-    /// Whether any token signed by `kid` could still be valid at `now`.
-    pub(super) fn kid_in_use(&self, kid: &str, now: u64) -> bool {
-        read(&self.inner)
-            .by_jti
-            .values()
-            .any(|e| e.kid == kid && e.exp > now)
-    }
-}
-
-fn entry_from_record(r: &TokenRecord, claims: Option<Claims>) -> Entry {
-    let cell = OnceLock::new();
-    if let Some(c) = claims {
-        let _ = cell.set(c);
-    }
-    let fate = match r.state {
-        TokenState::Live => Fate::Live,
-        TokenState::Revoked | TokenState::Consumed => {
-            Fate::Dead(r.reason.clone().unwrap_or_else(|| "revoked".into()))
-        }
-    };
-    let last_used = r.last_used.unwrap_or(r.iat).max(r.iat);
-    Entry {
-        jti: r.jti.clone(),
-        user: r.user.clone(),
-        kid: r.kid.clone(),
-        iat: r.iat,
-        exp: r.exp,
-        auth_time: r.auth_time,
-        device_session: r.device_session.clone(),
-        enrollment_id: r.enrollment_id.clone(),
-        single_use: r.single_use,
-        idle_timeout: r.idle_timeout,
-        revoke_on_removal: r.revoke_on_removal,
-        last_used: AtomicU64::new(last_used),
-        stored_last_used: AtomicU64::new(last_used),
-        fate: Mutex::new(fate),
-        settled: tokio::sync::Notify::new(),
-        claims: cell,
-    }
-}
 
 /// Makes sure every key of the ring has a metadata row.
 pub(super) fn record_keys(store: &Store, keys: &crate::keys::KeyRing, now: u64) -> Result<()> {
@@ -469,34 +176,34 @@ async fn record_locked(
     let mut ops: Vec<WriteOp> = ending
         .iter()
         .map(|(e, _, reason)| WriteOp::SetTokenState {
-            jti: e.jti.clone(),
+            jti: e.jti(),
             state: TokenState::Revoked,
             reason: (*reason).to_owned(),
             at: now,
         })
         .collect();
+    if !ending.is_empty() {
+        let newest = ending.iter().map(|(e, _, _)| e.jti()).collect();
+        ops.push(cap_dead(&record.user, newest));
+    }
+    let prune_at = ops.len();
     if !inserted {
         ops.push(WriteOp::PruneExpired { now });
         ops.push(WriteOp::InsertToken(record.clone()));
     }
     let result = svc.inner.store.apply(ops).await;
     for (e, ticket, _) in &ending {
-        e.finish_end(*ticket, result.is_ok());
+        svc.inner.tokens.settle(e, *ticket, result.is_ok());
     }
     let outcomes = result?;
-    if outcomes
-        .iter()
-        .any(|o| matches!(o, crate::store::Outcome::Rows(n) if *n > 0))
-    {
+    if outcomes.get(prune_at).is_some_and(|o| o.changed()) && !inserted {
         svc.inner.tokens.prune(now);
     }
-    svc.inner
-        .tokens
-        .insert(record.token_hash, entry_from_record(&record, Some(claims)));
+    svc.inner.tokens.insert(&record, Some(&claims))?;
     for (e, _, reason) in ending {
         svc.publish(Event::TokenRevoked {
-            jti: e.jti.clone(),
-            user: e.user.clone(),
+            jti: e.jti(),
+            user: e.user().to_owned(),
             reason: reason.to_owned(),
         });
     }
@@ -529,6 +236,7 @@ fn beyond_limit(svc: &Service, user: &str, rules: &TokenPolicy, now: u64) -> Vec
 /// user lost a token and authenticates again. That is the fail-closed side; the other way round
 /// (revoking only once the signature is in) costs the second commit this is here to save.
 pub(super) struct Superseding {
+    svc: Service,
     victims: Vec<(Arc<Entry>, Ticket)>,
     at: u64,
 }
@@ -541,7 +249,11 @@ impl Superseding {
             .into_iter()
             .filter_map(|e| e.begin_end("superseded").map(|t| (e, t)))
             .collect();
-        Superseding { victims, at }
+        Superseding {
+            svc: svc.clone(),
+            victims,
+            at,
+        }
     }
 
     /// The revocations to commit with the new token's row.
@@ -549,7 +261,7 @@ impl Superseding {
         self.victims
             .iter()
             .map(|(e, _)| WriteOp::SetTokenState {
-                jti: e.jti.clone(),
+                jti: e.jti(),
                 state: TokenState::Revoked,
                 reason: "superseded".into(),
                 at: self.at,
@@ -560,14 +272,14 @@ impl Superseding {
     /// The ahead commit did not happen: the claimed tokens are live again.
     pub(super) fn release(mut self) {
         for (e, ticket) in self.victims.drain(..) {
-            e.finish_end(ticket, false);
+            self.svc.inner.tokens.settle(&e, ticket, false);
         }
     }
 
     /// The new token is issued: the claimed tokens are dead (durably since the ahead commit).
     fn complete(mut self, svc: &Service) {
         for (e, ticket) in self.victims.drain(..) {
-            e.finish_end(ticket, true);
+            svc.inner.tokens.settle(&e, ticket, true);
             publish_revoked(svc, &e, "superseded");
         }
     }
@@ -577,7 +289,7 @@ impl Drop for Superseding {
     /// Unsettled claims (a dropped authentication) end as the store has them: revoked.
     fn drop(&mut self) {
         for (e, ticket) in self.victims.drain(..) {
-            e.finish_end(ticket, true);
+            self.svc.inner.tokens.settle(&e, ticket, true);
         }
     }
 }
@@ -613,9 +325,9 @@ pub(super) async fn discard(svc: &Service, jti: &str, mut superseding: Supersedi
     let mut revivable = Vec::new();
     let mut gone = Vec::new();
     for (e, ticket) in superseding.victims.drain(..) {
-        if !e.revoke_on_removal {
+        if !e.revoke_on_removal() {
             revivable.push((e, ticket));
-        } else if let Some(g) = svc.try_lock_open_session(&e.device_session) {
+        } else if let Some(g) = svc.try_lock_open_session(e.device_session()) {
             guards.push(g);
             revivable.push((e, ticket));
         } else {
@@ -626,7 +338,7 @@ pub(super) async fn discard(svc: &Service, jti: &str, mut superseding: Supersedi
         jti: jti.to_owned(),
     }];
     ops.extend(revivable.iter().map(|(e, _)| WriteOp::ReviveSuperseded {
-        jti: e.jti.clone(),
+        jti: e.jti(),
         at: superseding.at,
     }));
     let outcomes = match svc.inner.store.apply(ops).await {
@@ -640,22 +352,22 @@ pub(super) async fn discard(svc: &Service, jti: &str, mut superseding: Supersedi
     };
     for (k, (e, ticket)) in revivable.into_iter().enumerate() {
         if outcomes.get(k + 1).is_some_and(|o| o.changed()) {
-            e.finish_end(ticket, false);
+            svc.inner.tokens.settle(&e, ticket, false);
         } else {
             gone.push((e, ticket));
         }
     }
     drop(guards);
     for (e, ticket) in gone {
-        e.finish_end(ticket, true);
+        svc.inner.tokens.settle(&e, ticket, true);
         publish_revoked(svc, &e, "superseded");
     }
 }
 
 fn publish_revoked(svc: &Service, e: &Entry, reason: &str) {
     svc.publish(Event::TokenRevoked {
-        jti: e.jti.clone(),
-        user: e.user.clone(),
+        jti: e.jti(),
+        user: e.user().to_owned(),
         reason: reason.to_owned(),
     });
 }
@@ -669,10 +381,10 @@ pub(super) async fn check(
     required: &TokenRequirements,
 ) -> Result<Claims> {
     let (entry, claims) = lookup(svc, token)?;
-    svc.confirmed(&entry.device_session).await?;
+    svc.confirmed(entry.device_session()).await?;
     let now = svc.inner.clock.unix_secs();
     check_live(svc, &entry, now)?;
-    required.check(&claims, entry.auth_time, now)?;
+    required.check(&claims, entry.auth_time(), now)?;
     if entry.single_use {
         end(svc, &entry, TokenState::Consumed, "used", now).await?;
         return Ok(claims);
@@ -690,22 +402,23 @@ pub(super) async fn refresh(
     token: &str,
 ) -> Result<Zeroizing<String>> {
     let (entry, claims) = lookup(svc, token)?;
-    let account = crate::users::Account::by_name(&entry.user)?;
+    let account = svc.inner.accounts.by_name(entry.user()).await?;
     if !caller.is_root() && caller.uid != account.uid {
         return Err(Error::AccessDenied(format!(
             "uid {} may not refresh a token of {}",
-            caller.uid, entry.user
+            caller.uid,
+            entry.user()
         )));
     }
-    svc.confirmed(&entry.device_session).await?;
+    svc.confirmed(entry.device_session()).await?;
     let now = svc.inner.clock.unix_secs();
     check_live(svc, &entry, now)?;
-    let rules = svc.rules_for(&account)?;
+    let rules = svc.rules_for(&account).await?;
     svc.inner
         .refreshed
-        .check(&entry.jti, entry.iat, rules.min_refresh_interval, now)?;
+        .check(&entry.jti(), entry.iat(), rules.min_refresh_interval, now)?;
     // Held until the new token is recorded, so a removal cannot slip in between.
-    let _session = svc.lock_open_session(&entry.device_session).await?;
+    let _session = svc.lock_open_session(entry.device_session()).await?;
     let enrollment = svc
         .inner
         .store
@@ -713,31 +426,33 @@ pub(super) async fn refresh(
         .ok_or(Error::TokenInvalid)?;
     // Held from the old token's Ending to the new token's indexing, so a logout either sees the
     // old token live (and the refresh then fails) or waits and revokes the new one.
-    let user_lock = svc.user_lock(&entry.user);
+    let user_lock = svc.user_lock(entry.user());
     let _serial = user_lock.lock().await;
     let Some(ticket) = entry.begin_end("refreshed") else {
         return Err(revoked_error(&entry));
     };
     let grant = Grant {
-        user: &entry.user,
+        user: entry.user(),
         enrollment: &enrollment,
-        session_id: &entry.device_session,
+        session_id: entry.device_session(),
         amr: claims.amr.clone(),
-        auth_time: entry.auth_time,
+        auth_time: entry.auth_time(),
     };
     let result = match prepare(svc, grant, &rules).await {
         Ok(prepared) => {
             let (new_jti, new_exp) = (prepared.record.jti.clone(), prepared.record.exp);
             let token = record_locked(svc, prepared, &rules, Some((&entry, ticket)), false).await;
             if token.is_ok() {
-                svc.inner.refreshed.note(&entry.jti, &new_jti, new_exp, now);
+                svc.inner
+                    .refreshed
+                    .note(&entry.jti(), &new_jti, new_exp, now);
             }
             token
         }
         Err(e) => Err(e),
     };
     // Settled by `record_locked` when its batch ran; a failure before it leaves the token live.
-    entry.finish_end(ticket, false);
+    svc.inner.tokens.settle(&entry, ticket, false);
     result
 }
 
@@ -746,7 +461,7 @@ pub(super) async fn refresh(
 pub(super) async fn revoke(svc: &Service, token: &str, reason: &str) -> Result<()> {
     let (entry, _) = lookup(svc, token)?;
     let now = svc.inner.clock.unix_secs();
-    if now >= entry.exp {
+    if now >= entry.exp() {
         return Err(Error::TokenExpired);
     }
     end_or_wait(svc, &entry, TokenState::Revoked, reason, now).await
@@ -761,7 +476,7 @@ pub(super) async fn revoke_user(svc: &Service, user: &str, reason: &str) -> Resu
     let mut ending = Vec::new();
     let mut busy = Vec::new();
     for e in svc.inner.tokens.of_user(user) {
-        if !e.is_live_at(now) && !matches!(*lock(&e.fate), Fate::Ending(..)) {
+        if !e.is_live_at(now) && !matches!(e.fate(), Fate::Ending(..)) {
             continue;
         }
         match e.begin_end(reason) {
@@ -771,24 +486,30 @@ pub(super) async fn revoke_user(svc: &Service, user: &str, reason: &str) -> Resu
             None => busy.push(e),
         }
     }
-    let ops = ending
+    let mut ops: Vec<WriteOp> = ending
         .iter()
         .map(|(e, _)| WriteOp::SetTokenState {
-            jti: e.jti.clone(),
+            jti: e.jti(),
             state: TokenState::Revoked,
             reason: reason.to_owned(),
             at: now,
         })
         .collect();
+    if !ops.is_empty() {
+        ops.push(cap_dead(
+            user,
+            ending.iter().map(|(e, _)| e.jti()).collect(),
+        ));
+    }
     let result = svc.inner.store.apply(ops).await;
     for (e, ticket) in &ending {
-        e.finish_end(*ticket, result.is_ok());
+        svc.inner.tokens.settle(e, *ticket, result.is_ok());
     }
     result?;
     for (e, _) in &ending {
         svc.publish(Event::TokenRevoked {
-            jti: e.jti.clone(),
-            user: e.user.clone(),
+            jti: e.jti(),
+            user: e.user().to_owned(),
             reason: reason.to_owned(),
         });
     }
@@ -802,7 +523,7 @@ pub(super) async fn revoke_user(svc: &Service, user: &str, reason: &str) -> Resu
 /// is (being) ended: [`Error::TokenRevoked`].
 async fn end(
     svc: &Service,
-    entry: &Entry,
+    entry: &Arc<Entry>,
     state: TokenState,
     reason: &str,
     now: u64,
@@ -817,21 +538,21 @@ async fn end(
 /// token is dead and that is durable.
 async fn end_or_wait(
     svc: &Service,
-    entry: &Entry,
+    entry: &Arc<Entry>,
     state: TokenState,
     reason: &str,
     now: u64,
 ) -> Result<()> {
     loop {
         // Registered before the state is looked at, so a settling in between is not missed.
-        let settled = entry.settled.notified();
+        let settled = SETTLED.notified();
         if let Some(ticket) = entry.begin_end(reason) {
             return commit_end(svc, entry, ticket, state, reason, now).await;
         }
         if entry.is_dead() {
             return Ok(());
         }
-        if matches!(*lock(&entry.fate), Fate::Ending(..)) {
+        if matches!(entry.fate(), Fate::Ending(..)) {
             settled.await;
         }
     }
@@ -839,7 +560,7 @@ async fn end_or_wait(
 
 async fn commit_end(
     svc: &Service,
-    entry: &Entry,
+    entry: &Arc<Entry>,
     ticket: Ticket,
     state: TokenState,
     reason: &str,
@@ -848,40 +569,47 @@ async fn commit_end(
     let result = svc
         .inner
         .store
-        .apply(vec![WriteOp::SetTokenState {
-            jti: entry.jti.clone(),
-            state,
-            reason: reason.to_owned(),
-            at: now,
-        }])
+        .apply(vec![
+            WriteOp::SetTokenState {
+                jti: entry.jti(),
+                state,
+                reason: reason.to_owned(),
+                at: now,
+            },
+            cap_dead(entry.user(), vec![entry.jti()]),
+        ])
         .await;
-    entry.finish_end(ticket, result.is_ok());
+    svc.inner.tokens.settle(entry, ticket, result.is_ok());
     result?;
     svc.publish(Event::TokenRevoked {
-        jti: entry.jti.clone(),
-        user: entry.user.clone(),
+        jti: entry.jti(),
+        user: entry.user().to_owned(),
         reason: reason.to_owned(),
     });
     Ok(())
 }
 
+/// The store op that keeps `user`'s dead rows within [`MAX_DEAD_PER_USER`], as the index does.
+/// `newest`: the ids of the tokens the same batch kills.
+pub(super) fn cap_dead(user: &str, newest: Vec<String>) -> WriteOp {
+    WriteOp::CapDeadTokens {
+        user: user.to_owned(),
+        keep: MAX_DEAD_PER_USER,
+        newest,
+    }
+}
+
 /// Notes a use for the idle timeout. The store learns of it lazily (not before the reply): a lost
 /// record can only make the token expire sooner after a crash, never live longer.
 fn touch(svc: &Service, entry: &Arc<Entry>, now: u64) {
-    if entry.idle_timeout == 0 {
+    if entry.idle_timeout() == 0 {
         return;
     }
-    entry.last_used.fetch_max(now, Ordering::Relaxed);
-    let stored = entry.stored_last_used.load(Ordering::Relaxed);
+    entry.note_use(now);
     // Record at most a few times per idle period.
-    if now.saturating_sub(stored) >= (entry.idle_timeout / 4).max(1)
-        && entry
-            .stored_last_used
-            .compare_exchange(stored, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    if entry.claim_store_of_use(now, (entry.idle_timeout() / 4).max(1)) {
         let store_svc = svc.clone();
-        let jti = entry.jti.clone();
+        let jti = entry.jti();
         tokio::spawn(async move {
             let op = WriteOp::TouchToken { jti, at: now };
             if let Err(e) = store_svc.inner.store.apply(vec![op]).await {
@@ -905,43 +633,41 @@ fn lookup(svc: &Service, token: &str) -> Result<(Arc<Entry>, Claims)> {
         }
         return Err(Error::TokenInvalid);
     };
-    let claims = match entry.claims.get() {
-        Some(c) => c.clone(),
+    let claims = match entry.claims() {
+        Some(c) => c,
+        // Restored after a restart: the token's own verified claims fill in what the row lacks.
         None => {
             let (c, _) = read(&svc.inner.keys).verify(token)?;
-            if c.jti != entry.jti {
-                return Err(Error::TokenInvalid);
-            }
-            entry.claims.get_or_init(|| c).clone()
+            svc.inner.tokens.learn(&entry, &c)?
         }
     };
     Ok((entry, claims))
 }
 
 fn revoked_error(entry: &Entry) -> Error {
-    match &*lock(&entry.fate) {
-        Fate::Ending(r, _) | Fate::Dead(r) => Error::TokenRevoked(r.clone()),
+    match entry.fate() {
+        Fate::Ending(r, _) | Fate::Dead(r) => Error::TokenRevoked(r.to_string()),
         Fate::Live => Error::TokenRevoked("revoked".into()),
     }
 }
 
 fn check_live(svc: &Service, entry: &Entry, now: u64) -> Result<()> {
-    if *lock(&entry.fate) != Fate::Live {
+    if entry.fate() != Fate::Live {
         return Err(revoked_error(entry));
     }
     {
         let keys = read(&svc.inner.keys);
-        let known = keys.active().kid() == entry.kid
-            || keys.previous().iter().any(|k| k.kid() == entry.kid);
+        let known = keys.active().kid() == entry.kid()
+            || keys.previous().iter().any(|k| k.kid() == entry.kid());
         if !known {
             // Signed by a key that has been retired: no longer verifiable, so invalid.
             return Err(Error::TokenInvalid);
         }
     }
-    if now >= entry.exp || entry.idle_at(now) {
+    if now >= entry.exp() || entry.idle_at(now) {
         return Err(Error::TokenExpired);
     }
-    if now < entry.iat {
+    if now < entry.iat() {
         return Err(Error::TokenInvalid);
     }
     Ok(())
