@@ -6,7 +6,7 @@ use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::{Error, Result};
 
-pub use cache::AccountCache;
+pub use cache::{AccountCache, TTL as LOOKUP_CACHE_TTL};
 
 /// The longest account name accepted from a caller (Linux allows 32; leave room for directories).
 pub const MAX_NAME_LEN: usize = 256;

@@ -150,6 +150,21 @@ async fn bob_latencies(m: &ManagerProxy<'static>, n: usize) -> Vec<Duration> {
     out
 }
 
+/// One authentication of the caller, tried again while the daemon answers Busy (a caller may have
+/// at most 2 operations waiting for a device; the chains below have more).
+async fn authenticate(m: &ManagerProxy<'static>) -> String {
+    loop {
+        match m.authenticate("", pin()).await {
+            Ok(token) => return token,
+            Err(e) => {
+                let (name, _) = error_name(Err::<(), _>(e));
+                assert!(name.ends_with("Busy"), "{name}");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
+}
+
 /// `refreshes` refreshes by [`CHAINS`] token chains and, meanwhile, `auths` authentications. The
 /// authentications supersede the oldest live tokens (the default limit is 32): a chain whose token
 /// was superseded authenticates again.
@@ -158,7 +173,7 @@ async fn churn(m: &ManagerProxy<'static>, refreshes: usize, auths: usize) {
         .map(|_| {
             let m = m.clone();
             tokio::spawn(async move {
-                let mut token = m.authenticate("", pin()).await.unwrap();
+                let mut token = authenticate(&m).await;
                 let mut done = 0;
                 while done < refreshes / CHAINS {
                     match m.refresh_token(&token).await {
@@ -169,7 +184,7 @@ async fn churn(m: &ManagerProxy<'static>, refreshes: usize, auths: usize) {
                         Err(e) => {
                             let (name, _) = error_name(Err::<(), _>(e));
                             assert!(name.ends_with("TokenRevoked"), "{name}");
-                            token = m.authenticate("", pin()).await.unwrap();
+                            token = authenticate(&m).await;
                         }
                     }
                 }
@@ -177,7 +192,7 @@ async fn churn(m: &ManagerProxy<'static>, refreshes: usize, auths: usize) {
         })
         .collect();
     for _ in 0..auths {
-        m.authenticate("", pin()).await.unwrap();
+        authenticate(m).await;
     }
     for c in chains {
         c.await.unwrap();

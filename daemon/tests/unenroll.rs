@@ -195,5 +195,8 @@ async fn the_last_use_of_an_enrollment_outlives_its_tokens() {
         .query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rows, 0, "the expired token was not pruned");
-    assert_eq!(svc.enrollments(ROOT, "").await.unwrap()[0].last_used, used_at);
+    assert_eq!(
+        svc.enrollments(ROOT, "").await.unwrap()[0].last_used,
+        used_at
+    );
 }

@@ -306,7 +306,14 @@ pub(super) async fn insert_ahead(
     let now = svc.inner.clock.unix_secs();
     let mut ops = vec![WriteOp::PruneExpired { now }];
     ops.extend(superseding.ops());
+    let user = record.user.clone();
     ops.push(WriteOp::InsertToken(record));
+    if !superseding.victims.is_empty() {
+        // The superseded rows die here: the user's dead rows stay capped as with every other
+        // death (the victims themselves are kept, should a failed authentication revive them).
+        let newest = superseding.victims.iter().map(|(e, _)| e.jti()).collect();
+        ops.push(cap_dead(&user, newest));
+    }
     let outcomes = svc.inner.store.apply(ops).await?;
     let pruned = outcomes.first().is_some_and(|o| o.changed());
     if pruned {

@@ -13,7 +13,7 @@ use super::Account;
 use crate::{Error, Result};
 
 /// How long an answer is reused: short, so a changed account (uid, groups) is seen soon.
-const TTL: Duration = Duration::from_secs(5);
+pub const TTL: Duration = Duration::from_secs(5);
 
 /// Bound on remembered answers per map; past it the map starts over.
 const MAX_ENTRIES: usize = 1024;
