@@ -93,8 +93,9 @@ const TXN_PER_ROUND: usize = 20;
 const PING_PER_ROUND: usize = 40;
 const COMPUTE_PER_ROUND: usize = 3;
 const FSYNC_PER_ROUND: usize = 10;
-/// GET VERSION (Yubico PIV extension, INS FD): the cheapest command the simulator answers.
-const GET_VERSION: [u8; 4] = [0x00, 0xFD, 0x00, 0x00];
+/// GET VERSION (Yubico PIV extension, INS FD) with Le = 00 (the strict simulator answers a command
+/// without Le with 61xx, as ISO/IEC 7816-4 has it): the cheapest command the simulator answers.
+const GET_VERSION: [u8; 5] = [0x00, 0xFD, 0x00, 0x00, 0x00];
 
 // 2. ValidateToken vs Ping throughput.
 const CLIENT_COUNTS: [usize; 3] = [1, 4, 16];
