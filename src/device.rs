@@ -143,7 +143,10 @@ impl DeviceWorker {
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn: &mut dyn CardConnection| {
-            let _share = share;
+            // The caller's place is given back with the result, before the epilogue: a caller
+            // that sends its next operation on the reply must not find its own finished one
+            // still counted (the worker runs one job at a time, so epilogues cannot pile up).
+            let mut share = share;
             // A caller that gave up (timeout) no longer wants this done: never run an operation,
             // let alone a PIN check, that nobody will see the result of.
             if tx.is_closed() {
@@ -159,6 +162,7 @@ impl DeviceWorker {
                     // says why); nothing reached the card, so there is no result to deliver yet.
                     return Err(Error::CardReset);
                 }
+                drop(share.take());
                 if let Some(tx) = tx.take() {
                     // The caller may have given up (timeout); then nobody wants the result.
                     let _ = tx.send(result);
@@ -376,6 +380,36 @@ mod tests {
         assert!(a.await.unwrap().is_ok() && b.await.unwrap().is_ok());
         assert!(other.await.unwrap().is_ok());
         assert!(call(7).await.unwrap().is_ok(), "the places came back");
+    }
+
+    #[tokio::test]
+    async fn a_callers_place_comes_back_with_the_result_not_after_the_epilogue() {
+        let w = DeviceWorker::spawn(
+            "t",
+            Box::new(DirectConnection(Echo {
+                delay: Duration::ZERO,
+            })),
+        )
+        .unwrap();
+        // Two operations in flight, each followed by a slow epilogue (as the PIN-status reset
+        // follows a signature): the next one, sent on a reply, finds a free place.
+        let call = || {
+            let w = w.clone();
+            tokio::spawn(async move {
+                w.run_then_for(
+                    7,
+                    Duration::from_secs(5),
+                    |card| card.transmit(&[1]),
+                    |_| thread::sleep(Duration::from_millis(100)),
+                )
+                .await
+            })
+        };
+        let (a, b) = (call(), call());
+        assert!(a.await.unwrap().is_ok());
+        let next = call().await.unwrap();
+        assert!(next.is_ok(), "{next:?}");
+        assert!(b.await.unwrap().is_ok());
     }
 
     #[tokio::test]
