@@ -68,9 +68,14 @@ pub enum Error {
     /// The caller may not do this.
     #[error("access denied: {0}")]
     AccessDenied(String),
-    /// Too many failed attempts: retry after the given time.
-    #[error("too many failed attempts; retry after {retry_after_secs} s")]
-    RateLimited { retry_after_secs: u64 },
+    /// Rate limited (too many failed attempts, or a refresh sooner than the policy allows): retry
+    /// after the given time.
+    #[error("{why}; retry after {retry_after_secs} s")]
+    RateLimited {
+        /// What is limited, for the message ("too many failed attempts", ...).
+        why: &'static str,
+        retry_after_secs: u64,
+    },
     /// The device (or this caller's share of it) has too many operations waiting: retry shortly.
     #[error("busy: {0}")]
     Busy(String),

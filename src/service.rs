@@ -434,6 +434,7 @@ impl Service {
         let failures = tokens::lock(&self.inner.failures);
         match failures.get(user) {
             Some(f) if f.locked_until > now => Err(Error::RateLimited {
+                why: "too many failed attempts",
                 retry_after_secs: f.locked_until - now,
             }),
             _ => Ok(()),

@@ -36,6 +36,7 @@ impl RefreshedTokens {
         let allowed_at = iat.saturating_add(secs);
         if now < allowed_at {
             return Err(Error::RateLimited {
+                why: "this session was refreshed less than token.min_refresh_interval ago",
                 retry_after_secs: allowed_at - now,
             });
         }
