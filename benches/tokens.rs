@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use tessera::keys::KeyRing;
+use tessera::token::keys::KeyRing;
 use tessera::token::{new_jti, token_hash, Claims, Confirmation};
 
 fn claims() -> Claims {

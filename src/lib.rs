@@ -1,28 +1,23 @@
 //! Tessera core: turns a hardware token (PIV smartcard, later FIDO2 key) into a verifiable session token.
 //!
-//! This crate holds the device protocols (APDU, BER-TLV, PIV), the challenge-response check, the ES256
-//! session tokens, policy and the durable store. It has no D-Bus types: the daemon (`tesserad`) wraps
+//! The folders are the layers, from the bottom up: [`transport`] (byte-level device connections:
+//! PC/SC, later HID), [`iso7816`] (APDUs and BER-TLV, shared by every applet over PC/SC), the applets
+//! ([`piv`], later FIDO), [`verify`] (challenges and signature checks), [`token`] (session tokens and
+//! signing keys), [`store`] (the durable state), [`policy`] (configuration and accounts), and the
+//! [`service`] on top. There are no D-Bus types here: the daemon (`tesserad`) wraps
 //! [`service::Service`] in its bus interface, and tests drive the same service in-process.
 
 #![forbid(unsafe_code)]
 
-pub mod apdu;
-pub mod cert;
-pub mod challenge;
 pub mod clock;
-pub mod config;
-pub mod device;
 pub mod error;
-pub mod keys;
-pub mod pcsc_device;
-pub mod pcscd_instance;
+pub mod iso7816;
 pub mod piv;
+pub mod policy;
 pub mod service;
-pub mod state_dir;
 pub mod store;
-pub mod tlv;
 pub mod token;
 pub mod transport;
-pub mod users;
+pub mod verify;
 
 pub use error::{Error, Result};

@@ -449,7 +449,7 @@ fn an_account_recreated_with_another_uid_does_not_inherit_enrollments() {
     assert!(out.status.success(), "useradd: {out:?}");
     // Account look-ups are cached for `LOOKUP_CACHE_TTL` (README): the daemon sees the new
     // account once that has passed.
-    std::thread::sleep(tessera::users::LOOKUP_CACHE_TTL + Duration::from_millis(500));
+    std::thread::sleep(tessera::policy::users::LOOKUP_CACHE_TTL + Duration::from_millis(500));
 
     let (name, msg) = env.err(&["authenticate", "--user", REBORN, "--pin-stdin"], PIN);
     userdel(REBORN);

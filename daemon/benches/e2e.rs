@@ -48,12 +48,12 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use pcsc::{Disposition, Protocols, ReaderState, Scope, ShareMode, State};
-use tessera::cert::CertSummary;
-use tessera::challenge::Challenge;
-use tessera::keys::KeyRing;
+use tessera::piv::cert::CertSummary;
 use tessera::piv::{Pin, Piv, Slot};
+use tessera::token::keys::KeyRing;
 use tessera::token::{jwk_thumbprint, new_jti, Claims, Confirmation};
 use tessera::transport::CardTransport;
+use tessera::verify::challenge::Challenge;
 use tessera_sim::piv::{PivCard, SimOptions};
 use tesserad::proxy::ManagerProxy;
 use tokio::runtime::Runtime;
@@ -484,7 +484,7 @@ impl Compute {
             piv.certificate(Slot::Authentication)?
                 .ok_or_else(|| anyhow!("the in-process card has no 9A certificate"))?
         };
-        let cert = tessera::cert::summarize(&der)?;
+        let cert = tessera::piv::cert::summarize(&der)?;
         let keys_dir = work.join("bench-keys");
         fs::create_dir(&keys_dir)?;
         let now = unix_now();

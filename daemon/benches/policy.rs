@@ -17,9 +17,9 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use tessera::config::Config;
-use tessera::device::DirectConnection;
+use tessera::policy::config::Config;
 use tessera::service::DeviceAttach;
+use tessera::transport::worker::DirectConnection;
 use tessera_sim::piv::{PivCard, SimOptions};
 use tesserad::proxy::ManagerProxy;
 use tesserad::{BusChoice, Daemon, DeviceSource, Options};

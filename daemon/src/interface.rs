@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::Serialize;
-use tessera::config::Config;
 use tessera::piv::{Pin, Slot};
+use tessera::policy::config::Config;
 use tessera::service::{
     AuthOptions, Caller, DeviceInfo, EnrollOptions, EnrollmentInfo, Service, SessionInfo,
     TokenRequirements,

@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tessera::clock::{Clock, SystemClock};
-use tessera::config::Config;
-use tessera::pcsc_device::{Monitor, PcscConnection, PcscEvent};
+use tessera::policy::config::Config;
 use tessera::service::{DeviceAttach, Event, Service, ServiceParts};
+use tessera::transport::pcsc::{Monitor, PcscConnection, PcscEvent};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};

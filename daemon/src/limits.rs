@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
+use tessera::policy::users::MAX_NAME_LEN;
 use tessera::token::MAX_TOKEN_LEN;
-use tessera::users::MAX_NAME_LEN;
 use zbus::zvariant::{OwnedValue, Value};
 
 use crate::errors::BusError;

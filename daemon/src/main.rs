@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use tessera::config::{Config, DEFAULT_PATH};
+use tessera::policy::config::{Config, DEFAULT_PATH};
 use tesserad::{BusChoice, Daemon, Options};
 
 /// Tessera daemon: hardware-token challenge-response and session tokens over D-Bus.

@@ -15,9 +15,9 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use tessera::clock::ManualClock;
-use tessera::config::Config;
-use tessera::device::DirectConnection;
+use tessera::policy::config::Config;
 use tessera::service::DeviceAttach;
+use tessera::transport::worker::DirectConnection;
 use tessera_sim::piv::{PivCard, SimOptions};
 use tesserad::proxy::ManagerProxy;
 use tesserad::{BusChoice, Daemon, DeviceSource, Options};

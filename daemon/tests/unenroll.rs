@@ -9,10 +9,10 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tessera::clock::ManualClock;
-use tessera::config::Config;
-use tessera::device::DirectConnection;
 use tessera::piv::Pin;
+use tessera::policy::config::Config;
 use tessera::service::{AuthOptions, Caller, DeviceAttach, EnrollOptions, Service, ServiceParts};
+use tessera::transport::worker::DirectConnection;
 use tessera::transport::CardTransport;
 use tessera::Error;
 use tessera_sim::piv::{PivCard, SimOptions};

@@ -194,7 +194,7 @@ pub enum SimError {
     Certificate(String),
     /// Encoding a data object failed.
     #[error("encoding: {0}")]
-    Tlv(#[from] tessera::tlv::TlvError),
+    Tlv(#[from] tessera::iso7816::tlv::TlvError),
     /// An operating-system error.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),

@@ -14,7 +14,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tessera::apdu::Response;
+use tessera::iso7816::apdu::Response;
 use tessera::token::{Claims, Confirmation};
 use tessera::transport::CardTransport;
 use tessera_fuzz::{drive_piv, encode_frames, fixed_ring, jws_header, sign_jws};

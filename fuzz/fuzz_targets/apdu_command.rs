@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tessera::apdu::Command;
+use tessera::iso7816::apdu::Command;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(cmd) = Command::parse(data) else {

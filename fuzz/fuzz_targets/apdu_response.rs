@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tessera::apdu::{Response, StatusWord};
+use tessera::iso7816::apdu::{Response, StatusWord};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(resp) = Response::parse(data) else {

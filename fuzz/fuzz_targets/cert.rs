@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tessera::cert;
+use tessera::piv::cert;
 
 fuzz_target!(|data: &[u8]| {
     let summary = cert::summarize(data);

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use p256::ecdsa::SigningKey;
-use tessera::keys::KeyRing;
+use tessera::token::keys::KeyRing;
 use tessera_fuzz::{fixed_ring, jws_header, sign_jws};
 
 fuzz_target!(|data: &[u8]| {

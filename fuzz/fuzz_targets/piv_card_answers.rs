@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tessera::apdu::Command;
+use tessera::iso7816::apdu::Command;
 use tessera::transport::CardTransport;
 use tessera::{Error, Result};
 use tessera_fuzz::{drive_piv, frames, Frames};

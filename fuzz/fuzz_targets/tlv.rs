@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tessera::tlv;
+use tessera::iso7816::tlv;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(items) = tlv::parse_all(data) {

@@ -13,10 +13,10 @@ use super::card_ops::{pin_and_sign, reset_pin_status};
 use super::devices::Device;
 use super::tokens;
 use super::{AuthOptions, Caller, Service};
-use crate::challenge::Challenge;
 use crate::piv::Slot;
+use crate::policy::users::Account;
 use crate::store::Enrollment;
-use crate::users::Account;
+use crate::verify::challenge::Challenge;
 use crate::{Error, Result};
 
 pub(super) async fn authenticate(

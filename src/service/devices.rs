@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use super::tokens::lock;
 use super::{probe, Event, Service};
-use crate::device::{CardConnection, DeviceWorker};
 use crate::piv::{Piv, Slot};
 use crate::store::{DeviceSession, WriteOp};
 use crate::token::jwk_thumbprint;
+use crate::transport::worker::{CardConnection, DeviceWorker};
 use crate::transport::CardTransport;
 use crate::{Error, Result};
 use tokio::sync::OwnedMutexGuard;
@@ -26,7 +26,7 @@ pub struct DeviceAttach {
     /// pcscd's event count for the reader at insertion.
     pub event_count: u64,
     /// The run of the device source that counted `event_count` (pcscd's process identity, see
-    /// [`crate::pcscd_instance`]); `None` when unknown, which matches no recorded session.
+    /// [`crate::transport::pcscd_instance`]); `None` when unknown, which matches no recorded session.
     pub source_instance: Option<String>,
     /// "pcsc" for PC/SC readers.
     pub transport: String,
@@ -595,7 +595,7 @@ pub(super) fn identify(card: &mut dyn CardTransport) -> Result<Identity> {
         let Some(der) = piv.certificate(slot)? else {
             continue;
         };
-        match crate::cert::summarize(&der) {
+        match crate::piv::cert::summarize(&der) {
             Ok(summary) => {
                 if slot == Slot::Authentication {
                     identity.subject = Some(summary.subject.clone());

@@ -8,11 +8,11 @@ use p256::elliptic_curve::sec1::ToEncodedPoint;
 
 use super::card_ops::guarded_verify;
 use super::{pin_guard, Caller, EnrollOptions, Service};
-use crate::challenge::Challenge;
 use crate::piv::{Piv, Slot};
+use crate::policy::users::Account;
 use crate::store::{Enrollment, WriteOp};
 use crate::token::jwk_thumbprint;
-use crate::users::Account;
+use crate::verify::challenge::Challenge;
 use crate::{Error, Result};
 
 pub(super) async fn enroll(
@@ -93,7 +93,7 @@ async fn enroll_checked(
         .await;
     admission.settle(svc, &exchange).await;
     let (cert, signature, guid) = exchange?;
-    let summary = crate::cert::summarize(&cert)?;
+    let summary = crate::piv::cert::summarize(&cert)?;
     // Proof of possession: the card holds the private key of the certificate it presents.
     challenge.verify(&summary.public_key, &signature)?;
     let thumbprint = jwk_thumbprint(&summary.public_key);

@@ -2,8 +2,8 @@
 //! working. Making an enrollment is [`super::enroll`].
 
 use super::{Caller, Event, Service};
+use crate::policy::users::Account;
 use crate::store::WriteOp;
-use crate::users::Account;
 use crate::{Error, Result};
 
 /// The reason TokenRevoked gives for the tokens of a removed enrollment.

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use super::devices::Device;
 use super::{Caller, Service};
 use crate::piv::Slot;
+use crate::policy::users::Account;
 use crate::store::WriteOp;
-use crate::users::Account;
 use crate::{Error, Result};
 
 /// Wrong PINs one caller may cost a card that is enrolled for nobody.

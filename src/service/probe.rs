@@ -7,9 +7,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use super::devices::{identify, Identity};
-use crate::challenge::Challenge;
-use crate::device::DeviceWorker;
 use crate::piv::{Piv, Slot};
+use crate::transport::worker::DeviceWorker;
+use crate::verify::challenge::Challenge;
 use crate::{Error, Result};
 
 /// Attempts before giving up. A reset race is over within one or two attempts; a card that fails

@@ -16,13 +16,17 @@ use zeroize::Zeroizing;
 
 use super::token_index::{Entry, Fate, Ticket, MAX_DEAD_PER_USER, SETTLED};
 use super::{Caller, Event, Service, TokenRequirements};
-use crate::config::TokenPolicy;
+use crate::policy::config::TokenPolicy;
 use crate::store::{Enrollment, KeyMeta, Store, TokenRecord, TokenState, WriteOp};
 use crate::token::{token_hash, Claims, Confirmation, MAX_TOKEN_LEN};
 use crate::{Error, Result};
 
 /// Makes sure every key of the ring has a metadata row.
-pub(super) fn record_keys(store: &Store, keys: &crate::keys::KeyRing, now: u64) -> Result<()> {
+pub(super) fn record_keys(
+    store: &Store,
+    keys: &crate::token::keys::KeyRing,
+    now: u64,
+) -> Result<()> {
     let known: Vec<String> = store.signing_keys()?.into_iter().map(|k| k.kid).collect();
     let ops: Vec<WriteOp> = std::iter::once(keys.active())
         .chain(keys.previous().iter())

@@ -205,7 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         command: ConfigCommand::Check { file },
     } = &cli.command
     {
-        tessera::config::Config::load(file)?;
+        tessera::policy::config::Config::load(file)?;
         println!("{}: ok", file.display());
         return Ok(());
     }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use p256::ecdsa::signature::hazmat::PrehashSigner;
 use p256::ecdsa::{Signature, SigningKey};
 use rand_core::OsRng;
-use tessera::apdu::{Command, StatusWord};
-use tessera::tlv;
+use tessera::iso7816::apdu::{Command, StatusWord};
+use tessera::iso7816::tlv;
 use zeroize::Zeroizing;
 
 use super::mgmt::{self, Pending};

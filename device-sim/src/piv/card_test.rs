@@ -8,8 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use rand_core::{OsRng, RngCore};
-use tessera::apdu::Command;
-use tessera::tlv;
+use tessera::iso7816::apdu::Command;
+use tessera::iso7816::tlv;
 use tessera::transport::CardTransport;
 
 use super::mgmt;

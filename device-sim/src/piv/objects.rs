@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use der::Encode;
 use p256::ecdsa::{DerSignature, SigningKey};
-use tessera::tlv;
+use tessera::iso7816::tlv;
 use x509_cert::builder::{Builder, CertificateBuilder, Profile};
 use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;

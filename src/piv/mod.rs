@@ -4,16 +4,20 @@
 //! Command chaining and GET RESPONSE (ISO/IEC 7816-4 §5.1.1.1, §7.6.1) live here, above the byte-level
 //! transport, so the simulator and the in-test fake exercise them too. What the card's status words
 //! mean to Tessera is decided in one function, `status_error`. Certificate parsing is in
-//! [`crate::cert`]; the challenge itself in [`crate::challenge`].
+//! [`crate::piv::cert`]; the challenge itself in [`crate::verify::challenge`].
+
+pub mod cert;
 
 use std::fmt;
 use std::str::FromStr;
 
 use zeroize::Zeroizing;
 
-use crate::apdu::{Command, Response, StatusWord, CLA_CHAINING, MAX_DATA_SHORT, MAX_LE_SHORT};
+use crate::iso7816::apdu::{
+    Command, Response, StatusWord, CLA_CHAINING, MAX_DATA_SHORT, MAX_LE_SHORT,
+};
 use crate::transport::CardTransport;
-use crate::{tlv, Error, Result};
+use crate::{iso7816::tlv, Error, Result};
 
 /// The PIV application identifier as Tessera selects it: the right-truncated AID, NIST RID
 /// `A0 00 00 03 08` and PIX `00 00 10 00` without the two version bytes `01 00`.

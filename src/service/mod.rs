@@ -31,12 +31,12 @@ use tokio::sync::broadcast;
 use zeroize::Zeroizing;
 
 use crate::clock::Clock;
-use crate::config::{Config, TokenPolicy};
-use crate::keys::KeyRing;
 use crate::piv::{Pin, Slot};
-use crate::state_dir::StateDir;
+use crate::policy::config::{Config, TokenPolicy};
+use crate::policy::users::{Account, AccountCache};
+use crate::store::state_dir::StateDir;
 use crate::store::{KeyMeta, Store, WriteOp};
-use crate::users::{Account, AccountCache};
+use crate::token::keys::KeyRing;
 use crate::{Error, Result};
 
 pub use devices::{DeviceAttach, DeviceInfo};
@@ -364,7 +364,7 @@ impl Service {
         &self,
         caller: Caller,
         user: &str,
-    ) -> Result<Vec<crate::config::PolicyItem>> {
+    ) -> Result<Vec<crate::policy::config::PolicyItem>> {
         let account = self.resolve_user(caller, user).await?;
         let groups = self.inner.accounts.groups(&account).await?;
         Ok(self.config().explain_token_policy(&account.name, &groups))

@@ -18,7 +18,9 @@
 //! Ownership: the database and its `-wal`/`-shm` files are refused (naming the path) when they are
 //! symlinks, not regular files, owned by another uid or writable by group or others; SQLite then
 //! opens the database with `SQLITE_OPEN_NOFOLLOW`. The directory itself is checked and locked by
-//! [`crate::state_dir`].
+//! [`crate::store::state_dir`].
+
+pub mod state_dir;
 
 use std::fs::{self, OpenOptions, Permissions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -32,7 +34,7 @@ use rusqlite::{params, Connection, OpenFlags, Params, Row, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
-use crate::state_dir::{check_private, open_error};
+use crate::store::state_dir::{check_private, open_error};
 
 /// One enrolled key: which user may authenticate with which card slot.
 #[derive(Debug, Clone, PartialEq, Eq)]

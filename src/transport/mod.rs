@@ -1,6 +1,10 @@
 //! The hardware boundaries, at byte level. Everything above them (APDU chaining, GET RESPONSE, CTAPHID
 //! framing) is protocol code that the simulator exercises too.
 
+pub mod pcsc;
+pub mod pcscd_instance;
+pub mod worker;
+
 use crate::Result;
 
 /// A smartcard connection: one command APDU in, one response APDU (data and SW1 SW2) out.

@@ -106,7 +106,7 @@ fn allow_pinless_user_beats_groups_beat_piv_and_false_wins_among_groups() {
 
 #[test]
 fn example_file_is_the_defaults_plus_its_two_overrides() {
-    let c = Config::parse(include_str!("../tessera.toml.example")).unwrap();
+    let c = Config::parse(include_str!("../../tessera.toml.example")).unwrap();
     let mut expected = Config::default();
     expected.users.insert(
         "alice".into(),
@@ -127,7 +127,7 @@ fn example_file_is_the_defaults_plus_its_two_overrides() {
 
 #[test]
 fn example_file_writes_every_key() {
-    let t: toml::Table = toml::from_str(include_str!("../tessera.toml.example")).unwrap();
+    let t: toml::Table = toml::from_str(include_str!("../../tessera.toml.example")).unwrap();
     for (section, keys) in [
         ("token", TOKEN_KEYS),
         ("pin", PIN_KEYS),
@@ -892,7 +892,7 @@ fn load_names_the_file() {
     );
 
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, include_str!("../tessera.toml.example")).unwrap();
+    std::fs::write(&good, include_str!("../../tessera.toml.example")).unwrap();
     assert_eq!(
         Config::load(&good).unwrap().groups["wheel"].lifetime,
         Some(secs(5 * MIN))

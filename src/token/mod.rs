@@ -1,6 +1,10 @@
+//! Session tokens and the keys that sign them.
+//!
 //! The claims of a Tessera session token (an ES256 JWT, RFC 7519 / RFC 7515) and the small pure helpers
 //! around it: RFC 7638 key thumbprints, `jti` generation and the token hash the daemon indexes live
-//! tokens by. Signing, verification and key storage live in [`crate::keys`].
+//! tokens by. Signing, verification and key storage live in [`crate::token::keys`].
+
+pub mod keys;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;

@@ -13,8 +13,8 @@ use std::time::Duration;
 use pcsc::{Context, Disposition, Protocols, ReaderState, Scope, ShareMode, State};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::device::CardConnection;
-use crate::pcscd_instance::PcscdInstance;
+use crate::transport::pcscd_instance::PcscdInstance;
+use crate::transport::worker::CardConnection;
 use crate::transport::CardTransport;
 use crate::{Error, Result};
 

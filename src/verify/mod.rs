@@ -1,0 +1,3 @@
+//! Verification: fresh challenges and the checks of a device's signature over them.
+
+pub mod challenge;
