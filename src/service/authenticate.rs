@@ -49,7 +49,7 @@ async fn challenge_and_issue(
     // The caller is the account or root (resolve_user) and the card holds a key enrolled for the
     // account, so the caller owns the card: no PIN guard look-up on the login path.
     check_enrolled_card(&device, &enrollment)?;
-    let slot: Slot = enrollment.slot.parse()?;
+    let slot: Slot = enrollment.credential.parse()?;
     let enrolled_key = p256::PublicKey::from_sec1_bytes(&enrollment.public_key)
         .map_err(|_| Error::Storage(format!("enrollment {} has a bad key", enrollment.id)))?;
     // `choose` took a PIN enrollment exactly when a PIN was given.
@@ -175,7 +175,7 @@ fn choose(
             let own: Vec<&Enrollment> = enrollments
                 .iter()
                 .filter(|e| {
-                    e.slot
+                    e.credential
                         .parse::<Slot>()
                         .ok()
                         .and_then(|s| d.identity.thumbprint(s))
@@ -220,12 +220,12 @@ fn choose(
 /// be copied onto another card.
 fn check_enrolled_card(device: &Device, enrollment: &Enrollment) -> Result<()> {
     let identity = &device.identity;
-    if enrollment.card_guid.is_some() && identity.guid != enrollment.card_guid {
+    if enrollment.device_identity.is_some() && identity.guid != enrollment.device_identity {
         return Err(Error::SignatureInvalid(
             "the card presents an enrolled certificate but not the enrolled card's GUID",
         ));
     }
-    if let Some(enrolled) = &enrollment.card_auth_thumbprint {
+    if let Some(enrolled) = &enrollment.device_key_thumbprint {
         let same_key = identity.thumbprint(Slot::CardAuthentication) == Some(enrolled.as_str());
         if !(same_key && identity.card_auth_proven) {
             return Err(Error::SignatureInvalid(

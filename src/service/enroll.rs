@@ -10,7 +10,7 @@ use super::card_ops::guarded_verify;
 use super::{pin_guard, Caller, EnrollOptions, Service};
 use crate::piv::{Piv, Slot};
 use crate::policy::users::Account;
-use crate::store::{Enrollment, WriteOp};
+use crate::store::{DeviceKind, Enrollment, KeyAlgorithm, WriteOp};
 use crate::token::jwk_thumbprint;
 use crate::verify::challenge::Challenge;
 use crate::{Error, Result};
@@ -116,7 +116,7 @@ async fn enroll_checked(
                 "replacing an enrollment made for another uid of this account name"
             );
             ops.push(WriteOp::DeleteEnrollment { id: existing.id });
-        } else if existing.slot == slot.to_string() {
+        } else if existing.credential == slot.to_string() {
             return Ok(existing.id);
         }
     }
@@ -124,18 +124,23 @@ async fn enroll_checked(
         id: crate::token::new_jti(),
         user: account.name.clone(),
         uid: account.uid,
-        slot: slot.to_string(),
+        kind: DeviceKind::Piv,
+        credential: slot.to_string(),
+        algorithm: KeyAlgorithm::Es256,
         public_key: summary
             .public_key
             .to_encoded_point(false)
             .as_bytes()
             .to_vec(),
         key_thumbprint: thumbprint,
-        card_guid: guid,
-        cert_subject: Some(summary.subject),
-        card_auth_thumbprint,
+        rp_id: None,
+        sign_count: 0,
+        device_identity: guid,
+        device_key_thumbprint: card_auth_thumbprint,
+        label: Some(summary.subject),
         require_pin: slot != Slot::CardAuthentication,
         created: svc.inner.clock.unix_secs(),
+        last_used: None,
     };
     let id = enrollment.id.clone();
     ops.push(WriteOp::InsertEnrollment(enrollment));
