@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
-use tesserad::proxy::{DeviceProxy, ManagerProxy};
-use tesserad::{BusChoice, DEVICES_PATH, ROOT_PATH};
+use tessera_client::names::{BUS_NAME, DEVICES_PATH, ROOT_PATH};
+use tessera_client::{BusChoice, DeviceProxy, ManagerProxy};
 use zbus::zvariant::{ObjectPath, OwnedValue, Value};
 use zbus::Connection;
 use zeroize::Zeroizing;
@@ -178,7 +178,7 @@ fn main() -> ExitCode {
 /// "ErrorName: message" for errors from the daemon, the plain message otherwise.
 fn describe(e: &anyhow::Error) -> String {
     if let Some(zbus::Error::MethodError(name, msg, _)) = e.downcast_ref::<zbus::Error>() {
-        let short = tesserad::errors::short_name(name.as_str());
+        let short = tessera_client::error::short_name(name.as_str());
         return match msg {
             Some(m) => format!("{short}: {m}"),
             None => short.to_owned(),
@@ -375,7 +375,7 @@ async fn status(conn: &Connection) -> anyhow::Result<()> {
 
 async fn device_paths(conn: &Connection) -> anyhow::Result<Vec<String>> {
     let om = zbus::fdo::ObjectManagerProxy::builder(conn)
-        .destination(tesserad::BUS_NAME)?
+        .destination(BUS_NAME)?
         .path(ROOT_PATH)?
         .build()
         .await?;
@@ -438,7 +438,7 @@ fn read_token(arg: &str) -> anyhow::Result<Zeroizing<String>> {
 async fn watch(conn: &Connection) -> anyhow::Result<()> {
     let rule = zbus::MatchRule::builder()
         .msg_type(zbus::message::Type::Signal)
-        .sender(tesserad::BUS_NAME)?
+        .sender(BUS_NAME)?
         .build();
     let mut stream = zbus::MessageStream::for_match_rule(rule, conn, None).await?;
     println!("watching");

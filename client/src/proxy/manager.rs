@@ -1,12 +1,12 @@
-//! Client proxies for `org.tessera.Tessera1`, used by the `tessera` command and tested against the
-//! server so the two cannot drift apart.
+//! `org.tessera.Tessera1.Manager` at `/org/tessera/Tessera1/Manager`: contract v1 and the request
+//! additions (StartAuthentication, StartEnrollment, StartUnblock).
 
 use std::collections::HashMap;
 
 use zbus::proxy;
-use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
+use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
 
-/// `org.tessera.Tessera1.Manager` at `/org/tessera/Tessera1/Manager`.
+/// The manager. Option dictionaries use the keys the README lists per method.
 #[proxy(
     interface = "org.tessera.Tessera1.Manager",
     default_service = "org.tessera.Tessera1",
@@ -17,12 +17,37 @@ pub trait Manager {
     fn enroll(
         &self,
         user: &str,
-        device: &zbus::zvariant::ObjectPath<'_>,
+        device: &ObjectPath<'_>,
         options: HashMap<&str, Value<'_>>,
     ) -> zbus::Result<String>;
 
     /// Challenges an enrolled device and returns a session token.
     fn authenticate(&self, user: &str, options: HashMap<&str, Value<'_>>) -> zbus::Result<String>;
+
+    /// Starts an interactive authentication; returns the request object. Options: "device" (o),
+    /// "kinds" (as), "pin" (s), "wait" (b), "timeout" (u seconds).
+    fn start_authentication(
+        &self,
+        user: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+
+    /// Starts an interactive enrollment of a present device; returns the request object. Options:
+    /// "pin" (s), "slot" (s), "timeout" (u seconds).
+    fn start_enrollment(
+        &self,
+        user: &str,
+        device: &ObjectPath<'_>,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+
+    /// Starts unblocking a device's PIN with its PUK; returns the request object. Options: "puk"
+    /// (s), "new_pin" (s), "timeout" (u seconds).
+    fn start_unblock(
+        &self,
+        device: &ObjectPath<'_>,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
 
     /// The claims of a valid token.
     fn validate_token(&self, token: &str) -> zbus::Result<HashMap<String, OwnedValue>>;
@@ -69,25 +94,4 @@ pub trait Manager {
         token: &str,
         requirements: HashMap<&str, Value<'_>>,
     ) -> zbus::Result<HashMap<String, OwnedValue>>;
-}
-
-/// `org.tessera.Tessera1.Device` at `/org/tessera/Tessera1/devices/<id>`.
-#[proxy(
-    interface = "org.tessera.Tessera1.Device",
-    default_service = "org.tessera.Tessera1"
-)]
-pub trait Device {
-    #[zbus(property)]
-    fn kind(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn transport(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn name(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn reader(&self) -> zbus::Result<String>;
-}
-
-/// Object path of the device with id `id`.
-pub fn device_path(id: &str) -> zbus::Result<OwnedObjectPath> {
-    OwnedObjectPath::try_from(format!("{}/{id}", crate::DEVICES_PATH)).map_err(zbus::Error::from)
 }
