@@ -3,6 +3,8 @@
 
 pub mod pcsc;
 pub mod pcscd_instance;
+#[cfg(test)]
+pub(crate) mod scripted;
 pub mod worker;
 
 use crate::Result;
