@@ -1,6 +1,7 @@
 //! The hardware boundaries, at byte level. Everything above them (APDU chaining, GET RESPONSE, CTAPHID
 //! framing) is protocol code that the simulator exercises too.
 
+pub mod events;
 pub mod pcsc;
 pub mod pcscd_instance;
 #[cfg(test)]
