@@ -1,23 +1,23 @@
 //! `tesserad`: the Tessera service on D-Bus (`org.tessera.Tessera1`, contract version 1).
 //!
-//! [`Daemon::start`] builds the whole service — store, keys, PC/SC monitor, bus objects — so tests can
+//! [`Daemon::start`] builds the whole service — store, keys, device sources, bus objects — so tests can
 //! run the real daemon in-process; `main` only parses arguments and waits for a signal.
 
 #![forbid(unsafe_code)]
 
+pub mod device_feed;
 pub mod errors;
 pub mod interface;
 pub mod limits;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use tessera::clock::{Clock, SystemClock};
 use tessera::policy::config::Config;
-use tessera::service::{DeviceAttach, Event, Service, ServiceParts};
-use tessera::transport::pcsc::{Monitor, PcscConnection, PcscEvent};
+use tessera::service::{Event, Service, ServiceParts};
+use tessera::transport::events::DeviceSources;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
@@ -32,8 +32,9 @@ pub use tessera_client::BusChoice;
 /// Where devices come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceSource {
-    /// PC/SC readers through pcscd.
-    Pcsc,
+    /// The machine's device sources ([`DeviceSources`]: PC/SC readers through pcscd, USB HID
+    /// keys next).
+    Machine,
     /// None: the caller feeds devices to [`Daemon::service`] itself (in-process tests).
     External,
 }
@@ -58,13 +59,13 @@ pub struct Options {
 }
 
 impl Options {
-    /// Options with the system clock and PC/SC devices.
+    /// Options with the system clock and the machine's devices.
     pub fn new(bus: BusChoice, state_dir: PathBuf, config: Config) -> Self {
         Options {
             bus,
             state_dir,
             config,
-            devices: DeviceSource::Pcsc,
+            devices: DeviceSource::Machine,
             clock: Arc::new(SystemClock),
             config_path: None,
             insecure_bus: false,
@@ -78,7 +79,7 @@ pub struct Daemon {
     config_path: Option<PathBuf>,
     connection: Connection,
     tasks: Vec<JoinHandle<()>>,
-    _monitor: Option<Monitor>,
+    _sources: Option<DeviceSources>,
 }
 
 impl Daemon {
@@ -118,12 +119,17 @@ impl Daemon {
             service.clone(),
             events,
         ))];
-        let monitor = match opts.devices {
-            DeviceSource::Pcsc => {
+        let sources = match opts.devices {
+            DeviceSource::Machine => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let monitor = Monitor::start(tx)?;
-                tasks.push(tokio::spawn(follow_pcsc(service.clone(), rx)));
-                Some(monitor)
+                let sources = DeviceSources::start(tx)?;
+                let transports = sources.transports().to_vec();
+                tasks.push(tokio::spawn(device_feed::feed(
+                    service.clone(),
+                    transports,
+                    rx,
+                )));
+                Some(sources)
             }
             DeviceSource::External => None,
         };
@@ -133,7 +139,7 @@ impl Daemon {
             config_path: opts.config_path,
             connection,
             tasks,
-            _monitor: monitor,
+            _sources: sources,
         })
     }
 
@@ -309,130 +315,4 @@ async fn publish_one(conn: &Connection, event: Event) -> zbus::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Feeds PC/SC events to the service: in order for each reader, and readers independently of one
-/// another, so a slow or stuck card in one reader never delays a removal in another.
-async fn follow_pcsc(service: Service, mut rx: mpsc::UnboundedReceiver<PcscEvent>) {
-    let mut last: HashMap<String, JoinHandle<()>> = HashMap::new();
-    let mut recheck = tokio::time::interval(RESET_CHECK);
-    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Device events say when the set of unidentified cards may have changed.
-    let mut changes = service.subscribe();
-    loop {
-        // pcscd tells a reader's watchers nothing of a reset, so a card that could not be
-        // identified is asked now and then whether it was reset; only while there is one, so an
-        // idle daemon with only PIV cards (or none) never wakes up for it.
-        let unidentified = !service.unidentified_readers().is_empty();
-        let event = tokio::select! {
-            event = rx.recv() => match event {
-                Some(e) => e,
-                None => return,
-            },
-            change = changes.recv() => match change {
-                Err(broadcast::error::RecvError::Closed) => return,
-                _ => continue,
-            },
-            _ = recheck.tick(), if unidentified => {
-                for reader in service.unidentified_readers() {
-                    let svc = service.clone();
-                    let r = reader.clone();
-                    after_previous(&mut last, reader, async move {
-                        report(svc.recheck_unidentified(&r).await);
-                    });
-                }
-                last.retain(|_, t| !t.is_finished());
-                continue;
-            }
-        };
-        match event {
-            PcscEvent::CardInserted {
-                reader,
-                event_count,
-                pcscd,
-                ..
-            } => {
-                let svc = service.clone();
-                let r = reader.clone();
-                let instance = pcscd.map(|p| p.to_string());
-                after_previous(&mut last, reader, async move {
-                    report(card_inserted(&svc, r, event_count, instance).await);
-                });
-            }
-            PcscEvent::CardRemoved { reader } => {
-                let svc = service.clone();
-                let r = reader.clone();
-                after_previous(&mut last, reader, async move {
-                    report(svc.device_removed(&r).await);
-                });
-            }
-            PcscEvent::CardChanged { reader } => {
-                let svc = service.clone();
-                let r = reader.clone();
-                after_previous(&mut last, reader, async move {
-                    report(svc.device_changed(&r).await);
-                });
-            }
-            // Both concern every reader: wait until each reader's events so far are handled.
-            PcscEvent::EnumerationComplete => {
-                for (_, t) in last.drain() {
-                    let _ = t.await;
-                }
-                report(service.enumeration_complete().await);
-            }
-            PcscEvent::ServiceUnavailable { .. } => {
-                for (_, t) in last.drain() {
-                    let _ = t.await;
-                }
-                report(service.all_devices_removed().await);
-            }
-        }
-        last.retain(|_, t| !t.is_finished());
-    }
-}
-
-/// How often a card that could not be identified is checked for a reset by another application.
-const RESET_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Runs `work` for `reader` once the reader's previous event has been handled.
-fn after_previous(
-    last: &mut HashMap<String, JoinHandle<()>>,
-    reader: String,
-    work: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    let previous = last.remove(&reader);
-    let task = tokio::spawn(async move {
-        if let Some(p) = previous {
-            let _ = p.await;
-        }
-        work.await;
-    });
-    last.insert(reader, task);
-}
-
-/// Hands a new card to the service. The connection is made on the device's worker thread, inside
-/// the service's identification retries: a card that cannot be connected to at once (pcscd still
-/// powering it, another application resetting it) is retried, and listed even if it never answers.
-async fn card_inserted(
-    service: &Service,
-    reader: String,
-    event_count: u32,
-    pcscd: Option<String>,
-) -> tessera::Result<()> {
-    let conn = PcscConnection::unconnected(&reader);
-    service
-        .device_added(DeviceAttach {
-            reader,
-            event_count: u64::from(event_count),
-            source_instance: pcscd,
-            transport: "pcsc".into(),
-            connection: Box::new(conn),
-        })
-        .await
-}
-
-fn report(result: tessera::Result<()>) {
-    if let Err(e) = result {
-        tracing::error!("handling a device event failed: {e}");
-    }
 }

@@ -1,5 +1,5 @@
 //! Command and response APDUs (ISO/IEC 7816-4 §5.1) and status words (§5.6): the byte framing of one
-//! card exchange. Chaining and GET RESPONSE loops live a layer up, in [`crate::piv`].
+//! card exchange. Chaining and GET RESPONSE loops live beside it, in [`super::exchange`].
 
 use zeroize::Zeroizing;
 
@@ -111,7 +111,7 @@ impl Command {
             // Case 1.
             [] => {}
             // Case 2S.
-            [le] => cmd.le = Some(short_le(*le)),
+            [le] => cmd.le = Some(short_ne(*le)),
             // Extended: a 00 byte where short Lc would be, then two-byte fields.
             [0x00, rest @ ..] => match rest {
                 // Case 2E.
@@ -141,7 +141,7 @@ impl Command {
                 cmd.data = Zeroizing::new(data.to_vec());
                 match le {
                     [] => {}
-                    [le] => cmd.le = Some(short_le(*le)),
+                    [le] => cmd.le = Some(short_ne(*le)),
                     _ => return Err(ApduError::Malformed("bytes after short Lc data")),
                 }
             }
@@ -334,8 +334,9 @@ impl From<ApduError> for crate::Error {
     }
 }
 
-/// Short-form Le: 00 means 256 (ISO/IEC 7816-4 §5.1).
-fn short_le(b: u8) -> usize {
+/// Ne from a one-byte length: a short Le field, or the `xx` of `61xx` and `6Cxx`, where 00 means
+/// 256 (ISO/IEC 7816-4 §5.1, §5.6).
+pub fn short_ne(b: u8) -> usize {
     if b == 0 {
         MAX_LE_SHORT
     } else {

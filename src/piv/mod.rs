@@ -1,9 +1,9 @@
 //! The PIV card application client (NIST SP 800-73-4 Part 2 §3, card commands): SELECT, PIN
 //! handling, GET DATA and GENERAL AUTHENTICATE with P-256 keys, over any [`CardTransport`].
 //!
-//! Command chaining and GET RESPONSE (ISO/IEC 7816-4 §5.1.1.1, §7.6.1) live here, above the byte-level
-//! transport, so the simulator and the in-test fake exercise them too. What the card's status words
-//! mean to Tessera is decided in one function, `status_error`. Certificate parsing is in
+//! Command chaining, GET RESPONSE and extended lengths (ISO/IEC 7816-4 §5.1.1.1, §7.6.1, §5.1) are the
+//! shared [`crate::iso7816::exchange`] layer's. What the card's status words mean to Tessera is decided
+//! here, in one function, `status_error`. Certificate parsing is in
 //! [`crate::piv::cert`]; the challenge itself in [`crate::verify::challenge`].
 
 pub mod cert;
@@ -13,38 +13,21 @@ use std::str::FromStr;
 
 use zeroize::Zeroizing;
 
-use crate::iso7816::apdu::{
-    Command, Response, StatusWord, CLA_CHAINING, MAX_DATA_SHORT, MAX_LE_SHORT,
-};
+use crate::iso7816::apdu::{Command, Response, StatusWord, MAX_LE_SHORT};
+use crate::iso7816::applets;
+use crate::iso7816::exchange::Exchange;
+use crate::iso7816::tlv;
 use crate::transport::CardTransport;
-use crate::{iso7816::tlv, Error, Result};
+use crate::{Error, Result};
 
-/// The PIV application identifier as Tessera selects it: the right-truncated AID, NIST RID
-/// `A0 00 00 03 08` and PIX `00 00 10 00` without the two version bytes `01 00`.
-///
-/// SP 800-73-4 Part 1 §2.2 gives the full AID `A0 00 00 03 08 00 00 10 00 01 00` and Part 2 §3.1.1
-/// says SELECT names the PIV Card Application by that AID or by this right-truncated form; a card need
-/// accept nothing shorter, and strict cards (e.g. Nitrokey's piv-authenticator) answer the RID alone
-/// with `6A82`. The truncated form keeps working when a later version of the application changes the
-/// last two bytes.
-pub const PIV_AID: [u8; 9] = [0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00];
+pub use crate::iso7816::applets::PIV_AID;
 
-/// Largest response Tessera accepts from one command, so a hostile card cannot make the GET RESPONSE
-/// loop run forever or exhaust memory. Certificates and the CHUID, all Tessera reads, are a few KiB.
-pub const MAX_RESPONSE_LEN: usize = 64 * 1024;
-
-/// GET RESPONSE rounds per command. A card that answers `61xx` with tiny pieces hits this before
-/// [`MAX_RESPONSE_LEN`]; 1024 rounds still allow 64 KiB in 64-byte pieces.
-const MAX_GET_RESPONSE_ROUNDS: usize = 1024;
-
-/// Instruction bytes (SP 800-73-4 Part 2 §3, ISO/IEC 7816-4 §7.6.1 for GET RESPONSE).
+/// Instruction bytes (SP 800-73-4 Part 2 §3).
 mod ins {
     pub const VERIFY: u8 = 0x20;
     pub const CHANGE_REFERENCE_DATA: u8 = 0x24;
     pub const RESET_RETRY_COUNTER: u8 = 0x2C;
     pub const GENERAL_AUTHENTICATE: u8 = 0x87;
-    pub const SELECT: u8 = 0xA4;
-    pub const GET_RESPONSE: u8 = 0xC0;
     pub const GET_DATA: u8 = 0xCB;
 }
 
@@ -214,25 +197,25 @@ pub struct Chuid {
 /// A PIV session on one card. Borrow the transport for as long as the session lasts; the card keeps
 /// its PIN state per connection.
 pub struct Piv<'a, T: CardTransport + ?Sized> {
-    card: &'a mut T,
+    io: Exchange<'a, T>,
 }
 
 impl<'a, T: CardTransport + ?Sized> Piv<'a, T> {
+    /// Short APDUs with chaining, which every PIV card takes (SP 800-73-4 Part 2 §3 needs nothing
+    /// longer).
     pub fn new(card: &'a mut T) -> Self {
-        Self { card }
+        Self {
+            io: Exchange::new(card),
+        }
     }
 
     /// SELECT the PIV application (SP 800-73-4 Part 2 §3.1.1) and parse its property template.
     ///
     /// Tolerant of what real cards answer: the template itself with `9000`, an empty `9000`, or `61xx`
     /// followed by GET RESPONSE (ISO/IEC 7816-4 §5.3.4, handled by [`Piv::transmit`]). Le is always
-    /// sent (`00`, Ne = 256): without it a strict card has no room for the template (ISO/IEC 7816-4
-    /// §5.1, Le absent means Ne = 0).
+    /// sent ([`applets::select_command`]).
     pub fn select(&mut self) -> Result<ApplicationProperties> {
-        let cmd = Command::new(0x00, ins::SELECT, 0x04, 0x00)
-            .with_data(PIV_AID)
-            .with_le(MAX_LE_SHORT);
-        let resp = self.transmit(&cmd)?;
+        let resp = self.transmit(&applets::select_command(&PIV_AID))?;
         check(Op::Select, resp.sw)?;
         // Some cards answer an empty 9000; the application is selected all the same.
         if resp.data.is_empty() {
@@ -257,58 +240,10 @@ impl<'a, T: CardTransport + ?Sized> Piv<'a, T> {
         Ok(props)
     }
 
-    /// Sends one command: splits long data into chained 255-byte pieces (ISO/IEC 7816-4 §5.1.1.1),
-    /// follows `61xx` with GET RESPONSE (§7.6.1) and retries once on `6Cxx` with the exact Le. The
+    /// Sends one whole command through [`Exchange::transmit`] (chaining, GET RESPONSE, `6Cxx`). The
     /// status word is returned as is, for the caller to interpret.
     pub fn transmit(&mut self, cmd: &Command) -> Result<Response> {
-        let mut pieces = cmd.data.chunks(MAX_DATA_SHORT).peekable();
-        let mut resp = if pieces.peek().is_none() {
-            self.exchange(cmd)?
-        } else {
-            let mut last = None;
-            while let Some(piece) = pieces.next() {
-                let more = pieces.peek().is_some();
-                let mut part = Command::new(cmd.cla, cmd.ins, cmd.p1, cmd.p2).with_data(piece);
-                if more {
-                    part.cla |= CLA_CHAINING;
-                } else {
-                    part.le = cmd.le;
-                }
-                let r = self.exchange(&part)?;
-                // Every piece but the last must be accepted with 9000 (§5.1.1.1).
-                if more && !r.sw.is_success() {
-                    return Ok(r);
-                }
-                last = Some(r);
-            }
-            last.ok_or_else(|| Error::Internal("chaining sent no piece".into()))?
-        };
-        if let StatusWord::WrongLe(exact) = resp.sw {
-            // Only an unchained command can simply be sent again.
-            if !cmd.is_chained() && cmd.data.len() <= MAX_DATA_SHORT {
-                let mut again = cmd.clone();
-                again.le = Some(short_ne(exact));
-                resp = self.exchange(&again)?;
-            }
-        }
-        let mut rounds = 0;
-        while let StatusWord::BytesRemaining(n) = resp.sw {
-            rounds += 1;
-            if rounds > MAX_GET_RESPONSE_ROUNDS {
-                return Err(Error::Device("card kept answering 61xx".into()));
-            }
-            let more = self.exchange(
-                &Command::new(0x00, ins::GET_RESPONSE, 0x00, 0x00).with_le(short_ne(n)),
-            )?;
-            resp.data.extend_from_slice(&more.data);
-            resp.sw = more.sw;
-            if resp.data.len() > MAX_RESPONSE_LEN {
-                return Err(Error::Device(format!(
-                    "response longer than {MAX_RESPONSE_LEN} bytes"
-                )));
-            }
-        }
-        Ok(resp)
+        self.io.transmit(cmd)
     }
 
     /// The PIN's state without spending a try: VERIFY with no data (SP 800-73-4 Part 2 §3.2.1).
@@ -448,12 +383,6 @@ impl<'a, T: CardTransport + ?Sized> Piv<'a, T> {
             )),
         }
     }
-
-    /// One APDU over the transport, no chaining or GET RESPONSE.
-    fn exchange(&mut self, cmd: &Command) -> Result<Response> {
-        let bytes = cmd.to_bytes()?;
-        Ok(Response::parse(&self.card.transmit(&bytes)?)?)
-    }
 }
 
 /// What a command was for: the same status word means different things to different commands.
@@ -498,15 +427,6 @@ fn status_error(op: Op, sw: StatusWord) -> Error {
             Error::Device(format!("the card has no PIV application ({sw})"))
         }
         (op, sw) => Error::Device(format!("{op:?} failed with status {sw}")),
-    }
-}
-
-/// Short-form Ne from a `61xx`/`6Cxx` count, where 00 means 256.
-fn short_ne(n: u8) -> usize {
-    if n == 0 {
-        MAX_LE_SHORT
-    } else {
-        usize::from(n)
     }
 }
 

@@ -1,65 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::VecDeque;
-
 use super::*;
-
-fn hex(s: &str) -> Vec<u8> {
-    hex::decode(s.replace(' ', "")).unwrap()
-}
-
-/// Test double, not a card: replays a script of (expected command, response) byte pairs and fails
-/// the test on any other command. The PIV behaviour itself is simulated by `tessera-sim`.
-struct ScriptedCard {
-    script: VecDeque<(Vec<u8>, Vec<u8>)>,
-}
-
-impl ScriptedCard {
-    fn new(script: &[(&str, &str)]) -> Self {
-        Self {
-            script: script.iter().map(|(c, r)| (hex(c), hex(r))).collect(),
-        }
-    }
-
-    fn with(script: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
-        Self {
-            script: script.into(),
-        }
-    }
-
-    fn assert_done(&self) {
-        assert!(
-            self.script.is_empty(),
-            "{} scripted exchanges not sent",
-            self.script.len()
-        );
-    }
-}
-
-impl CardTransport for ScriptedCard {
-    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>> {
-        let (want, resp) = self.script.pop_front().expect("unexpected extra command");
-        assert_eq!(
-            hex::encode_upper(command),
-            hex::encode_upper(&want),
-            "command"
-        );
-        Ok(resp)
-    }
-}
-
-/// Test double: a hostile card that gives the same answer to every command, counting them.
-struct RepeatingCard {
-    reply: Vec<u8>,
-    calls: usize,
-}
-
-impl CardTransport for RepeatingCard {
-    fn transmit(&mut self, _command: &[u8]) -> Result<Vec<u8>> {
-        self.calls += 1;
-        Ok(self.reply.clone())
-    }
-}
+use crate::iso7816::exchange::{MAX_GET_RESPONSE_ROUNDS, MAX_RESPONSE_LEN};
+use crate::transport::scripted::{hex, RemovedCard, RepeatingCard, ScriptedCard};
 
 fn device_error(r: Result<impl std::fmt::Debug>) -> String {
     match r {
@@ -415,14 +358,8 @@ fn endless_get_response_is_cut_off() {
 
 #[test]
 fn transport_errors_pass_through() {
-    struct Removed;
-    impl CardTransport for Removed {
-        fn transmit(&mut self, _: &[u8]) -> Result<Vec<u8>> {
-            Err(Error::DeviceRemoved)
-        }
-    }
     assert!(matches!(
-        Piv::new(&mut Removed).select(),
+        Piv::new(&mut RemovedCard).select(),
         Err(Error::DeviceRemoved)
     ));
     let mut short = RepeatingCard {

@@ -1,8 +1,11 @@
 //! The hardware boundaries, at byte level. Everything above them (APDU chaining, GET RESPONSE, CTAPHID
 //! framing) is protocol code that the simulator exercises too.
 
+pub mod events;
 pub mod pcsc;
 pub mod pcscd_instance;
+#[cfg(test)]
+pub(crate) mod scripted;
 pub mod worker;
 
 use crate::Result;

@@ -1,6 +1,6 @@
-//! The PC/SC backend: card connections through pcscd, and a reader monitor that reports cards coming
-//! and going as events (SCardGetStatusChange with the `\\?PnP?\Notification` pseudo-reader for reader
-//! arrival). The monitor blocks in pcscd without a timeout, so an idle daemon does not wake up; only
+//! The PC/SC backend: card connections through pcscd, and the PC/SC device source, a reader monitor
+//! that reports cards coming and going as [`DeviceEvent`]s (SCardGetStatusChange with the
+//! `\\?PnP?\Notification` pseudo-reader for reader arrival). The monitor blocks in pcscd without a timeout, so an idle daemon does not wake up; only
 //! while pcscd is absent does it retry, with a growing pause.
 
 use std::collections::HashMap;
@@ -13,37 +13,15 @@ use std::time::Duration;
 use pcsc::{Context, Disposition, Protocols, ReaderState, Scope, ShareMode, State};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::transport::events::{AddedDevice, DeviceConnection, DeviceEvent, DeviceKind, Transport};
 use crate::transport::pcscd_instance::PcscdInstance;
 use crate::transport::worker::CardConnection;
 use crate::transport::CardTransport;
 use crate::{Error, Result};
 
-/// A reader or card change seen by the [`Monitor`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PcscEvent {
-    /// A card is present in `reader` (also reported for cards present at start-up).
-    CardInserted {
-        reader: String,
-        atr: Vec<u8>,
-        /// pcscd's per-reader count of insertions and removals; tells a card that stayed from one
-        /// that was swapped while Tessera was not watching.
-        event_count: u32,
-        /// The pcscd whose count `event_count` is (`None`: unknown); counts restart with pcscd.
-        pcscd: Option<PcscdInstance>,
-    },
-    /// The card left `reader` (or the reader itself went away).
-    CardRemoved { reader: String },
-    /// The card in `reader` is the same insertion, but pcscd now sees it differently (it answered
-    /// after being mute, or its ATR changed after a reset): worth identifying again if it could not
-    /// be identified before.
-    CardChanged { reader: String },
-    /// The first scan after (re)connecting to pcscd is complete: every present card was reported.
-    EnumerationComplete,
-    /// pcscd is unreachable; every card is to be taken as removed. The monitor keeps retrying.
-    ServiceUnavailable { reason: String },
-}
-
-/// Watches PC/SC readers on a thread of its own and sends [`PcscEvent`]s.
+/// Watches PC/SC readers on a thread of its own and sends [`DeviceEvent`]s: a card that went
+/// unreported (swapped while pcscd counted) is reported removed and added again; a lost pcscd is
+/// [`DeviceEvent::SourceLost`].
 pub struct Monitor {
     stop: Arc<AtomicBool>,
     ctx: Arc<std::sync::Mutex<Option<Context>>>,
@@ -52,7 +30,7 @@ pub struct Monitor {
 
 impl Monitor {
     /// Starts watching; events go to `events` until the monitor is dropped.
-    pub fn start(events: UnboundedSender<PcscEvent>) -> Result<Self> {
+    pub fn start(events: UnboundedSender<DeviceEvent>) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let ctx = Arc::new(std::sync::Mutex::new(None));
         let thread = {
@@ -101,7 +79,7 @@ const MAX_RETRY: Duration = Duration::from_secs(2);
 fn watch(
     stop: &AtomicBool,
     shared_ctx: &std::sync::Mutex<Option<Context>>,
-    events: &UnboundedSender<PcscEvent>,
+    events: &UnboundedSender<DeviceEvent>,
 ) {
     let mut pause = Duration::from_millis(50);
     let mut warned = false;
@@ -133,12 +111,16 @@ fn watch(
                     return;
                 }
                 tracing::warn!("lost pcscd: {reason}; every card is taken as removed");
-                let _ = events.send(PcscEvent::ServiceUnavailable { reason });
+                let _ = events.send(DeviceEvent::SourceLost {
+                    transport: Transport::Pcsc,
+                    reason,
+                });
             }
             Err(e) => {
                 if !warned {
                     tracing::warn!("pcscd is not reachable ({e}); retrying until it is");
-                    let _ = events.send(PcscEvent::ServiceUnavailable {
+                    let _ = events.send(DeviceEvent::SourceLost {
+                        transport: Transport::Pcsc,
                         reason: e.to_string(),
                     });
                     warned = true;
@@ -155,7 +137,7 @@ fn watch_context(
     ctx: &Context,
     pcscd: Option<&PcscdInstance>,
     stop: &AtomicBool,
-    events: &UnboundedSender<PcscEvent>,
+    events: &UnboundedSender<DeviceEvent>,
 ) -> String {
     let pnp = pcsc::PNP_NOTIFICATION();
     let mut states: Vec<ReaderState> = vec![ReaderState::new(pnp, State::UNAWARE)];
@@ -182,7 +164,7 @@ fn watch_context(
             .collect();
         for name in gone {
             present.remove(&name);
-            let _ = events.send(PcscEvent::CardRemoved { reader: name });
+            let _ = events.send(removed(name));
         }
 
         // The first call returns at once (UNAWARE states); later ones block until something changes.
@@ -220,34 +202,52 @@ fn watch_context(
             let was = was.is_some();
             if was && has_card && !swapped && changed {
                 present.insert(name.clone(), now.clone());
-                let _ = events.send(PcscEvent::CardChanged {
-                    reader: name.clone(),
+                let _ = events.send(DeviceEvent::Changed {
+                    transport: Transport::Pcsc,
+                    location: name.clone(),
                 });
             }
             if was && (!has_card || swapped || ev.contains(State::UNAVAILABLE)) {
                 present.remove(&name);
-                let _ = events.send(PcscEvent::CardRemoved {
-                    reader: name.clone(),
-                });
+                let _ = events.send(removed(name.clone()));
             }
             if has_card && !present.contains_key(&name) && !ev.contains(State::UNAVAILABLE) {
                 present.insert(name.clone(), now);
-                let _ = events.send(PcscEvent::CardInserted {
-                    reader: name,
-                    atr: s.atr().to_vec(),
-                    event_count: s.event_count(),
-                    pcscd: pcscd.cloned(),
-                });
+                let _ = events.send(inserted(name, s.event_count(), pcscd));
             }
             s.sync_current_state();
         }
         if first_round {
             first_round = false;
-            let _ = events.send(PcscEvent::EnumerationComplete);
+            let _ = events.send(DeviceEvent::EnumerationComplete {
+                transport: Transport::Pcsc,
+            });
         }
         if events.is_closed() {
             return "listener gone".into();
         }
+    }
+}
+
+/// A card in `reader`, with a connection that connects at the service's first use: identification
+/// connects inside its retries, so a card that cannot be connected to at once (pcscd still powering
+/// it, another application resetting it) is retried, and listed even if it never answers.
+fn inserted(reader: String, event_count: u32, pcscd: Option<&PcscdInstance>) -> DeviceEvent {
+    let connection = PcscConnection::unconnected(&reader);
+    DeviceEvent::Added(AddedDevice {
+        location: reader,
+        kind: DeviceKind::SmartCard,
+        transport: Transport::Pcsc,
+        event_count: u64::from(event_count),
+        source_instance: pcscd.map(|p| p.to_string()),
+        connection: DeviceConnection::Card(Box::new(connection)),
+    })
+}
+
+fn removed(reader: String) -> DeviceEvent {
+    DeviceEvent::Removed {
+        transport: Transport::Pcsc,
+        location: reader,
     }
 }
 
