@@ -107,9 +107,11 @@ fuzz: deps
 demo: build
 	TESSERA_BIN_DIR="$${CARGO_TARGET_DIR:-target}/release" scripts/demo.sh
 
-## bench: criterion benchmarks (the end-to-end ones run the release binaries, so build them first)
+## bench: the benchmarks (the end-to-end ones run the release binaries, so build them first)
+# `--bench '*'` runs the bench targets only: plain `cargo bench` also runs every library, binary and
+# test target in bench mode, which lists each of their unit tests as "ignored".
 bench: build
-	$(CARGO) bench $(CARGO_FLAGS) --workspace
+	$(CARGO) bench $(CARGO_FLAGS) --workspace --bench '*'
 
 ## clean: remove target/
 clean:

@@ -5,8 +5,8 @@
 //! cargo run --manifest-path fuzz/Cargo.toml --example seeds
 //! ```
 //!
-//! Sources: the hex vectors of `src/apdu_test.rs`, `src/tlv_test.rs` and `src/piv_test.rs`, the TOML
-//! texts of `src/config_test.rs` and `tessera.toml.example`; the commands and answers of
+//! Sources: the hex vectors of `src/iso7816/apdu_test.rs`, `src/iso7816/tlv_test.rs` and
+//! `src/piv/piv_test.rs`, the TOML texts of `src/policy/config_test.rs` and `tessera.toml.example`; the commands and answers of
 //! `tessera_fuzz::drive_piv` against `tessera-sim`'s in-memory card (also the card's certificates);
 //! tokens signed by `tessera_fuzz::fixed_ring`. File names are the source and an index, so a rerun
 //! rewrites the same files.
@@ -27,9 +27,9 @@ fn main() -> Result<()> {
     let root = fuzz.join("..");
     let seeds = Seeds(fuzz.join("seeds"));
 
-    let apdu_vectors = hex_literals(&root.join("src/apdu_test.rs"))?;
-    let tlv_vectors = hex_literals(&root.join("src/tlv_test.rs"))?;
-    let piv_vectors = hex_literals(&root.join("src/piv_test.rs"))?;
+    let apdu_vectors = hex_literals(&root.join("src/iso7816/apdu_test.rs"))?;
+    let tlv_vectors = hex_literals(&root.join("src/iso7816/tlv_test.rs"))?;
+    let piv_vectors = hex_literals(&root.join("src/piv/piv_test.rs"))?;
     for (target, vectors) in [
         ("apdu_command", &apdu_vectors),
         ("apdu_response", &apdu_vectors),
@@ -56,6 +56,12 @@ fn main() -> Result<()> {
     let answers: Vec<&[u8]> = card.answers.iter().map(Vec::as_slice).collect();
     seeds.write(
         "piv_card_answers",
+        "session",
+        &encode_frames(answers.iter().copied()),
+    )?;
+    // The same answers under the bare exchange layer: 61xx, 6Cxx and 9000 in realistic places.
+    seeds.write(
+        "exchange_answers",
         "session",
         &encode_frames(answers.iter().copied()),
     )?;
@@ -102,7 +108,7 @@ fn main() -> Result<()> {
     seeds.write("jwt", "alg-none", &with_mode(0, unsigned.as_bytes()))?;
 
     // Configuration texts.
-    let mut configs = raw_strings(&root.join("src/config_test.rs"))?;
+    let mut configs = raw_strings(&root.join("src/policy/config_test.rs"))?;
     configs.push(fs::read(root.join("tessera.toml.example"))?);
     seeds.write_all("config", "test", &configs)?;
     Ok(())

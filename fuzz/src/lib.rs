@@ -17,11 +17,11 @@ use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::EncodePrivateKey;
 use tessera::piv::cert;
-use tessera::verify::challenge::Challenge;
-use tessera::token::keys::KeyRing;
 use tessera::piv::{Pin, Piv, Slot, TAG_CHUID};
 use tessera::token::jwk_thumbprint;
+use tessera::token::keys::KeyRing;
 use tessera::transport::CardTransport;
+use tessera::verify::challenge::Challenge;
 
 /// Splits `data` into frames; see the crate documentation.
 pub fn frames(data: &[u8]) -> Frames<'_> {

@@ -1,7 +1,8 @@
 //! The PC/SC backend: card connections through pcscd, and the PC/SC device source, a reader monitor
 //! that reports cards coming and going as [`DeviceEvent`]s (SCardGetStatusChange with the
-//! `\\?PnP?\Notification` pseudo-reader for reader arrival). The monitor blocks in pcscd without a timeout, so an idle daemon does not wake up; only
-//! while pcscd is absent does it retry, with a growing pause.
+//! `\\?PnP?\Notification` pseudo-reader for reader arrival). The monitor blocks in pcscd without a
+//! timeout, so an idle daemon does not wake up; only while pcscd is absent does it retry, with a
+//! growing pause.
 
 use std::collections::HashMap;
 use std::ffi::CString;

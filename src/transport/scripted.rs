@@ -1,6 +1,6 @@
 //! Test doubles for [`CardTransport`], not cards: a script of expected commands and their answers,
-//! a card that answers everything alike, and one that is gone. Card behaviour itself is simulated by `tessera-sim`;
-//! these pin down the exact bytes the protocol layers send.
+//! a card that answers everything alike, and one that is gone. Card behaviour itself is simulated by
+//! `tessera-sim`; these pin down the exact bytes the protocol layers send.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

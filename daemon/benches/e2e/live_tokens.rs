@@ -13,7 +13,11 @@ use nix::unistd::Pid;
 use tessera_client::ManagerProxy;
 use tokio::runtime::Runtime;
 
-use super::{median, pin_options, status_kib, USER};
+use crate::auth::pin_options;
+use crate::idle::status_kib;
+use crate::report::verdict;
+use crate::stats::median;
+use crate::USER;
 
 /// The two sizes compared.
 pub const SMALL: usize = 1_000;
@@ -147,10 +151,10 @@ pub fn report(s: &mut String, r: &LiveTokenResults) {
         "\nResident memory per live token: **{per:.0} bytes** (target ≤ {TARGET_BYTES_PER_TOKEN:.0}: {}); \
          ValidateToken p50 at {} / at {}: **{ratio:.2}** (target ≤ {TARGET_VALIDATE_RATIO:.2}: {}). \
          Filling took {:.1} s.",
-        super::verdict(per <= TARGET_BYTES_PER_TOKEN),
+        verdict(per <= TARGET_BYTES_PER_TOKEN),
         r.large,
         r.small,
-        super::verdict(ratio <= TARGET_VALIDATE_RATIO),
+        verdict(ratio <= TARGET_VALIDATE_RATIO),
         r.fill.as_secs_f64()
     );
 }
