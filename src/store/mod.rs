@@ -355,7 +355,7 @@ impl Store {
 
     fn reader(&self) -> MutexGuard<'_, Connection> {
         // Only a panic while holding the lock poisons it; a read-only connection stays consistent.
-        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+        crate::locks::lock(&self.reader)
     }
 }
 
