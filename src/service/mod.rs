@@ -10,7 +10,7 @@
 //! - The in-memory token index mirrors the store; validation reads only the index (a SHA-256 and a
 //!   hash-map look-up), signature verification is needed only for tokens the index does not know.
 //!
-//! Each file owns one part of the state in [`Inner`] and the operations on it: `token_index` (the
+//! Each file owns one part of the service's state and the operations on it: `token_index` (the
 //! index of issued tokens), `tokens` (issuing a token and its lifecycle: validation, single use,
 //! refresh, revocation), `refresh_limit`, `devices` (the device registry and device sessions),
 //! `lockout` (failed authentications), `key_upkeep` (signing-key rotation and retirement),
