@@ -12,6 +12,7 @@
 pub mod clock;
 pub mod error;
 pub mod iso7816;
+pub mod locks;
 pub mod piv;
 pub mod policy;
 pub mod service;

@@ -1,7 +1,7 @@
 //! Listing and removing enrollments (ListEnrollments, RemoveEnrollment): how a lost card stops
 //! working. Making an enrollment is [`super::enroll`].
 
-use super::{Caller, Event, Service};
+use super::{Caller, Service};
 use crate::policy::users::Account;
 use crate::store::{DeviceKind, KeyAlgorithm, WriteOp};
 use crate::{Error, Result};
@@ -102,11 +102,7 @@ pub(super) async fn remove(svc: &Service, caller: Caller, id: &str) -> Result<()
         .tokens
         .revoke_enrollment(&e.user, &e.id, UNENROLLED);
     for jti in &revoked {
-        svc.publish(Event::TokenRevoked {
-            jti: jti.clone(),
-            user: e.user.clone(),
-            reason: UNENROLLED.into(),
-        });
+        svc.announce_revoked(jti.clone(), &e.user, UNENROLLED);
     }
     let outcomes = svc
         .inner

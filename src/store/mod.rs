@@ -19,26 +19,34 @@
 //! symlinks, not regular files, owned by another uid or writable by group or others; SQLite then
 //! opens the database with `SQLITE_OPEN_NOFOLLOW`. The directory itself is checked and locked by
 //! [`crate::store::state_dir`].
+//!
+//! Files: this one holds the records, the ops and the [`Store`] handle with its reads;
+//! `enrollment` the device-neutral enrollment record, `schema` the schema steps, `writer` the
+//! writer thread and the SQL of each op, `database_file` how the file is created, checked and
+//! opened.
 
+mod database_file;
 mod enrollment;
+mod schema;
 pub mod state_dir;
+mod writer;
 
 pub use enrollment::{DeviceKind, Enrollment, KeyAlgorithm};
+pub use schema::SCHEMA_VERSION;
 
-use std::fs::{self, OpenOptions, Permissions};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{mpsc as std_mpsc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
-use rusqlite::{params, Connection, OpenFlags, Params, Row, TransactionBehavior};
+use rusqlite::{Connection, Params, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::{Error, Result};
-use crate::store::enrollment::{enrollment_row, insert_params, insert_sql, ENR};
-use crate::store::state_dir::{check_private, open_error};
+use crate::error::Result;
+use crate::store::database_file::{connect, create_owner_only};
+use crate::store::enrollment::{enrollment_row, ENR};
+use crate::store::schema::migrate;
+use crate::store::writer::{writer_gone, writer_loop, Job, Reply};
 
 /// The lifecycle of an issued token. Stored as 0, 1, 2; a token only ever leaves `Live`, but for
 /// one exception: [`WriteOp::ReviveSuperseded`].
@@ -122,8 +130,9 @@ pub enum WriteOp {
     DeleteEnrollment {
         id: String,
     },
-    /// Fails with [`Error::DeviceRemoved`] if `device_session` is unknown or already closed, so a
-    /// token can never be recorded after its card was pulled (the writer serialises both).
+    /// Fails with [`crate::Error::DeviceRemoved`] if `device_session` is unknown or already
+    /// closed, so a token can never be recorded after its card was pulled (the writer serialises
+    /// both).
     InsertToken(TokenRecord),
     /// Deletes a token's row (a token that was prepared but never handed out).
     DeleteToken {
@@ -228,12 +237,6 @@ pub struct Store {
     reader: Mutex<Connection>,
     writer: Option<JoinHandle<()>>,
 }
-
-/// The newest schema this code knows; `PRAGMA user_version` holds the database's.
-pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
-
-/// How many callers' batches one group commit takes at most, to bound the latency of each group.
-const MAX_GROUP: usize = 256;
 
 impl Store {
     /// Opens (creating owner-only if absent) and migrates the database at `path`.
@@ -355,7 +358,7 @@ impl Store {
 
     fn reader(&self) -> MutexGuard<'_, Connection> {
         // Only a panic while holding the lock poisons it; a read-only connection stays consistent.
-        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+        crate::locks::lock(&self.reader)
     }
 }
 
@@ -371,243 +374,11 @@ impl Drop for Store {
     }
 }
 
-fn writer_gone() -> Error {
-    Error::Storage("the store's writer has stopped; nothing was applied".into())
-}
-
-struct Job {
-    ops: Vec<WriteOp>,
-    reply: Reply,
-}
-
-enum Reply {
-    Async(oneshot::Sender<Result<Vec<Outcome>>>),
-    Blocking(std_mpsc::SyncSender<Result<Vec<Outcome>>>),
-}
-
-impl Reply {
-    fn send(self, result: Result<Vec<Outcome>>) {
-        // A caller that went away (a dropped future) is not told; its batch's fate is already sealed.
-        match self {
-            Reply::Async(tx) => {
-                let _ = tx.send(result);
-            }
-            Reply::Blocking(tx) => {
-                let _ = tx.send(result);
-            }
-        }
-    }
-}
-
-/// Owns the write connection: takes the first queued batch, drains what else is queued (up to
-/// [`MAX_GROUP`]), commits them together and answers everyone.
-fn writer_loop(mut conn: Connection, mut queue: mpsc::UnboundedReceiver<Job>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while let Some(first) = queue.blocking_recv() {
-        group.push(first);
-        while group.len() < MAX_GROUP {
-            match queue.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
-        match commit_group(&mut conn, &group) {
-            Ok(results) => {
-                for (job, result) in group.drain(..).zip(results) {
-                    job.reply.send(result);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, batches = group.len(), "store group commit failed");
-                for job in group.drain(..) {
-                    job.reply.send(Err(Error::Storage(format!(
-                        "commit failed, nothing applied: {e}"
-                    ))));
-                }
-            }
-        }
-    }
-    tracing::debug!("store writer stopped");
-}
-
-/// One transaction, one savepoint per batch. `Err` means nothing of the group was committed.
-fn commit_group(conn: &mut Connection, group: &[Job]) -> Result<Vec<Result<Vec<Outcome>>>> {
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut results = Vec::with_capacity(group.len());
-    for job in group {
-        let sp = tx.savepoint()?;
-        match job.ops.iter().map(|op| apply_op(&sp, op)).collect() {
-            Ok(outcomes) => {
-                sp.commit()?;
-                results.push(Ok(outcomes));
-            }
-            Err(e) => {
-                // Rolls back to the savepoint and releases it.
-                sp.finish()?;
-                // Some errors (disk full, I/O) make SQLite roll back the whole transaction: the
-                // group's earlier batches are gone and later savepoints would autocommit. `finish`
-                // then usually fails already (no such savepoint); this check does not rely on it.
-                if tx.is_autocommit() {
-                    return Err(Error::Storage(format!("transaction aborted: {e}")));
-                }
-                results.push(Err(e));
-            }
-        }
-    }
-    tx.commit()?;
-    Ok(results)
-}
-
-fn apply_op(conn: &Connection, op: &WriteOp) -> Result<Outcome> {
-    let run = |sql: &str, params: &[&dyn ToSql]| -> Result<u64> {
-        let n = conn.prepare_cached(sql)?.execute(params)?;
-        Ok(u64::try_from(n).unwrap_or(u64::MAX))
-    };
-    let one = |n: u64| {
-        if n > 0 {
-            Outcome::Changed
-        } else {
-            Outcome::Unchanged
-        }
-    };
-    Ok(match op {
-        WriteOp::InsertEnrollment(e) => one(run(&insert_sql(), &insert_params(e)[..])?),
-        WriteOp::DeleteEnrollment { id } => {
-            one(run("DELETE FROM enrollments WHERE id = ?1", params![id])?)
-        }
-        WriteOp::InsertToken(t) => {
-            let sql = format!(
-                "INSERT INTO tokens ({TOK}) SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16 \
-                 WHERE EXISTS \
-                 (SELECT 1 FROM device_sessions WHERE id = ?5 AND ended IS NULL)"
-            );
-            let p = params![
-                t.jti,
-                t.token_hash,
-                t.user,
-                t.enrollment_id,
-                t.device_session,
-                t.kid,
-                t.iat,
-                t.exp,
-                t.single_use,
-                t.state,
-                t.reason,
-                t.changed_at,
-                t.auth_time,
-                t.idle_timeout,
-                t.last_used,
-                t.revoke_on_removal
-            ];
-            match run(&sql, p)? {
-                0 => return Err(Error::DeviceRemoved),
-                _ => Outcome::Changed,
-            }
-        }
-        WriteOp::SetTokenState { state: TokenState::Live, .. } => {
-            return Err(Error::InvalidArgument("a token cannot return to Live".into()))
-        }
-        WriteOp::SetTokenState { jti, state, reason, at } => one(run(
-            "UPDATE tokens SET state = ?2, reason = ?3, changed_at = ?4 WHERE jti = ?1 AND state = 0",
-            params![jti, state, reason, at],
-        )?),
-        WriteOp::DeleteToken { jti } => {
-            one(run("DELETE FROM tokens WHERE jti = ?1", params![jti])?)
-        }
-        WriteOp::TouchToken { jti, at } => one(run(
-            "UPDATE tokens SET last_used = ?2 \
-             WHERE jti = ?1 AND state = 0 AND (last_used IS NULL OR last_used < ?2)",
-            params![jti, at],
-        )?),
-        WriteOp::RevokeSessionTokens { device_session, reason, at } => Outcome::Rows(run(
-            "UPDATE tokens SET state = 1, reason = ?2, changed_at = ?3 \
-             WHERE device_session = ?1 AND state = 0 AND revoke_on_removal = 1",
-            params![device_session, reason, at],
-        )?),
-        WriteOp::OpenDeviceSession(s) => one(run(
-            &format!("INSERT INTO device_sessions ({SES}) VALUES (?1,?2,?3,?4,?5,?6,?7)"),
-            params![
-                s.id,
-                s.reader,
-                s.card_id,
-                s.event_counter,
-                s.started,
-                s.ended,
-                s.source_instance
-            ],
-        )?),
-        WriteOp::CloseDeviceSession { id, at } => one(run(
-            "UPDATE device_sessions SET ended = ?2 WHERE id = ?1 AND ended IS NULL",
-            params![id, at],
-        )?),
-        WriteOp::PruneExpired { now } => {
-            // An enrollment's last use outlives its tokens: recorded before they go (through the
-            // exp index, so an issue with nothing to prune costs nothing more).
-            run(
-                "UPDATE enrollments SET last_used = \
-                 (SELECT max(auth_time) FROM tokens t WHERE t.enrollment_id = enrollments.id AND t.exp <= ?1) \
-                 WHERE id IN (SELECT enrollment_id FROM tokens WHERE exp <= ?1) \
-                 AND coalesce(last_used, 0) < \
-                 (SELECT max(auth_time) FROM tokens t WHERE t.enrollment_id = enrollments.id AND t.exp <= ?1)",
-                params![now],
-            )?;
-            let tokens = run("DELETE FROM tokens WHERE exp <= ?1", params![now])?;
-            let sessions = run(
-                "DELETE FROM device_sessions WHERE ended IS NOT NULL AND NOT EXISTS \
-                 (SELECT 1 FROM tokens WHERE tokens.device_session = device_sessions.id)",
-                params![],
-            )?;
-            Outcome::Rows(tokens.saturating_add(sessions))
-        }
-        WriteOp::InsertSigningKey(k) => one(run(
-            "INSERT INTO signing_keys (kid, created, retired) VALUES (?1, ?2, ?3)",
-            params![k.kid, k.created, k.retired],
-        )?),
-        WriteOp::RetireSigningKey { kid, at } => one(run(
-            "UPDATE signing_keys SET retired = ?2 WHERE kid = ?1 AND retired IS NULL",
-            params![kid, at],
-        )?),
-        WriteOp::ReviveSuperseded { jti, at } => one(run(
-            "UPDATE tokens SET state = 0, reason = NULL, changed_at = NULL \
-             WHERE jti = ?1 AND state = 1 AND reason = 'superseded' AND changed_at = ?2 \
-             AND (revoke_on_removal = 0 OR EXISTS (SELECT 1 FROM device_sessions \
-             WHERE id = tokens.device_session AND ended IS NULL))",
-            params![jti, at],
-        )?),
-        WriteOp::ReservePinFailure { card, uid, limit } => one(run(
-            "INSERT INTO pin_failures (card, uid, count) SELECT ?1, ?2, 1 WHERE ?3 > 0 \
-             ON CONFLICT (card, uid) DO UPDATE SET count = count + 1 WHERE count < ?3",
-            params![card, uid, limit],
-        )?),
-        WriteOp::ReleasePinFailure { card, uid } => {
-            let n = run(
-                "UPDATE pin_failures SET count = count - 1 WHERE card = ?1 AND uid = ?2",
-                params![card, uid],
-            )?;
-            run("DELETE FROM pin_failures WHERE count <= 0", params![])?;
-            one(n)
-        }
-        WriteOp::ClearPinFailures { card } => Outcome::Rows(run(
-            "DELETE FROM pin_failures WHERE card = ?1",
-            params![card],
-        )?),
-        WriteOp::CapDeadTokens { user, keep, newest } => {
-            let others = u64::from(*keep).saturating_sub(newest.len() as u64);
-            let newest = serde_json::to_string(newest)
-                .map_err(|e| Error::Internal(format!("jti list: {e}")))?;
-            Outcome::Rows(run(
-                "DELETE FROM tokens WHERE jti IN (SELECT jti FROM tokens \
-                 WHERE user = ?1 AND state != 0 AND jti NOT IN (SELECT value FROM json_each(?3)) \
-                 ORDER BY changed_at DESC, jti DESC LIMIT -1 OFFSET ?2)",
-                params![user, others, newest],
-            )?)
-        }
-    })
-}
-
+/// The columns of a token row, in the order of [`token_row`].
 const TOK: &str = "jti, token_hash, user, enrollment_id, device_session, kid, iat, exp, \
                    single_use, state, reason, changed_at, auth_time, idle_timeout, last_used, \
                    revoke_on_removal";
+/// The columns of a device session row, in the order of [`session_row`].
 const SES: &str = "id, reader, card_id, event_counter, started, ended, source_instance";
 
 fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
@@ -663,176 +434,6 @@ impl FromSql for TokenState {
             n => Err(FromSqlError::OutOfRange(n)),
         }
     }
-}
-
-/// Schema steps; entry `i` migrates `user_version` i to i + 1. Only ever append.
-/// Times are Unix seconds; booleans 0/1; token `state` 0 live, 1 revoked, 2 consumed.
-const MIGRATIONS: &[&str] = &[
-    "
-CREATE TABLE enrollments (
-    id             TEXT PRIMARY KEY NOT NULL,
-    user           TEXT NOT NULL,
-    uid            INTEGER NOT NULL,
-    slot           TEXT NOT NULL,
-    public_key     BLOB NOT NULL,              -- SEC1 uncompressed point
-    key_thumbprint TEXT NOT NULL,
-    card_guid      BLOB,                       -- CHUID GUID, 16 bytes, if any
-    cert_subject   TEXT,
-    require_pin    INTEGER NOT NULL CHECK (require_pin IN (0, 1)),
-    created        INTEGER NOT NULL,
-    UNIQUE (user, key_thumbprint)
-);
-CREATE TABLE device_sessions (
-    id             TEXT PRIMARY KEY NOT NULL,
-    reader         TEXT NOT NULL,
-    card_id        TEXT NOT NULL,
-    event_counter  INTEGER NOT NULL,
-    started        INTEGER NOT NULL,
-    ended          INTEGER                     -- NULL while the card is present
-);
-CREATE TABLE signing_keys (
-    kid            TEXT PRIMARY KEY NOT NULL,
-    created        INTEGER NOT NULL,
-    retired        INTEGER
-);
-CREATE TABLE tokens (
-    jti            TEXT PRIMARY KEY NOT NULL,
-    token_hash     BLOB NOT NULL UNIQUE,       -- SHA-256 of the token text
-    user           TEXT NOT NULL,
-    enrollment_id  TEXT NOT NULL REFERENCES enrollments (id) ON DELETE CASCADE,
-    device_session TEXT NOT NULL REFERENCES device_sessions (id),
-    kid            TEXT NOT NULL REFERENCES signing_keys (kid),
-    iat            INTEGER NOT NULL,
-    exp            INTEGER NOT NULL,
-    single_use     INTEGER NOT NULL CHECK (single_use IN (0, 1)),
-    state          INTEGER NOT NULL CHECK (state IN (0, 1, 2)),
-    reason         TEXT,
-    changed_at     INTEGER,
-    auth_time      INTEGER NOT NULL,
-    idle_timeout   INTEGER NOT NULL,           -- seconds, 0 = off
-    last_used      INTEGER,
-    revoke_on_removal INTEGER NOT NULL CHECK (revoke_on_removal IN (0, 1))
-);
-CREATE INDEX enrollments_user ON enrollments (user);
-CREATE INDEX tokens_user ON tokens (user);
-CREATE INDEX tokens_device_session ON tokens (device_session);
-CREATE INDEX tokens_enrollment ON tokens (enrollment_id);
-CREATE INDEX tokens_exp ON tokens (exp);
-",
-    "
--- The latest auth_time of the enrollment's pruned tokens (PruneExpired folds them in before it
--- deletes them); tokens still in the table speak for themselves.
-ALTER TABLE enrollments ADD COLUMN last_used INTEGER;
--- pcscd's process identity when the session's event_counter was read; NULL: unknown (never matches).
-ALTER TABLE device_sessions ADD COLUMN source_instance TEXT;
-ALTER TABLE enrollments ADD COLUMN card_auth_thumbprint TEXT;  -- the card's 9E key at enrollment
--- Wrong PINs each caller spent on a card enrolled for nobody, until a correct PIN is given on it.
-CREATE TABLE pin_failures (
-    card           TEXT NOT NULL,              -- the card's identity (slot keys, CHUID GUID)
-    uid            INTEGER NOT NULL,
-    count          INTEGER NOT NULL,
-    PRIMARY KEY (card, uid)
-);
-",
-    // Enrollments in device-neutral terms (PIV now, FIDO next). Columns are renamed, not copied,
-    // so the rows, and the tokens that refer to them, stay as they are; every existing row is a PIV
-    // one with an ES256 key, which the defaults say.
-    "
-ALTER TABLE enrollments RENAME COLUMN slot TO credential;          -- PIV slot or FIDO credential id
-ALTER TABLE enrollments RENAME COLUMN card_guid TO device_identity; -- CHUID GUID or AAGUID, 16 bytes
-ALTER TABLE enrollments RENAME COLUMN cert_subject TO label;
-ALTER TABLE enrollments RENAME COLUMN card_auth_thumbprint TO device_key_thumbprint;
-ALTER TABLE enrollments ADD COLUMN kind TEXT NOT NULL DEFAULT 'piv';        -- later also 'fido'
-ALTER TABLE enrollments ADD COLUMN algorithm TEXT NOT NULL DEFAULT 'es256'; -- of public_key
-ALTER TABLE enrollments ADD COLUMN rp_id TEXT;                               -- FIDO relying party
-ALTER TABLE enrollments ADD COLUMN sign_count INTEGER NOT NULL DEFAULT 0    -- FIDO counter, u32
-    CHECK (sign_count BETWEEN 0 AND 4294967295);
-",
-];
-
-/// Brings the schema to [`SCHEMA_VERSION`]; refuses a newer database rather than misreading it.
-fn migrate(conn: &mut Connection) -> Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let version: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if version > SCHEMA_VERSION {
-        return Err(Error::Storage(format!(
-            "database schema version {version} is newer than this Tessera supports \
-             ({SCHEMA_VERSION}); upgrade Tessera or restore a backup"
-        )));
-    }
-    for step in MIGRATIONS.iter().skip(version as usize) {
-        tx.execute_batch(step)?;
-    }
-    if version < SCHEMA_VERSION {
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        tracing::info!(from = version, to = SCHEMA_VERSION, "store schema migrated");
-    }
-    tx.commit()?;
-    Ok(())
-}
-
-fn connect(path: &Path) -> Result<Connection> {
-    // No CREATE flag: the file must be the one `create_owner_only` made. NOFOLLOW: SQLite refuses
-    // the path if it is (or, swapped in later, becomes) a symlink.
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-    let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(Error::Storage(format!(
-            "cannot enable WAL (journal_mode {mode})"
-        )));
-    }
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", true)?;
-    Ok(conn)
-}
-
-/// Creates `path` 0600 if absent (never following a symlink) and refuses it, or its WAL/SHM files,
-/// unless each is a regular file of this daemon's euid that group and others cannot write (a
-/// symlink is refused too). Files an older version left readable by others are tightened.
-fn create_owner_only(path: &Path) -> Result<()> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path)
-        .map_err(|e| open_error("database", path, &e))?;
-    check_private(&file, "database", path, false)?;
-    tighten(&file, path)?;
-    for suffix in ["-wal", "-shm"] {
-        let mut side = path.as_os_str().to_owned();
-        side.push(suffix);
-        let side = PathBuf::from(side);
-        // Absent is fine (SQLite creates them with the database's mode); anything else is opened
-        // without following a symlink and checked on the descriptor.
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-            .open(&side)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(open_error("database file", &side, &e)),
-        };
-        check_private(&file, "database file", &side, false)?;
-        tighten(&file, &side)?;
-    }
-    Ok(())
-}
-
-/// Drops the read bits of group and others (write bits were refused already), on the descriptor.
-fn tighten(file: &fs::File, path: &Path) -> Result<()> {
-    let mode = file.metadata()?.permissions().mode();
-    if mode & 0o077 != 0 {
-        tracing::warn!(path = %path.display(), mode = %format!("{mode:o}"), "store file was not owner-only; fixing");
-        file.set_permissions(Permissions::from_mode(0o600))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::fs::Permissions;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,7 +8,12 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
+use rusqlite::params;
+
+use super::schema::MIGRATIONS;
+use super::writer::commit_group;
 use super::*;
+use crate::error::Error;
 
 fn enrollment(id: &str, user: &str) -> Enrollment {
     Enrollment {
