@@ -40,7 +40,7 @@ pub(super) async fn start(
             Some(device) => run(&svc, &shared, caller, &account, device, r, interactive).await,
             None => Err(Error::NoDevice),
         };
-        svc.note_request_outcome(&account.name, &result);
+        svc.note_outcome(&account.name, &result);
         // Not kept past the outcome (see `WeakService`).
         drop(svc);
         shared.conclude(result.map(Zeroizing::new));
@@ -107,7 +107,7 @@ async fn run(
                 "replacing an enrollment made for another uid of this account name"
             );
             ops.push(WriteOp::DeleteEnrollment { id: existing.id });
-        } else if existing.slot == enrolled.credential {
+        } else if existing.credential == enrolled.credential {
             return Ok(existing.id);
         }
     }
@@ -115,14 +115,19 @@ async fn run(
         id: crate::token::new_jti(),
         user: account.name.clone(),
         uid: account.uid,
-        slot: enrolled.credential.clone(),
+        kind: device.authenticator.kind().parse()?,
+        credential: enrolled.credential.clone(),
+        algorithm: enrolled.algorithm.parse()?,
         public_key: enrolled.public_key,
         key_thumbprint: enrolled.thumbprint,
-        card_guid: enrolled.device_guid,
-        cert_subject: enrolled.subject,
-        card_auth_thumbprint: device_key.map(|k| k.thumbprint),
+        rp_id: None,
+        sign_count: 0,
+        device_identity: enrolled.device_guid,
+        device_key_thumbprint: device_key.map(|k| k.thumbprint),
+        label: enrolled.subject,
         require_pin: enrolled.needs_secret,
         created: svc.inner.clock.unix_secs(),
+        last_used: None,
     };
     let id = enrollment.id.clone();
     ops.push(WriteOp::InsertEnrollment(enrollment));

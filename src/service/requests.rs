@@ -11,9 +11,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
-use super::tokens::lock;
 use crate::authenticator::{Progress, SecretAnswer, SecretKind};
 use crate::cancel::CancelToken;
+use crate::locks::lock;
 use crate::secret::Secret;
 use crate::{Error, Result};
 
