@@ -581,3 +581,65 @@ async fn an_interactive_enrollment_asks_for_the_pin() {
     let listed = svc.enrollments(ROOT, "").await.unwrap();
     assert!(listed.iter().any(|e| e.id == enrollment), "{listed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_wrong_pin_counts_toward_the_lockout_which_ends_the_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, spy, _) = enrolled(
+        dir.path(),
+        "[auth]\nmax_failures = 2\n[pin]\nkeep_last_retry = false\n",
+    )
+    .await;
+    let mut r = start(&svc, interactive()).await;
+    for _ in 0..2 {
+        match next_not_working(&mut r).await {
+            Update::Progress(Progress::PinNeeded(_)) => {}
+            u => panic!("{u:?}"),
+        }
+        r.handle.submit_pin(secret("000000")).unwrap();
+    }
+    match next_not_working(&mut r).await {
+        Update::Failed(Error::RateLimited { .. }) => {}
+        u => panic!("{u:?}"),
+    }
+    assert_eq!(spy.retries(), 1);
+    let e = v1_auth(&svc, PIN).await.unwrap_err();
+    assert!(matches!(e, Error::RateLimited { .. }), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pin_guard_ends_a_request_on_a_card_enrolled_for_nobody() {
+    const NOBODY: Caller = Caller { uid: 65534 };
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open(dir.path(), "");
+    let spy = Spy::new();
+    let id = attach(&svc, "Sim Reader 0", &spy).await;
+    svc.enumeration_complete().await.unwrap();
+    let mut r = svc
+        .start_enrollment(NOBODY, "", &id, EnrollRequest::default())
+        .await
+        .unwrap();
+    match next_not_working(&mut r).await {
+        Update::Progress(Progress::PinNeeded(_)) => {}
+        u => panic!("{u:?}"),
+    }
+    r.handle.submit_pin(secret("000000")).unwrap();
+    match next_not_working(&mut r).await {
+        Update::Progress(Progress::PinNeeded(p)) => {
+            assert_eq!(p.last_error.as_deref(), Some("PinInvalid"))
+        }
+        u => panic!("{u:?}"),
+    }
+    let before = spy.sent();
+    r.handle.submit_pin(secret(PIN)).unwrap();
+    match next_not_working(&mut r).await {
+        Update::Failed(Error::AccessDenied(_)) => {}
+        u => panic!("{u:?}"),
+    }
+    assert_eq!(
+        spy.sent(),
+        before,
+        "the guard let a second PIN reach the card"
+    );
+    assert_eq!(spy.retries(), 2);
+}
