@@ -66,20 +66,27 @@ impl Service {
         self.inner.lockout.check(user, self.inner.clock.unix_secs())
     }
 
-    /// Counts an authentication's or enrollment's outcome toward the lockout.
+    /// Counts a wrong secret (PIN) the device refused, as it happens: a request may go on and ask
+    /// again, and each wrong PIN counts as a failed v1 call did.
+    pub(super) fn note_wrong_secret(&self, user: &str) {
+        self.inner
+            .lockout
+            .failed(user, self.inner.clock.unix_secs(), &self.config());
+    }
+
+    /// Counts an authentication's or enrollment's outcome toward the lockout. Its wrong PINs were
+    /// counted as they happened ([`Service::note_wrong_secret`]), so a final PinInvalid is not
+    /// counted again.
     pub(super) fn note_outcome<T>(&self, user: &str, result: &Result<T>) {
         let lockout = &self.inner.lockout;
         match result {
             Ok(_) => lockout.succeeded(user),
-            // Wrong guesses, and a card that is not the enrolled one. A PIN the daemon refused to
-            // try (PinWouldBlock) or a blocked card tested nothing, but they count too: otherwise
-            // a caller could keep poking a card at its last retry without ever being slowed down.
-            Err(
-                Error::PinInvalid { .. }
-                | Error::PinWouldBlock { .. }
-                | Error::PinBlocked
-                | Error::SignatureInvalid(_),
-            ) => lockout.failed(user, self.inner.clock.unix_secs(), &self.config()),
+            // A card that is not the enrolled one. A PIN the daemon refused to try
+            // (PinWouldBlock) or a blocked card tested nothing, but they count too: otherwise a
+            // caller could keep poking a card at its last retry without ever being slowed down.
+            Err(Error::PinWouldBlock { .. } | Error::PinBlocked | Error::SignatureInvalid(_)) => {
+                lockout.failed(user, self.inner.clock.unix_secs(), &self.config())
+            }
             Err(_) => {}
         }
     }

@@ -19,7 +19,6 @@
 //! service's construction and public API, which delegates to them.
 
 mod authenticate;
-mod card_ops;
 mod devices;
 mod enroll;
 mod enrollments;
@@ -27,11 +26,13 @@ mod events;
 mod key_upkeep;
 mod lockout;
 mod pin_guard;
-mod probe;
 mod refresh_limit;
+mod request_interaction;
+mod requests;
 mod requirements;
 mod token_index;
 mod tokens;
+mod unblock;
 mod user_locks;
 
 use std::path::PathBuf;
@@ -42,17 +43,22 @@ use zeroize::Zeroizing;
 
 use crate::clock::Clock;
 use crate::locks::{read, write};
-use crate::piv::{Pin, Slot};
 use crate::policy::config::{Config, TokenPolicy};
 use crate::policy::users::{Account, AccountCache};
+use crate::secret::Secret;
 use crate::store::state_dir::StateDir;
 use crate::store::{Store, WriteOp};
 use crate::token::keys::KeyRing;
 use crate::{Error, Result};
 
+pub use crate::authenticator::{Progress, SecretPrompt};
 pub use devices::{DeviceAttach, DeviceInfo};
 pub use enrollments::{EnrollmentInfo, UNENROLLED};
 pub use events::Event;
+pub use requests::{
+    AuthRequest, EnrollRequest, Request, RequestHandle, UnblockRequest, Update,
+    MAX_LIVE_REQUESTS_PER_CALLER,
+};
 pub use requirements::TokenRequirements;
 pub use token_index::TokenIndex;
 
@@ -96,17 +102,17 @@ impl Caller {
 /// Options of [`Service::enroll`].
 #[derive(Debug, Default)]
 pub struct EnrollOptions {
-    /// The card's PIN (required: enrollment always proves the user knows it).
-    pub pin: Option<Pin>,
-    /// The slot whose key is enrolled; 9A by default.
-    pub slot: Option<Slot>,
+    /// The device's PIN (required: enrollment always proves the user knows it).
+    pub pin: Option<Secret>,
+    /// The credential enrolled (PIV: slot "9a", the default, or "9e").
+    pub credential: Option<String>,
 }
 
 /// Options of [`Service::authenticate`].
 #[derive(Debug, Default)]
 pub struct AuthOptions {
-    /// The card's PIN, when the enrolled slot needs one.
-    pub pin: Option<Pin>,
+    /// The device's PIN, when the enrolled credential needs one.
+    pub pin: Option<Secret>,
     /// A device id to use instead of the first present device enrolled for the user.
     pub device: Option<String>,
 }
@@ -156,6 +162,8 @@ struct Inner {
     lockout: lockout::Lockout,
     /// Where events go to every listener ([`Service::subscribe`]).
     events: broadcast::Sender<Event>,
+    /// Live requests.
+    requests: Arc<requests::Registry>,
 }
 
 impl Service {
@@ -194,6 +202,7 @@ impl Service {
                 user_locks: user_locks::UserLocks::default(),
                 lockout: lockout::Lockout::default(),
                 events: events::channel(),
+                requests: Arc::default(),
             }),
         })
     }
@@ -239,9 +248,10 @@ impl Service {
         &self.inner.issuer
     }
 
-    /// Enrolls the key in `opts.slot` of device `device_id` for `user` ("" = the caller), after checking
-    /// the PIN and that the card holds the private key of the slot's certificate. Returns the
-    /// enrollment id; enrolling the same key for the same user again returns the existing id.
+    /// Enrolls the credential `opts.credential` of device `device_id` for `user` ("" = the
+    /// caller), after checking the PIN and that the device holds the credential's private key.
+    /// Returns the enrollment id; enrolling the same key for the same user again returns the
+    /// existing id. A non-interactive [`Service::start_enrollment`] awaited to its outcome.
     pub async fn enroll(
         &self,
         caller: Caller,
@@ -250,10 +260,18 @@ impl Service {
         opts: EnrollOptions,
     ) -> Result<String> {
         let account = self.resolve_user(caller, user).await?;
-        enroll::enroll(self, caller, &account, device_id, opts).await
+        let r = EnrollRequest {
+            pin: opts.pin,
+            credential: opts.credential,
+            timeout: None,
+        };
+        let request = enroll::start(self, caller, account, device_id, r, false).await?;
+        Ok(request.outcome().await?.to_string())
     }
 
     /// Authenticates `user` ("" = the caller) with a present enrolled device and issues a token.
+    /// A non-interactive [`Service::start_authentication`] (no waiting, no prompts) awaited to its
+    /// outcome.
     pub async fn authenticate(
         &self,
         caller: Caller,
@@ -261,7 +279,52 @@ impl Service {
         opts: AuthOptions,
     ) -> Result<Zeroizing<String>> {
         let account = self.resolve_user(caller, user).await?;
-        authenticate::authenticate(self, caller, &account, opts).await
+        let r = AuthRequest {
+            device: opts.device,
+            kinds: None,
+            pin: opts.pin,
+            wait: false,
+            timeout: None,
+        };
+        authenticate::start(self, caller, account, r, false)
+            .await?
+            .outcome()
+            .await
+    }
+
+    /// Starts authenticating `user` ("" = the caller). Errors known at once (the account, access,
+    /// no enrollment at all, a lockout, [`MAX_LIVE_REQUESTS_PER_CALLER`]) are returned here; all
+    /// later ones arrive as [`Update::Failed`].
+    pub async fn start_authentication(
+        &self,
+        caller: Caller,
+        user: &str,
+        r: AuthRequest,
+    ) -> Result<Request> {
+        let account = self.resolve_user(caller, user).await?;
+        authenticate::start(self, caller, account, r, true).await
+    }
+
+    /// Starts enrolling a credential of device `device_id` for `user` ("" = the caller).
+    pub async fn start_enrollment(
+        &self,
+        caller: Caller,
+        user: &str,
+        device_id: &str,
+        r: EnrollRequest,
+    ) -> Result<Request> {
+        let account = self.resolve_user(caller, user).await?;
+        enroll::start(self, caller, account, device_id, r, true).await
+    }
+
+    /// Starts unblocking the PIN of device `device_id` with its unblocking secret (PIV: PUK).
+    pub async fn start_unblock(
+        &self,
+        caller: Caller,
+        device_id: &str,
+        r: UnblockRequest,
+    ) -> Result<Request> {
+        unblock::start(self, caller, device_id, r, true)
     }
 
     /// Checks a token; returns its claims when it is valid now. A single-use token is consumed by

@@ -21,8 +21,6 @@ use crate::store::{Enrollment, TokenRecord, TokenState, WriteOp};
 use crate::token::{token_hash, Claims, Confirmation, MAX_TOKEN_LEN};
 use crate::{Error, Result};
 
-// `devices.rs` still imports the crate's lock helper from here.
-pub(super) use crate::locks::lock;
 use crate::locks::read;
 
 /// What a new token is for: who, with which enrollment, in which device session, since when.
