@@ -13,9 +13,9 @@ mod e2e_cli_pty;
 
 use std::process::Command;
 
-use common::stack::{parse_err, Stack, CLI_TIMEOUT, PIN, WAIT};
+use common::stack::{parse_err, saw_all, Stack, CLI_TIMEOUT, DEVICE_PATH, PIN, WAIT};
 use common::{bin, run, stderr, stdout, wait_until, Bus};
-use e2e_cli_pty::{in_pty, tessera_argv};
+use e2e_cli_pty::tessera_in_pty;
 
 const WRONG_PIN: &str = "654321";
 
@@ -146,10 +146,10 @@ fn version_help_and_completions() {
 #[test]
 fn validate_without_a_token_says_what_it_waits_for() {
     let bus = Bus::start();
-    let argv = tessera_argv(bus.address(), &["validate"]);
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let s = in_pty(
-        &argv,
+    let args = ["validate"];
+    let s = tessera_in_pty(
+        bus.address(),
+        &args,
         serde_json::json!([["expect", "standard input"], ["send", "\u{4}"]]),
     );
     assert_eq!(s.failed, None, "{}", s.transcript);
@@ -167,10 +167,10 @@ fn validate_without_a_token_says_what_it_waits_for() {
 fn pin_prompt_without_echo_then_a_token() {
     let (env, _card) = Stack::with_card(&[], "");
     env.enroll(PIN, &["--user", "root"]);
-    let argv = tessera_argv(env.bus_address(), &["authenticate", "--user", "root"]);
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let s = in_pty(
-        &argv,
+    let args = ["authenticate", "--user", "root"];
+    let s = tessera_in_pty(
+        env.bus_address(),
+        &args,
         serde_json::json!([
             ["expect", "PIN for root on "],
             ["send", format!("{WRONG_PIN}\r")],
@@ -213,10 +213,10 @@ fn last_try_asks_for_confirmation_then_spends_it() {
         );
         assert_eq!(name, "PinInvalid");
     }
-    let argv = tessera_argv(env.bus_address(), &["authenticate", "--user", "root"]);
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let s = in_pty(
-        &argv,
+    let args = ["authenticate", "--user", "root"];
+    let s = tessera_in_pty(
+        env.bus_address(),
+        &args,
         serde_json::json!([
             ["expect", "(1 try left): "],
             ["send", format!("{PIN}\r")],
@@ -231,8 +231,9 @@ fn last_try_asks_for_confirmation_then_spends_it() {
     assert_eq!(s.code, Some(0), "{}", s.transcript);
     assert!(!s.transcript.contains(PIN), "PIN echoed: {}", s.transcript);
     // Back at 3 tries: the next prompt says so.
-    let s = in_pty(
-        &argv,
+    let s = tessera_in_pty(
+        env.bus_address(),
+        &args,
         serde_json::json!([["expect", "(3 tries left): "], ["interrupt"]]),
     );
     assert_eq!(s.failed, None, "{}", s.transcript);
@@ -242,10 +243,10 @@ fn last_try_asks_for_confirmation_then_spends_it() {
 fn ctrl_c_at_the_prompt_cancels_the_request() {
     let (env, _card) = Stack::with_card(&[], "");
     env.enroll(PIN, &["--user", "root"]);
-    let argv = tessera_argv(env.bus_address(), &["authenticate", "--user", "root"]);
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let s = in_pty(
-        &argv,
+    let args = ["authenticate", "--user", "root"];
+    let s = tessera_in_pty(
+        env.bus_address(),
+        &args,
         serde_json::json!([["expect", "PIN for root on "], ["interrupt"]]),
     );
     assert_eq!(s.failed, None, "{}", s.transcript);
@@ -276,10 +277,10 @@ fn insert_your_card_while_waiting() {
     env.enroll(PIN, &["--user", "root"]);
     env.stop_sim();
     env.wait_device(false);
-    let argv = tessera_argv(env.bus_address(), &["authenticate", "--user", "root"]);
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let s = in_pty(
-        &argv,
+    let args = ["authenticate", "--user", "root"];
+    let s = tessera_in_pty(
+        env.bus_address(),
+        &args,
         serde_json::json!([["expect", "Insert your card or key…"], ["interrupt"]]),
     );
     assert_eq!(s.failed, None, "{}", s.transcript);
@@ -289,4 +290,89 @@ fn insert_your_card_while_waiting() {
     env.start_sim(&card, &[]);
     env.wait_device(true);
     assert!(live_requests(&env).is_empty());
+}
+
+#[test]
+fn watch_follows_the_daemon_and_its_events() {
+    let mut env = Stack::new();
+    let card = env.path("card.json");
+    let mut watch = env.start_watch();
+    saw_all(&watch, &["DaemonAbsent"], WAIT);
+    env.start_sim(&card, &[]);
+    env.start_daemon("");
+    env.wait_device(true);
+    saw_all(&watch, &["DaemonBack owner=:"], WAIT);
+
+    let id = env.enroll(PIN, &["--user", "root"]);
+    let token = env.authenticate(&["--user", "root"]);
+    let claims = env.validate(&token).unwrap();
+    let jti = claims["jti"].as_str().unwrap();
+    saw_all(
+        &watch,
+        &[
+            &format!("EnrollmentAdded id={id} user=root"),
+            &format!("TokenIssued jti={jti} user=root"),
+        ],
+        WAIT,
+    );
+    // The token never shows.
+    assert!(
+        !watch.stdout_lines().iter().any(|l| l.contains(&token)),
+        "{:?}",
+        watch.stdout_lines()
+    );
+
+    env.stop_daemon();
+    saw_all(&watch, &["DaemonLeft"], WAIT);
+    watch.kill();
+
+    // Started while the daemon runs, watch first lists the devices present.
+    env.start_daemon("");
+    env.wait_device(true);
+    let watch = env.start_watch();
+    saw_all(
+        &watch,
+        &[&format!("DevicePresent path={DEVICE_PATH} name=")],
+        WAIT,
+    );
+}
+
+#[test]
+fn status_names_the_enrolled_and_json_is_json() {
+    let (env, _card) = Stack::with_card(&[], "");
+    env.enroll(PIN, &["--user", "root"]);
+    let status = env.ok(&["status"], "");
+    assert!(status.contains("enrolled: root"), "{status}");
+    let line = env.ok(&["status", "--json"], "");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["path"], DEVICE_PATH);
+    assert_eq!(v["enrolled"], serde_json::json!(["root"]));
+
+    // --device takes the reader name as well as the id.
+    let token = env.authenticate(&["--user", "root", "--device", "Virtual PCD 00 00"]);
+    // Text by default: local times, not epoch seconds.
+    let text = env.ok(&["validate", &token], "");
+    let exp = text.lines().find(|l| l.starts_with("exp ")).unwrap();
+    assert!(
+        exp.chars().filter(|c| *c == ':').count() >= 2 && exp.contains('-'),
+        "{text}"
+    );
+    let sessions = env.ok(&["sessions", "--json"], "");
+    let v: serde_json::Value = serde_json::from_str(&sessions).unwrap();
+    assert_eq!(v["user"], "root");
+
+    assert_eq!(env.ok(&["revoke", "--all"], ""), "revoked 1 session");
+    let rotated = env.ok(&["rotate-key"], "");
+    let jwks: serde_json::Value = serde_json::from_str(&env.ok(&["jwks"], "")).unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["kid"].as_str())
+        .collect();
+    assert!(
+        kids.iter()
+            .any(|k| rotated == format!("rotated: new tokens are signed with key {k}")),
+        "{rotated} / {kids:?}"
+    );
 }

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::Bus;
-use e2e_cli_pty::{in_pty, tessera_argv, Session};
+use e2e_cli_pty::{tessera_in_pty, Session};
 use zbus::message::Header;
 use zbus::names::{BusName, OwnedUniqueName};
 use zbus::object_server::SignalEmitter;
@@ -362,9 +362,11 @@ impl Fake {
     }
 
     fn authenticate(&self, steps: serde_json::Value) -> Session {
-        let argv = tessera_argv(self.bus.address(), &["authenticate", "--user", "root"]);
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        in_pty(&argv, steps)
+        tessera_in_pty(
+            self.bus.address(),
+            &["authenticate", "--user", "root"],
+            steps,
+        )
     }
 
     fn request_gone(&self) -> bool {

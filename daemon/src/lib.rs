@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod announce;
 pub mod errors;
 pub mod interface;
 pub mod limits;

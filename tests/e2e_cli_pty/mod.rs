@@ -99,3 +99,10 @@ pub fn tessera_argv<'a>(bus: &'a str, args: &[&'a str]) -> Vec<String> {
     v.extend(args.iter().map(|s| (*s).to_owned()));
     v
 }
+
+/// `tessera --bus <bus> <args>` in a pseudo-terminal, driven by `steps`.
+pub fn tessera_in_pty(bus: &str, args: &[&str], steps: serde_json::Value) -> Session {
+    let argv = tessera_argv(bus, args);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    in_pty(&argv, steps)
+}
