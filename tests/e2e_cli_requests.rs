@@ -44,6 +44,8 @@ enum Script {
     Touch,
     /// waiting-for-device, then Failed(Timeout).
     Timeout,
+    /// pin-needed, then Failed(Timeout) a second later while the prompt is up.
+    PinTimeout,
 }
 
 #[derive(Default)]
@@ -126,6 +128,17 @@ impl FakeManager {
                 }
                 Script::Pin | Script::Touch => {
                     progress(&conn, &emitter, "pin-needed", prompt(3, None)).await;
+                }
+                Script::PinTimeout => {
+                    progress(&conn, &emitter, "pin-needed", prompt(3, None)).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let _ = FakeRequest::failed(
+                        &emitter,
+                        "org.tessera.Tessera1.Error.Timeout",
+                        "no PIN was given within 1s",
+                    )
+                    .await;
+                    remove(&conn, &p).await;
                 }
             }
         });
@@ -542,4 +555,17 @@ fn a_failed_request_is_reported_in_the_one_format() {
         s.transcript
     );
     assert!(!s.transcript.contains("PIN"), "{}", s.transcript);
+}
+
+#[test]
+fn a_request_ending_during_the_prompt_is_reported_at_once() {
+    let fake = Fake::start(Script::PinTimeout);
+    let s = fake.authenticate(serde_json::json!([
+        ["expect", "(3 tries left): "],
+        ["expect", "tessera: Timeout: no PIN was given within 1s"],
+    ]));
+    assert_eq!(s.failed, None, "{}", s.transcript);
+    assert_eq!(s.code, Some(1), "{}", s.transcript);
+    // Nothing was submitted, and nothing cancelled: the request had ended.
+    assert_eq!(fake.log.calls().len(), 1, "{:?}", fake.log.calls());
 }

@@ -2,10 +2,12 @@
 //! Progress signals): prompts for the PIN, PUK and new PIN when — and only when — the daemon asks,
 //! "Insert your card or key…" and "Touch your key…" cues, and Ctrl-C cancelling the request.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use tessera_client::request::{Listener, Request, Update};
-use tessera_client::{DeviceProxy, Error, ErrorName, ManagerProxy, Progress, SecretPrompt};
+use tessera_client::{
+    DeviceProxy, Error, ErrorName, ManagerProxy, Progress, RequestProxy, SecretPrompt,
+};
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, Value};
 use zbus::Connection;
 use zeroize::Zeroizing;
@@ -68,10 +70,15 @@ pub async fn run(conn: &Connection, start: &Start<'_>, how: &Run<'_>) -> Result<
     };
     let interrupt = tokio::signal::ctrl_c();
     tokio::pin!(interrupt);
+    // Updates that arrived while a prompt was up, handled once it is answered.
+    let mut queued: VecDeque<Update> = VecDeque::new();
     loop {
-        let update = tokio::select! {
-            u = request.next() => u?,
-            _ = &mut interrupt => return cancel(&mut request, how).await,
+        let update = match queued.pop_front() {
+            Some(u) => Some(u),
+            None => tokio::select! {
+                u = request.next() => u?,
+                _ = &mut interrupt => return cancel(&mut request, how).await,
+            },
         };
         match update {
             None => {
@@ -82,9 +89,25 @@ pub async fn run(conn: &Connection, start: &Start<'_>, how: &Run<'_>) -> Result<
             Some(Update::Completed(result)) => return Ok(Outcome::Completed(result)),
             Some(Update::Failed(e)) => return Err(e),
             Some(Update::Progress(p)) => {
-                let step = tokio::select! {
-                    s = flow.answer(&request, p) => s,
-                    _ = &mut interrupt => return cancel(&mut request, how).await,
+                let proxy = request.proxy().clone();
+                let answer = flow.answer(&proxy, p);
+                tokio::pin!(answer);
+                // The request may end while the person types (its PIN timeout, the card pulled):
+                // then the prompt is dropped (echo back on) and the end reported.
+                let step = loop {
+                    tokio::select! {
+                        s = &mut answer => break s,
+                        u = request.next() => match u? {
+                            Some(Update::Progress(p)) => queued.push_back(Update::Progress(p)),
+                            Some(Update::Completed(r)) => return Ok(Outcome::Completed(r)),
+                            Some(Update::Failed(e)) => {
+                                how.secrets.say("");
+                                return Err(e);
+                            }
+                            None => {}
+                        },
+                        _ = &mut interrupt => return cancel(&mut request, how).await,
+                    }
                 };
                 if let Err(e) = step {
                     // Nothing more will be answered: end the request rather than leave it
@@ -147,7 +170,7 @@ struct Flow<'a> {
 }
 
 impl Flow<'_> {
-    async fn answer(&mut self, request: &Request, p: Progress) -> Result<(), Error> {
+    async fn answer(&mut self, request: &RequestProxy<'static>, p: Progress) -> Result<(), Error> {
         let say = |t: &str| self.how.secrets.say(t);
         match p {
             Progress::WaitingForDevice => say("Insert your card or key…"),
@@ -173,14 +196,14 @@ impl Flow<'_> {
                     tries(prompt.retries)
                 );
                 let puk = self.secret(&text, &prompt, "PUK").await?;
-                request.proxy().submit_pin(&puk).await?;
+                request.submit_pin(&puk).await?;
             }
             Progress::NewPinNeeded(prompt) => {
                 let new = match self.confirmed_new.take() {
                     Some(n) => n,
                     None => self.new_pin(&prompt).await?,
                 };
-                request.proxy().submit_pin(&new).await?;
+                request.submit_pin(&new).await?;
             }
             // "working", and states of newer daemons: nothing to do or show.
             _ => {}
@@ -188,7 +211,11 @@ impl Flow<'_> {
         Ok(())
     }
 
-    async fn pin(&mut self, request: &Request, prompt: SecretPrompt) -> Result<(), Error> {
+    async fn pin(
+        &mut self,
+        request: &RequestProxy<'static>,
+        prompt: SecretPrompt,
+    ) -> Result<(), Error> {
         if self.how.no_pin {
             return Err(Error::Daemon {
                 name: ErrorName::PinRequired,
@@ -229,10 +256,10 @@ impl Flow<'_> {
                     "the two PINs differ; the last try was not spent".into(),
                 ));
             }
-            request.proxy().submit_last_try_pin(&pin).await?;
+            request.submit_last_try_pin(&pin).await?;
         } else {
             // From standard input the last try is never spent: the daemon answers PinWouldBlock.
-            request.proxy().submit_pin(&pin).await?;
+            request.submit_pin(&pin).await?;
         }
         Ok(())
     }
