@@ -376,3 +376,19 @@ fn status_names_the_enrolled_and_json_is_json() {
         "{rotated} / {kids:?}"
     );
 }
+
+#[test]
+fn the_simulator_says_it_waits_for_vpcd() {
+    let dir = common::TestDir::new();
+    // Nothing listens on port 1: the simulator waits, and says for what.
+    let mut sim = common::Child::spawn(
+        "sim",
+        Command::new(bin("tessera-sim"))
+            .args(["piv", "--vpcd", "127.0.0.1:1", "--state"])
+            .arg(dir.path().join("card.json")),
+        dir.path(),
+    );
+    sim.wait_for_stderr_line("waiting for vpcd at 127.0.0.1:1 (is pcscd running?)", WAIT);
+    sim.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(sim.wait_exit(WAIT).is_some_and(|s| s.success()));
+}

@@ -46,6 +46,8 @@ enum Script {
     Timeout,
     /// pin-needed, then Failed(Timeout) a second later while the prompt is up.
     PinTimeout,
+    /// StartUnblock: puk-needed, then new-pin-needed, then Completed.
+    Unblock,
 }
 
 #[derive(Default)]
@@ -126,6 +128,8 @@ impl FakeManager {
                 Script::LastTry => {
                     progress(&conn, &emitter, "pin-needed", prompt(1, None)).await;
                 }
+                // Started by StartUnblock, never here.
+                Script::Unblock => {}
                 Script::Pin | Script::Touch => {
                     progress(&conn, &emitter, "pin-needed", prompt(3, None)).await;
                 }
@@ -144,6 +148,44 @@ impl FakeManager {
         });
         Ok(path)
     }
+}
+
+#[interface(name = "org.tessera.Tessera1.Manager")]
+impl FakeUnblockManager {
+    async fn start_unblock(
+        &self,
+        device: ObjectPath<'_>,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> zbus::fdo::Result<OwnedObjectPath> {
+        self.log.push(format!(
+            "StartUnblock {} options={}",
+            device.as_str(),
+            options.len()
+        ));
+        let path = OwnedObjectPath::try_from("/org/tessera/Tessera1/requests/1").unwrap();
+        let sender = OwnedUniqueName::from(header.sender().unwrap().to_owned());
+        let request = FakeRequest {
+            script: Script::Unblock,
+            log: self.log.clone(),
+            sender: sender.clone(),
+            retries: Mutex::new(3),
+            state: Mutex::new("working".into()),
+        };
+        conn.object_server().at(&path, request).await?;
+        let (conn, p) = (conn.clone(), path.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let emitter = emitter(&conn, &p, &sender);
+            progress(&conn, &emitter, "puk-needed", prompt(3, None)).await;
+        });
+        Ok(path)
+    }
+}
+
+struct FakeUnblockManager {
+    log: Arc<Log>,
 }
 
 struct FakeRequest {
@@ -229,7 +271,22 @@ impl FakeRequest {
         conn: &Connection,
         header: &Header<'_>,
     ) -> Result<(), FakeError> {
-        if self.state.lock().unwrap().as_str() != "pin-needed" {
+        let state = self.state.lock().unwrap().clone();
+        if self.script == Script::Unblock {
+            let path: OwnedObjectPath = header.path().unwrap().to_owned().into();
+            let (conn, sender) = (conn.clone(), self.sender.clone());
+            tokio::spawn(async move {
+                let emitter = emitter(&conn, &path, &sender);
+                if state == "puk-needed" {
+                    progress(&conn, &emitter, "new-pin-needed", prompt(3, None)).await;
+                } else {
+                    let _ = FakeRequest::completed(&emitter, "").await;
+                    remove(&conn, &path).await;
+                }
+            });
+            return Ok(());
+        }
+        if state != "pin-needed" {
             return Err(FakeError::InvalidArgument("not waiting for a PIN".into()));
         }
         let path: OwnedObjectPath = header.path().unwrap().to_owned().into();
@@ -568,4 +625,57 @@ fn a_request_ending_during_the_prompt_is_reported_at_once() {
     assert_eq!(s.code, Some(1), "{}", s.transcript);
     // Nothing was submitted, and nothing cancelled: the request had ended.
     assert_eq!(fake.log.calls().len(), 1, "{:?}", fake.log.calls());
+}
+
+#[test]
+fn unblock_asks_the_puk_then_the_new_pin_twice() {
+    let bus = Bus::start();
+    let log = Arc::new(Log::default());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _conn = runtime.block_on(async {
+        zbus::connection::Builder::address(bus.address())
+            .unwrap()
+            .name("org.tessera.Tessera1")
+            .unwrap()
+            .serve_at(
+                "/org/tessera/Tessera1/Manager",
+                FakeUnblockManager { log: log.clone() },
+            )
+            .unwrap()
+            .serve_at(DEVICE, FakeDevice)
+            .unwrap()
+            .build()
+            .await
+            .unwrap()
+    });
+    let s = tessera_in_pty(
+        bus.address(),
+        &["unblock", "--device", DEVICE],
+        serde_json::json!([
+            ["expect", "PUK for Test Card (3 tries left): "],
+            ["send", "12345678\r"],
+            ["expect", "New PIN for Test Card: "],
+            ["send", "24681357\r"],
+            ["expect", "Type the new PIN again: "],
+            ["send", "24681357\r"],
+            ["expect", "unblocked"],
+        ]),
+    );
+    assert_eq!(s.failed, None, "{}", s.transcript);
+    assert_eq!(s.code, Some(0), "{}", s.transcript);
+    for secret in ["12345678", "24681357"] {
+        assert!(!s.transcript.contains(secret), "echoed: {}", s.transcript);
+    }
+    assert_eq!(
+        log.calls(),
+        [
+            format!("StartUnblock {DEVICE} options=0"),
+            "SubmitPin 12345678".to_owned(),
+            "SubmitPin 24681357".to_owned(),
+        ]
+    );
 }
