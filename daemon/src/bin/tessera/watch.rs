@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use futures_util::StreamExt;
-use tessera_client::names::{BUS_NAME, MANAGER_INTERFACE};
+use tessera_client::names::{device_id, BUS_NAME, MANAGER_INTERFACE};
 use tessera_client::Error;
 use zbus::fdo::DBusProxy;
 use zbus::names::BusName;
@@ -72,16 +72,21 @@ pub async fn watch(conn: &Connection, json: bool) -> Result<(), Error> {
                 let (id, user): (String, String) = msg.body().deserialize()?;
                 out.line("EnrollmentAdded", &[("id", &id), ("user", &user)]);
             }
+            // Only devices: request objects are announced too, to their owner alone.
             ("org.freedesktop.DBus.ObjectManager", "InterfacesAdded") => {
                 let (path, _): (
                     OwnedObjectPath,
                     HashMap<String, HashMap<String, OwnedValue>>,
                 ) = msg.body().deserialize()?;
-                out.device("DeviceAdded", path.as_str());
+                if device_id(&path).is_some() {
+                    out.device("DeviceAdded", path.as_str());
+                }
             }
             ("org.freedesktop.DBus.ObjectManager", "InterfacesRemoved") => {
                 let (path, _): (OwnedObjectPath, Vec<String>) = msg.body().deserialize()?;
-                out.device("DeviceRemoved", path.as_str());
+                if device_id(&path).is_some() {
+                    out.device("DeviceRemoved", path.as_str());
+                }
             }
             _ => continue,
         }
