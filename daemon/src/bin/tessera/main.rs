@@ -7,10 +7,12 @@ mod devices;
 mod interactive;
 mod output;
 mod secret;
+mod tokens;
+mod v1;
 mod watch;
 
-use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, IsTerminal, Write};
+use std::collections::HashMap;
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
@@ -140,9 +142,9 @@ async fn run(cli: Cli) -> Result<Done, Error> {
             .await;
         }
         Command::Validate { token } => {
-            let token = read_token(token.as_deref(), "validate")?;
+            let token = tokens::read_token(token.as_deref(), "validate")?;
             let claims = manager.validate_token(&token).await?;
-            print_claims(&claims, json);
+            tokens::print_claims(&claims, json);
         }
         Command::Check {
             token,
@@ -150,7 +152,7 @@ async fn run(cli: Cli) -> Result<Done, Error> {
             max_age,
             amr,
         } => {
-            let token = read_token(token.as_deref(), "check")?;
+            let token = tokens::read_token(token.as_deref(), "check")?;
             let mut requirements: HashMap<&str, Value<'_>> = HashMap::new();
             if let Some(a) = &audience {
                 requirements.insert("audience", Value::from(a.as_str()));
@@ -162,7 +164,7 @@ async fn run(cli: Cli) -> Result<Done, Error> {
                 requirements.insert("amr", Value::from(amr.clone()));
             }
             let claims = manager.check_token(&token, requirements).await?;
-            print_claims(&claims, json);
+            tokens::print_claims(&claims, json);
         }
         Command::Revoke { token, all, user } => {
             if all {
@@ -176,7 +178,7 @@ async fn run(cli: Cli) -> Result<Done, Error> {
                     println!("revoked {n} session{}", if n == 1 { "" } else { "s" });
                 }
             } else {
-                let token = read_token(token.as_deref(), "revoke")?;
+                let token = tokens::read_token(token.as_deref(), "revoke")?;
                 manager.revoke_token(&token).await?;
                 if json {
                     println!("{}", serde_json::json!({ "revoked": 1 }));
@@ -186,7 +188,7 @@ async fn run(cli: Cli) -> Result<Done, Error> {
             }
         }
         Command::Refresh { token } => {
-            let token = read_token(token.as_deref(), "refresh")?;
+            let token = tokens::read_token(token.as_deref(), "refresh")?;
             let new = Zeroizing::new(manager.refresh_token(&token).await?);
             if json {
                 println!("{}", serde_json::json!({ "token": new.as_str() }));
@@ -263,9 +265,9 @@ async fn run(cli: Cli) -> Result<Done, Error> {
             }
         }
         Command::RotateKey => {
-            let before = key_ids(&manager.jwks().await?);
+            let before = tokens::key_ids(&manager.jwks().await?);
             manager.rotate_key().await?;
-            let after = key_ids(&manager.jwks().await?);
+            let after = tokens::key_ids(&manager.jwks().await?);
             let new: Vec<&String> = after.iter().filter(|k| !before.contains(*k)).collect();
             let new = new.first().map_or("unknown", |k| k.as_str());
             if json {
@@ -330,61 +332,13 @@ async fn finish(
             );
             Ok(Done::Interrupted)
         }
-        Err(e) if is_unknown_method(&e) => {
+        Err(e) if v1::is_unknown_method(&e) => {
             // A tesserad from before requests: the v1 call, with the PIN asked up front.
-            let result = v1(conn, &start, &how).await?;
+            let result = v1::call(conn, &start, &how).await?;
             print(result.as_str());
             Ok(Done::Success)
         }
         Err(e) => Err(e),
-    }
-}
-
-fn is_unknown_method(e: &Error) -> bool {
-    matches!(e, Error::Bus { name, .. } if name == "org.freedesktop.DBus.Error.UnknownMethod")
-}
-
-/// Contract v1's Authenticate and Enroll, for a daemon without StartAuthentication.
-async fn v1(
-    conn: &Connection,
-    start: &Start<'_>,
-    how: &Run<'_>,
-) -> Result<Zeroizing<String>, Error> {
-    let manager = ManagerProxy::new(conn).await?;
-    let pin = if how.no_pin {
-        None
-    } else {
-        let mut pending = how.secrets.ask("PIN: ")?;
-        let pin = pending
-            .line()
-            .await?
-            .ok_or_else(|| Error::Usage("no PIN given (end of input)".into()))?;
-        if pin.is_empty() {
-            return Err(Error::Daemon {
-                name: tessera_client::ErrorName::PinFormat,
-                message: "empty PIN".into(),
-            });
-        }
-        Some(pin)
-    };
-    let mut opts: HashMap<&str, Value<'_>> = HashMap::new();
-    if let Some(p) = &pin {
-        opts.insert("pin", Value::from(p.as_str()));
-    }
-    match start {
-        Start::Authentication { user, device } => {
-            if let Some(d) = device {
-                opts.insert("device", Value::from((*d).clone()));
-            }
-            Ok(Zeroizing::new(manager.authenticate(user, opts).await?))
-        }
-        Start::Enrollment { user, device, slot } => {
-            opts.insert("slot", Value::from(*slot));
-            Ok(Zeroizing::new(manager.enroll(user, device, opts).await?))
-        }
-        Start::Unblock { .. } => Err(Error::Usage(
-            "this tesserad cannot unblock cards (it has no StartUnblock)".into(),
-        )),
     }
 }
 
@@ -397,55 +351,6 @@ fn shown_user(user: &str) -> String {
         Ok(Some(u)) => u.name,
         _ => format!("uid {}", nix::unistd::getuid()),
     }
-}
-
-/// A token from the argument, or from standard input for "-" or none. With none and a terminal
-/// on standard input, says what it waits for.
-fn read_token(arg: Option<&str>, verb: &str) -> Result<Zeroizing<String>, Error> {
-    match arg {
-        Some(t) if t != "-" => return Ok(Zeroizing::new(t.to_owned())),
-        None if std::io::stdin().is_terminal() => {
-            eprintln!(
-                "tessera {verb}: reading the token from standard input; paste it and press Enter \
-                 (or give it as an argument, or pipe it in)"
-            );
-        }
-        _ => {}
-    }
-    let mut line = Zeroizing::new(String::new());
-    std::io::stdin().lock().read_line(&mut line)?;
-    // An empty token goes to the daemon like any other, which calls it invalid.
-    Ok(Zeroizing::new(line.trim().to_owned()))
-}
-
-/// Claims: JSON with `--json`, else one "key  value" line each, times local.
-fn print_claims(claims: &HashMap<String, zbus::zvariant::OwnedValue>, json: bool) {
-    if json {
-        println!("{}", output::json(claims));
-    } else {
-        println!(
-            "{}",
-            output::text(
-                claims,
-                &["sub", "aud", "iss", "iat", "nbf", "exp", "amr", "jti", "sid", "enr", "cnf"],
-            )
-        );
-    }
-}
-
-/// The key ids ("kid") of a JWK Set.
-fn key_ids(jwks: &str) -> HashSet<String> {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(jwks) else {
-        return HashSet::new();
-    };
-    v.get("keys")
-        .and_then(|k| k.as_array())
-        .map(|keys| {
-            keys.iter()
-                .filter_map(|k| k.get("kid").and_then(|s| s.as_str()).map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn completions(shell: Shell) {
