@@ -62,12 +62,7 @@ pub async fn run(conn: &Connection, start: &Start<'_>, how: &Run<'_>) -> Result<
     let manager = ManagerProxy::new(conn).await?;
     let path = start_request(&manager, start, how).await?;
     let mut request = listener.follow(conn, path).await?;
-    let mut flow = Flow {
-        conn,
-        how,
-        start,
-        confirmed_new: None,
-    };
+    let mut flow = Flow { conn, how, start };
     let interrupt = tokio::signal::ctrl_c();
     tokio::pin!(interrupt);
     // Updates that arrived while a prompt was up, handled once it is answered.
@@ -165,8 +160,6 @@ struct Flow<'a> {
     conn: &'a Connection,
     how: &'a Run<'a>,
     start: &'a Start<'a>,
-    /// Unblock: the new PIN, typed twice, kept for a second new-pin-needed.
-    confirmed_new: Option<Zeroizing<String>>,
 }
 
 impl Flow<'_> {
@@ -199,10 +192,7 @@ impl Flow<'_> {
                 request.submit_pin(&puk).await?;
             }
             Progress::NewPinNeeded(prompt) => {
-                let new = match self.confirmed_new.take() {
-                    Some(n) => n,
-                    None => self.new_pin(&prompt).await?,
-                };
+                let new = self.new_pin(&prompt).await?;
                 request.submit_pin(&new).await?;
             }
             // "working", and states of newer daemons: nothing to do or show.
@@ -264,7 +254,7 @@ impl Flow<'_> {
         Ok(())
     }
 
-    async fn new_pin(&mut self, prompt: &SecretPrompt) -> Result<Zeroizing<String>, Error> {
+    async fn new_pin(&self, prompt: &SecretPrompt) -> Result<Zeroizing<String>, Error> {
         let name = self.device_name(prompt.device.as_ref()).await;
         let new = self
             .secret(&format!("New PIN for {name}: "), prompt, "PIN")
