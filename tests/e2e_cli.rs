@@ -362,6 +362,8 @@ fn status_names_the_enrolled_and_json_is_json() {
     assert_eq!(v["user"], "root");
 
     assert_eq!(env.ok(&["revoke", "--all"], ""), "revoked 1 session");
+    // A key is rotated at most once a second (its id is its creation time).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let rotated = env.ok(&["rotate-key"], "");
     let jwks: serde_json::Value = serde_json::from_str(&env.ok(&["jwks"], "")).unwrap();
     let kids: Vec<&str> = jwks["keys"]
