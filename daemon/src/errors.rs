@@ -32,6 +32,8 @@ pub enum BusError {
     DeviceAmbiguous(String),
     DeviceError(String),
     ConfigError(String),
+    /// The request was cancelled (Cancel, or its caller left the bus).
+    Cancelled(String),
     /// Storage, I/O or internal failure: nothing was acknowledged.
     Failed(String),
 }
@@ -70,6 +72,7 @@ impl From<tessera::Error> for BusError {
             )),
             E::Device(_) => BusError::DeviceError(msg),
             E::Config(_) => BusError::ConfigError(msg),
+            E::Cancelled => BusError::Cancelled(msg),
             _ => {
                 tracing::error!("request failed: {msg}");
                 BusError::Failed(msg)

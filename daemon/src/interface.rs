@@ -16,14 +16,15 @@ use tessera::token::Claims;
 use zbus::fdo::DBusProxy;
 use zbus::message::Header;
 use zbus::names::{BusName, OwnedUniqueName};
-use zbus::object_server::SignalEmitter;
-use zbus::zvariant::{as_value, ObjectPath, OwnedValue, Signature, Type, Value};
+use zbus::object_server::{ResponseDispatchNotifier, SignalEmitter};
+use zbus::zvariant::{as_value, ObjectPath, OwnedObjectPath, OwnedValue, Signature, Type, Value};
 use zbus::{interface, Connection};
 
 use zeroize::Zeroizing;
 
 use crate::errors::BusError;
 use crate::limits;
+use crate::requests::{self, Requests};
 use crate::DEVICES_PATH;
 
 /// `org.tessera.Tessera1.Manager`.
@@ -31,15 +32,18 @@ pub struct Manager {
     service: Service,
     callers: CallerCache,
     config_path: Option<PathBuf>,
+    requests: Requests,
 }
 
 impl Manager {
-    /// The interface over `service`; `config_path` is the file ReloadConfig reads (None: defaults).
-    pub fn new(service: Service, config_path: Option<PathBuf>) -> Self {
+    /// The interface over `service`; `config_path` is the file ReloadConfig reads (None: defaults);
+    /// the Start* methods put their requests in `requests`.
+    pub fn new(service: Service, config_path: Option<PathBuf>, requests: Requests) -> Self {
         Manager {
             service,
             callers: CallerCache::default(),
             config_path,
+            requests,
         }
     }
 }
@@ -111,6 +115,64 @@ impl Manager {
         Ok(SecretString(
             self.service.authenticate(caller, user, opts).await?,
         ))
+    }
+
+    /// StartAuthentication(s user, a{sv} options) -> (o request): an interactive authentication,
+    /// followed through the Request object. Options: "device" (o), "kinds" (as), "pin" (s), "wait"
+    /// (b, default true), "timeout" (u seconds for the whole request).
+    async fn start_authentication(
+        &self,
+        user: &str,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, BusError> {
+        limits::user(user)?;
+        let request = requests::options::auth_request(&options)?;
+        let (caller, owner) = self.owner(conn, &header).await?;
+        let started = self
+            .service
+            .start_authentication(caller, user, request)
+            .await?;
+        self.requests.publish(conn, owner, started).await
+    }
+
+    /// StartEnrollment(s user, o device, a{sv} options) -> (o request). Options: "pin" (s), "slot"
+    /// (s), "timeout" (u).
+    async fn start_enrollment(
+        &self,
+        user: &str,
+        device: ObjectPath<'_>,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, BusError> {
+        limits::user(user)?;
+        let request = requests::options::enroll_request(&options)?;
+        let device = device_id_of(&device)?;
+        let (caller, owner) = self.owner(conn, &header).await?;
+        let started = self
+            .service
+            .start_enrollment(caller, user, device, request)
+            .await?;
+        self.requests.publish(conn, owner, started).await
+    }
+
+    /// StartUnblock(o device, a{sv} options) -> (o request): RESET RETRY COUNTER with the PUK and a
+    /// new PIN, asked through "puk-needed" and "new-pin-needed" unless given. Options: "puk" (s),
+    /// "new_pin" (s), "timeout" (u).
+    async fn start_unblock(
+        &self,
+        device: ObjectPath<'_>,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, BusError> {
+        let request = requests::options::unblock_request(&options)?;
+        let device = device_id_of(&device)?;
+        let (caller, owner) = self.owner(conn, &header).await?;
+        let started = self.service.start_unblock(caller, device, request).await?;
+        self.requests.publish(conn, owner, started).await
     }
 
     /// ValidateToken(s token) -> (a{sv} claims).
@@ -280,6 +342,22 @@ impl Manager {
     ) -> zbus::Result<()>;
 }
 
+impl Manager {
+    /// The caller's uid and unique name: a request belongs to the connection that started it.
+    async fn owner(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+    ) -> Result<(Caller, OwnedUniqueName), BusError> {
+        let caller = self.callers.caller(conn, header).await?;
+        let owner = header
+            .sender()
+            .ok_or_else(|| BusError::AccessDenied("message has no sender".into()))?
+            .to_owned();
+        Ok((caller, OwnedUniqueName::from(owner)))
+    }
+}
+
 /// `org.tessera.Tessera1.Device`: one present device.
 pub struct Device {
     info: DeviceInfo,
@@ -418,7 +496,7 @@ fn unknown_option(key: &str) -> BusError {
 }
 
 /// The device id in a device object path.
-fn device_id_of<'a>(path: &'a ObjectPath<'_>) -> Result<&'a str, BusError> {
+pub(crate) fn device_id_of<'a>(path: &'a ObjectPath<'_>) -> Result<&'a str, BusError> {
     path.as_str()
         .strip_prefix(DEVICES_PATH)
         .and_then(|rest| rest.strip_prefix('/'))

@@ -71,6 +71,65 @@ pub trait Manager {
     ) -> zbus::Result<HashMap<String, OwnedValue>>;
 }
 
+/// `org.tessera.Tessera1.Manager`'s request methods (a separate proxy until the client crate holds
+/// them all): each returns the path of a [`RequestProxy`] object.
+#[proxy(
+    interface = "org.tessera.Tessera1.Manager",
+    default_service = "org.tessera.Tessera1",
+    default_path = "/org/tessera/Tessera1/Manager",
+    gen_blocking = false
+)]
+pub trait Requests {
+    /// Starts an interactive authentication ("device" o, "kinds" as, "pin" s, "wait" b, "timeout" u).
+    fn start_authentication(
+        &self,
+        user: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+
+    /// Starts an interactive enrollment ("pin" s, "slot" s, "timeout" u).
+    fn start_enrollment(
+        &self,
+        user: &str,
+        device: &zbus::zvariant::ObjectPath<'_>,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+
+    /// Starts unblocking a device's PIN with its PUK ("puk" s, "new_pin" s, "timeout" u).
+    fn start_unblock(
+        &self,
+        device: &zbus::zvariant::ObjectPath<'_>,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+}
+
+/// `org.tessera.Tessera1.Request` at `/org/tessera/Tessera1/requests/<id>`.
+#[proxy(
+    interface = "org.tessera.Tessera1.Request",
+    default_service = "org.tessera.Tessera1",
+    gen_blocking = false
+)]
+pub trait Request {
+    /// Answers a pin-needed, puk-needed or new-pin-needed prompt.
+    fn submit_pin(&self, pin: &str) -> zbus::Result<()>;
+    /// Answers a last-try prompt, spending the card's last try.
+    fn submit_last_try_pin(&self, pin: &str) -> zbus::Result<()>;
+    /// Ends the request with Failed Cancelled.
+    fn cancel(&self) -> zbus::Result<()>;
+    /// The current state.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn state(&self) -> zbus::Result<String>;
+    /// A new state and its details.
+    #[zbus(signal)]
+    fn progress(&self, state: String, details: HashMap<String, OwnedValue>) -> zbus::Result<()>;
+    /// The outcome: the token or the enrollment id.
+    #[zbus(signal)]
+    fn completed(&self, result: String) -> zbus::Result<()>;
+    /// The outcome: the full D-Bus error name and its message.
+    #[zbus(signal)]
+    fn failed(&self, error: String, message: String) -> zbus::Result<()>;
+}
+
 /// `org.tessera.Tessera1.Device` at `/org/tessera/Tessera1/devices/<id>`.
 #[proxy(
     interface = "org.tessera.Tessera1.Device",
