@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::Serialize;
-use tessera::piv::{Pin, Slot};
 use tessera::policy::config::Config;
 use tessera::service::{
     AuthOptions, Caller, DeviceInfo, EnrollOptions, EnrollmentInfo, Service, SessionInfo,
@@ -76,11 +75,8 @@ impl Manager {
         let mut opts = EnrollOptions::default();
         for (key, value) in options {
             match key.as_str() {
-                "pin" => opts.pin = Some(Pin::new(&string_option(&key, &value)?)?),
-                "slot" => {
-                    let s: Slot = string_option(&key, &value)?.parse()?;
-                    opts.slot = Some(s);
-                }
+                "pin" => opts.pin = Some(secret_option(&key, &value)?),
+                "slot" => opts.credential = Some(string_option(&key, &value)?.as_str().to_owned()),
                 other => return Err(unknown_option(other)),
             }
         }
@@ -102,7 +98,7 @@ impl Manager {
         let mut opts = AuthOptions::default();
         for (key, value) in options {
             match key.as_str() {
-                "pin" => opts.pin = Some(Pin::new(&string_option(&key, &value)?)?),
+                "pin" => opts.pin = Some(secret_option(&key, &value)?),
                 "device" => {
                     let path = ObjectPath::try_from(&*value).map_err(|_| {
                         BusError::InvalidArgument("option \"device\" must be an object path".into())
@@ -437,6 +433,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// A string option's value; zeroized when dropped, since it may be a PIN.
+/// A secret option (PIN): held zeroized; its rules are the device's to check.
+fn secret_option(key: &str, value: &OwnedValue) -> Result<tessera::Secret, BusError> {
+    string_option(key, value).map(tessera::Secret::new)
+}
+
 fn string_option(key: &str, value: &OwnedValue) -> Result<Zeroizing<String>, BusError> {
     match &**value {
         Value::Str(s) => Ok(Zeroizing::new(s.as_str().to_owned())),
