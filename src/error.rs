@@ -46,6 +46,10 @@ pub enum Error {
     /// Another application reset the card before Tessera's exchange began; retrying it is safe.
     #[error("the card was reset by another application")]
     CardReset,
+    /// The request was cancelled (by its caller, or because the caller left the bus); no device
+    /// operation runs for it any more. Start a new request if still wanted.
+    #[error("the request was cancelled")]
+    Cancelled,
     /// The device did not answer in time; nothing was changed.
     #[error("device did not answer within {0:?}")]
     Timeout(Duration),

@@ -9,11 +9,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod authenticator;
+pub mod cancel;
 pub mod clock;
 pub mod error;
 pub mod iso7816;
 pub mod piv;
 pub mod policy;
+pub mod secret;
 pub mod service;
 pub mod store;
 pub mod token;
@@ -21,3 +24,4 @@ pub mod transport;
 pub mod verify;
 
 pub use error::{Error, Result};
+pub use secret::Secret;

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::Serialize;
-use tessera::piv::{Pin, Slot};
 use tessera::policy::config::Config;
 use tessera::service::{
     AuthOptions, Caller, DeviceInfo, EnrollOptions, EnrollmentInfo, Service, SessionInfo,
@@ -16,14 +15,15 @@ use tessera::token::Claims;
 use zbus::fdo::DBusProxy;
 use zbus::message::Header;
 use zbus::names::{BusName, OwnedUniqueName};
-use zbus::object_server::SignalEmitter;
-use zbus::zvariant::{as_value, ObjectPath, OwnedValue, Signature, Type, Value};
+use zbus::object_server::{ResponseDispatchNotifier, SignalEmitter};
+use zbus::zvariant::{as_value, ObjectPath, OwnedObjectPath, OwnedValue, Signature, Type, Value};
 use zbus::{interface, Connection};
 
 use zeroize::Zeroizing;
 
 use crate::errors::BusError;
 use crate::limits;
+use crate::requests::{self, Requests};
 use crate::DEVICES_PATH;
 
 /// `org.tessera.Tessera1.Manager`.
@@ -31,15 +31,18 @@ pub struct Manager {
     service: Service,
     callers: CallerCache,
     config_path: Option<PathBuf>,
+    requests: Requests,
 }
 
 impl Manager {
-    /// The interface over `service`; `config_path` is the file ReloadConfig reads (None: defaults).
-    pub fn new(service: Service, config_path: Option<PathBuf>) -> Self {
+    /// The interface over `service`; `config_path` is the file ReloadConfig reads (None: defaults);
+    /// the Start* methods put their requests in `requests`.
+    pub fn new(service: Service, config_path: Option<PathBuf>, requests: Requests) -> Self {
         Manager {
             service,
             callers: CallerCache::default(),
             config_path,
+            requests,
         }
     }
 }
@@ -72,11 +75,8 @@ impl Manager {
         let mut opts = EnrollOptions::default();
         for (key, value) in options {
             match key.as_str() {
-                "pin" => opts.pin = Some(Pin::new(&string_option(&key, &value)?)?),
-                "slot" => {
-                    let s: Slot = string_option(&key, &value)?.parse()?;
-                    opts.slot = Some(s);
-                }
+                "pin" => opts.pin = Some(secret_option(&key, &value)?),
+                "slot" => opts.credential = Some(string_option(&key, &value)?.as_str().to_owned()),
                 other => return Err(unknown_option(other)),
             }
         }
@@ -100,7 +100,7 @@ impl Manager {
         let mut opts = AuthOptions::default();
         for (key, value) in options {
             match key.as_str() {
-                "pin" => opts.pin = Some(Pin::new(&string_option(&key, &value)?)?),
+                "pin" => opts.pin = Some(secret_option(&key, &value)?),
                 "device" => {
                     let path = ObjectPath::try_from(&*value).map_err(|_| {
                         BusError::InvalidArgument("option \"device\" must be an object path".into())
@@ -113,6 +113,64 @@ impl Manager {
         let token = self.service.authenticate(caller, user, opts).await?;
         crate::announce::token_issued(conn, &token);
         Ok(SecretString(token))
+    }
+
+    /// StartAuthentication(s user, a{sv} options) -> (o request): an interactive authentication,
+    /// followed through the Request object. Options: "device" (o), "kinds" (as), "pin" (s), "wait"
+    /// (b, default true), "timeout" (u seconds for the whole request).
+    async fn start_authentication(
+        &self,
+        user: &str,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, BusError> {
+        limits::user(user)?;
+        let request = requests::options::auth_request(&options)?;
+        let (caller, owner) = self.owner(conn, &header).await?;
+        let started = self
+            .service
+            .start_authentication(caller, user, request)
+            .await?;
+        self.requests.publish(conn, owner, started).await
+    }
+
+    /// StartEnrollment(s user, o device, a{sv} options) -> (o request). Options: "pin" (s), "slot"
+    /// (s), "timeout" (u).
+    async fn start_enrollment(
+        &self,
+        user: &str,
+        device: ObjectPath<'_>,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, BusError> {
+        limits::user(user)?;
+        let request = requests::options::enroll_request(&options)?;
+        let device = device_id_of(&device)?;
+        let (caller, owner) = self.owner(conn, &header).await?;
+        let started = self
+            .service
+            .start_enrollment(caller, user, device, request)
+            .await?;
+        self.requests.publish(conn, owner, started).await
+    }
+
+    /// StartUnblock(o device, a{sv} options) -> (o request): RESET RETRY COUNTER with the PUK and a
+    /// new PIN, asked through "puk-needed" and "new-pin-needed" unless given. Options: "puk" (s),
+    /// "new_pin" (s), "timeout" (u).
+    async fn start_unblock(
+        &self,
+        device: ObjectPath<'_>,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, BusError> {
+        let request = requests::options::unblock_request(&options)?;
+        let device = device_id_of(&device)?;
+        let (caller, owner) = self.owner(conn, &header).await?;
+        let started = self.service.start_unblock(caller, device, request).await?;
+        self.requests.publish(conn, owner, started).await
     }
 
     /// ValidateToken(s token) -> (a{sv} claims).
@@ -299,6 +357,22 @@ impl Manager {
     ) -> zbus::Result<()>;
 }
 
+impl Manager {
+    /// The caller's uid and unique name: a request belongs to the connection that started it.
+    async fn owner(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+    ) -> Result<(Caller, OwnedUniqueName), BusError> {
+        let caller = self.callers.caller(conn, header).await?;
+        let owner = header
+            .sender()
+            .ok_or_else(|| BusError::AccessDenied("message has no sender".into()))?
+            .to_owned();
+        Ok((caller, OwnedUniqueName::from(owner)))
+    }
+}
+
 /// `org.tessera.Tessera1.Device`: one present device.
 pub struct Device {
     info: DeviceInfo,
@@ -389,6 +463,11 @@ fn account_name(user: &str, caller: Caller) -> String {
 }
 
 /// A string option's value; zeroized when dropped, since it may be a PIN.
+/// A secret option (PIN): held zeroized; its rules are the device's to check.
+fn secret_option(key: &str, value: &OwnedValue) -> Result<tessera::Secret, BusError> {
+    string_option(key, value).map(tessera::Secret::new)
+}
+
 fn string_option(key: &str, value: &OwnedValue) -> Result<Zeroizing<String>, BusError> {
     match &**value {
         Value::Str(s) => Ok(Zeroizing::new(s.as_str().to_owned())),
@@ -448,7 +527,7 @@ fn unknown_option(key: &str) -> BusError {
 }
 
 /// The device id in a device object path.
-fn device_id_of<'a>(path: &'a ObjectPath<'_>) -> Result<&'a str, BusError> {
+pub(crate) fn device_id_of<'a>(path: &'a ObjectPath<'_>) -> Result<&'a str, BusError> {
     path.as_str()
         .strip_prefix(DEVICES_PATH)
         .and_then(|rest| rest.strip_prefix('/'))

@@ -9,6 +9,7 @@ pub mod announce;
 pub mod errors;
 pub mod interface;
 pub mod limits;
+pub mod requests;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -108,17 +109,22 @@ impl Daemon {
         let objects = connection.object_server();
         objects.at(ROOT_PATH, zbus::fdo::ObjectManager).await?;
         objects
+            .at(requests::REQUESTS_PATH, zbus::fdo::ObjectManager)
+            .await?;
+        let live_requests = requests::Requests::default();
+        // Watching before the name is taken: no request can start before its owner is watched.
+        let owners = live_requests.follow_owners(&connection).await?;
+        objects
             .at(
                 MANAGER_PATH,
-                interface::Manager::new(service.clone(), opts.config_path.clone()),
+                interface::Manager::new(service.clone(), opts.config_path.clone(), live_requests),
             )
             .await?;
         take_name(&connection).await?;
-        let mut tasks = vec![tokio::spawn(publish(
-            connection.clone(),
-            service.clone(),
-            events,
-        ))];
+        let mut tasks = vec![
+            tokio::spawn(publish(connection.clone(), service.clone(), events)),
+            owners,
+        ];
         let monitor = match opts.devices {
             DeviceSource::Pcsc => {
                 let (tx, rx) = mpsc::unbounded_channel();

@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tessera::clock::ManualClock;
-use tessera::piv::Pin;
 use tessera::policy::config::Config;
 use tessera::service::{AuthOptions, Caller, DeviceAttach, EnrollOptions, Service, ServiceParts};
 use tessera::transport::worker::DirectConnection;
 use tessera::transport::CardTransport;
 use tessera::Error;
+use tessera::Secret;
 use tessera_sim::piv::{PivCard, SimOptions};
+use zeroize::Zeroizing;
 
 const READER: &str = "Sim Reader 0";
 const ROOT: Caller = Caller { uid: 0 };
@@ -35,8 +36,8 @@ fn open(dir: &Path, clock: &ManualClock, config: &str) -> Service {
     .unwrap()
 }
 
-fn pin() -> Option<Pin> {
-    Some(Pin::new("123456").unwrap())
+fn pin() -> Option<Secret> {
+    Some(Secret::new(Zeroizing::new("123456".into())))
 }
 
 /// Attaches `card`, finishes the first scan and enrolls root.
@@ -58,7 +59,7 @@ async fn attach_and_enroll(svc: &Service, card: Box<dyn CardTransport>) {
         &id,
         EnrollOptions {
             pin: pin(),
-            slot: None,
+            credential: None,
         },
     )
     .await

@@ -9,13 +9,14 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tessera::clock::ManualClock;
-use tessera::piv::Pin;
 use tessera::policy::config::Config;
 use tessera::service::{AuthOptions, Caller, DeviceAttach, EnrollOptions, Service, ServiceParts};
 use tessera::transport::worker::DirectConnection;
 use tessera::transport::CardTransport;
 use tessera::Error;
+use tessera::Secret;
 use tessera_sim::piv::{PivCard, SimOptions};
+use zeroize::Zeroizing;
 
 const ROOT: Caller = Caller { uid: 0 };
 /// GENERAL AUTHENTICATE (NIST SP 800-73-4 Part 2, 3.2.4): the card signing the challenge.
@@ -87,8 +88,8 @@ async fn an_enrollment_removed_during_an_authentication_yields_no_valid_token() 
             "",
             &device,
             EnrollOptions {
-                pin: Some(Pin::new("123456").unwrap()),
-                slot: None,
+                pin: Some(Secret::new(Zeroizing::new("123456".into()))),
+                credential: None,
             },
         )
         .await
@@ -102,7 +103,7 @@ async fn an_enrollment_removed_during_an_authentication_yields_no_valid_token() 
                 ROOT,
                 "",
                 AuthOptions {
-                    pin: Some(Pin::new("123456").unwrap()),
+                    pin: Some(Secret::new(Zeroizing::new("123456".into()))),
                     device: None,
                 },
             )
@@ -170,10 +171,10 @@ async fn the_last_use_of_an_enrollment_outlives_its_tokens() {
         .unwrap();
         svc.enumeration_complete().await.unwrap();
         let device = svc.devices()[0].id.clone();
-        let pin = || Some(Pin::new("123456").unwrap());
+        let pin = || Some(Secret::new(Zeroizing::new("123456".into())));
         let options = EnrollOptions {
             pin: pin(),
-            slot: None,
+            credential: None,
         };
         svc.enroll(ROOT, "", &device, options).await.unwrap();
         assert_eq!(svc.enrollments(ROOT, "").await.unwrap()[0].last_used, None);

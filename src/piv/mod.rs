@@ -6,7 +6,12 @@
 //! mean to Tessera is decided in one function, `status_error`. Certificate parsing is in
 //! [`crate::piv::cert`]; the challenge itself in [`crate::verify::challenge`].
 
+pub mod authenticator;
+mod authenticator_identify;
+mod authenticator_pin;
 pub mod cert;
+
+pub use authenticator_pin::pin_from;
 
 use std::fmt;
 use std::str::FromStr;

@@ -141,6 +141,12 @@ pub struct KeyPolicy {
 pub struct DevicePolicy {
     /// The longest one device operation (an enrollment or authentication exchange) may take.
     pub timeout: Duration,
+    /// How long a request waits for a device to be inserted ("waiting-for-device").
+    pub insert_timeout: Duration,
+    /// How long a request waits for each PIN (or PUK) prompt to be answered.
+    pub pin_timeout: Duration,
+    /// How long a request waits for the user to touch the device.
+    pub touch_timeout: Duration,
 }
 
 /// The `[token]` keys one user or group table sets; `None` means "not set here".
@@ -245,6 +251,9 @@ impl Default for DevicePolicy {
     fn default() -> Self {
         DevicePolicy {
             timeout: Duration::from_secs(10),
+            insert_timeout: Duration::from_secs(60),
+            pin_timeout: Duration::from_secs(60),
+            touch_timeout: Duration::from_secs(30),
         }
     }
 }

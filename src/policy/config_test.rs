@@ -68,6 +68,9 @@ fn empty_file_gives_the_documented_defaults() {
     );
     assert_eq!(c.keys.rotate_every, secs(30 * 86_400));
     assert_eq!(c.device.timeout, secs(10));
+    assert_eq!(c.device.insert_timeout, secs(60));
+    assert_eq!(c.device.pin_timeout, secs(60));
+    assert_eq!(c.device.touch_timeout, secs(30));
     assert!(c.users.is_empty() && c.groups.is_empty());
     assert!(!c.piv.allow_pinless);
     assert!(!c.allow_pinless_for("alice", &groups(&["wheel"])));
@@ -168,6 +171,9 @@ lockout = "30s"
 rotate_every = "7d"
 [device]
 timeout = "2s"
+insert_timeout = "5m"
+pin_timeout = "45s"
+touch_timeout = "15s"
 [users.bob.token]
 idle_timeout = "0s"
 audience = "bob's"
@@ -202,6 +208,9 @@ revoke_on_removal = true
     );
     assert_eq!(c.keys.rotate_every, secs(7 * 86_400));
     assert_eq!(c.device.timeout, secs(2));
+    assert_eq!(c.device.insert_timeout, secs(5 * MIN));
+    assert_eq!(c.device.pin_timeout, secs(45));
+    assert_eq!(c.device.touch_timeout, secs(15));
     assert_eq!(
         c.users["bob"],
         TokenOverride {
@@ -696,6 +705,9 @@ fn zero_where_zero_is_meaningless() {
         "auth.lockout",
         "keys.rotate_every",
         "device.timeout",
+        "device.insert_timeout",
+        "device.pin_timeout",
+        "device.touch_timeout",
         "users.alice.token.lifetime",
         "groups.wheel.token.max_lifetime",
     ] {

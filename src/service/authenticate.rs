@@ -1,138 +1,281 @@
-//! Authentication: challenge a present enrolled card and issue a session token.
+//! Authentication: challenge a present enrolled device and issue a session token, as a request.
 //!
-//! The PIN goes only to the enrolled card: the device is unambiguous (one present device holds a key
-//! enrolled for the user, or the caller names one), and the card shows the CHUID GUID and proves the
-//! 9E key recorded at enrollment (proved once per insertion, at identification, so it costs the login
-//! nothing). A PIN given is never dropped: it selects the user's PIN (9A) enrollment.
+//! The PIN goes only to the enrolled device: the device is unambiguous (one present device holds a
+//! key enrolled for the user, or the caller names one), and it shows the GUID and proves the device
+//! key recorded at enrollment (proved once per insertion, at identification, so it costs the login
+//! nothing). A PIN given is never dropped: it selects the user's PIN enrollment.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
-use super::card_ops::{pin_and_sign, reset_pin_status};
 use super::devices::Device;
-use super::tokens;
-use super::{AuthOptions, Caller, Service};
-use crate::piv::Slot;
+use super::request_interaction::RequestInteraction;
+use super::requests::{AuthRequest, Request, Shared, WeakService};
+use super::tokens::{self, lock};
+use super::{Caller, Event, Service};
+use crate::authenticator::{EnrolledKey, Progress, SecretKind};
+use crate::policy::config::TokenPolicy;
 use crate::policy::users::Account;
 use crate::store::Enrollment;
 use crate::verify::challenge::Challenge;
 use crate::{Error, Result};
 
-pub(super) async fn authenticate(
+/// Starts an authentication of `account` (already resolved for `caller`).
+pub(super) async fn start(
     svc: &Service,
     caller: Caller,
-    account: &Account,
-    opts: AuthOptions,
-) -> Result<Zeroizing<String>> {
+    account: Account,
+    r: AuthRequest,
+    interactive: bool,
+) -> Result<Request> {
     svc.check_lockout(&account.name)?;
-    let result = challenge_and_issue(svc, caller, account, opts).await;
-    svc.note_outcome(&account.name, &result);
-    result
+    let enrollments = enrollments_of(svc, &account)?;
+    // Subscribed before the first look, so that no insertion falls between.
+    let events = svc.subscribe();
+    let first = match find(svc, &account, &enrollments, &r, interactive) {
+        Ok((d, _)) => Progress::Working {
+            device: d.info.id.clone(),
+        },
+        Err(Error::DeviceAmbiguous(devices)) => Progress::SelectingDevice { devices },
+        Err(_) => Progress::WaitingForDevice,
+    };
+    let (shared, request) = svc.inner.requests.open(caller.uid, first, r.timeout)?;
+    let svc = svc.clone();
+    tokio::spawn(async move {
+        let result = run(
+            &svc,
+            &shared,
+            caller,
+            &account,
+            enrollments,
+            r,
+            interactive,
+            events,
+        )
+        .await;
+        svc.note_request_outcome(&account.name, &result);
+        let issued = result.as_ref().ok().cloned();
+        let weak = WeakService::new(&svc);
+        drop(svc);
+        if !shared.conclude(result) {
+            // Cancelled or timed out just as the token was issued: nobody has it.
+            if let (Some(token), Some(svc)) = (issued, weak.upgrade()) {
+                if let Err(e) = tokens::revoke(&svc, &token, "cancelled").await {
+                    tracing::error!("revoking the token of a cancelled request: {e}");
+                }
+            }
+        }
+    });
+    Ok(request)
 }
 
-async fn challenge_and_issue(
+#[allow(clippy::too_many_arguments)]
+async fn run(
     svc: &Service,
+    shared: &Arc<Shared>,
     caller: Caller,
     account: &Account,
-    opts: AuthOptions,
+    enrollments: Vec<Enrollment>,
+    r: AuthRequest,
+    interactive: bool,
+    mut events: broadcast::Receiver<Event>,
 ) -> Result<Zeroizing<String>> {
-    let enrollments = enrollments_of(svc, account)?;
-    let candidates = match &opts.device {
+    let insert_wait = shared.capped(svc.config().device.insert_timeout);
+    let waiting_until = tokio::time::Instant::now() + insert_wait;
+    let (device, enrollment) = loop {
+        match find(svc, account, &enrollments, &r, interactive) {
+            Ok(found) => break found,
+            Err(e @ (Error::NotEnrolled(_) | Error::NoDevice)) if r.wait => {
+                let _ = e;
+                shared.progress(Progress::WaitingForDevice);
+            }
+            Err(Error::DeviceAmbiguous(devices)) if r.wait => {
+                shared.progress(Progress::SelectingDevice { devices });
+            }
+            Err(e) => return Err(e),
+        }
+        // Until a device comes or goes (or events were missed: look again anyway).
+        tokio::select! {
+            _ = events.recv() => {}
+            () = tokio::time::sleep_until(waiting_until) => return Err(Error::Timeout(insert_wait)),
+            () = shared.cancel_token().cancelled() => return Err(Error::Cancelled),
+        }
+    };
+    drop(events);
+    shared.progress(Progress::Working {
+        device: device.info.id.clone(),
+    });
+    // The caller is the account or root (resolve_user) and the device holds a key enrolled for
+    // the account, so the caller owns it: no PIN guard look-up on the login path.
+    check_enrolled_device(&device, &enrollment)?;
+    let rules = svc.rules_for(account).await?;
+    let amr = device.authenticator.methods(enrollment.require_pin);
+    let slot = Arc::new(Mutex::new(None::<Ahead>));
+    let mut ix = RequestInteraction::new(svc, Arc::clone(shared), caller, interactive);
+    ix.user = Some(account.name.clone());
+    ix.give(SecretKind::PinCode, r.pin);
+    {
+        let (svc, slot, user) = (svc.clone(), Arc::clone(&slot), account.name.clone());
+        let (enrollment, sid, rules) =
+            (enrollment.clone(), device.session_id.clone(), rules.clone());
+        ix.on_final = Some(Box::new(move || {
+            let (svc, slot, user) = (svc.clone(), Arc::clone(&slot), user.clone());
+            let (enrollment, sid, rules, amr) =
+                (enrollment.clone(), sid.clone(), rules.clone(), amr.clone());
+            Box::pin(async move {
+                let ahead = Ahead::start(&svc, &user, &enrollment, &sid, amr, &rules).await?;
+                *lock(&slot) = Some(ahead);
+                Ok(())
+            })
+        }));
+    }
+    {
+        let (svc, slot) = (svc.clone(), Arc::clone(&slot));
+        ix.on_failed_attempt = Some(Box::new(move || {
+            let (svc, slot) = (svc.clone(), Arc::clone(&slot));
+            Box::pin(async move {
+                let ahead = lock(&slot).take();
+                if let Some(a) = ahead {
+                    a.undo(&svc).await;
+                }
+                Ok(())
+            })
+        }));
+    }
+    let challenge = Challenge::new()?;
+    let enrolled = EnrolledKey {
+        credential: &enrollment.slot,
+        public_key: &enrollment.public_key,
+        needs_secret: enrollment.require_pin,
+    };
+    let asserted = device.authenticator.assert(&challenge, enrolled, &ix).await;
+    let ahead = lock(&slot).take();
+    let Some(ahead) = ahead else {
+        // Failed before the final exchange began: nothing was written.
+        return asserted.and(Err(Error::Internal(
+            "an assertion succeeded without its final exchange".into(),
+        )));
+    };
+    ahead
+        .finish(svc, &device, asserted.map(|_| ()), &rules)
+        .await
+}
+
+/// The token of an authentication, signed and its row written ahead while the device works: the
+/// commit overlaps the device exchange. Nobody sees the token unless the assertion verifies;
+/// otherwise the row is removed. At the live-token limit the same commit revokes the oldest tokens,
+/// and removing the row revives them (see `tokens::Superseding`).
+struct Ahead {
+    prepared: tokens::Prepared,
+    task: JoinHandle<(Result<bool>, tokens::Superseding)>,
+}
+
+impl Ahead {
+    async fn start(
+        svc: &Service,
+        user: &str,
+        enrollment: &Enrollment,
+        session_id: &str,
+        amr: Vec<String>,
+        rules: &TokenPolicy,
+    ) -> Result<Ahead> {
+        let prepared = tokens::prepare(
+            svc,
+            tokens::Grant {
+                user,
+                enrollment,
+                session_id,
+                amr,
+                auth_time: svc.inner.clock.unix_secs(),
+            },
+            rules,
+        )
+        .await?;
+        let superseding = tokens::Superseding::claim(svc, user, rules);
+        let task = {
+            let svc = svc.clone();
+            let record = prepared.record.clone();
+            tokio::spawn(async move {
+                let r = tokens::insert_ahead(&svc, record, &superseding).await;
+                (r, superseding)
+            })
+        };
+        Ok(Ahead { prepared, task })
+    }
+
+    /// The attempt failed: the row goes (or was never written).
+    async fn undo(self, svc: &Service) {
+        let jti = self.prepared.record.jti.clone();
+        match self.task.await {
+            Ok((Ok(_), superseding)) => tokens::discard(svc, &jti, superseding).await,
+            Ok((Err(_), superseding)) => superseding.release(),
+            Err(e) => tracing::error!("token insert task: {e}"),
+        }
+    }
+
+    /// Issues the token if the assertion verified and the device session is still open.
+    async fn finish(
+        self,
+        svc: &Service,
+        device: &Device,
+        asserted: Result<()>,
+        rules: &TokenPolicy,
+    ) -> Result<Zeroizing<String>> {
+        let jti = self.prepared.record.jti.clone();
+        let (inserted, superseding) = match self.task.await {
+            Ok(r) => r,
+            // The task panicked and dropped its claims (they end revoked, see `Superseding`).
+            Err(e) => return Err(Error::Internal(format!("token insert task: {e}"))),
+        };
+        // Refused by the store (the device session had already ended: DeviceRemoved): nothing
+        // was written.
+        if let Err(e) = inserted {
+            superseding.release();
+            return Err(asserted.err().unwrap_or(e));
+        }
+        if let Err(e) = asserted {
+            tokens::discard(svc, &jti, superseding).await;
+            return Err(e);
+        }
+        let session = device.session.lock().await;
+        if !session.open {
+            // Removed after the row was written: the removal revoked it, or it is simply unissued.
+            drop(session);
+            tokens::discard(svc, &jti, superseding).await;
+            return Err(Error::DeviceRemoved);
+        }
+        tokens::record(svc, self.prepared, rules, Some(superseding)).await
+    }
+}
+
+/// The device and enrollment for `r` now.
+fn find(
+    svc: &Service,
+    account: &Account,
+    enrollments: &[Enrollment],
+    r: &AuthRequest,
+    interactive: bool,
+) -> Result<(Arc<Device>, Enrollment)> {
+    let mut candidates = match &r.device {
         Some(id) => vec![svc.device(id).ok_or(Error::NoDevice)?],
         None => svc.present_devices(),
     };
+    if let Some(kinds) = &r.kinds {
+        candidates.retain(|d| kinds.iter().any(|k| k == &d.info.kind));
+    }
     if candidates.is_empty() {
         return Err(Error::NoDevice);
     }
-    let (device, enrollment) = choose(account, &enrollments, candidates, opts.pin.is_some())?;
-    // The caller is the account or root (resolve_user) and the card holds a key enrolled for the
-    // account, so the caller owns the card: no PIN guard look-up on the login path.
-    check_enrolled_card(&device, &enrollment)?;
-    let slot: Slot = enrollment.slot.parse()?;
-    let enrolled_key = p256::PublicKey::from_sec1_bytes(&enrollment.public_key)
-        .map_err(|_| Error::Storage(format!("enrollment {} has a bad key", enrollment.id)))?;
-    // `choose` took a PIN enrollment exactly when a PIN was given.
-    let used_pin = enrollment.require_pin;
-    let pin = opts.pin;
-    let cfg = svc.config();
-    let keep_last = cfg.pin.keep_last_retry;
-    let rules = svc.rules_for(account).await?;
-    let mut amr = vec!["hwk".to_owned(), "sc".to_owned()];
-    if used_pin {
-        amr.push("pin".into());
-        amr.push("mfa".into());
-    }
-    // The token does not depend on the card's answer, so it is signed now and its row written while
-    // the card works: the commit overlaps the card exchange. Nobody sees the token unless the
-    // signature verifies; otherwise the row is removed. At the live-token limit the same commit
-    // revokes the oldest tokens, and removing the row revives them (see `tokens::Superseding`).
-    let prepared = tokens::prepare(
-        svc,
-        tokens::Grant {
-            user: &account.name,
-            enrollment: &enrollment,
-            session_id: &device.session_id,
-            amr,
-            auth_time: svc.inner.clock.unix_secs(),
-        },
-        &rules,
+    choose(
+        account,
+        enrollments,
+        candidates,
+        r.pin.is_some(),
+        interactive,
     )
-    .await?;
-    let jti = prepared.record.jti.clone();
-    let superseding = tokens::Superseding::claim(svc, &account.name, &rules);
-    let ahead = {
-        let svc = svc.clone();
-        let record = prepared.record.clone();
-        tokio::spawn(async move {
-            let r = tokens::insert_ahead(&svc, record, &superseding).await;
-            (r, superseding)
-        })
-    };
-    let challenge = Challenge::new()?;
-    let digest = challenge.digest();
-    // The PIN status is dropped in the same exclusive session, after the signature is on its way.
-    let signed = device
-        .worker
-        .run_then_for(
-            caller.uid,
-            cfg.device.timeout,
-            move |card| {
-                let pin = if used_pin { pin.as_ref() } else { None };
-                pin_and_sign(card, slot, pin, keep_last, &digest)
-            },
-            move |card| {
-                if used_pin {
-                    reset_pin_status(card);
-                }
-            },
-        )
-        .await
-        // Against the key stored at enrollment, never against what the card presents now.
-        .and_then(|signature| challenge.verify(&enrolled_key, &signature));
-    let (inserted, superseding) = match ahead.await {
-        Ok(r) => r,
-        // The task panicked and dropped its claims (they end revoked, see `Superseding`).
-        Err(e) => return Err(Error::Internal(format!("token insert task: {e}"))),
-    };
-    // Refused by the store (the device session had already ended: DeviceRemoved): nothing
-    // was written.
-    if let Err(e) = inserted {
-        superseding.release();
-        return Err(signed.err().unwrap_or(e));
-    }
-    if let Err(e) = signed {
-        tokens::discard(svc, &jti, superseding).await;
-        return Err(e);
-    }
-    let session = device.session.lock().await;
-    if !session.open {
-        // Removed after the row was written: the removal revoked it, or it is simply unissued.
-        drop(session);
-        tokens::discard(svc, &jti, superseding).await;
-        return Err(Error::DeviceRemoved);
-    }
-    tokens::record(svc, prepared, &rules, Some(superseding)).await
 }
 
 /// The account's enrollments; those made for another uid of the same name (an account deleted and
@@ -157,30 +300,26 @@ fn enrollments_of(svc: &Service, account: &Account) -> Result<Vec<Enrollment>> {
 }
 
 /// The device and enrollment to use: the one candidate device holding a key enrolled for the
-/// account, and its enrollment that needs a PIN when one is given (9A) or needs none when not (9E).
+/// account, and its enrollment that needs a PIN when one is given, or needs none when not (an
+/// interactive request without a PIN takes one that needs a PIN if it must, and asks for it).
 ///
 /// Errors: [`Error::NotEnrolled`] when no candidate holds an enrolled key;
-/// [`Error::DeviceAmbiguous`] when several do; [`Error::PinRequired`] when no PIN is given and the
-/// card's enrollments all need one; [`Error::InvalidArgument`] when a PIN is given for a card
-/// enrolled only without one (it would otherwise be dropped unseen).
+/// [`Error::DeviceAmbiguous`] when several do; [`Error::PinRequired`] when no PIN is given, the
+/// request cannot ask, and the device's enrollments all need one; [`Error::InvalidArgument`] when a
+/// PIN is given for a device enrolled only without one (it would otherwise be dropped unseen).
 fn choose(
     account: &Account,
     enrollments: &[Enrollment],
     candidates: Vec<Arc<Device>>,
     with_pin: bool,
+    interactive: bool,
 ) -> Result<(Arc<Device>, Enrollment)> {
     let mut matching: Vec<(Arc<Device>, Vec<&Enrollment>)> = candidates
         .into_iter()
         .map(|d| {
             let own: Vec<&Enrollment> = enrollments
                 .iter()
-                .filter(|e| {
-                    e.slot
-                        .parse::<Slot>()
-                        .ok()
-                        .and_then(|s| d.identity.thumbprint(s))
-                        == Some(e.key_thumbprint.as_str())
-                })
+                .filter(|e| d.identity.thumbprint(&e.slot) == Some(e.key_thumbprint.as_str()))
                 .collect();
             (d, own)
         })
@@ -197,39 +336,42 @@ fn choose(
             account.name
         ))
     })?;
-    let enrollment = own
-        .into_iter()
-        .find(|e| e.require_pin == with_pin)
-        .cloned()
-        .ok_or_else(|| {
-            if with_pin {
-                Error::InvalidArgument(
-                    "a PIN was given, but the key enrolled on this card (slot 9e) needs none; \
-                     authenticate without a PIN"
-                        .into(),
-                )
-            } else {
-                Error::PinRequired
-            }
-        })?;
+    let exact = own.iter().find(|e| e.require_pin == with_pin);
+    let fallback = (!with_pin && interactive)
+        .then(|| own.iter().find(|e| e.require_pin))
+        .flatten();
+    let enrollment = exact.or(fallback).map(|e| (*e).clone()).ok_or_else(|| {
+        if with_pin {
+            Error::InvalidArgument(
+                "a PIN was given, but the key enrolled on this device needs none; authenticate \
+                 without a PIN"
+                    .into(),
+            )
+        } else {
+            Error::PinRequired
+        }
+    })?;
     Ok((device, enrollment))
 }
 
-/// The card is the enrolled one: the CHUID GUID and the 9E key recorded at enrollment, the latter
-/// proven by a fresh signature when the card was identified. Certificates alone are public and can
-/// be copied onto another card.
-fn check_enrolled_card(device: &Device, enrollment: &Enrollment) -> Result<()> {
+/// The device is the enrolled one: the GUID and the device key recorded at enrollment, the latter
+/// proven by a fresh signature when the device was identified. Certificates alone are public and
+/// can be copied onto another card.
+fn check_enrolled_device(device: &Device, enrollment: &Enrollment) -> Result<()> {
     let identity = &device.identity;
     if enrollment.card_guid.is_some() && identity.guid != enrollment.card_guid {
         return Err(Error::SignatureInvalid(
-            "the card presents an enrolled certificate but not the enrolled card's GUID",
+            "the device presents an enrolled certificate but not the enrolled device's GUID",
         ));
     }
     if let Some(enrolled) = &enrollment.card_auth_thumbprint {
-        let same_key = identity.thumbprint(Slot::CardAuthentication) == Some(enrolled.as_str());
-        if !(same_key && identity.card_auth_proven) {
+        let proven = identity
+            .device_key
+            .as_ref()
+            .is_some_and(|k| &k.thumbprint == enrolled && k.proven);
+        if !proven {
             return Err(Error::SignatureInvalid(
-                "the card did not prove it holds the enrolled card's 9E key",
+                "the device did not prove it holds the enrolled device key",
             ));
         }
     }

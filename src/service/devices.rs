@@ -10,12 +10,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::tokens::lock;
-use super::{probe, Event, Service};
-use crate::piv::{Piv, Slot};
+use super::{Event, Service};
+use crate::authenticator::{card_authenticator, Authenticator, DeviceIdentity};
 use crate::store::{DeviceSession, WriteOp};
-use crate::token::jwk_thumbprint;
 use crate::transport::worker::{CardConnection, DeviceWorker};
-use crate::transport::CardTransport;
 use crate::{Error, Result};
 use tokio::sync::OwnedMutexGuard;
 
@@ -63,12 +61,13 @@ pub struct DeviceInfo {
 /// A present device.
 pub(super) struct Device {
     pub(super) info: DeviceInfo,
-    pub(super) worker: DeviceWorker,
     /// The device session id (one per insertion).
     pub(super) session_id: String,
     /// Whether the session is open; the token-issue path and the removal path serialise on it.
     pub(super) session: Arc<tokio::sync::Mutex<SessionState>>,
-    pub(super) identity: Identity,
+    pub(super) identity: DeviceIdentity,
+    /// The device's kind, which talks to it.
+    pub(super) authenticator: Arc<dyn Authenticator>,
 }
 
 pub(super) struct SessionState {
@@ -83,41 +82,6 @@ pub(super) struct UnknownCard {
     worker: DeviceWorker,
     event_count: u64,
     source_instance: Option<String>,
-}
-
-/// What the card is: its slot keys (from the slot certificates) and CHUID GUID.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Identity {
-    keys: Vec<(Slot, String /* thumbprint */)>,
-    pub(super) guid: Option<[u8; 16]>,
-    subject: Option<String>,
-    /// The Card Authentication (9E) key from its certificate: signs without a PIN, so it can prove
-    /// the card is the one it claims to be.
-    pub(super) card_auth_key: Option<p256::PublicKey>,
-    /// The card signed a fresh challenge with that 9E key when it was identified.
-    pub(super) card_auth_proven: bool,
-}
-
-impl Identity {
-    /// What identifies the card: its slot keys and CHUID GUID.
-    pub(super) fn card_id(&self) -> String {
-        let mut parts: Vec<String> = self
-            .keys
-            .iter()
-            .map(|(slot, t)| format!("{slot}:{t}"))
-            .collect();
-        if let Some(g) = self.guid {
-            parts.push(format!("guid:{}", hex::encode(g)));
-        }
-        parts.join(",")
-    }
-
-    pub(super) fn thumbprint(&self, slot: Slot) -> Option<&str> {
-        self.keys
-            .iter()
-            .find(|(s, _)| *s == slot)
-            .map(|(_, t)| t.as_str())
-    }
 }
 
 /// The present devices, and the device sessions from the store still waiting to be confirmed.
@@ -226,7 +190,8 @@ impl Service {
         let id = device_id(&attach.reader);
         let worker = attach.worker.clone();
         let timeout = self.config().device.timeout;
-        let identity = match probe::identify_card(&worker, timeout).await {
+        let authenticator = card_authenticator(worker.clone(), id.clone());
+        let identity = match authenticator.identify(timeout).await {
             Ok(i) => i,
             Err(e) => {
                 // Logged once per insertion (re-identification after a change logs again).
@@ -276,21 +241,10 @@ impl Service {
                 && s.card_id == card_id
         };
         let candidate = lock(&self.inner.devices).unconfirmed.iter().any(matches);
-        let mut identity = identity;
-        // Once per insertion (a card cannot change without a removal pcscd counts): a card with a
-        // 9E key signs a fresh challenge with it, so later decisions (adopting a session from before
-        // a restart, sending a PIN) need not trust the public certificates alone.
-        if let Some(key) = identity.card_auth_key {
-            match probe::prove_card_auth(&worker, timeout, key).await {
-                Ok(()) => identity.card_auth_proven = true,
-                Err(e) => tracing::warn!(
-                    reader = %attach.reader,
-                    "the card could not prove it holds the 9E key its certificate names ({e})"
-                ),
-            }
-        }
-        let proven = match identity.card_auth_key {
-            Some(_) => candidate && identity.card_auth_proven,
+        // The card proved its device key (9E) once, at identification: adopting a session from
+        // before a restart, or sending a PIN, need not trust the public certificates alone.
+        let proven = match &identity.device_key {
+            Some(key) => candidate && key.proven,
             None => candidate,
         };
         if candidate && !proven {
@@ -334,23 +288,23 @@ impl Service {
         };
         let info = DeviceInfo {
             id: id.clone(),
-            kind: "piv".into(),
+            kind: authenticator.kind().into(),
             transport: attach.transport,
             name: identity
-                .subject
+                .name
                 .clone()
                 .unwrap_or_else(|| format!("PIV card in {}", attach.reader)),
             reader: attach.reader,
         };
         let device = Arc::new(Device {
             info: info.clone(),
-            worker,
             session_id: session_id.clone(),
             session: Arc::new(tokio::sync::Mutex::new(SessionState {
                 id: session_id,
                 open: true,
             })),
             identity,
+            authenticator,
         });
         let (replaced, was_unknown) = {
             let mut devs = lock(&self.inner.devices);
@@ -584,34 +538,6 @@ impl Service {
         v.sort_by(|a, b| a.info.id.cmp(&b.info.id));
         v
     }
-}
-
-/// Reads what identifies a PIV card: SELECT, slot certificates, CHUID.
-pub(super) fn identify(card: &mut dyn CardTransport) -> Result<Identity> {
-    let mut piv = Piv::new(card);
-    piv.select()?;
-    let mut identity = Identity::default();
-    for slot in Slot::ALL {
-        let Some(der) = piv.certificate(slot)? else {
-            continue;
-        };
-        match crate::piv::cert::summarize(&der) {
-            Ok(summary) => {
-                if slot == Slot::Authentication {
-                    identity.subject = Some(summary.subject.clone());
-                }
-                if slot == Slot::CardAuthentication {
-                    identity.card_auth_key = Some(summary.public_key);
-                }
-                identity
-                    .keys
-                    .push((slot, jwk_thumbprint(&summary.public_key)));
-            }
-            Err(e) => tracing::debug!(%slot, "unusable certificate: {e}"),
-        }
-    }
-    identity.guid = piv.chuid()?.and_then(|c| c.guid);
-    Ok(identity)
 }
 
 #[cfg(test)]

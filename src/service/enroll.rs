@@ -1,111 +1,102 @@
-//! Enrollment: the card proves the user knows its PIN and holds the private key of a slot's
-//! certificate; the key is then recorded for the account (name and uid), with what identifies the
-//! card (CHUID GUID, 9E key) so that later logins send the PIN only to this card.
+//! Enrollment, as a request: the device proves the user knows its PIN and holds the private key of
+//! a credential; the key is then recorded for the account (name and uid), with what identifies the
+//! device (GUID, device key) so that later logins send the PIN only to this device.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use p256::elliptic_curve::sec1::ToEncodedPoint;
+use zeroize::Zeroizing;
 
-use super::card_ops::guarded_verify;
-use super::{pin_guard, Caller, EnrollOptions, Service};
-use crate::piv::{Piv, Slot};
+use super::devices::Device;
+use super::request_interaction::RequestInteraction;
+use super::requests::{EnrollRequest, Request, Shared};
+use super::{Caller, Service};
+use crate::authenticator::{Progress, SecretKind};
 use crate::policy::users::Account;
 use crate::store::{Enrollment, WriteOp};
-use crate::token::jwk_thumbprint;
-use crate::verify::challenge::Challenge;
 use crate::{Error, Result};
 
-pub(super) async fn enroll(
+/// Starts enrolling a credential of device `device_id` for `account` (resolved for `caller`).
+pub(super) async fn start(
     svc: &Service,
     caller: Caller,
-    account: &Account,
+    account: Account,
     device_id: &str,
-    opts: EnrollOptions,
-) -> Result<String> {
+    r: EnrollRequest,
+    interactive: bool,
+) -> Result<Request> {
     // Enrollment tries the PIN too, so it counts toward the same lockout.
     svc.check_lockout(&account.name)?;
-    let result = enroll_checked(svc, caller, account, device_id, opts).await;
-    svc.note_outcome(&account.name, &result);
-    result
+    let device = svc.device(device_id);
+    let first = match &device {
+        Some(d) => Progress::Working {
+            device: d.info.id.clone(),
+        },
+        None => Progress::WaitingForDevice,
+    };
+    let (shared, request) = svc.inner.requests.open(caller.uid, first, r.timeout)?;
+    let svc = svc.clone();
+    tokio::spawn(async move {
+        let result = match device {
+            Some(device) => run(&svc, &shared, caller, &account, device, r, interactive).await,
+            None => Err(Error::NoDevice),
+        };
+        svc.note_request_outcome(&account.name, &result);
+        // Not kept past the outcome (see `WeakService`).
+        drop(svc);
+        shared.conclude(result.map(Zeroizing::new));
+    });
+    Ok(request)
 }
 
-async fn enroll_checked(
+async fn run(
     svc: &Service,
+    shared: &Arc<Shared>,
     caller: Caller,
     account: &Account,
-    device_id: &str,
-    opts: EnrollOptions,
+    device: Arc<Device>,
+    r: EnrollRequest,
+    interactive: bool,
 ) -> Result<String> {
-    let device = svc.device(device_id).ok_or(Error::NoDevice)?;
-    let slot = opts.slot.unwrap_or(Slot::Authentication);
-    if !matches!(slot, Slot::Authentication | Slot::CardAuthentication) {
-        return Err(Error::InvalidArgument(format!(
-            "slot {slot} cannot be enrolled; use 9a or 9e"
-        )));
-    }
-    if slot == Slot::CardAuthentication && !svc.allow_pinless(account)? {
+    let wanted = device.authenticator.enrollable(r.credential.as_deref())?;
+    let credential = wanted.credential.clone();
+    if !wanted.needs_secret && !svc.allow_pinless(account)? {
         return Err(Error::AccessDenied(format!(
-            "PIN-less card authentication (slot 9e) is not allowed for {}: a login with it proves \
-             only that the card is present; the administrator can allow it with `[piv] \
-             allow_pinless = true` (or per user or group)",
+            "PIN-less authentication (credential {credential}) is not allowed for {}: a login \
+             with it proves only that the device is present; the administrator can allow it with \
+             `[piv] allow_pinless = true` (or per user or group)",
             account.name
         )));
     }
-    let pin = opts.pin.ok_or(Error::PinRequired)?;
-    // Checked on what the card showed at insertion, so no PIN is spent on a card that has nothing
-    // to enroll or that could not prove it holds its 9E key.
-    let Some(identified) = device.identity.thumbprint(slot).map(str::to_owned) else {
+    if r.pin.is_none() && !interactive {
+        return Err(Error::PinRequired);
+    }
+    // Checked on what the device showed at insertion, so no PIN is spent on a device that has
+    // nothing to enroll or that could not prove it holds its device key.
+    let Some(identified) = device.identity.thumbprint(&credential).map(str::to_owned) else {
         return Err(Error::Device(format!(
-            "the card has no certificate in slot {slot}"
+            "the device holds no credential {credential} (no certificate in slot {credential})"
         )));
     };
-    let card_auth_thumbprint = device
-        .identity
-        .thumbprint(Slot::CardAuthentication)
-        .map(str::to_owned);
-    if card_auth_thumbprint.is_some() && !device.identity.card_auth_proven {
+    let device_key = device.identity.device_key.clone();
+    if device_key.as_ref().is_some_and(|k| !k.proven) {
         return Err(Error::SignatureInvalid(
-            "the card could not prove it holds the 9E key its certificate names",
+            "the device could not prove it holds the device key its certificate names",
         ));
     }
-    let admission = pin_guard::admit(svc, caller, &device).await?;
-    let accepted = admission.accepted_flag();
-    let cfg = svc.config();
-    let keep_last = cfg.pin.keep_last_retry;
-    let challenge = Challenge::new()?;
-    let digest = challenge.digest();
-    let exchange = device
-        .worker
-        .run_for(caller.uid, cfg.device.timeout, move |card| {
-            let mut piv = Piv::new(card);
-            piv.select()?;
-            guarded_verify(&mut piv, &pin, keep_last)?;
-            accepted.store(true, Ordering::SeqCst);
-            let cert = piv.certificate(slot);
-            let guid = piv.chuid().map(|c| c.and_then(|c| c.guid));
-            let signature = piv.sign_p256(slot, &digest);
-            let _ = piv.reset_pin_status();
-            let cert = cert?.ok_or_else(|| {
-                Error::Device(format!("the card has no certificate in slot {slot}"))
-            })?;
-            Ok((cert, signature?, guid?))
-        })
-        .await;
-    admission.settle(svc, &exchange).await;
-    let (cert, signature, guid) = exchange?;
-    let summary = crate::piv::cert::summarize(&cert)?;
-    // Proof of possession: the card holds the private key of the certificate it presents.
-    challenge.verify(&summary.public_key, &signature)?;
-    let thumbprint = jwk_thumbprint(&summary.public_key);
-    // The key later logins look for on this card is the one it showed at insertion.
-    if thumbprint != identified {
+    let mut ix = RequestInteraction::new(svc, Arc::clone(shared), caller, interactive);
+    ix.user = Some(account.name.clone());
+    ix.guard = Some(Arc::clone(&device));
+    ix.give(SecretKind::PinCode, r.pin);
+    let enrolled = device.authenticator.enroll(&credential, &ix).await?;
+    // The key later logins look for on this device is the one it showed at insertion.
+    if enrolled.thumbprint != identified {
         return Err(Error::Device(format!(
-            "the certificate in slot {slot} is not the one the card showed when it was inserted"
+            "the credential {credential} is not the one the device showed when it was inserted"
         )));
     }
     let mut ops = Vec::new();
     for existing in svc.inner.store.enrollments_for_user(&account.name)? {
-        if existing.key_thumbprint != thumbprint {
+        if existing.key_thumbprint != enrolled.thumbprint {
             continue;
         }
         if existing.uid != account.uid {
@@ -116,7 +107,7 @@ async fn enroll_checked(
                 "replacing an enrollment made for another uid of this account name"
             );
             ops.push(WriteOp::DeleteEnrollment { id: existing.id });
-        } else if existing.slot == slot.to_string() {
+        } else if existing.slot == enrolled.credential {
             return Ok(existing.id);
         }
     }
@@ -124,22 +115,18 @@ async fn enroll_checked(
         id: crate::token::new_jti(),
         user: account.name.clone(),
         uid: account.uid,
-        slot: slot.to_string(),
-        public_key: summary
-            .public_key
-            .to_encoded_point(false)
-            .as_bytes()
-            .to_vec(),
-        key_thumbprint: thumbprint,
-        card_guid: guid,
-        cert_subject: Some(summary.subject),
-        card_auth_thumbprint,
-        require_pin: slot != Slot::CardAuthentication,
+        slot: enrolled.credential.clone(),
+        public_key: enrolled.public_key,
+        key_thumbprint: enrolled.thumbprint,
+        card_guid: enrolled.device_guid,
+        cert_subject: enrolled.subject,
+        card_auth_thumbprint: device_key.map(|k| k.thumbprint),
+        require_pin: enrolled.needs_secret,
         created: svc.inner.clock.unix_secs(),
     };
     let id = enrollment.id.clone();
     ops.push(WriteOp::InsertEnrollment(enrollment));
     svc.inner.store.apply(ops).await?;
-    tracing::info!(user = %account.name, %slot, device = %device.info.id, "enrolled");
+    tracing::info!(user = %account.name, credential = %credential, device = %device.info.id, "enrolled");
     Ok(id)
 }

@@ -11,16 +11,17 @@
 //!   hash-map look-up), signature verification is needed only for tokens the index does not know.
 
 mod authenticate;
-mod card_ops;
 mod devices;
 mod enroll;
 mod enrollments;
 mod pin_guard;
-mod probe;
 mod refresh_limit;
+mod request_interaction;
+mod requests;
 mod requirements;
 mod token_index;
 mod tokens;
+mod unblock;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -31,16 +32,21 @@ use tokio::sync::broadcast;
 use zeroize::Zeroizing;
 
 use crate::clock::Clock;
-use crate::piv::{Pin, Slot};
 use crate::policy::config::{Config, TokenPolicy};
 use crate::policy::users::{Account, AccountCache};
+use crate::secret::Secret;
 use crate::store::state_dir::StateDir;
 use crate::store::{KeyMeta, Store, WriteOp};
 use crate::token::keys::KeyRing;
 use crate::{Error, Result};
 
+pub use crate::authenticator::{Progress, SecretPrompt};
 pub use devices::{DeviceAttach, DeviceInfo};
 pub use enrollments::{EnrollmentInfo, UNENROLLED};
+pub use requests::{
+    AuthRequest, EnrollRequest, Request, RequestHandle, UnblockRequest, Update,
+    MAX_LIVE_REQUESTS_PER_CALLER,
+};
 pub use requirements::TokenRequirements;
 pub use token_index::TokenIndex;
 
@@ -84,17 +90,17 @@ impl Caller {
 /// Options of [`Service::enroll`].
 #[derive(Debug, Default)]
 pub struct EnrollOptions {
-    /// The card's PIN (required: enrollment always proves the user knows it).
-    pub pin: Option<Pin>,
-    /// The slot whose key is enrolled; 9A by default.
-    pub slot: Option<Slot>,
+    /// The device's PIN (required: enrollment always proves the user knows it).
+    pub pin: Option<Secret>,
+    /// The credential enrolled (PIV: slot "9a", the default, or "9e").
+    pub credential: Option<String>,
 }
 
 /// Options of [`Service::authenticate`].
 #[derive(Debug, Default)]
 pub struct AuthOptions {
-    /// The card's PIN, when the enrolled slot needs one.
-    pub pin: Option<Pin>,
+    /// The device's PIN, when the enrolled credential needs one.
+    pub pin: Option<Secret>,
     /// A device id to use instead of the first present device enrolled for the user.
     pub device: Option<String>,
 }
@@ -161,6 +167,8 @@ struct Inner {
     /// Recent failed authentications per user, and lockouts.
     failures: Mutex<HashMap<String, Failures>>,
     events: broadcast::Sender<Event>,
+    /// Live requests.
+    requests: Arc<requests::Registry>,
 }
 
 /// Failed authentications of one user inside the window, and the end of a lockout.
@@ -212,6 +220,7 @@ impl Service {
                 user_locks: Mutex::new(HashMap::new()),
                 failures: Mutex::new(HashMap::new()),
                 events,
+                requests: Arc::default(),
             }),
         })
     }
@@ -261,9 +270,10 @@ impl Service {
         &self.inner.issuer
     }
 
-    /// Enrolls the key in `opts.slot` of device `device_id` for `user` ("" = the caller), after checking
-    /// the PIN and that the card holds the private key of the slot's certificate. Returns the
-    /// enrollment id; enrolling the same key for the same user again returns the existing id.
+    /// Enrolls the credential `opts.credential` of device `device_id` for `user` ("" = the
+    /// caller), after checking the PIN and that the device holds the credential's private key.
+    /// Returns the enrollment id; enrolling the same key for the same user again returns the
+    /// existing id. A non-interactive [`Service::start_enrollment`] awaited to its outcome.
     pub async fn enroll(
         &self,
         caller: Caller,
@@ -272,10 +282,18 @@ impl Service {
         opts: EnrollOptions,
     ) -> Result<String> {
         let account = self.resolve_user(caller, user).await?;
-        enroll::enroll(self, caller, &account, device_id, opts).await
+        let r = EnrollRequest {
+            pin: opts.pin,
+            credential: opts.credential,
+            timeout: None,
+        };
+        let request = enroll::start(self, caller, account, device_id, r, false).await?;
+        Ok(request.outcome().await?.to_string())
     }
 
     /// Authenticates `user` ("" = the caller) with a present enrolled device and issues a token.
+    /// A non-interactive [`Service::start_authentication`] (no waiting, no prompts) awaited to its
+    /// outcome.
     pub async fn authenticate(
         &self,
         caller: Caller,
@@ -283,7 +301,52 @@ impl Service {
         opts: AuthOptions,
     ) -> Result<Zeroizing<String>> {
         let account = self.resolve_user(caller, user).await?;
-        authenticate::authenticate(self, caller, &account, opts).await
+        let r = AuthRequest {
+            device: opts.device,
+            kinds: None,
+            pin: opts.pin,
+            wait: false,
+            timeout: None,
+        };
+        authenticate::start(self, caller, account, r, false)
+            .await?
+            .outcome()
+            .await
+    }
+
+    /// Starts authenticating `user` ("" = the caller). Errors known at once (the account, access,
+    /// no enrollment at all, a lockout, [`MAX_LIVE_REQUESTS_PER_CALLER`]) are returned here; all
+    /// later ones arrive as [`Update::Failed`].
+    pub async fn start_authentication(
+        &self,
+        caller: Caller,
+        user: &str,
+        r: AuthRequest,
+    ) -> Result<Request> {
+        let account = self.resolve_user(caller, user).await?;
+        authenticate::start(self, caller, account, r, true).await
+    }
+
+    /// Starts enrolling a credential of device `device_id` for `user` ("" = the caller).
+    pub async fn start_enrollment(
+        &self,
+        caller: Caller,
+        user: &str,
+        device_id: &str,
+        r: EnrollRequest,
+    ) -> Result<Request> {
+        let account = self.resolve_user(caller, user).await?;
+        enroll::start(self, caller, account, device_id, r, true).await
+    }
+
+    /// Starts unblocking the PIN of device `device_id` with its unblocking secret (PIV: PUK).
+    pub async fn start_unblock(
+        &self,
+        caller: Caller,
+        device_id: &str,
+        r: UnblockRequest,
+    ) -> Result<Request> {
+        unblock::start(self, caller, device_id, r, true)
     }
 
     /// Checks a token; returns its claims when it is valid now. A single-use token is consumed by
@@ -467,19 +530,18 @@ impl Service {
         tokens::lock(&self.inner.failures).remove(user);
     }
 
-    /// Counts an authentication's or enrollment's outcome toward the lockout.
-    fn note_outcome<T>(&self, user: &str, result: &Result<T>) {
+    /// Counts an authentication's or enrollment's outcome toward the lockout. Each wrong PIN was
+    /// counted when the device refused it (`request_interaction`), so a final PinInvalid is not
+    /// counted again.
+    fn note_request_outcome<T>(&self, user: &str, result: &Result<T>) {
         match result {
             Ok(_) => self.note_success(user),
-            // Wrong guesses, and a card that is not the enrolled one. A PIN the daemon refused to
-            // try (PinWouldBlock) or a blocked card tested nothing, but they count too: otherwise
-            // a caller could keep poking a card at its last retry without ever being slowed down.
-            Err(
-                Error::PinInvalid { .. }
-                | Error::PinWouldBlock { .. }
-                | Error::PinBlocked
-                | Error::SignatureInvalid(_),
-            ) => self.note_failure(user),
+            // A card that is not the enrolled one. A PIN the daemon refused to try
+            // (PinWouldBlock) or a blocked card tested nothing, but they count too: otherwise a
+            // caller could keep poking a card at its last retry without ever being slowed down.
+            Err(Error::PinWouldBlock { .. } | Error::PinBlocked | Error::SignatureInvalid(_)) => {
+                self.note_failure(user)
+            }
             Err(_) => {}
         }
     }

@@ -1,7 +1,7 @@
 //! Who may make a card spend its PIN tries, decided before anything is sent to the card.
 //!
-//! A PIV card blocks its PIN after a few wrong tries (SP 800-73-4 Part 2 §3.2.1, the retry counter of
-//! VERIFY); from then on its owner cannot log in until the PUK is used. Any local user can call the
+//! A device blocks its PIN after a few wrong tries (PIV: SP 800-73-4 Part 2 §3.2.1, the retry counter
+//! of VERIFY); from then on its owner cannot log in until it is unblocked. Any local user can call the
 //! daemon, so the daemon itself must not let one user spend another user's tries:
 //! - a card holding a key enrolled for someone takes a PIN only from that account or root;
 //! - a card enrolled for nobody takes at most [`UNOWNED_WRONG_PINS`] wrong PIN from each caller uid
@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use super::devices::Device;
 use super::{Caller, Service};
-use crate::piv::Slot;
 use crate::policy::users::Account;
 use crate::store::WriteOp;
 use crate::{Error, Result};
@@ -81,6 +80,19 @@ pub(super) async fn admit(svc: &Service, caller: Caller, device: &Device) -> Res
     })
 }
 
+/// Refuses at once a caller who may never send a secret to `device` (it is enrolled for other
+/// accounts only), before anything is asked; [`admit`] still decides each attempt.
+pub(super) fn may_ask(svc: &Service, caller: Caller, device: &Device) -> Result<()> {
+    let owners = owners(svc, device)?;
+    if owners.is_empty() || caller.is_root() || owners.contains(&caller.uid) {
+        return Ok(());
+    }
+    Err(Error::AccessDenied(format!(
+        "the card in {} is enrolled for another account; only its owner or root may send its PIN",
+        device.info.reader
+    )))
+}
+
 impl Admission {
     /// The flag the card exchange sets once the card has accepted the PIN.
     pub(super) fn accepted_flag(&self) -> Arc<AtomicBool> {
@@ -92,10 +104,11 @@ impl Admission {
     /// it, or the PIN was not tried to spare the last retry); anything else keeps it (a wrong PIN,
     /// a blocked PIN, which the PIN may just have blocked, or an exchange whose fate is unknown,
     /// such as a timeout). The user lockout counts PinWouldBlock all the same (`note_outcome`).
-    pub(super) async fn settle<T>(self, svc: &Service, result: &Result<T>) {
+    pub(super) async fn settle(self, svc: &Service, result: std::result::Result<(), &Error>) {
         let Some((card, uid)) = self.reserved else {
             return;
         };
+        // A cancel may have come while the PIN was on its way: its fate is unknown, so it stays.
         let spent_nothing = matches!(result, Err(Error::Busy(_) | Error::PinWouldBlock { .. }));
         let op = if self.accepted.load(Ordering::SeqCst) {
             WriteOp::ClearPinFailures { card }
@@ -117,12 +130,7 @@ fn owners(svc: &Service, device: &Device) -> Result<Vec<u32>> {
     let identity = &device.identity;
     let mut uids = Vec::new();
     for e in svc.inner.store.enrollments()? {
-        let same_key = e
-            .slot
-            .parse::<Slot>()
-            .ok()
-            .and_then(|s| identity.thumbprint(s))
-            == Some(e.key_thumbprint.as_str());
+        let same_key = identity.thumbprint(&e.slot) == Some(e.key_thumbprint.as_str());
         let same_guid = e.card_guid.is_some() && e.card_guid == identity.guid;
         if !(same_key || same_guid) || uids.contains(&e.uid) {
             continue;

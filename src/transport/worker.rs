@@ -3,7 +3,9 @@
 //!
 //! PC/SC calls block, and a stuck reader can block them indefinitely; the caller never waits for the
 //! worker longer than its timeout. An operation that times out is abandoned: its result is dropped
-//! unseen, so nothing it did reaches a token or the store.
+//! unseen, so nothing it did reaches a token or the store. An operation can also carry a request's
+//! [`CancelToken`]: once it is set, the transport handed to the operation refuses every further
+//! APDU, a queued operation is skipped, and the caller stops waiting at once.
 
 use std::collections::HashMap;
 use std::sync::{mpsc, Arc, Mutex};
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use crate::cancel::CancelToken;
 use crate::transport::CardTransport;
 use crate::{Error, Result};
 
@@ -90,7 +93,35 @@ impl DeviceWorker {
         E: FnOnce(&mut dyn CardTransport) + Send + 'static,
     {
         let share = CallerShare::take(&self.per_caller, uid)?;
-        self.queue_op(Some(share), timeout, op, epilogue).await
+        self.queue_op(Some(share), None, timeout, op, epilogue)
+            .await
+    }
+
+    /// [`DeviceWorker::run_then_for`] for a request that can be cancelled: after `cancel` is set the
+    /// operation is skipped if it has not started, every APDU it still tries to send fails with
+    /// [`Error::Cancelled`] before reaching the card, and this call returns [`Error::Cancelled`] at
+    /// once (a late result is dropped, as after a timeout). The epilogue still runs if the
+    /// operation ran: it is the clean-up of what the card did before the cancel (dropping the PIN's
+    /// security status), not part of the cancelled work.
+    pub async fn run_cancellable_for<R, F, E>(
+        &self,
+        uid: u32,
+        timeout: Duration,
+        cancel: &CancelToken,
+        op: F,
+        epilogue: E,
+    ) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnMut(&mut dyn CardTransport) -> Result<R> + Send + 'static,
+        E: FnOnce(&mut dyn CardTransport) + Send + 'static,
+    {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let share = CallerShare::take(&self.per_caller, uid)?;
+        self.queue_op(Some(share), Some(cancel.clone()), timeout, op, epilogue)
+            .await
     }
 
     /// [`DeviceWorker::run`] on behalf of the caller with `uid` (see
@@ -124,7 +155,7 @@ impl DeviceWorker {
         F: FnMut(&mut dyn CardTransport) -> Result<R> + Send + 'static,
         E: FnOnce(&mut dyn CardTransport) + Send + 'static,
     {
-        self.queue_op(None, timeout, op, epilogue).await
+        self.queue_op(None, None, timeout, op, epilogue).await
     }
 
     /// Queues the job; `share`, if any, goes with it and is given back when the job is dropped (run,
@@ -132,6 +163,7 @@ impl DeviceWorker {
     async fn queue_op<R, F, E>(
         &self,
         share: Option<CallerShare>,
+        cancel: Option<CancelToken>,
         timeout: Duration,
         op: F,
         epilogue: E,
@@ -142,6 +174,7 @@ impl DeviceWorker {
         E: FnOnce(&mut dyn CardTransport) + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        let cancel_for_wait = cancel.clone();
         let job: Job = Box::new(move |conn: &mut dyn CardConnection| {
             // The caller's place is given back with the result, before the epilogue: a caller
             // that sends its next operation on the reply must not find its own finished one
@@ -149,14 +182,17 @@ impl DeviceWorker {
             let mut share = share;
             // A caller that gave up (timeout) no longer wants this done: never run an operation,
             // let alone a PIN check, that nobody will see the result of.
-            if tx.is_closed() {
+            if tx.is_closed() || cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
                 return;
             }
             let mut op = op;
             let mut epilogue = Some(epilogue);
             let mut tx = Some(tx);
             let status = conn.exclusive(&mut |card| {
-                let result = op(card);
+                let result = match &cancel {
+                    Some(cancel) => op(&mut Cancellable { card, cancel }),
+                    None => op(card),
+                };
                 if let Err(Error::CardReset) = result {
                     // The connection reconnects and runs the operation again (or gives up and
                     // says why); nothing reached the card, so there is no result to deliver yet.
@@ -176,7 +212,8 @@ impl DeviceWorker {
                 let _ = tx.send(Err(e));
             }
         });
-        self.submit(job, rx, timeout).await
+        self.submit(job, rx, timeout, cancel_for_wait.as_ref())
+            .await
     }
 
     /// Connects to the card again ([`CardConnection::reconnect`]), waiting at most `timeout`.
@@ -201,7 +238,7 @@ impl DeviceWorker {
                 let _ = tx.send(f(conn));
             }
         });
-        self.submit(job, rx, timeout).await
+        self.submit(job, rx, timeout, None).await
     }
 
     /// Queues `job` and waits at most `timeout` for the result it sends to `rx`.
@@ -210,6 +247,7 @@ impl DeviceWorker {
         job: Job,
         rx: oneshot::Receiver<Result<R>>,
         timeout: Duration,
+        cancel: Option<&CancelToken>,
     ) -> Result<R> {
         self.jobs.try_send(job).map_err(|e| match e {
             mpsc::TrySendError::Full(_) => {
@@ -217,11 +255,37 @@ impl DeviceWorker {
             }
             mpsc::TrySendError::Disconnected(_) => Error::DeviceRemoved,
         })?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::DeviceRemoved),
-            Err(_) => Err(Error::Timeout(timeout)),
+        let cancelled = async {
+            match cancel {
+                Some(c) => c.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = tokio::time::timeout(timeout, rx) => match r {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) if cancel.is_some_and(CancelToken::is_cancelled) => Err(Error::Cancelled),
+                Ok(Err(_)) => Err(Error::DeviceRemoved),
+                Err(_) => Err(Error::Timeout(timeout)),
+            },
+            () = cancelled => Err(Error::Cancelled),
         }
+    }
+}
+
+/// The card as a cancellable operation sees it: every APDU after the cancel is refused here, before
+/// it reaches the card.
+struct Cancellable<'a> {
+    card: &'a mut dyn CardTransport,
+    cancel: &'a CancelToken,
+}
+
+impl CardTransport for Cancellable<'_> {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>> {
+        if self.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        self.card.transmit(command)
     }
 }
 

@@ -49,7 +49,8 @@ pub(crate) const PIN_KEYS: &[&str] = &["keep_last_retry"];
 pub(crate) const PIV_KEYS: &[&str] = &["allow_pinless"];
 pub(crate) const AUTH_KEYS: &[&str] = &["max_failures", "failure_window", "lockout"];
 pub(crate) const KEYS_KEYS: &[&str] = &["rotate_every"];
-pub(crate) const DEVICE_KEYS: &[&str] = &["timeout"];
+pub(crate) const DEVICE_KEYS: &[&str] =
+    &["timeout", "insert_timeout", "pin_timeout", "touch_timeout"];
 const OVERRIDE_KEYS: &[&str] = &["token", "piv"];
 
 /// A parsed TOML value with its byte span in the file when known.
@@ -211,6 +212,15 @@ impl Checker<'_> {
             let t = self.table(t, "device", DEVICE_KEYS)?;
             if let Some(v) = t.get("timeout") {
                 cfg.device.timeout = self.positive(v, "device.timeout")?;
+            }
+            if let Some(v) = t.get("insert_timeout") {
+                cfg.device.insert_timeout = self.positive(v, "device.insert_timeout")?;
+            }
+            if let Some(v) = t.get("pin_timeout") {
+                cfg.device.pin_timeout = self.positive(v, "device.pin_timeout")?;
+            }
+            if let Some(v) = t.get("touch_timeout") {
+                cfg.device.touch_timeout = self.positive(v, "device.touch_timeout")?;
             }
         }
         let sections = [
