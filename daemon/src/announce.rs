@@ -8,6 +8,27 @@ use zbus::Connection;
 use crate::interface::Manager;
 use crate::MANAGER_PATH;
 
+/// What a completed request announces to observers.
+pub enum Announce {
+    /// An authentication: TokenIssued for its token.
+    Token,
+    /// An enrollment of this account: EnrollmentAdded for its id.
+    Enrollment(String),
+    /// Nothing (unblocking).
+    Nothing,
+}
+
+impl Announce {
+    /// Sends the announcement for a request completed with `result`.
+    pub fn completed(&self, conn: &Connection, result: &str) {
+        match self {
+            Announce::Token => token_issued(conn, result),
+            Announce::Enrollment(user) => enrollment_added(conn, result.to_owned(), user.clone()),
+            Announce::Nothing => {}
+        }
+    }
+}
+
 /// Announces the token just issued: its id (jti) and subject, read from its payload (RFC 7519
 /// section 4.1); the token itself is never sent.
 pub fn token_issued(conn: &Connection, token: &str) {

@@ -21,6 +21,7 @@ use zbus::{interface, Connection};
 
 use zeroize::Zeroizing;
 
+use crate::announce::Announce;
 use crate::errors::BusError;
 use crate::limits;
 use crate::requests::{self, Requests};
@@ -132,7 +133,9 @@ impl Manager {
             .service
             .start_authentication(caller, user, request)
             .await?;
-        self.requests.publish(conn, owner, started).await
+        self.requests
+            .publish(conn, owner, started, Announce::Token)
+            .await
     }
 
     /// StartEnrollment(s user, o device, a{sv} options) -> (o request). Options: "pin" (s), "slot"
@@ -153,7 +156,8 @@ impl Manager {
             .service
             .start_enrollment(caller, user, device, request)
             .await?;
-        self.requests.publish(conn, owner, started).await
+        let account = Announce::Enrollment(account_name(user, caller));
+        self.requests.publish(conn, owner, started, account).await
     }
 
     /// StartUnblock(o device, a{sv} options) -> (o request): RESET RETRY COUNTER with the PUK and a
@@ -170,7 +174,9 @@ impl Manager {
         let device = device_id_of(&device)?;
         let (caller, owner) = self.owner(conn, &header).await?;
         let started = self.service.start_unblock(caller, device, request).await?;
-        self.requests.publish(conn, owner, started).await
+        self.requests
+            .publish(conn, owner, started, Announce::Nothing)
+            .await
     }
 
     /// ValidateToken(s token) -> (a{sv} claims).

@@ -22,6 +22,7 @@ use zbus::object_server::{ResponseDispatchNotifier, SignalEmitter};
 use zbus::zvariant::OwnedObjectPath;
 use zbus::{Connection, DBusError as _};
 
+use crate::announce::Announce;
 use crate::errors::BusError;
 pub use object::RequestObject;
 
@@ -56,6 +57,7 @@ impl Requests {
         conn: &Connection,
         owner: OwnedUniqueName,
         request: Request,
+        announce: Announce,
     ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, BusError> {
         let Request { handle, updates } = request;
         let id = handle.id();
@@ -87,6 +89,7 @@ impl Requests {
             path,
             owner,
             handle,
+            announce,
         };
         tokio::spawn(async move {
             sent.await;
@@ -160,6 +163,7 @@ struct Pump {
     path: OwnedObjectPath,
     owner: OwnedUniqueName,
     handle: RequestHandle,
+    announce: Announce,
 }
 
 impl Pump {
@@ -177,7 +181,9 @@ impl Pump {
                 Update::Progress(p) => object::emit_progress(&emitter, &p).await,
                 Update::Completed(result) => {
                     ended = true;
-                    RequestObject::completed(&emitter, result.as_str()).await
+                    let sent = RequestObject::completed(&emitter, result.as_str()).await;
+                    self.announce.completed(&self.conn, result.as_str());
+                    sent
                 }
                 Update::Failed(e) => {
                     ended = true;
