@@ -1,7 +1,9 @@
 //! Part 1, Authenticate latency: rounds that interleave authentications (of a user below the
 //! live-token limit, and of one at it) with the floors they are made of: one APDU round trip
 //! through pcscd and vpcd, one PC/SC transaction, one bus round trip, the card's and the daemon's
-//! signatures (in-process), and a write + fsync the size of the store's WAL commit.
+//! signatures (in-process), and a write + fsync the size of the store's WAL commit. Beside v1
+//! Authenticate, alternating with it one by one, the same authentication as a request
+//! (StartAuthentication with the PIN up front, call → Completed; [`crate::start_auth`]).
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -22,8 +24,10 @@ use tessera_sim::piv::{PivCard, SimOptions};
 use tokio::runtime::Runtime;
 use zbus::fdo::PeerProxy;
 use zbus::zvariant::Value;
+use zbus::Connection;
 
 use crate::machine::unix_now;
+use crate::start_auth::{authenticate_subscribing, Outcome, RequestSignals};
 use crate::{LIMIT_USER, PIN, READER, USER};
 
 // 1. Authenticate latency: rounds that interleave authentications with the floor measurements.
@@ -44,8 +48,11 @@ pub const GET_VERSION: [u8; 5] = [0x00, 0xFD, 0x00, 0x00, 0x00];
 /// The bench's own bus client: the runtime it is driven from and its proxies.
 pub struct Client<'a> {
     pub rt: &'a Runtime,
+    pub conn: &'a Connection,
     pub manager: &'a ManagerProxy<'static>,
     pub peer: &'a PeerProxy<'static>,
+    /// The subscription to the Request signals, made once.
+    pub signals: &'a RequestSignals,
 }
 
 impl Client<'_> {
@@ -67,6 +74,19 @@ impl Client<'_> {
             let token = self.manager.authenticate(user, pin_options()).await?;
             Ok((t.elapsed(), token))
         })
+    }
+
+    /// StartAuthentication of [`USER`] with the PIN up front, call → Completed, on the one
+    /// subscription of [`Client::signals`].
+    pub fn timed_start_authentication(&self) -> Result<Outcome> {
+        self.rt
+            .block_on(self.signals.authenticate(self.manager, USER))
+    }
+
+    /// The same, subscribing for this request alone (as the CLI does), timed from the subscription.
+    pub fn timed_start_authentication_subscribing(&self) -> Result<Outcome> {
+        self.rt
+            .block_on(authenticate_subscribing(self.conn, self.manager, USER))
     }
 
     pub fn timed_ping(&self) -> Result<Duration> {
@@ -93,6 +113,14 @@ pub fn pin_options() -> HashMap<&'static str, Value<'static>> {
 
 pub struct AuthResults {
     pub auth: Vec<Duration>,
+    /// StartAuthentication with the PIN up front, call → Completed, one subscription for all.
+    pub start: Vec<Duration>,
+    /// The same, subscribing per request (the CLI's way), subscription → Completed.
+    pub start_subscribing: Vec<Duration>,
+    /// Per iteration, StartAuthentication minus the Authenticate beside it (ms).
+    pub start_minus_auth: Vec<f64>,
+    /// The Progress states a StartAuthentication signalled before Completed (the last one's).
+    pub start_states: Vec<String>,
     /// Authenticate of [`LIMIT_USER`], at the limit: each supersedes the user's oldest token.
     pub at_limit: Vec<Duration>,
     pub apdu: Vec<Duration>,
@@ -111,6 +139,10 @@ pub struct AuthResults {
 pub fn measure_auth(client: &Client<'_>, work: &Path) -> Result<AuthResults> {
     let mut r = AuthResults {
         auth: Vec::new(),
+        start: Vec::new(),
+        start_subscribing: Vec::new(),
+        start_minus_auth: Vec::new(),
+        start_states: Vec::new(),
         at_limit: Vec::new(),
         apdu: Vec::new(),
         txn: Vec::new(),
@@ -124,6 +156,9 @@ pub fn measure_auth(client: &Client<'_>, work: &Path) -> Result<AuthResults> {
     };
     for _ in 0..AUTH_WARMUP {
         r.tokens.push(client.authenticate()?);
+        r.tokens.push(client.timed_start_authentication()?.token);
+        r.tokens
+            .push(client.timed_start_authentication_subscribing()?.token);
     }
     for _ in 0..LIMIT_WARMUP {
         client.timed_authenticate_as(LIMIT_USER)?;
@@ -144,10 +179,8 @@ pub fn measure_auth(client: &Client<'_>, work: &Path) -> Result<AuthResults> {
         for step in 0..STEPS {
             match (round + step) % STEPS {
                 0 => {
-                    for _ in 0..AUTH_PER_ROUND {
-                        let (d, token) = client.timed_authenticate()?;
-                        r.auth.push(d);
-                        r.tokens.push(token);
+                    for i in 0..AUTH_PER_ROUND {
+                        interleaved(client, &mut r, round * AUTH_PER_ROUND + i)?;
                     }
                 }
                 1 => {
@@ -205,6 +238,46 @@ pub fn measure_auth(client: &Client<'_>, work: &Path) -> Result<AuthResults> {
         .map_err(|(_, e)| e)
         .context("pcsc: disconnecting")?;
     Ok(r)
+}
+
+/// The three ways to authenticate, one each, in the `n`-th of the six orders, so that load noise
+/// hits each alike and none always follows the same other one.
+fn interleaved(client: &Client<'_>, r: &mut AuthResults, n: usize) -> Result<()> {
+    const ORDERS: [[usize; 3]; 6] = [
+        [0, 1, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [0, 2, 1],
+        [2, 1, 0],
+        [1, 0, 2],
+    ];
+    let mut v1 = Duration::ZERO;
+    let mut start = Duration::ZERO;
+    for way in ORDERS[n % ORDERS.len()] {
+        match way {
+            0 => {
+                let (d, token) = client.timed_authenticate()?;
+                v1 = d;
+                r.auth.push(d);
+                r.tokens.push(token);
+            }
+            1 => {
+                let o = client.timed_start_authentication()?;
+                start = o.elapsed;
+                r.start.push(o.elapsed);
+                r.tokens.push(o.token);
+                r.start_states = o.states;
+            }
+            _ => {
+                let o = client.timed_start_authentication_subscribing()?;
+                r.start_subscribing.push(o.elapsed);
+                r.tokens.push(o.token);
+            }
+        }
+    }
+    r.start_minus_auth
+        .push((start.as_secs_f64() - v1.as_secs_f64()) * 1e3);
+    Ok(())
 }
 
 pub fn get_version(card: &pcsc::Card, buf: &mut [u8]) -> Result<()> {

@@ -5,15 +5,16 @@
 //! 1. `auth`: Authenticate latency (client call → token), next to the floors it is made of: one APDU
 //!    round trip through pcscd and vpcd, one PC/SC transaction, one bus round trip, the card's and
 //!    the daemon's signatures (in-process), and a write + fsync the size of the store's WAL commit;
-//!    and beside it Authenticate of a user at the default live-token limit (each supersedes the
-//!    oldest).
+//!    beside it Authenticate of a user at the default live-token limit (each supersedes the
+//!    oldest); and, alternating with it call by call, the same authentication as a request
+//!    (`start_auth`: StartAuthentication with the PIN up front, call → Completed signal).
 //! 2. `throughput`: ValidateToken throughput with 1, 4 and 16 clients (one bus connection each),
 //!    next to `org.freedesktop.DBus.Peer.Ping` answered by the same daemon over the same bus.
 //! 3. `pulls`: card pulled → `TokenRevoked`: pcscd's own detection time, and what the daemon adds.
 //! 4. `idle`: the idle daemon: context switches per thread over 10 s (every wake-up of a sleeping
 //!    thread is one), its memory, and the syscalls it makes (with `strace` when installed).
 //! 5. `live_tokens`: memory per live token and ValidateToken p50 at 1,000 and 100,000 live tokens.
-//!    `-- --bench --live-tokens-only` runs this part alone.
+//!    `-- --bench --live-tokens-only` runs this part alone, `-- --bench --auth-only` part 1 alone.
 //!
 //! Around them: `stack` and `procs` (the processes, the card, the bus), `report`, `stats` and
 //! `machine` (the Markdown report and what it was measured on). This file starts the stack and runs
@@ -23,8 +24,8 @@
 //! interleaved rounds and the report gives medians. The report is Markdown, printed on stdout and
 //! written to `target/e2e-bench.md`.
 //!
-//! Run: `cargo build --release --workspace && cargo bench -p tesserad --bench e2e` (or
-//! `scripts/bench.sh`). Needs root, pcscd with the vpcd driver and dbus-daemon (`make deps`). It takes
+//! Run: `make bench` (all the bench targets), or this one alone with `scripts/bench.sh` (`cargo build
+//! --release --workspace && cargo bench -p tesserad --bench e2e`). Needs root, pcscd with the vpcd driver and dbus-daemon (`make deps`). It takes
 //! the end-to-end tests' machine-wide pcsc lock, so it never shares the readers with them, and it stops
 //! everything it started, on error too (a SIGKILL of the bench itself cannot be cleaned up after).
 //! Without `--bench` (e.g. `cargo test --benches`) it does nothing.
@@ -41,6 +42,7 @@ mod procs;
 mod pulls;
 mod report;
 mod stack;
+mod start_auth;
 mod stats;
 mod throughput;
 
@@ -63,6 +65,7 @@ use crate::report::Results;
 use crate::stack::{
     connect, peer_proxy, wait_for_device, wait_for_name, write_bus_config, Binaries, SimCard,
 };
+use crate::start_auth::RequestSignals;
 use crate::throughput::{measure_throughput, CpuPids};
 
 /// Machine-wide lock shared with the end-to-end tests (tests/common) and `make demo`.
@@ -192,10 +195,13 @@ fn bench(bins: &Binaries, work: &Path, machine: &Machine) -> Result<String> {
         .context("enrolling root with the simulated card")?;
     rt.block_on(manager.enroll(LIMIT_USER, &device, pin_options()))
         .context("enrolling the limit user with the simulated card")?;
+    let signals = rt.block_on(RequestSignals::subscribe(&conn))?;
     let client = Client {
         rt: &rt,
+        conn: &conn,
         manager: &manager,
         peer: &peer,
+        signals: &signals,
     };
     let daemon_pid = daemon
         .pid()
@@ -209,6 +215,9 @@ fn bench(bins: &Binaries, work: &Path, machine: &Machine) -> Result<String> {
 
     eprintln!("e2e: 1/5 authenticate latency and its floors");
     let mut auth = measure_auth(&client, work)?;
+    if std::env::args().any(|a| a == "--auth-only") {
+        return Ok(report::auth_only(machine, bins, &auth));
+    }
     eprintln!("e2e: 2/5 ValidateToken vs Ping throughput");
     let token = client.authenticate()?;
     auth.tokens.push(token.clone());

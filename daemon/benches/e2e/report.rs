@@ -9,7 +9,8 @@ use crate::idle::{IdleResults, IDLE_SETTLE, STRACE_WINDOW};
 use crate::machine::Machine;
 use crate::pulls::PullResults;
 use crate::stack::Binaries;
-use crate::stats::{median, median_f, ms, ms_signed, us, Percentiles};
+use crate::start_auth;
+use crate::stats::{median, median_f, ms, ms_signed, percentile_f, us, Percentiles};
 use crate::throughput::{Rate, ThroughputRound, CLIENT_COUNTS, THROUGHPUT_WINDOW};
 
 // Targets, as stated in the performance brief.
@@ -29,77 +30,17 @@ pub struct Results {
 
 pub fn report(machine: &Machine, bins: &Binaries, r: &Results) -> String {
     let mut s = String::new();
-    let a = &r.auth;
-    let auth = Percentiles::of(&a.auth);
-    let at_limit = Percentiles::of(&a.at_limit);
-    let at_limit_ratio = at_limit.p50.as_secs_f64() / auth.p50.as_secs_f64().max(1e-9);
-    let apdu = median(&a.apdu);
-    let txn = median(&a.txn);
-    let ping = median(&a.ping);
-    let card = median(&a.card);
-    let verify = median(&a.verify);
-    let jwt = median(&a.jwt);
-    let fsync = median(&a.fsync);
-    let apdus = a.apdus_per_auth;
-    let apdu_total = apdu * u32::try_from(apdus).unwrap_or(u32::MAX);
-    let floor = apdu_total + txn + ping + card + verify + jwt + fsync;
+    header(&mut s, machine);
+    auth_rows(&mut s, &r.auth);
     let pulls = &r.pulls.pulls;
     let pcscd: Vec<Duration> = pulls.iter().map(|p| p.pcscd).collect();
     let mut extra: Vec<f64> = pulls.iter().map(|p| p.extra_ms).collect();
     extra.sort_by(f64::total_cmp);
-    let extra_at = |p: f64| -> f64 {
-        let rank = ((p / 100.0) * extra.len() as f64).ceil() as usize;
-        extra
-            .get(rank.clamp(1, extra.len().max(1)) - 1)
-            .copied()
-            .unwrap_or(0.0)
-    };
+    let extra_at = |p: f64| percentile_f(&extra, p);
     let (extra_p50, extra_p90, extra_max) = (extra_at(50.0), extra_at(90.0), extra_at(100.0));
     let target_extra_ms = TARGET_REVOKE_EXTRA.as_secs_f64() * 1e3;
     let idle = &r.idle;
     let idle_switches: u64 = idle.threads.iter().map(|t| t.2).sum();
-
-    let _ = writeln!(s, "## End-to-end performance\n");
-    let _ = writeln!(
-        s,
-        "Machine: {} CPUs ({}), Linux {}, load average {} at start. Release build; the state \
-         directory is on {}. `cargo bench -p tesserad --bench e2e`, {}.\n",
-        machine.cpus,
-        machine.cpu_model,
-        machine.kernel,
-        machine.load,
-        machine.fs_of_tmp,
-        machine.date
-    );
-    let _ = writeln!(s, "| Measurement | Result | Target | |");
-    let _ = writeln!(s, "|---|---|---|---|");
-    let _ = writeln!(
-        s,
-        "| Authenticate, client call → token (n={}) | p50 {} · p90 {} · p99 {} · max {} | p50 ≤ {} | {} |",
-        a.auth.len(),
-        ms(auth.p50),
-        ms(auth.p90),
-        ms(auth.p99),
-        ms(auth.max),
-        ms(TARGET_AUTH_P50),
-        verdict(auth.p50 <= TARGET_AUTH_P50)
-    );
-    let _ = writeln!(
-        s,
-        "| Authenticate at the live-token limit (32; each supersedes the oldest) (n={}) | p50 {} · p90 {} · p99 {} · max {} ({:.3} × the p50 above) | p50 ≤ {TARGET_AT_LIMIT_RATIO} × the p50 above | {} |",
-        a.at_limit.len(),
-        ms(at_limit.p50),
-        ms(at_limit.p90),
-        ms(at_limit.p99),
-        ms(at_limit.max),
-        at_limit_ratio,
-        verdict(at_limit_ratio <= TARGET_AT_LIMIT_RATIO)
-    );
-    let _ = writeln!(
-        s,
-        "| Authenticate floor (sum of its parts, below) | {} | | |",
-        ms(floor)
-    );
     for &n in &CLIENT_COUNTS {
         let rounds: Vec<&ThroughputRound> =
             r.throughput.iter().filter(|t| t.clients == n).collect();
@@ -157,52 +98,7 @@ pub fn report(machine: &Machine, bins: &Binaries, r: &Results) -> String {
         verdict(idle.rss_kib.is_some() && rss <= TARGET_RSS_KIB)
     );
 
-    let mut slowest: Vec<(usize, Duration)> = a.auth.iter().copied().enumerate().collect();
-    slowest.sort_by_key(|x| std::cmp::Reverse(x.1));
-    let slowest: Vec<String> = slowest
-        .iter()
-        .take(8)
-        .map(|(i, d)| format!("#{i} {}", ms(*d)))
-        .collect();
-    let _ = writeln!(
-        s,
-        "\nSlowest authentications (index in measurement order, {AUTH_PER_ROUND} per round, after \
-         {AUTH_WARMUP} warm-up tokens): {}.",
-        slowest.join(", ")
-    );
-    let _ = writeln!(s, "\n### Where an authentication's time goes (medians)\n");
-    let _ = writeln!(s, "| Part | Each | × | Total |");
-    let _ = writeln!(s, "|---|---|---|---|");
-    let mut part = |name: &str, each: Duration, times: usize| {
-        let total = each * u32::try_from(times).unwrap_or(u32::MAX);
-        let _ = writeln!(s, "| {name} | {} | {times} | {} |", ms(each), ms(total));
-    };
-    part(
-        "APDU round trip through pcscd and vpcd (GET VERSION, bench → simulator)",
-        apdu,
-        apdus,
-    );
-    part("PC/SC transaction (SCardBeginTransaction + End)", txn, 1);
-    part("D-Bus round trip (Peer.Ping to tesserad)", ping, 1);
-    part(
-        "Card work for those APDUs, in-process simulator (PIN check, ECDSA P-256 sign)",
-        card,
-        1,
-    );
-    part("Daemon: verify the card's ECDSA signature", verify, 1);
-    part("Daemon: sign the token (ES256 JWT)", jwt, 1);
-    part(
-        "Store commit: 8 WAL frames (33 KB) + fsync, on the same filesystem",
-        fsync,
-        1,
-    );
-    let _ = writeln!(s, "| **Floor (sum)** | | | **{}** |", ms(floor));
-    let _ = writeln!(s, "| **Measured p50** | | | **{}** |", ms(auth.p50));
-    let _ = writeln!(
-        s,
-        "| Rest: the daemon's own path (user and group look-ups, SQLite read, hand-offs to the device and store threads, marshalling) | | | {} |",
-        ms_signed(auth.p50, floor)
-    );
+    auth_sections(&mut s, &r.auth);
 
     let _ = writeln!(
         s,
@@ -306,13 +202,149 @@ pub fn report(machine: &Machine, bins: &Binaries, r: &Results) -> String {
             let _ = writeln!(s, "\nSyscall trace: {why}.");
         }
     }
+    binaries(&mut s, bins);
+    s
+}
+
+/// The report of part 1 alone (`-- --bench --auth-only`).
+pub fn auth_only(machine: &Machine, bins: &Binaries, a: &AuthResults) -> String {
+    let mut s = String::from("# Tessera end-to-end benchmark: authentication only\n\n");
+    header(&mut s, machine);
+    auth_rows(&mut s, a);
+    auth_sections(&mut s, a);
+    binaries(&mut s, bins);
+    s
+}
+
+/// The title, what the run was measured on, and the head of the summary table.
+fn header(s: &mut String, machine: &Machine) {
+    let _ = writeln!(s, "## End-to-end performance\n");
+    let _ = writeln!(
+        s,
+        "Machine: {} CPUs ({}), Linux {}, load average {} at start. Release build; the state \
+         directory is on {}. `cargo bench -p tesserad --bench e2e`, {}.\n",
+        machine.cpus,
+        machine.cpu_model,
+        machine.kernel,
+        machine.load,
+        machine.fs_of_tmp,
+        machine.date
+    );
+    let _ = writeln!(s, "| Measurement | Result | Target | |");
+    let _ = writeln!(s, "|---|---|---|---|");
+}
+
+/// The summary rows of part 1: Authenticate, at the limit, as a request, and its floor.
+fn auth_rows(s: &mut String, a: &AuthResults) {
+    let auth = Percentiles::of(&a.auth);
+    let at_limit = Percentiles::of(&a.at_limit);
+    let at_limit_ratio = at_limit.p50.as_secs_f64() / auth.p50.as_secs_f64().max(1e-9);
+    let _ = writeln!(
+        s,
+        "| Authenticate, client call → token (n={}) | {} | p50 ≤ {} | {} |",
+        a.auth.len(),
+        auth.summary(),
+        ms(TARGET_AUTH_P50),
+        verdict(auth.p50 <= TARGET_AUTH_P50)
+    );
+    start_auth::rows(s, a);
+    let _ = writeln!(
+        s,
+        "| Authenticate at the live-token limit (32; each supersedes the oldest) (n={}) | {} ({:.3} × the p50 above) | p50 ≤ {TARGET_AT_LIMIT_RATIO} × the p50 above | {} |",
+        a.at_limit.len(),
+        at_limit.summary(),
+        at_limit_ratio,
+        verdict(at_limit_ratio <= TARGET_AT_LIMIT_RATIO)
+    );
+    let _ = writeln!(
+        s,
+        "| Authenticate floor (sum of its parts, below) | {} | | |",
+        ms(floor(a))
+    );
+}
+
+/// The sum of the parts an authentication is made of (medians).
+fn floor(a: &AuthResults) -> Duration {
+    let apdus = u32::try_from(a.apdus_per_auth).unwrap_or(u32::MAX);
+    median(&a.apdu) * apdus
+        + median(&a.txn)
+        + median(&a.ping)
+        + median(&a.card)
+        + median(&a.verify)
+        + median(&a.jwt)
+        + median(&a.fsync)
+}
+
+/// Part 1's sections: the slowest authentications, where the time goes, and the request beside
+/// Authenticate.
+fn auth_sections(s: &mut String, a: &AuthResults) {
+    let auth = Percentiles::of(&a.auth);
+    let apdu = median(&a.apdu);
+    let txn = median(&a.txn);
+    let ping = median(&a.ping);
+    let card = median(&a.card);
+    let verify = median(&a.verify);
+    let jwt = median(&a.jwt);
+    let fsync = median(&a.fsync);
+    let apdus = a.apdus_per_auth;
+    let floor = floor(a);
+    let mut slowest: Vec<(usize, Duration)> = a.auth.iter().copied().enumerate().collect();
+    slowest.sort_by_key(|x| std::cmp::Reverse(x.1));
+    let slowest: Vec<String> = slowest
+        .iter()
+        .take(8)
+        .map(|(i, d)| format!("#{i} {}", ms(*d)))
+        .collect();
+    let _ = writeln!(
+        s,
+        "\nSlowest authentications (index in measurement order, {AUTH_PER_ROUND} per round, after \
+         {AUTH_WARMUP} warm-up tokens): {}.",
+        slowest.join(", ")
+    );
+    let _ = writeln!(s, "\n### Where an authentication's time goes (medians)\n");
+    let _ = writeln!(s, "| Part | Each | × | Total |");
+    let _ = writeln!(s, "|---|---|---|---|");
+    let mut part = |name: &str, each: Duration, times: usize| {
+        let total = each * u32::try_from(times).unwrap_or(u32::MAX);
+        let _ = writeln!(s, "| {name} | {} | {times} | {} |", ms(each), ms(total));
+    };
+    part(
+        "APDU round trip through pcscd and vpcd (GET VERSION, bench → simulator)",
+        apdu,
+        apdus,
+    );
+    part("PC/SC transaction (SCardBeginTransaction + End)", txn, 1);
+    part("D-Bus round trip (Peer.Ping to tesserad)", ping, 1);
+    part(
+        "Card work for those APDUs, in-process simulator (PIN check, ECDSA P-256 sign)",
+        card,
+        1,
+    );
+    part("Daemon: verify the card's ECDSA signature", verify, 1);
+    part("Daemon: sign the token (ES256 JWT)", jwt, 1);
+    part(
+        "Store commit: 8 WAL frames (33 KB) + fsync, on the same filesystem",
+        fsync,
+        1,
+    );
+    let _ = writeln!(s, "| **Floor (sum)** | | | **{}** |", ms(floor));
+    let _ = writeln!(s, "| **Measured p50** | | | **{}** |", ms(auth.p50));
+    let _ = writeln!(
+        s,
+        "| Rest: the daemon's own path (user and group look-ups, SQLite read, hand-offs to the device and store threads, marshalling) | | | {} |",
+        ms_signed(auth.p50, floor)
+    );
+
+    start_auth::section(s, a);
+}
+
+fn binaries(s: &mut String, bins: &Binaries) {
     let _ = writeln!(
         s,
         "\nBinaries: {} and {}.",
         bins.tesserad.display(),
         bins.sim.display()
     );
-    s
 }
 
 pub fn verdict(ok: bool) -> &'static str {

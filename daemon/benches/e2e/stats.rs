@@ -32,6 +32,28 @@ impl Percentiles {
     }
 }
 
+impl Percentiles {
+    /// "p50 … · p90 … · p99 … · max …", as the report's tables print them.
+    pub fn summary(&self) -> String {
+        format!(
+            "p50 {} · p90 {} · p99 {} · max {}",
+            ms(self.p50),
+            ms(self.p90),
+            ms(self.p99),
+            ms(self.max)
+        )
+    }
+}
+
+/// Nearest-rank percentile `p` of values already sorted; zero for none.
+pub fn percentile_f(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted
+        .get(rank.clamp(1, sorted.len().max(1)) - 1)
+        .copied()
+        .unwrap_or(0.0)
+}
+
 pub fn median(samples: &[Duration]) -> Duration {
     Percentiles::of(samples).p50
 }
