@@ -18,7 +18,7 @@ pub fn render(program: &str, e: &Error) -> String {
     }
 }
 
-/// `<program>: <ErrorName>: <message>`, on one line.
+/// `<program>: <ErrorName>: <message>`.
 pub fn first_line(program: &str, e: &Error) -> String {
     let message = chain(e);
     let message = if message.is_empty() {
@@ -26,8 +26,8 @@ pub fn first_line(program: &str, e: &Error) -> String {
     } else {
         message.as_str()
     };
-    // A daemon message never spans lines, but a bus error's may; keep the format to one line.
-    let message = message.replace(['\n', '\r'], " ");
+    // A message that spans lines (a configuration error points at the line of the file) is
+    // printed as it is: its first line still has the three parts.
     format!("{program}: {}: {message}", e.name())
 }
 
@@ -129,10 +129,24 @@ mod tests {
     }
 
     #[test]
-    fn empty_and_multiline_messages_keep_the_format() {
+    fn a_cause_is_said_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("opening the state: {0}")]
+        struct Quoting(#[source] std::io::Error);
+        let e = Quoting(std::io::Error::other("disk on fire"));
+        assert_eq!(chain(&e), "opening the state: disk on fire");
+        #[derive(Debug, thiserror::Error)]
+        #[error("opening the state")]
+        struct Silent(#[source] std::io::Error);
+        let e = Silent(std::io::Error::other("disk on fire"));
+        assert_eq!(chain(&e), "opening the state: disk on fire");
+    }
+
+    #[test]
+    fn empty_and_multiline_messages() {
         let e = Error::from_names("org.example.Error.X", String::new());
         assert_eq!(first_line("tessera", &e), "tessera: X: no details");
-        let e = Error::from_names("org.example.Error.X", "a\nb".into());
-        assert_eq!(first_line("tessera", &e), "tessera: X: a b");
+        let e = Error::from_names("org.example.Error.X", "a\n  b".into());
+        assert_eq!(first_line("tessera", &e), "tessera: X: a\n  b");
     }
 }

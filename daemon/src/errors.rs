@@ -161,6 +161,7 @@ pub fn error_name(e: &tessera::Error) -> ErrorName {
         E::Storage(_) => N::StorageError,
         E::Io(_) => N::IoError,
         E::Internal(_) => N::InternalError,
+        E::Cancelled => N::Cancelled,
         other => {
             tracing::error!("core error without a bus name (add one in errors.rs): {other}");
             N::InternalError
@@ -228,6 +229,7 @@ mod tests {
             (E::Io(std::io::Error::other("eio")), ErrorName::IoError),
             (E::WrongAudience("a".into()), ErrorName::TokenInvalid),
             (E::Timeout(Duration::from_secs(1)), ErrorName::Timeout),
+            (E::Cancelled, ErrorName::Cancelled),
         ];
         for (e, name) in cases {
             let text = e.to_string();

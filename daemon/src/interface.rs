@@ -16,14 +16,16 @@ use tessera::token::Claims;
 use zbus::fdo::DBusProxy;
 use zbus::message::Header;
 use zbus::names::{BusName, OwnedUniqueName};
-use zbus::object_server::SignalEmitter;
-use zbus::zvariant::{as_value, ObjectPath, OwnedValue, Signature, Type, Value};
+use zbus::object_server::{ResponseDispatchNotifier, SignalEmitter};
+use zbus::zvariant::{as_value, ObjectPath, OwnedObjectPath, OwnedValue, Signature, Type, Value};
 use zbus::{interface, Connection};
 
 use zeroize::Zeroizing;
 
+use crate::announce::Announce;
 use crate::errors::BusError;
 use crate::limits;
+use crate::requests::{self, Requests};
 use crate::DEVICES_PATH;
 
 /// `org.tessera.Tessera1.Manager`.
@@ -31,15 +33,18 @@ pub struct Manager {
     service: Service,
     callers: CallerCache,
     config_path: Option<PathBuf>,
+    requests: Requests,
 }
 
 impl Manager {
-    /// The interface over `service`; `config_path` is the file ReloadConfig reads (None: defaults).
-    pub fn new(service: Service, config_path: Option<PathBuf>) -> Self {
+    /// The interface over `service`; `config_path` is the file ReloadConfig reads (None: defaults);
+    /// the Start* methods put their requests in `requests`.
+    pub fn new(service: Service, config_path: Option<PathBuf>, requests: Requests) -> Self {
         Manager {
             service,
             callers: CallerCache::default(),
             config_path,
+            requests,
         }
     }
 }
@@ -78,7 +83,9 @@ impl Manager {
             }
         }
         let id = device_id_of(&device)?;
-        Ok(self.service.enroll(caller, user, id, opts).await?)
+        let enrollment = self.service.enroll(caller, user, id, opts).await?;
+        crate::announce::enrollment_added(conn, enrollment.clone(), account_name(user, caller));
+        Ok(enrollment)
     }
 
     /// Authenticate(s user, a{sv} options) -> (s token). Options: "pin" (s), "device" (o).
@@ -105,9 +112,72 @@ impl Manager {
                 other => return Err(unknown_option(other)),
             }
         }
-        Ok(SecretString(
-            self.service.authenticate(caller, user, opts).await?,
-        ))
+        let token = self.service.authenticate(caller, user, opts).await?;
+        crate::announce::token_issued(conn, &token);
+        Ok(SecretString(token))
+    }
+
+    /// StartAuthentication(s user, a{sv} options) -> (o request): an interactive authentication,
+    /// followed through the Request object. Options: "device" (o), "kinds" (as), "pin" (s), "wait"
+    /// (b, default true), "timeout" (u seconds for the whole request).
+    async fn start_authentication(
+        &self,
+        user: &str,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, BusError> {
+        limits::user(user)?;
+        let request = requests::options::auth_request(&options)?;
+        let (caller, owner) = self.owner(conn, &header).await?;
+        let started = self
+            .service
+            .start_authentication(caller, user, request)
+            .await?;
+        self.requests
+            .publish(conn, owner, started, Announce::Token)
+            .await
+    }
+
+    /// StartEnrollment(s user, o device, a{sv} options) -> (o request). Options: "pin" (s), "slot"
+    /// (s), "timeout" (u).
+    async fn start_enrollment(
+        &self,
+        user: &str,
+        device: ObjectPath<'_>,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, BusError> {
+        limits::user(user)?;
+        let request = requests::options::enroll_request(&options)?;
+        let device = device_id_of(&device)?;
+        let (caller, owner) = self.owner(conn, &header).await?;
+        let started = self
+            .service
+            .start_enrollment(caller, user, device, request)
+            .await?;
+        let account = Announce::Enrollment(account_name(user, caller));
+        self.requests.publish(conn, owner, started, account).await
+    }
+
+    /// StartUnblock(o device, a{sv} options) -> (o request): RESET RETRY COUNTER with the PUK and a
+    /// new PIN, asked through "puk-needed" and "new-pin-needed" unless given. Options: "puk" (s),
+    /// "new_pin" (s), "timeout" (u).
+    async fn start_unblock(
+        &self,
+        device: ObjectPath<'_>,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, BusError> {
+        let request = requests::options::unblock_request(&options)?;
+        let device = device_id_of(&device)?;
+        let (caller, owner) = self.owner(conn, &header).await?;
+        let started = self.service.start_unblock(caller, device, request).await?;
+        self.requests
+            .publish(conn, owner, started, Announce::Nothing)
+            .await
     }
 
     /// ValidateToken(s token) -> (a{sv} claims).
@@ -149,6 +219,7 @@ impl Manager {
         limits::token(token)?;
         let caller = self.callers.caller(conn, &header).await?;
         let token = self.service.refresh(caller, token).await?;
+        crate::announce::token_issued(conn, &token);
         Ok(SecretString(token))
     }
 
@@ -277,6 +348,38 @@ impl Manager {
         user: &str,
         reason: &str,
     ) -> zbus::Result<()>;
+
+    /// A token was issued (Authenticate, RefreshToken): its jti and subject, never the token.
+    #[zbus(signal)]
+    pub async fn token_issued(
+        emitter: &SignalEmitter<'_>,
+        jti: &str,
+        user: &str,
+    ) -> zbus::Result<()>;
+
+    /// An enrollment was made: its id and the enrolled account.
+    #[zbus(signal)]
+    pub async fn enrollment_added(
+        emitter: &SignalEmitter<'_>,
+        enrollment_id: &str,
+        user: &str,
+    ) -> zbus::Result<()>;
+}
+
+impl Manager {
+    /// The caller's uid and unique name: a request belongs to the connection that started it.
+    async fn owner(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+    ) -> Result<(Caller, OwnedUniqueName), BusError> {
+        let caller = self.callers.caller(conn, header).await?;
+        let owner = header
+            .sender()
+            .ok_or_else(|| BusError::AccessDenied("message has no sender".into()))?
+            .to_owned();
+        Ok((caller, OwnedUniqueName::from(owner)))
+    }
 }
 
 /// `org.tessera.Tessera1.Device`: one present device.
@@ -357,6 +460,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     }
 }
 
+/// The account a call names: `user`, or the caller's own for "".
+fn account_name(user: &str, caller: Caller) -> String {
+    if !user.is_empty() {
+        return user.to_owned();
+    }
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(caller.uid)) {
+        Ok(Some(u)) => u.name,
+        _ => format!("uid {}", caller.uid),
+    }
+}
+
 /// A string option's value; zeroized when dropped, since it may be a PIN.
 /// A secret option (PIN): held zeroized; its rules are the device's to check.
 fn secret_option(key: &str, value: &OwnedValue) -> Result<tessera::Secret, BusError> {
@@ -422,7 +536,7 @@ fn unknown_option(key: &str) -> BusError {
 }
 
 /// The device id in a device object path.
-fn device_id_of<'a>(path: &'a ObjectPath<'_>) -> Result<&'a str, BusError> {
+pub(crate) fn device_id_of<'a>(path: &'a ObjectPath<'_>) -> Result<&'a str, BusError> {
     path.as_str()
         .strip_prefix(DEVICES_PATH)
         .and_then(|rest| rest.strip_prefix('/'))

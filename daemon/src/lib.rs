@@ -5,10 +5,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod announce;
 pub mod device_feed;
 pub mod errors;
 pub mod interface;
 pub mod limits;
+pub mod requests;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -108,17 +110,22 @@ impl Daemon {
         let objects = connection.object_server();
         objects.at(ROOT_PATH, zbus::fdo::ObjectManager).await?;
         objects
+            .at(requests::REQUESTS_PATH, zbus::fdo::ObjectManager)
+            .await?;
+        let live_requests = requests::Requests::default();
+        // Watching before the name is taken: no request can start before its owner is watched.
+        let owners = live_requests.follow_owners(&connection).await?;
+        objects
             .at(
                 MANAGER_PATH,
-                interface::Manager::new(service.clone(), opts.config_path.clone()),
+                interface::Manager::new(service.clone(), opts.config_path.clone(), live_requests),
             )
             .await?;
         take_name(&connection).await?;
-        let mut tasks = vec![tokio::spawn(publish(
-            connection.clone(),
-            service.clone(),
-            events,
-        ))];
+        let mut tasks = vec![
+            tokio::spawn(publish(connection.clone(), service.clone(), events)),
+            owners,
+        ];
         let sources = match opts.devices {
             DeviceSource::Machine => {
                 let (tx, rx) = mpsc::unbounded_channel();

@@ -77,3 +77,23 @@ pub fn options(options: &HashMap<String, OwnedValue>, known: &[&str]) -> Result<
     }
     Ok(())
 }
+
+/// Most authenticator kinds a request may name ("piv", later "fido").
+pub const MAX_KINDS: usize = 8;
+
+/// Longest authenticator kind name.
+pub const MAX_KIND_LEN: usize = 32;
+
+/// Longest "timeout" a request may ask for, in seconds (an hour: a greeter waiting for a card).
+pub const MAX_REQUEST_TIMEOUT_SECS: u32 = 3600;
+
+/// A PIN or PUK given to SubmitPin is at most [`MAX_OPTION_LEN`] bytes, like one given as an
+/// option; the authenticator checks its own format.
+pub fn secret(s: &str) -> Result<(), BusError> {
+    if s.len() > MAX_OPTION_LEN {
+        return Err(BusError::InvalidArgument(format!(
+            "secret longer than {MAX_OPTION_LEN} bytes"
+        )));
+    }
+    Ok(())
+}

@@ -81,6 +81,14 @@ pub trait Manager {
     #[zbus(signal)]
     fn token_revoked(&self, jti: &str, user: &str, reason: &str) -> zbus::Result<()>;
 
+    /// A token was issued (Authenticate, a completed authentication request, RefreshToken).
+    #[zbus(signal)]
+    fn token_issued(&self, jti: &str, user: &str) -> zbus::Result<()>;
+
+    /// An enrollment was made.
+    #[zbus(signal)]
+    fn enrollment_added(&self, enrollment_id: &str, user: &str) -> zbus::Result<()>;
+
     /// The enrolled keys of a user (own, or root).
     fn list_enrollments(&self, user: &str) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
 

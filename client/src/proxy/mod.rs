@@ -7,7 +7,7 @@ mod manager;
 mod request;
 
 pub use device::DeviceProxy;
-pub use manager::{ManagerProxy, TokenRevoked};
+pub use manager::{EnrollmentAdded, ManagerProxy, TokenIssued, TokenRevoked};
 pub use request::{Completed, Failed, Progress, RequestProxy};
 
 #[cfg(test)]

@@ -23,8 +23,9 @@ pub trait Request {
     /// Ends the request with Failed(Cancelled); idempotent.
     fn cancel(&self) -> zbus::Result<()>;
 
-    /// The name of the current state ("pin-needed", ...).
-    #[zbus(property)]
+    /// The name of the current state ("pin-needed", ...). The daemon sends Progress, not
+    /// PropertiesChanged, so the proxy must not cache it.
+    #[zbus(property(emits_changed_signal = "false"))]
     fn state(&self) -> zbus::Result<String>;
 
     /// The request entered `state`; `details` as [`crate::progress::Progress`] parses them.
