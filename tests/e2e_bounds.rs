@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tesserad::proxy::ManagerProxy;
+use tessera_client::ManagerProxy;
 use zbus::zvariant::{ObjectPath, Value};
 
 use common::stack::{parse_err, Stack, DEVICE_PATH, PIN, WAIT};

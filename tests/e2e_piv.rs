@@ -650,7 +650,11 @@ fn users_act_only_for_themselves_but_anyone_may_validate() {
     assert!(out.status.success(), "alice naming herself: {out:?}");
 
     // Whoever holds the token may validate it; the token travels on stdin, never in argv.
-    let out = env.cli_as(bob, &["validate", "-"], &format!("{alice_token}\n"));
+    let out = env.cli_as(
+        bob,
+        &["validate", "--json", "-"],
+        &format!("{alice_token}\n"),
+    );
     assert!(out.status.success(), "bob validating: {out:?}");
     let claims: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(claims["sub"], "tessera-alice");

@@ -19,7 +19,7 @@ use common::stack::{Stack, DEVICE_PATH, PIN};
 use e2e_requests_client::{
     card_state, error_name, exported, pin_retries_left, with_pin, Client, Signal,
 };
-use tesserad::proxy::RequestProxy;
+use tessera_client::RequestProxy;
 use zbus::zvariant::OwnedObjectPath;
 
 const WRONG_PIN: &str = "999999";

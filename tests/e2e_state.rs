@@ -425,7 +425,7 @@ fn a_lost_card_is_unenrolled_and_its_tokens_revoked() {
 
 /// `tessera enrollments [user]` as `who`, parsed.
 fn enrollments_as(env: &Stack, who: (u32, u32), user: &str) -> Vec<Value> {
-    let mut args = vec!["enrollments"];
+    let mut args = vec!["enrollments", "--json"];
     if !user.is_empty() {
         args.push(user);
     }
@@ -435,7 +435,7 @@ fn enrollments_as(env: &Stack, who: (u32, u32), user: &str) -> Vec<Value> {
 }
 
 fn root_enrollments(env: &Stack, user: &str) -> Vec<Value> {
-    parse_lines(&env.ok(&["enrollments", user], ""))
+    parse_lines(&env.ok(&["enrollments", "--json", user], ""))
 }
 
 fn parse_lines(text: &str) -> Vec<Value> {

@@ -32,7 +32,7 @@ fn refresh_as(env: &Stack, user: (u32, u32), token: &str) -> Result<String, (Str
 
 /// `tessera check - <args>` with `token` on stdin: the claims, or the error (name, message).
 fn check(env: &Stack, token: &str, args: &[&str]) -> Result<Value, (String, String)> {
-    let mut all = vec!["check", "-"];
+    let mut all = vec!["check", "--json", "-"];
     all.extend_from_slice(args);
     let out = env.cli(&all, &format!("{token}\n"));
     if out.status.success() {

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use tessera::policy::config::Config;
 use tessera::service::DeviceAttach;
 use tessera::transport::worker::DirectConnection;
+use tessera_client::ManagerProxy;
 use tessera_sim::piv::{PivCard, SimOptions};
-use tesserad::proxy::ManagerProxy;
 use tesserad::{BusChoice, Daemon, DeviceSource, Options};
 use zbus::zvariant::{ObjectPath, Value};
 

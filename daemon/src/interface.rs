@@ -21,6 +21,7 @@ use zbus::{interface, Connection};
 
 use zeroize::Zeroizing;
 
+use crate::announce::Announce;
 use crate::errors::BusError;
 use crate::limits;
 use crate::requests::{self, Requests};
@@ -81,7 +82,9 @@ impl Manager {
             }
         }
         let id = device_id_of(&device)?;
-        Ok(self.service.enroll(caller, user, id, opts).await?)
+        let enrollment = self.service.enroll(caller, user, id, opts).await?;
+        crate::announce::enrollment_added(conn, enrollment.clone(), account_name(user, caller));
+        Ok(enrollment)
     }
 
     /// Authenticate(s user, a{sv} options) -> (s token). Options: "pin" (s), "device" (o).
@@ -108,9 +111,9 @@ impl Manager {
                 other => return Err(unknown_option(other)),
             }
         }
-        Ok(SecretString(
-            self.service.authenticate(caller, user, opts).await?,
-        ))
+        let token = self.service.authenticate(caller, user, opts).await?;
+        crate::announce::token_issued(conn, &token);
+        Ok(SecretString(token))
     }
 
     /// StartAuthentication(s user, a{sv} options) -> (o request): an interactive authentication,
@@ -130,7 +133,9 @@ impl Manager {
             .service
             .start_authentication(caller, user, request)
             .await?;
-        self.requests.publish(conn, owner, started).await
+        self.requests
+            .publish(conn, owner, started, Announce::Token)
+            .await
     }
 
     /// StartEnrollment(s user, o device, a{sv} options) -> (o request). Options: "pin" (s), "slot"
@@ -151,7 +156,8 @@ impl Manager {
             .service
             .start_enrollment(caller, user, device, request)
             .await?;
-        self.requests.publish(conn, owner, started).await
+        let account = Announce::Enrollment(account_name(user, caller));
+        self.requests.publish(conn, owner, started, account).await
     }
 
     /// StartUnblock(o device, a{sv} options) -> (o request): RESET RETRY COUNTER with the PUK and a
@@ -168,7 +174,9 @@ impl Manager {
         let device = device_id_of(&device)?;
         let (caller, owner) = self.owner(conn, &header).await?;
         let started = self.service.start_unblock(caller, device, request).await?;
-        self.requests.publish(conn, owner, started).await
+        self.requests
+            .publish(conn, owner, started, Announce::Nothing)
+            .await
     }
 
     /// ValidateToken(s token) -> (a{sv} claims).
@@ -210,6 +218,7 @@ impl Manager {
         limits::token(token)?;
         let caller = self.callers.caller(conn, &header).await?;
         let token = self.service.refresh(caller, token).await?;
+        crate::announce::token_issued(conn, &token);
         Ok(SecretString(token))
     }
 
@@ -336,6 +345,22 @@ impl Manager {
         user: &str,
         reason: &str,
     ) -> zbus::Result<()>;
+
+    /// A token was issued (Authenticate, RefreshToken): its jti and subject, never the token.
+    #[zbus(signal)]
+    pub async fn token_issued(
+        emitter: &SignalEmitter<'_>,
+        jti: &str,
+        user: &str,
+    ) -> zbus::Result<()>;
+
+    /// An enrollment was made: its id and the enrolled account.
+    #[zbus(signal)]
+    pub async fn enrollment_added(
+        emitter: &SignalEmitter<'_>,
+        enrollment_id: &str,
+        user: &str,
+    ) -> zbus::Result<()>;
 }
 
 impl Manager {
@@ -429,6 +454,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         Ok(g) => g,
         // The cache holds plain values; a panic elsewhere cannot leave it inconsistent.
         Err(p) => p.into_inner(),
+    }
+}
+
+/// The account a call names: `user`, or the caller's own for "".
+fn account_name(user: &str, caller: Caller) -> String {
+    if !user.is_empty() {
+        return user.to_owned();
+    }
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(caller.uid)) {
+        Ok(Some(u)) => u.name,
+        _ => format!("uid {}", caller.uid),
     }
 }
 

@@ -5,10 +5,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod announce;
 pub mod errors;
 pub mod interface;
 pub mod limits;
-pub mod proxy;
 pub mod requests;
 
 use std::collections::HashMap;
@@ -27,36 +27,9 @@ use zbus::names::BusName;
 use zbus::object_server::SignalEmitter;
 use zbus::Connection;
 
-/// The well-known bus name.
-pub const BUS_NAME: &str = "org.tessera.Tessera1";
-/// Root object: implements org.freedesktop.DBus.ObjectManager for the device objects.
-pub const ROOT_PATH: &str = "/org/tessera/Tessera1";
-/// The manager object.
-pub const MANAGER_PATH: &str = "/org/tessera/Tessera1/Manager";
-/// Parent of the device objects.
-pub const DEVICES_PATH: &str = "/org/tessera/Tessera1/devices";
-
-/// Which bus to serve on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BusChoice {
-    /// The session bus of the environment.
-    Session,
-    /// The system bus.
-    System,
-    /// A bus at this D-Bus address.
-    Address(String),
-}
-
-impl std::str::FromStr for BusChoice {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "session" => BusChoice::Session,
-            "system" => BusChoice::System,
-            other => BusChoice::Address(other.to_owned()),
-        })
-    }
-}
+// One definition of the names and of the bus choice, shared with every client.
+pub use tessera_client::names::{BUS_NAME, DEVICES_PATH, MANAGER_PATH, ROOT_PATH};
+pub use tessera_client::BusChoice;
 
 /// Where devices come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,12 +91,7 @@ impl Daemon {
     /// nothing is left on disk); running as root, the bus daemon is not root's (unless
     /// `insecure_bus`); another daemon owns the name or holds the state directory.
     pub async fn start(opts: Options) -> anyhow::Result<Daemon> {
-        let builder = match &opts.bus {
-            BusChoice::Session => zbus::connection::Builder::session()?,
-            BusChoice::System => zbus::connection::Builder::system()?,
-            BusChoice::Address(a) => zbus::connection::Builder::address(a.as_str())?,
-        };
-        let connection = builder.build().await.context("connecting to the bus")?;
+        let connection = tessera_client::connect(&opts.bus).await?;
         if nix::unistd::geteuid().is_root() && !opts.insecure_bus {
             check_bus_is_roots(&connection).await?;
         }
@@ -331,13 +299,13 @@ async fn resync_devices(conn: &Connection, service: &Service, shown: &mut Vec<St
 async fn publish_one(conn: &Connection, event: Event) -> zbus::Result<()> {
     match event {
         Event::DeviceAdded(info) => {
-            let path = proxy::device_path(&info.id)?;
+            let path = tessera_client::names::device_path(&info.id)?;
             conn.object_server()
                 .at(path, interface::Device::new(info))
                 .await?;
         }
         Event::DeviceRemoved { id } => {
-            let path = proxy::device_path(&id)?;
+            let path = tessera_client::names::device_path(&id)?;
             conn.object_server()
                 .remove::<interface::Device, _>(path)
                 .await?;

@@ -12,12 +12,13 @@ use tesserad::{BusChoice, Daemon, Options};
 #[command(version)]
 struct Args {
     /// Bus to serve on: "session", "system", or a D-Bus address (unix:path=...).
-    #[arg(long, default_value = "system")]
+    #[arg(long, env = tessera_client::connect::BUS_ENV, default_value = "system")]
     bus: BusChoice,
     /// Directory for the database and the signing keys (created owner-only if missing).
     #[arg(long, default_value = "/var/lib/tessera")]
     state_dir: PathBuf,
-    /// Configuration file [default: /etc/tessera/tessera.toml when it exists, else built-in defaults].
+    /// Configuration file [default: /etc/tessera/tessera.toml when it exists, else built-in
+    /// defaults].
     #[arg(long)]
     config: Option<PathBuf>,
     /// For tests only: as root, serve a bus whose daemon is not run by root (such a bus could claim
@@ -39,7 +40,8 @@ fn main() -> std::process::ExitCode {
     match run(Args::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tesserad: {e:#}");
+            // Each cause once: many errors already quote their source.
+            eprintln!("tesserad: {}", tessera_client::report::chain(&*e));
             std::process::ExitCode::FAILURE
         }
     }

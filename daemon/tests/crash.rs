@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tesserad::proxy::ManagerProxy;
+use tessera_client::ManagerProxy;
 use zbus::zvariant::{ObjectPath, Value};
 
 const DEVICE: &str = "/org/tessera/Tessera1/devices/Virtual_20PCD_2000_2000";

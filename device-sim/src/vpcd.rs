@@ -81,7 +81,9 @@ fn connect(addr: &str, stop: &AtomicBool) -> Option<TcpStream> {
             Ok(stream) => return Some(stream),
             Err(e) => {
                 if !logged {
-                    tracing::info!("waiting for vpcd at {addr}: {e}");
+                    // A warning, so the default filter shows it: a simulator that silently
+                    // waits looks hung when pcscd (which runs vpcd) is not there.
+                    tracing::warn!("waiting for vpcd at {addr} (is pcscd running?): {e}");
                     logged = true;
                 }
                 std::thread::sleep(POLL);

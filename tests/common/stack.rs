@@ -274,9 +274,10 @@ impl Stack {
         self.ok(&all, "")
     }
 
-    /// `tessera validate -` with the token on stdin: the claims, or the error (name, message).
+    /// `tessera validate --json -` with the token on stdin: the claims, or the error (name,
+    /// message).
     pub fn validate(&self, token: &str) -> Result<Value, (String, String)> {
-        let out = self.cli(&["validate", "-"], &format!("{token}\n"));
+        let out = self.cli(&["validate", "--json", "-"], &format!("{token}\n"));
         if out.status.success() {
             Ok(serde_json::from_str(stdout(&out).trim()).expect("claims JSON"))
         } else {
@@ -408,7 +409,8 @@ fn terminate(mut child: Child, what: &str) {
     );
 }
 
-/// A failed CLI call: exit 1 and `tessera: <ErrorName>: <message>`; returns (name, message).
+/// A failed CLI call: exit 1 and `tessera: <ErrorName>: <message>` on one line, optionally followed
+/// by `hint: ...` lines and nothing else; returns (name, message).
 pub fn parse_err(out: &Output) -> (String, String) {
     assert_eq!(
         out.status.code(),
@@ -418,7 +420,14 @@ pub fn parse_err(out: &Output) -> (String, String) {
         stderr(out)
     );
     let err = stderr(out);
-    let line = err.trim();
+    let mut lines = err.trim().lines();
+    let line = lines.next().unwrap_or_default();
+    for extra in lines {
+        assert!(
+            extra.starts_with("hint: ") && extra.len() > "hint: ".len(),
+            "stderr has more than the error and its hint: {err:?}"
+        );
+    }
     let rest = line
         .strip_prefix("tessera: ")
         .unwrap_or_else(|| panic!("unexpected stderr: {line:?}"));

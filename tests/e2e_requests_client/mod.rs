@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use tesserad::proxy::{RequestProxy, RequestsProxy};
+use tessera_client::{ManagerProxy as RequestsProxy, RequestProxy};
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
 use zbus::{Connection, MatchRule, MessageStream};
 

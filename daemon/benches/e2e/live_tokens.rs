@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _, Result};
 use nix::unistd::Pid;
-use tesserad::proxy::ManagerProxy;
+use tessera_client::ManagerProxy;
 use tokio::runtime::Runtime;
 
 use super::{median, pin_options, status_kib, USER};

@@ -22,13 +22,15 @@ use zbus::object_server::{ResponseDispatchNotifier, SignalEmitter};
 use zbus::zvariant::OwnedObjectPath;
 use zbus::{Connection, DBusError as _};
 
+use crate::announce::Announce;
 use crate::errors::BusError;
 pub use object::RequestObject;
 
-/// Parent of the request objects. It carries an ObjectManager of its own, so the bus's announcements
-/// of request objects come from this path, never from the root's (which announces devices), and the
-/// system-bus policy can keep them from other users (see `dbus/org.tessera.Tessera1.conf`).
-pub const REQUESTS_PATH: &str = "/org/tessera/Tessera1/requests";
+/// Parent of the request objects (the client crate's name). It carries an ObjectManager of its own,
+/// so the bus's announcements of request objects come from this path, never from the root's (which
+/// announces devices), and the system-bus policy can keep them from other users (see
+/// `dbus/org.tessera.Tessera1.conf`).
+pub use tessera_client::names::REQUESTS_PATH;
 
 /// The live requests, by id. Cheap to clone; clones share one registry.
 #[derive(Clone, Default)]
@@ -43,7 +45,7 @@ struct Live {
 
 /// The object path of request `id`.
 pub fn request_path(id: u64) -> zbus::Result<OwnedObjectPath> {
-    OwnedObjectPath::try_from(format!("{REQUESTS_PATH}/{id}")).map_err(zbus::Error::from)
+    tessera_client::names::request_path(id).map_err(zbus::Error::from)
 }
 
 impl Requests {
@@ -55,6 +57,7 @@ impl Requests {
         conn: &Connection,
         owner: OwnedUniqueName,
         request: Request,
+        announce: Announce,
     ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, BusError> {
         let Request { handle, updates } = request;
         let id = handle.id();
@@ -86,6 +89,7 @@ impl Requests {
             path,
             owner,
             handle,
+            announce,
         };
         tokio::spawn(async move {
             sent.await;
@@ -159,6 +163,7 @@ struct Pump {
     path: OwnedObjectPath,
     owner: OwnedUniqueName,
     handle: RequestHandle,
+    announce: Announce,
 }
 
 impl Pump {
@@ -176,7 +181,9 @@ impl Pump {
                 Update::Progress(p) => object::emit_progress(&emitter, &p).await,
                 Update::Completed(result) => {
                     ended = true;
-                    RequestObject::completed(&emitter, result.as_str()).await
+                    let sent = RequestObject::completed(&emitter, result.as_str()).await;
+                    self.announce.completed(&self.conn, result.as_str());
+                    sent
                 }
                 Update::Failed(e) => {
                     ended = true;

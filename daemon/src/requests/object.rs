@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use tessera::secret::Secret;
 use tessera::service::{Progress, RequestHandle, SecretPrompt};
+use tessera_client::names::device_path;
 use zbus::interface;
 use zbus::message::Header;
 use zbus::names::OwnedUniqueName;
@@ -13,7 +14,6 @@ use zeroize::Zeroizing;
 
 use crate::errors::BusError;
 use crate::limits;
-use crate::proxy::device_path;
 
 /// A request's object; it delegates to the core's [`RequestHandle`].
 pub struct RequestObject {
@@ -126,7 +126,7 @@ fn details(progress: &Progress) -> zbus::Result<HashMap<&'static str, Value<'sta
         Progress::SelectingDevice { devices } => {
             let paths = devices
                 .iter()
-                .map(|id| device_path(id))
+                .map(|id| device_path(id).map_err(zbus::Error::from))
                 .collect::<zbus::Result<Vec<OwnedObjectPath>>>()?;
             d.insert("devices", Value::from(paths));
         }
