@@ -45,6 +45,8 @@ pub struct Run<'a> {
     pub no_pin: bool,
     /// The account shown in the PIN prompt.
     pub user_shown: &'a str,
+    /// A PIN given up front (`--pin-stdin`), sent in the Start call's options.
+    pub pin: Option<&'a str>,
 }
 
 /// How a request ended for the CLI.
@@ -127,6 +129,9 @@ async fn start_request(
     Ok(match start {
         Start::Authentication { user, device } => {
             opts.insert("wait", Value::from(how.wait));
+            if let Some(p) = how.pin {
+                opts.insert("pin", Value::from(p));
+            }
             if let Some(d) = device {
                 opts.insert("device", Value::from((*d).clone()));
             }
@@ -134,6 +139,9 @@ async fn start_request(
         }
         Start::Enrollment { user, device, slot } => {
             opts.insert("slot", Value::from(*slot));
+            if let Some(p) = how.pin {
+                opts.insert("pin", Value::from(p));
+            }
             manager.start_enrollment(user, device, opts).await?
         }
         Start::Unblock { device } => manager.start_unblock(device, opts).await?,
@@ -166,7 +174,8 @@ impl Flow<'_> {
     async fn answer(&mut self, request: &RequestProxy<'static>, p: Progress) -> Result<(), Error> {
         let say = |t: &str| self.how.secrets.say(t);
         match p {
-            Progress::WaitingForDevice => say("Insert your card or key…"),
+            // Without waiting the request fails at once (NoDevice): no cue then.
+            Progress::WaitingForDevice if self.how.wait => say("Insert your card or key…"),
             Progress::SelectingDevice { devices } => {
                 let mut names = Vec::new();
                 for d in &devices {
@@ -355,14 +364,15 @@ fn last_refusal(prompt: &SecretPrompt) -> Error {
         .as_deref()
         .and_then(ErrorName::from_short)
         .unwrap_or(ErrorName::PinInvalid);
-    let what = if name == ErrorName::PukInvalid {
-        "PUK"
-    } else {
-        "PIN"
-    };
-    let message = match prompt.retries {
-        Some(n) => format!("wrong {what}, {n} retries left"),
-        None => format!("wrong {what}"),
+    let n = prompt.retries;
+    let message = match (name, n) {
+        (ErrorName::PinInvalid, Some(n)) => format!("wrong PIN, {n} retries left"),
+        (ErrorName::PukInvalid, Some(n)) => format!("wrong PUK, {n} retries left"),
+        (ErrorName::PinWouldBlock, Some(n)) => format!(
+            "PIN not tried: only {n} retry left, spending it could block the card; unblock it \
+             with the PUK"
+        ),
+        (other, _) => format!("the daemon refused the answer ({other})"),
     };
     Error::Daemon { name, message }
 }
