@@ -27,7 +27,10 @@ use zbus::zvariant::Value;
 use zbus::Connection;
 
 use crate::machine::unix_now;
-use crate::start_auth::{authenticate_subscribing, Outcome, RequestSignals};
+use crate::start_auth::{
+    authenticate_subscribing, measure_cpu, CpuPerCall, Outcome, RequestSignals, Way, WAYS,
+};
+use crate::throughput::CpuPids;
 use crate::{LIMIT_USER, PIN, READER, USER};
 
 // 1. Authenticate latency: rounds that interleave authentications with the floor measurements.
@@ -76,17 +79,30 @@ impl Client<'_> {
         })
     }
 
-    /// StartAuthentication of [`USER`] with the PIN up front, call → Completed, on the one
-    /// subscription of [`Client::signals`].
-    pub fn timed_start_authentication(&self) -> Result<Outcome> {
-        self.rt
-            .block_on(self.signals.authenticate(self.manager, USER))
-    }
-
-    /// The same, subscribing for this request alone (as the CLI does), timed from the subscription.
-    pub fn timed_start_authentication_subscribing(&self) -> Result<Outcome> {
-        self.rt
-            .block_on(authenticate_subscribing(self.conn, self.manager, USER))
+    /// One timed authentication of [`USER`] in `way`: Authenticate (call → token),
+    /// StartAuthentication with the PIN up front on the one subscription of [`Client::signals`]
+    /// (call → Completed), or subscribing for this request alone as the CLI does (timed from the
+    /// subscription).
+    pub fn authenticate_by(&self, way: Way) -> Result<Outcome> {
+        match way {
+            Way::Authenticate => {
+                let (elapsed, token) = self.timed_authenticate()?;
+                Ok(Outcome {
+                    elapsed,
+                    token,
+                    states: Vec::new(),
+                })
+            }
+            Way::Start => self
+                .rt
+                .block_on(self.signals.authenticate(self.manager, USER)),
+            Way::StartSubscribing => self.rt.block_on(async {
+                let outcome = authenticate_subscribing(self.conn, self.manager, USER).await;
+                // Its signals also reached the one subscription, which nothing reads meanwhile.
+                self.signals.drain().await;
+                outcome
+            }),
+        }
     }
 
     pub fn timed_ping(&self) -> Result<Duration> {
@@ -121,6 +137,8 @@ pub struct AuthResults {
     pub start_minus_auth: Vec<f64>,
     /// The Progress states a StartAuthentication signalled before Completed (the last one's).
     pub start_states: Vec<String>,
+    /// CPU per call of each way, in batches of one way at a time.
+    pub cpu: Vec<(Way, CpuPerCall)>,
     /// Authenticate of [`LIMIT_USER`], at the limit: each supersedes the user's oldest token.
     pub at_limit: Vec<Duration>,
     pub apdu: Vec<Duration>,
@@ -136,13 +154,14 @@ pub struct AuthResults {
     pub tokens: Vec<String>,
 }
 
-pub fn measure_auth(client: &Client<'_>, work: &Path) -> Result<AuthResults> {
+pub fn measure_auth(client: &Client<'_>, work: &Path, pids: CpuPids) -> Result<AuthResults> {
     let mut r = AuthResults {
         auth: Vec::new(),
         start: Vec::new(),
         start_subscribing: Vec::new(),
         start_minus_auth: Vec::new(),
         start_states: Vec::new(),
+        cpu: Vec::new(),
         at_limit: Vec::new(),
         apdu: Vec::new(),
         txn: Vec::new(),
@@ -155,10 +174,9 @@ pub fn measure_auth(client: &Client<'_>, work: &Path) -> Result<AuthResults> {
         tokens: Vec::new(),
     };
     for _ in 0..AUTH_WARMUP {
-        r.tokens.push(client.authenticate()?);
-        r.tokens.push(client.timed_start_authentication()?.token);
-        r.tokens
-            .push(client.timed_start_authentication_subscribing()?.token);
+        for way in WAYS {
+            r.tokens.push(client.authenticate_by(way)?.token);
+        }
     }
     for _ in 0..LIMIT_WARMUP {
         client.timed_authenticate_as(LIMIT_USER)?;
@@ -227,6 +245,7 @@ pub fn measure_auth(client: &Client<'_>, work: &Path) -> Result<AuthResults> {
             }
         }
     }
+    r.cpu = measure_cpu(client, pids, &mut r.tokens)?;
     // The pull test expects one live token per card session: end the limit user's 32.
     client
         .rt
@@ -243,37 +262,31 @@ pub fn measure_auth(client: &Client<'_>, work: &Path) -> Result<AuthResults> {
 /// The three ways to authenticate, one each, in the `n`-th of the six orders, so that load noise
 /// hits each alike and none always follows the same other one.
 fn interleaved(client: &Client<'_>, r: &mut AuthResults, n: usize) -> Result<()> {
-    const ORDERS: [[usize; 3]; 6] = [
-        [0, 1, 2],
-        [1, 2, 0],
-        [2, 0, 1],
-        [0, 2, 1],
-        [2, 1, 0],
-        [1, 0, 2],
+    const ORDERS: [[Way; 3]; 6] = [
+        [Way::Authenticate, Way::Start, Way::StartSubscribing],
+        [Way::Start, Way::StartSubscribing, Way::Authenticate],
+        [Way::StartSubscribing, Way::Authenticate, Way::Start],
+        [Way::Authenticate, Way::StartSubscribing, Way::Start],
+        [Way::StartSubscribing, Way::Start, Way::Authenticate],
+        [Way::Start, Way::Authenticate, Way::StartSubscribing],
     ];
     let mut v1 = Duration::ZERO;
     let mut start = Duration::ZERO;
     for way in ORDERS[n % ORDERS.len()] {
+        let o = client.authenticate_by(way)?;
         match way {
-            0 => {
-                let (d, token) = client.timed_authenticate()?;
-                v1 = d;
-                r.auth.push(d);
-                r.tokens.push(token);
+            Way::Authenticate => {
+                v1 = o.elapsed;
+                r.auth.push(o.elapsed);
             }
-            1 => {
-                let o = client.timed_start_authentication()?;
+            Way::Start => {
                 start = o.elapsed;
                 r.start.push(o.elapsed);
-                r.tokens.push(o.token);
                 r.start_states = o.states;
             }
-            _ => {
-                let o = client.timed_start_authentication_subscribing()?;
-                r.start_subscribing.push(o.elapsed);
-                r.tokens.push(o.token);
-            }
+            Way::StartSubscribing => r.start_subscribing.push(o.elapsed),
         }
+        r.tokens.push(o.token);
     }
     r.start_minus_auth
         .push((start.as_secs_f64() - v1.as_secs_f64()) * 1e3);

@@ -35,6 +35,7 @@
 mod common;
 
 mod auth;
+mod cpu;
 mod idle;
 mod live_tokens;
 mod machine;
@@ -213,22 +214,20 @@ fn bench(bins: &Binaries, work: &Path, machine: &Machine) -> Result<String> {
         return Ok(s);
     }
 
+    let pids = CpuPids {
+        daemon: daemon_pid,
+        bus: bus
+            .pid()
+            .ok_or_else(|| anyhow!("dbus-daemon is not running"))?,
+    };
     eprintln!("e2e: 1/5 authenticate latency and its floors");
-    let mut auth = measure_auth(&client, work)?;
+    let mut auth = measure_auth(&client, work, pids)?;
     if std::env::args().any(|a| a == "--auth-only") {
         return Ok(report::auth_only(machine, bins, &auth));
     }
     eprintln!("e2e: 2/5 ValidateToken vs Ping throughput");
     let token = client.authenticate()?;
     auth.tokens.push(token.clone());
-    let pids = CpuPids {
-        daemon: daemon
-            .pid()
-            .ok_or_else(|| anyhow!("tesserad is not running"))?,
-        bus: bus
-            .pid()
-            .ok_or_else(|| anyhow!("dbus-daemon is not running"))?,
-    };
     let throughput = measure_throughput(&rt, &address, &token, pids)?;
     eprintln!("e2e: 3/5 card pulled -> TokenRevoked");
     let pulls = measure_pulls(&client, &conn, &daemon, &mut sim, &auth.tokens)?;

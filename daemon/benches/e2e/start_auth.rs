@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use tessera_client::names::{BUS_NAME, REQUESTS_PATH, REQUEST_INTERFACE};
 use tessera_client::request::{Listener, Update};
 use tessera_client::ManagerProxy;
@@ -21,9 +21,11 @@ use zbus::message::Type;
 use zbus::zvariant::OwnedValue;
 use zbus::{Connection, MatchRule, MessageStream};
 
-use crate::auth::{pin_options, AuthResults};
+use crate::auth::{pin_options, AuthResults, Client};
+use crate::cpu::{on_cpu, self_on_cpu};
 use crate::report::verdict;
-use crate::stats::{ms, ms_signed, percentile_f, Percentiles};
+use crate::stats::{median, ms, ms_signed, percentile_f, us, Percentiles};
+use crate::throughput::CpuPids;
 
 /// Bound on the wait for a request's terminal signal: a lost signal fails the bench, not hangs it.
 pub const OUTCOME_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,6 +59,15 @@ impl RequestSignals {
         Ok(RequestSignals {
             stream: Mutex::new(stream),
         })
+    }
+
+    /// Drops the signals queued since the last request on this subscription (those of the requests
+    /// other clients on this connection made). zbus holds at most 64 messages per stream and, when
+    /// one is full, stops reading the connection altogether: the other client would then wait for
+    /// its own Completed forever.
+    pub async fn drain(&self) {
+        let mut stream = self.stream.lock().await;
+        while stream.next().now_or_never().is_some() {}
     }
 
     /// StartAuthentication of `user` with the PIN, then its signals until Completed.
@@ -193,4 +204,114 @@ pub fn section(s: &mut String, a: &AuthResults) {
                 .join(", ")
         }
     );
+    let _ = writeln!(
+        s,
+        "\nCPU per call (µs, on-CPU time from schedstat), {CPU_BATCHES} batches of \
+         {CPU_PER_BATCH} calls of one way at a time, the ways in turn (medians of the batches):\n"
+    );
+    let _ = writeln!(s, "| Way | tesserad | dbus-daemon | the bench's client |");
+    let _ = writeln!(s, "|---|---|---|---|");
+    for (way, c) in &a.cpu {
+        let name = match way {
+            Way::Authenticate => "Authenticate",
+            Way::Start => "StartAuthentication, one subscription",
+            Way::StartSubscribing => "StartAuthentication, subscribing per request",
+        };
+        let _ = writeln!(
+            s,
+            "| {name} | {:.1} | {:.1} | {:.1} |",
+            us(c.daemon),
+            us(c.bus),
+            us(c.client)
+        );
+    }
+}
+
+/// CPU batches per way, and calls per batch.
+pub const CPU_BATCHES: usize = 4;
+pub const CPU_PER_BATCH: usize = 50;
+/// Quiet before each CPU reading, so a batch's trailing work (removing the last request object)
+/// counts for it and not for the next one.
+const CPU_SETTLE: Duration = Duration::from_millis(30);
+
+/// The three ways to authenticate.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Way {
+    /// v1 Authenticate.
+    Authenticate,
+    /// StartAuthentication on one subscription.
+    Start,
+    /// StartAuthentication subscribing for itself.
+    StartSubscribing,
+}
+
+pub const WAYS: [Way; 3] = [Way::Authenticate, Way::Start, Way::StartSubscribing];
+
+/// The CPU one call cost each process, per way: medians over [`CPU_BATCHES`] batches.
+#[derive(Clone, Copy, Default)]
+pub struct CpuPerCall {
+    pub daemon: Duration,
+    pub bus: Duration,
+    pub client: Duration,
+}
+
+/// Batches of [`CPU_PER_BATCH`] calls of one way at a time, the ways in turn, with the CPU time
+/// tesserad, dbus-daemon and the bench spent per call. Not interleaved call by call, unlike the
+/// latencies: a request's object is removed after its Completed, and that work must count for it.
+pub fn measure_cpu(
+    client: &Client<'_>,
+    pids: CpuPids,
+    tokens: &mut Vec<String>,
+) -> Result<Vec<(Way, CpuPerCall)>> {
+    let mut batches: Vec<(Way, CpuPerCall)> = Vec::new();
+    for batch in 0..CPU_BATCHES {
+        for k in 0..WAYS.len() {
+            let way = WAYS[(batch + k) % WAYS.len()];
+            std::thread::sleep(CPU_SETTLE);
+            let before = sample(pids)?;
+            for _ in 0..CPU_PER_BATCH {
+                tokens.push(client.authenticate_by(way)?.token);
+            }
+            std::thread::sleep(CPU_SETTLE);
+            let after = sample(pids)?;
+            let n = u32::try_from(CPU_PER_BATCH).unwrap_or(u32::MAX);
+            batches.push((
+                way,
+                CpuPerCall {
+                    daemon: after.daemon.saturating_sub(before.daemon) / n,
+                    bus: after.bus.saturating_sub(before.bus) / n,
+                    client: after.client.saturating_sub(before.client) / n,
+                },
+            ));
+        }
+    }
+    Ok(WAYS
+        .iter()
+        .map(|&way| {
+            let of = |f: fn(&CpuPerCall) -> Duration| -> Duration {
+                let v: Vec<Duration> = batches
+                    .iter()
+                    .filter(|(w, _)| *w == way)
+                    .map(|(_, c)| f(c))
+                    .collect();
+                median(&v)
+            };
+            (
+                way,
+                CpuPerCall {
+                    daemon: of(|c| c.daemon),
+                    bus: of(|c| c.bus),
+                    client: of(|c| c.client),
+                },
+            )
+        })
+        .collect())
+}
+
+fn sample(pids: CpuPids) -> Result<CpuPerCall> {
+    Ok(CpuPerCall {
+        daemon: on_cpu(pids.daemon).ok_or_else(|| anyhow!("no schedstat for tesserad"))?,
+        bus: on_cpu(pids.bus).ok_or_else(|| anyhow!("no schedstat for dbus-daemon"))?,
+        client: self_on_cpu().ok_or_else(|| anyhow!("no schedstat for the bench"))?,
+    })
 }
