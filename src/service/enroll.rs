@@ -26,20 +26,17 @@ pub(super) async fn start(
 ) -> Result<Request> {
     // Enrollment tries the PIN too, so it counts toward the same lockout.
     svc.check_lockout(&account.name)?;
-    let device = svc.device(device_id);
-    let first = match &device {
-        Some(d) => Progress::Working {
-            device: d.info.id.clone(),
-        },
-        None => Progress::WaitingForDevice,
+    let device = svc.device(device_id).ok_or(Error::NoDevice)?;
+    let first = Progress::Working {
+        device: device.info.id.clone(),
     };
-    let (shared, request) = svc.inner.requests.open(caller.uid, first, r.timeout)?;
+    let (shared, request) = svc
+        .inner
+        .requests
+        .open(caller.uid, first, r.timeout, interactive)?;
     let svc = svc.clone();
     tokio::spawn(async move {
-        let result = match device {
-            Some(device) => run(&svc, &shared, caller, &account, device, r, interactive).await,
-            None => Err(Error::NoDevice),
-        };
+        let result = run(&svc, &shared, caller, &account, device, r, interactive).await;
         svc.note_outcome(&account.name, &result);
         // Not kept past the outcome (see `WeakService`).
         drop(svc);

@@ -125,7 +125,8 @@ pub(super) struct Shared {
     deadline: Option<tokio::time::Instant>,
     state: Mutex<State>,
     updates: mpsc::UnboundedSender<Update>,
-    registry: Arc<Registry>,
+    /// Where the request is counted, if it is.
+    registry: Option<Arc<Registry>>,
 }
 
 struct State {
@@ -249,7 +250,9 @@ impl Shared {
             st.waiting = None;
             let _ = self.updates.send(u);
         }
-        self.registry.release(self.uid);
+        if let Some(r) = &self.registry {
+            r.release(self.uid);
+        }
         true
     }
 
@@ -322,6 +325,9 @@ pub(super) struct Registry {
 
 impl Registry {
     /// A new request for `uid` showing `first`, with an optional cap on its whole life.
+    /// `interactive` requests count toward [`MAX_LIVE_REQUESTS_PER_CALLER`]; a non-interactive one
+    /// (a v1 call) never waits for a device or a person, and its device work is bounded by the
+    /// caller's places on the device ([`crate::transport::worker::MAX_PER_CALLER`]) as before.
     ///
     /// Errors: [`Error::Busy`] when `uid` already has [`MAX_LIVE_REQUESTS_PER_CALLER`] live ones.
     pub(super) fn open(
@@ -329,8 +335,9 @@ impl Registry {
         uid: u32,
         first: Progress,
         timeout: Option<Duration>,
+        interactive: bool,
     ) -> Result<(Arc<Shared>, Request)> {
-        {
+        if interactive {
             let mut live = lock(&self.live);
             let n = live.entry(uid).or_insert(0);
             if *n >= MAX_LIVE_REQUESTS_PER_CALLER {
@@ -355,7 +362,7 @@ impl Registry {
                 waiting: None,
             }),
             updates: tx,
-            registry: Arc::clone(self),
+            registry: interactive.then(|| Arc::clone(self)),
         });
         if let Some(t) = timeout {
             // The cap ends the request at once, wherever its flow is; the flow sees the cancel.

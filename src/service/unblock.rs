@@ -27,7 +27,10 @@ pub(super) fn start(
     let first = Progress::Working {
         device: device.info.id.clone(),
     };
-    let (shared, request) = svc.inner.requests.open(caller.uid, first, r.timeout)?;
+    let (shared, request) = svc
+        .inner
+        .requests
+        .open(caller.uid, first, r.timeout, interactive)?;
     let svc = svc.clone();
     tokio::spawn(async move {
         let result = run(&svc, &shared, caller, device, r, interactive).await;
