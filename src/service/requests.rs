@@ -301,6 +301,24 @@ impl Shared {
     }
 }
 
+impl super::Service {
+    /// A request working on `device` from the start (enrollment, unblock).
+    pub(super) fn open_request_on(
+        &self,
+        device: &super::devices::Device,
+        caller: super::Caller,
+        timeout: Option<Duration>,
+        interactive: bool,
+    ) -> Result<(Arc<Shared>, Request)> {
+        let first = Progress::Working {
+            device: device.info.id.clone(),
+        };
+        self.inner
+            .requests
+            .open(caller.uid, first, timeout, interactive)
+    }
+}
+
 /// A service handle that does not keep the service alive: a flow gives up its [`super::Service`]
 /// before its terminal update, so that a caller who drops the service on the outcome (a test, a
 /// daemon shutting down) finds its state directory free.
