@@ -646,3 +646,29 @@ async fn the_pin_guard_ends_a_request_on_a_card_enrolled_for_nobody() {
     );
     assert_eq!(spy.retries(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pin_given_up_front_costs_no_extra_card_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, spy, _) = enrolled(dir.path(), "").await;
+    // SELECT, VERIFY (the counter), VERIFY (the PIN), GENERAL AUTHENTICATE, VERIFY P1=FF: the
+    // guarded VERIFY reads the retries in the same exchange, as v1 did.
+    let want: Vec<u8> = vec![
+        0xA4,
+        INS_VERIFY,
+        INS_VERIFY,
+        INS_GENERAL_AUTHENTICATE,
+        INS_VERIFY,
+    ];
+    let before = spy.sent();
+    v1_auth(&svc, PIN).await.unwrap();
+    // The PIN-status reset follows the result (an epilogue).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ins: Vec<u8> = spy.sent_since(before).iter().map(|c| c[1]).collect();
+    assert_eq!(ins, want, "v1 Authenticate");
+    let before = spy.sent();
+    start(&svc, with_pin()).await.outcome().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ins: Vec<u8> = spy.sent_since(before).iter().map(|c| c[1]).collect();
+    assert_eq!(ins, want, "StartAuthentication with the PIN");
+}
