@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
-use crate::authenticator::{Progress, SecretAnswer, SecretKind};
+use crate::authenticator::{Progress, SecretAnswer};
 use crate::cancel::CancelToken;
 use crate::locks::lock;
 use crate::secret::Secret;
@@ -132,8 +132,8 @@ pub(super) struct Shared {
 struct State {
     progress: Progress,
     done: bool,
-    /// The prompt waiting for an answer.
-    waiting: Option<(SecretKind, oneshot::Sender<(Secret, bool)>)>,
+    /// Where the answer to the prompt shown goes: the secret, and whether it spends a last try.
+    waiting: Option<oneshot::Sender<(Secret, bool)>>,
 }
 
 impl RequestHandle {
@@ -181,16 +181,12 @@ impl RequestHandle {
 
     fn submit(&self, s: Secret, last_try: bool) -> Result<()> {
         let mut st = lock(&self.shared.state);
-        let Some(prompt) = st.progress.prompt().cloned() else {
+        let waiting = !st.done && st.waiting.is_some();
+        let Some(prompt) = st.progress.prompt().filter(|_| waiting).cloned() else {
             return Err(Error::InvalidArgument(
                 "the request is not waiting for a secret".into(),
             ));
         };
-        if st.done || st.waiting.is_none() {
-            return Err(Error::InvalidArgument(
-                "the request is not waiting for a secret".into(),
-            ));
-        }
         if prompt.last_try && !last_try {
             return Err(Error::PinWouldBlock { retries: 1 });
         }
@@ -204,7 +200,7 @@ impl RequestHandle {
         if len > prompt.max_length as usize {
             return Err(Error::PinFormat("longer than the device accepts"));
         }
-        if let Some((_, tx)) = st.waiting.take() {
+        if let Some(tx) = st.waiting.take() {
             // The flow stopped waiting (timeout, cancel) only when it also ends the request.
             let _ = tx.send((s, last_try));
         }
@@ -268,19 +264,14 @@ impl Shared {
     /// Shows `progress` (a `*-needed` state) and waits at most `wait` for the answer.
     ///
     /// Errors: [`Error::Timeout`], [`Error::Cancelled`].
-    pub(super) async fn ask(
-        &self,
-        kind: SecretKind,
-        progress: Progress,
-        wait: Duration,
-    ) -> Result<SecretAnswer> {
+    pub(super) async fn ask(&self, progress: Progress, wait: Duration) -> Result<SecretAnswer> {
         let (tx, rx) = oneshot::channel();
         {
             let mut st = lock(&self.state);
             if st.done {
                 return Err(Error::Cancelled);
             }
-            st.waiting = Some((kind, tx));
+            st.waiting = Some(tx);
         }
         self.progress(progress);
         let answer = tokio::select! {
