@@ -43,7 +43,10 @@ pub(super) async fn start(
         Err(Error::DeviceAmbiguous(devices)) => Progress::SelectingDevice { devices },
         Err(_) => Progress::WaitingForDevice,
     };
-    let (shared, request) = svc.inner.requests.open(caller.uid, first, r.timeout)?;
+    let (shared, request) = svc
+        .inner
+        .requests
+        .open(caller.uid, first, r.timeout, interactive)?;
     let svc = svc.clone();
     tokio::spawn(async move {
         let result = run(
