@@ -102,6 +102,9 @@ impl FakeManager {
             state: Mutex::new("working".into()),
         };
         conn.object_server().at(&path, request).await?;
+        let given = options
+            .get("pin")
+            .and_then(|v| <&str>::try_from(&**v).ok().map(str::to_owned));
         let conn = conn.clone();
         let script = self.script;
         let p = path.clone();
@@ -130,6 +133,15 @@ impl FakeManager {
                 }
                 // Started by StartUnblock, never here.
                 Script::Unblock => {}
+                // A PIN given up front answers the first prompt, which is then never shown.
+                Script::Pin if given.as_deref() == Some(PIN) => {
+                    progress(&conn, &emitter, "working", device_only()).await;
+                    let _ = FakeRequest::completed(&emitter, TOKEN).await;
+                    remove(&conn, &p).await;
+                }
+                Script::Pin if given.is_some() => {
+                    progress(&conn, &emitter, "pin-needed", prompt(2, Some("PinInvalid"))).await;
+                }
                 Script::Pin | Script::Touch => {
                     progress(&conn, &emitter, "pin-needed", prompt(3, None)).await;
                 }
@@ -512,7 +524,6 @@ fn last_try_from_standard_input_is_never_spent() {
             "--bus",
             fake.bus.address(),
             "authenticate",
-            "--pin-stdin",
         ]),
         format!("{PIN}\n").as_bytes(),
         Duration::from_secs(30),
@@ -678,4 +689,60 @@ fn unblock_asks_the_puk_then_the_new_pin_twice() {
             "SubmitPin 24681357".to_owned(),
         ]
     );
+}
+
+#[test]
+fn pin_stdin_gives_the_pin_up_front() {
+    for (pin, ok) in [(PIN, true), (WRONG_PIN, false)] {
+        let fake = Fake::start(Script::Pin);
+        let out = common::run(
+            std::process::Command::new(common::bin("tessera")).args([
+                "--bus",
+                fake.bus.address(),
+                "authenticate",
+                "--pin-stdin",
+            ]),
+            format!("{pin}\n").as_bytes(),
+            Duration::from_secs(30),
+        );
+        let calls = fake.log.calls();
+        assert!(
+            calls[0].contains(&format!("pin=Str(\"{pin}\")")),
+            "{calls:?}"
+        );
+        if ok {
+            assert!(out.status.success(), "{out:?}");
+            assert_eq!(common::stdout(&out).trim(), TOKEN);
+            assert_eq!(calls.len(), 1, "{calls:?}");
+        } else {
+            // The refusal comes back as a prompt; with no second line that is the answer.
+            let (name, msg) = common::stack::parse_err(&out);
+            assert_eq!(
+                (name.as_str(), msg.as_str()),
+                ("PinInvalid", "wrong PIN, 2 retries left")
+            );
+            assert_eq!(calls[1..], ["Cancel".to_owned()]);
+        }
+    }
+}
+
+#[test]
+fn a_last_try_with_no_line_left_is_pin_would_block() {
+    // The PIN given up front was not tried (one try left): the prompt comes back as a last try,
+    // and from standard input it is never spent.
+    let fake = Fake::start(Script::LastTry);
+    let out = common::run(
+        std::process::Command::new(common::bin("tessera")).args([
+            "--bus",
+            fake.bus.address(),
+            "authenticate",
+            "--pin-stdin",
+        ]),
+        format!("{PIN}\n").as_bytes(),
+        Duration::from_secs(30),
+    );
+    let (name, msg) = common::stack::parse_err(&out);
+    assert_eq!(name, "PinWouldBlock", "{msg}");
+    assert!(msg.contains("only 1 retry left"), "{msg}");
+    assert_eq!(fake.log.calls()[1..], ["Cancel".to_owned()]);
 }

@@ -22,8 +22,9 @@ pub struct Cli {
 /// How the PIN is given to `authenticate` and `enroll`.
 #[derive(clap::Args, Clone, Copy, Default)]
 pub struct PinArgs {
-    /// Read the PIN (and a second line for a retry) from standard input instead of the terminal.
-    /// Implied when standard input is not a terminal.
+    /// Read the PIN from the first line of standard input and give it up front (a retry, if asked,
+    /// from the next line). Without it, a standard input that is not a terminal is read a line at
+    /// each prompt.
     #[arg(long)]
     pub pin_stdin: bool,
     /// Wait for a card to be inserted [default: when asking on a terminal].

@@ -45,6 +45,8 @@ pub struct Run<'a> {
     pub no_pin: bool,
     /// The account shown in the PIN prompt.
     pub user_shown: &'a str,
+    /// A PIN given up front (`--pin-stdin`), sent in the Start call's options.
+    pub pin: Option<&'a str>,
 }
 
 /// How a request ended for the CLI.
@@ -127,6 +129,9 @@ async fn start_request(
     Ok(match start {
         Start::Authentication { user, device } => {
             opts.insert("wait", Value::from(how.wait));
+            if let Some(p) = how.pin {
+                opts.insert("pin", Value::from(p));
+            }
             if let Some(d) = device {
                 opts.insert("device", Value::from((*d).clone()));
             }
@@ -134,6 +139,9 @@ async fn start_request(
         }
         Start::Enrollment { user, device, slot } => {
             opts.insert("slot", Value::from(*slot));
+            if let Some(p) = how.pin {
+                opts.insert("pin", Value::from(p));
+            }
             manager.start_enrollment(user, device, opts).await?
         }
         Start::Unblock { device } => manager.start_unblock(device, opts).await?,
@@ -166,7 +174,8 @@ impl Flow<'_> {
     async fn answer(&mut self, request: &RequestProxy<'static>, p: Progress) -> Result<(), Error> {
         let say = |t: &str| self.how.secrets.say(t);
         match p {
-            Progress::WaitingForDevice => say("Insert your card or key…"),
+            // Without waiting the request fails at once (NoDevice): no cue then.
+            Progress::WaitingForDevice if self.how.wait => say("Insert your card or key…"),
             Progress::SelectingDevice { devices } => {
                 let mut names = Vec::new();
                 for d in &devices {
@@ -227,8 +236,11 @@ impl Flow<'_> {
         );
         let pin = match self.secret(&text, &prompt, "PIN").await {
             Ok(p) => p,
-            // Out of lines after a refused PIN: the refusal is the answer.
-            Err(Error::Usage(_)) if prompt.last_error.is_some() && !secrets.is_terminal() => {
+            // Out of lines after a refused PIN, or at a last try (never spent from standard
+            // input, whatever PIN was given up front): the refusal is the answer.
+            Err(Error::Usage(_))
+                if (prompt.last_error.is_some() || prompt.last_try) && !secrets.is_terminal() =>
+            {
                 return Err(last_refusal(&prompt));
             }
             Err(e) => return Err(e),
@@ -350,19 +362,20 @@ fn refused(last_error: &str) -> String {
 
 /// The error a non-interactive run reports when a refused PIN cannot be retried.
 fn last_refusal(prompt: &SecretPrompt) -> Error {
-    let name = prompt
-        .last_error
-        .as_deref()
-        .and_then(ErrorName::from_short)
-        .unwrap_or(ErrorName::PinInvalid);
-    let what = if name == ErrorName::PukInvalid {
-        "PUK"
-    } else {
-        "PIN"
+    let name = match prompt.last_error.as_deref().and_then(ErrorName::from_short) {
+        Some(name) => name,
+        None if prompt.last_try => ErrorName::PinWouldBlock,
+        None => ErrorName::PinInvalid,
     };
-    let message = match prompt.retries {
-        Some(n) => format!("wrong {what}, {n} retries left"),
-        None => format!("wrong {what}"),
+    let n = prompt.retries;
+    let message = match (name, n) {
+        (ErrorName::PinInvalid, Some(n)) => format!("wrong PIN, {n} retries left"),
+        (ErrorName::PukInvalid, Some(n)) => format!("wrong PUK, {n} retries left"),
+        (ErrorName::PinWouldBlock, Some(n)) => format!(
+            "PIN not tried: only {n} retry left, spending it could block the card; unblock it \
+             with the PUK"
+        ),
+        (other, _) => format!("the daemon refused the answer ({other})"),
     };
     Error::Daemon { name, message }
 }

@@ -307,12 +307,21 @@ async fn finish(
         pin.wait || secrets.is_terminal()
     };
     let user_shown = shown_user(user);
+    // --pin-stdin gives the PIN up front, as v1 took it: the daemon refuses one it would not use
+    // (a 9E login) instead of it being dropped unseen. Unblocking asks for the PUK at its prompt.
+    let up_front = match (&start, pin.pin_stdin && !no_pin) {
+        (Start::Authentication { .. } | Start::Enrollment { .. }, true) => {
+            Some(v1::read_pin(&secrets).await?)
+        }
+        _ => None,
+    };
     let how = Run {
         secrets: &secrets,
         wait,
         timeout: pin.timeout,
         no_pin,
         user_shown: &user_shown,
+        pin: up_front.as_ref().map(|p| p.as_str()),
     };
     match interactive::run(conn, &start, &how).await {
         Ok(Outcome::Completed(result)) => {

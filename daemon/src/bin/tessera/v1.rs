@@ -9,6 +9,7 @@ use zbus::Connection;
 use zeroize::Zeroizing;
 
 use crate::interactive::{Run, Start};
+use crate::secret::Source;
 
 /// Whether the daemon does not know the method called (an older tesserad).
 pub fn is_unknown_method(e: &Error) -> bool {
@@ -22,21 +23,10 @@ pub async fn call(
     how: &Run<'_>,
 ) -> Result<Zeroizing<String>, Error> {
     let manager = ManagerProxy::new(conn).await?;
-    let pin = if how.no_pin {
-        None
-    } else {
-        let mut pending = how.secrets.ask("PIN: ")?;
-        let pin = pending
-            .line()
-            .await?
-            .ok_or_else(|| Error::Usage("no PIN given (end of input)".into()))?;
-        if pin.is_empty() {
-            return Err(Error::Daemon {
-                name: ErrorName::PinFormat,
-                message: "empty PIN".into(),
-            });
-        }
-        Some(pin)
+    let pin = match (how.no_pin, how.pin) {
+        (true, _) => None,
+        (false, Some(given)) => Some(Zeroizing::new(given.to_owned())),
+        (false, None) => Some(read_pin(how.secrets).await?),
     };
     let mut opts: HashMap<&str, Value<'_>> = HashMap::new();
     if let Some(p) = &pin {
@@ -57,4 +47,21 @@ pub async fn call(
             "this tesserad cannot unblock cards (it has no StartUnblock)".into(),
         )),
     }
+}
+
+/// One PIN, asked with "PIN: " (on the terminal, without echo) or read as the next line of standard
+/// input; an empty one is refused here.
+pub async fn read_pin(secrets: &Source) -> Result<Zeroizing<String>, Error> {
+    let mut pending = secrets.ask("PIN: ")?;
+    let pin = pending
+        .line()
+        .await?
+        .ok_or_else(|| Error::Usage("no PIN given (end of input)".into()))?;
+    if pin.is_empty() {
+        return Err(Error::Daemon {
+            name: ErrorName::PinFormat,
+            message: "empty PIN".into(),
+        });
+    }
+    Ok(pin)
 }
