@@ -386,3 +386,27 @@ async fn cancel_during_a_stalled_signature_fails_at_once_and_issues_nothing() {
 fn futures_block<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interactive_enrollment_asks_for_the_pin_and_completes_with_the_enrollment_id() {
+    let (stack, card) = Stack::with_card(&[], "");
+    let mut client = Client::connect(stack.bus_address()).await;
+    let path = client
+        .start_enroll("", DEVICE_PATH, HashMap::new())
+        .await
+        .unwrap();
+    let request = client.request(&path).await;
+    assert_pin_prompt(&client.next_after_work(&path).await, 3, None, false);
+    request.submit_pin(WRONG_PIN).await.unwrap();
+    let again = client.next_after_work(&path).await;
+    assert_pin_prompt(&again, 2, Some("PinInvalid"), false);
+    request.submit_pin(PIN).await.unwrap();
+    let id = match client.next_after_work(&path).await {
+        Signal::Completed(id) => id,
+        other => panic!("expected Completed, got {other:?}"),
+    };
+    assert_eq!(pin_retries_left(&card), 3);
+    // The same id v1 Enroll gives for the same key, and the enrollment authenticates.
+    assert_eq!(stack.enroll(PIN, &[]), id);
+    stack.authenticate(&[]);
+}
