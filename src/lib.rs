@@ -14,6 +14,7 @@ pub mod cancel;
 pub mod clock;
 pub mod error;
 pub mod iso7816;
+pub mod locks;
 pub mod piv;
 pub mod policy;
 pub mod secret;

@@ -11,6 +11,7 @@ use tessera::service::{
     AuthOptions, Caller, DeviceInfo, EnrollOptions, EnrollmentInfo, Service, SessionInfo,
     TokenRequirements,
 };
+use tessera::store::DeviceKind;
 use tessera::token::Claims;
 use zbus::fdo::DBusProxy;
 use zbus::message::Header;
@@ -297,8 +298,10 @@ impl Manager {
     }
 
     /// ListEnrollments(s user) -> (aa{sv}): the user's enrolled keys (own account, or root; root
-    /// may name an account that no longer exists). Keys: id, user, kind, slot, device_name (s),
-    /// card_guid (s, hex, "" if none), created, last_used (t, 0 = never).
+    /// may name an account that no longer exists). Keys: id, user, kind ("piv"), credential (the
+    /// PIV slot, e.g. "9a"; later a FIDO credential id), algorithm ("es256"), slot (the credential
+    /// of a PIV enrollment, "" for other kinds), device_name (s), card_guid (s, hex: the device
+    /// identity, "" if none), created, last_used (t, 0 = never).
     async fn list_enrollments(
         &self,
         user: &str,
@@ -583,7 +586,7 @@ fn enrollment_dict(e: &EnrollmentInfo) -> Result<HashMap<String, OwnedValue>, Bu
         Ok(())
     };
     let guid: String = e
-        .card_guid
+        .device_identity
         .iter()
         .flatten()
         .map(|b| format!("{b:02x}"))
@@ -591,7 +594,15 @@ fn enrollment_dict(e: &EnrollmentInfo) -> Result<HashMap<String, OwnedValue>, Bu
     put("id", Value::from(e.id.as_str()))?;
     put("user", Value::from(e.user.as_str()))?;
     put("kind", Value::from(e.kind.as_str()))?;
-    put("slot", Value::from(e.slot.as_str()))?;
+    put("credential", Value::from(e.credential.as_str()))?;
+    put("algorithm", Value::from(e.algorithm.as_str()))?;
+    // v1's key, kept for its clients: a PIV enrollment's credential is its slot.
+    let slot = if e.kind == DeviceKind::Piv {
+        e.credential.as_str()
+    } else {
+        ""
+    };
+    put("slot", Value::from(slot))?;
     put("device_name", Value::from(e.device_name.as_str()))?;
     put("card_guid", Value::from(guid.as_str()))?;
     put("created", Value::from(e.created))?;

@@ -12,7 +12,8 @@ use crate::errors::BusError;
 /// Most entries an `a{sv}` of options may have; more is refused unread.
 pub const MAX_OPTIONS: usize = 16;
 
-/// Longest string option value (PINs are at most 8 bytes, device object paths well under this).
+/// Longest string option value (PINs are at most 63 bytes, FIDO's limit; device object paths are well
+/// under this).
 pub const MAX_OPTION_LEN: usize = 256;
 
 /// A user-name argument ("" = the caller) is at most [`MAX_NAME_LEN`] bytes.

@@ -129,6 +129,19 @@ async fn enrolled(dir: &Path, config: &str) -> (Service, Spy, String) {
     (svc, spy, id)
 }
 
+/// A service with one card enrolled for nobody, and an interactive enrollment of it by `caller`.
+async fn start_enrollment_on_new_card(dir: &Path, caller: Caller) -> (Service, Spy, Request) {
+    let svc = open(dir, "");
+    let spy = Spy::new();
+    let id = attach(&svc, "Sim Reader 0", &spy).await;
+    svc.enumeration_complete().await.unwrap();
+    let r = svc
+        .start_enrollment(caller, "", &id, EnrollRequest::default())
+        .await
+        .unwrap();
+    (svc, spy, r)
+}
+
 async fn next(r: &mut Request) -> Update {
     tokio::time::timeout(Duration::from_secs(10), r.updates.recv())
         .await
@@ -542,6 +555,10 @@ async fn a_caller_holds_at_most_four_live_requests_and_ids_are_not_reused() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Busy(_)), "{e:?}");
+    // A v1 call is not a live request: it never waits, and is bounded by the caller's places on
+    // the device instead (here it finds no device).
+    let e = v1_auth(&svc, PIN).await.unwrap_err();
+    assert!(matches!(e, Error::NoDevice), "{e:?}");
     let mut ids: Vec<u64> = live.iter().map(|r| r.handle.id()).collect();
     let done = live.pop().unwrap();
     done.handle.cancel();
@@ -561,14 +578,7 @@ async fn a_caller_holds_at_most_four_live_requests_and_ids_are_not_reused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_interactive_enrollment_asks_for_the_pin() {
     let dir = tempfile::tempdir().unwrap();
-    let svc = open(dir.path(), "");
-    let spy = Spy::new();
-    let id = attach(&svc, "Sim Reader 0", &spy).await;
-    svc.enumeration_complete().await.unwrap();
-    let mut r = svc
-        .start_enrollment(ROOT, "", &id, EnrollRequest::default())
-        .await
-        .unwrap();
+    let (svc, _spy, mut r) = start_enrollment_on_new_card(dir.path(), ROOT).await;
     match next_not_working(&mut r).await {
         Update::Progress(Progress::PinNeeded(p)) => assert_eq!(p.retries, Some(3)),
         u => panic!("{u:?}"),
@@ -580,4 +590,85 @@ async fn an_interactive_enrollment_asks_for_the_pin() {
     };
     let listed = svc.enrollments(ROOT, "").await.unwrap();
     assert!(listed.iter().any(|e| e.id == enrollment), "{listed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_wrong_pin_counts_toward_the_lockout_which_ends_the_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, spy, _) = enrolled(
+        dir.path(),
+        "[auth]\nmax_failures = 2\n[pin]\nkeep_last_retry = false\n",
+    )
+    .await;
+    let mut r = start(&svc, interactive()).await;
+    for _ in 0..2 {
+        match next_not_working(&mut r).await {
+            Update::Progress(Progress::PinNeeded(_)) => {}
+            u => panic!("{u:?}"),
+        }
+        r.handle.submit_pin(secret("000000")).unwrap();
+    }
+    match next_not_working(&mut r).await {
+        Update::Failed(Error::RateLimited { .. }) => {}
+        u => panic!("{u:?}"),
+    }
+    assert_eq!(spy.retries(), 1);
+    let e = v1_auth(&svc, PIN).await.unwrap_err();
+    assert!(matches!(e, Error::RateLimited { .. }), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pin_guard_ends_a_request_on_a_card_enrolled_for_nobody() {
+    const NOBODY: Caller = Caller { uid: 65534 };
+    let dir = tempfile::tempdir().unwrap();
+    let (_svc, spy, mut r) = start_enrollment_on_new_card(dir.path(), NOBODY).await;
+    match next_not_working(&mut r).await {
+        Update::Progress(Progress::PinNeeded(_)) => {}
+        u => panic!("{u:?}"),
+    }
+    r.handle.submit_pin(secret("000000")).unwrap();
+    match next_not_working(&mut r).await {
+        Update::Progress(Progress::PinNeeded(p)) => {
+            assert_eq!(p.last_error.as_deref(), Some("PinInvalid"))
+        }
+        u => panic!("{u:?}"),
+    }
+    let before = spy.sent();
+    r.handle.submit_pin(secret(PIN)).unwrap();
+    match next_not_working(&mut r).await {
+        Update::Failed(Error::AccessDenied(_)) => {}
+        u => panic!("{u:?}"),
+    }
+    assert_eq!(
+        spy.sent(),
+        before,
+        "the guard let a second PIN reach the card"
+    );
+    assert_eq!(spy.retries(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pin_given_up_front_costs_no_extra_card_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, spy, _) = enrolled(dir.path(), "").await;
+    // SELECT, VERIFY (the counter), VERIFY (the PIN), GENERAL AUTHENTICATE, VERIFY P1=FF: the
+    // guarded VERIFY reads the retries in the same exchange, as v1 did.
+    let want: Vec<u8> = vec![
+        0xA4,
+        INS_VERIFY,
+        INS_VERIFY,
+        INS_GENERAL_AUTHENTICATE,
+        INS_VERIFY,
+    ];
+    let before = spy.sent();
+    v1_auth(&svc, PIN).await.unwrap();
+    // The PIN-status reset follows the result (an epilogue).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ins: Vec<u8> = spy.sent_since(before).iter().map(|c| c[1]).collect();
+    assert_eq!(ins, want, "v1 Authenticate");
+    let before = spy.sent();
+    start(&svc, with_pin()).await.outcome().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ins: Vec<u8> = spy.sent_since(before).iter().map(|c| c[1]).collect();
+    assert_eq!(ins, want, "StartAuthentication with the PIN");
 }

@@ -33,8 +33,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct EnrolledCredential {
     /// Credential reference as the device kind names it ("9a").
     pub credential: String,
-    /// The public key, SEC1 uncompressed P-256 point.
+    /// The public key, encoded as `algorithm` says.
     pub public_key: Vec<u8>,
+    /// The key's signature algorithm, as JOSE names it in lower case ("es256", RFC 7518 §3.1).
+    pub algorithm: &'static str,
     /// RFC 7638 thumbprint of the public key.
     pub thumbprint: String,
     /// The device's stable identifier (PIV: CHUID GUID), if it has one.
@@ -59,8 +61,10 @@ pub struct Enrollable {
 pub struct EnrolledKey<'a> {
     /// Credential reference ("9a").
     pub credential: &'a str,
-    /// The public key recorded at enrollment (SEC1), never what the device presents now.
+    /// The public key recorded at enrollment, never what the device presents now.
     pub public_key: &'a [u8],
+    /// Its algorithm ("es256").
+    pub algorithm: &'a str,
     /// Whether the credential needs the PIN.
     pub needs_secret: bool,
 }

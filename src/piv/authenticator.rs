@@ -18,6 +18,10 @@ use crate::transport::CardTransport;
 use crate::verify::challenge::Challenge;
 use crate::{Error, Result};
 
+/// The one algorithm Tessera uses on PIV cards: ECDSA P-256 with SHA-256 (SP 800-78-4 Table 6-2,
+/// algorithm `11`), "es256" in JOSE's terms (RFC 7518 §3.1).
+const ALGORITHM: &str = "es256";
+
 /// A present PIV card, reached through its device worker.
 pub struct PivAuthenticator {
     worker: DeviceWorker,
@@ -111,6 +115,7 @@ impl PivAuthenticator {
                 .to_encoded_point(false)
                 .as_bytes()
                 .to_vec(),
+            algorithm: ALGORITHM,
             thumbprint: jwk_thumbprint(&summary.public_key),
             device_guid: guid,
             subject: Some(summary.subject),
@@ -125,6 +130,12 @@ impl PivAuthenticator {
         ix: &dyn Interaction,
     ) -> Result<Assertion> {
         let slot: Slot = enrolled.credential.parse()?;
+        if enrolled.algorithm != ALGORITHM {
+            return Err(Error::Storage(format!(
+                "a PIV enrollment with algorithm {:?}; Tessera enrolls only {ALGORITHM}",
+                enrolled.algorithm
+            )));
+        }
         let key = p256::PublicKey::from_sec1_bytes(enrolled.public_key)
             .map_err(|_| Error::Storage("an enrollment has a bad key".into()))?;
         let digest = challenge.digest();

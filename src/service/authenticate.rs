@@ -14,9 +14,10 @@ use zeroize::Zeroizing;
 use super::devices::Device;
 use super::request_interaction::RequestInteraction;
 use super::requests::{AuthRequest, Request, Shared, WeakService};
-use super::tokens::{self, lock};
+use super::tokens;
 use super::{Caller, Event, Service};
 use crate::authenticator::{EnrolledKey, Progress, SecretKind};
+use crate::locks::lock;
 use crate::policy::config::TokenPolicy;
 use crate::policy::users::Account;
 use crate::store::Enrollment;
@@ -42,7 +43,10 @@ pub(super) async fn start(
         Err(Error::DeviceAmbiguous(devices)) => Progress::SelectingDevice { devices },
         Err(_) => Progress::WaitingForDevice,
     };
-    let (shared, request) = svc.inner.requests.open(caller.uid, first, r.timeout)?;
+    let (shared, request) = svc
+        .inner
+        .requests
+        .open(caller.uid, first, r.timeout, interactive)?;
     let svc = svc.clone();
     tokio::spawn(async move {
         let result = run(
@@ -56,7 +60,7 @@ pub(super) async fn start(
             events,
         )
         .await;
-        svc.note_request_outcome(&account.name, &result);
+        svc.note_outcome(&account.name, &result);
         let issued = result.as_ref().ok().cloned();
         let weak = WeakService::new(&svc);
         drop(svc);
@@ -147,7 +151,8 @@ async fn run(
     }
     let challenge = Challenge::new()?;
     let enrolled = EnrolledKey {
-        credential: &enrollment.slot,
+        credential: &enrollment.credential,
+        algorithm: enrollment.algorithm.as_str(),
         public_key: &enrollment.public_key,
         needs_secret: enrollment.require_pin,
     };
@@ -319,7 +324,10 @@ fn choose(
         .map(|d| {
             let own: Vec<&Enrollment> = enrollments
                 .iter()
-                .filter(|e| d.identity.thumbprint(&e.slot) == Some(e.key_thumbprint.as_str()))
+                .filter(|e| {
+                    e.kind.as_str() == d.authenticator.kind()
+                        && d.identity.thumbprint(&e.credential) == Some(e.key_thumbprint.as_str())
+                })
                 .collect();
             (d, own)
         })
@@ -359,12 +367,12 @@ fn choose(
 /// can be copied onto another card.
 fn check_enrolled_device(device: &Device, enrollment: &Enrollment) -> Result<()> {
     let identity = &device.identity;
-    if enrollment.card_guid.is_some() && identity.guid != enrollment.card_guid {
+    if enrollment.device_identity.is_some() && identity.guid != enrollment.device_identity {
         return Err(Error::SignatureInvalid(
             "the device presents an enrolled certificate but not the enrolled device's GUID",
         ));
     }
-    if let Some(enrolled) = &enrollment.card_auth_thumbprint {
+    if let Some(enrolled) = &enrollment.device_key_thumbprint {
         let proven = identity
             .device_key
             .as_ref()

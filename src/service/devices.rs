@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::tokens::lock;
 use super::{Event, Service};
 use crate::authenticator::{card_authenticator, Authenticator, DeviceIdentity};
+use crate::locks::lock;
 use crate::store::{DeviceSession, WriteOp};
 use crate::transport::worker::{CardConnection, DeviceWorker};
 use crate::{Error, Result};

@@ -1,9 +1,9 @@
 //! Listing and removing enrollments (ListEnrollments, RemoveEnrollment): how a lost card stops
 //! working. Making an enrollment is [`super::enroll`].
 
-use super::{Caller, Event, Service};
+use super::{Caller, Service};
 use crate::policy::users::Account;
-use crate::store::WriteOp;
+use crate::store::{DeviceKind, KeyAlgorithm, WriteOp};
 use crate::{Error, Result};
 
 /// The reason TokenRevoked gives for the tokens of a removed enrollment.
@@ -19,14 +19,16 @@ pub struct EnrollmentInfo {
     pub id: String,
     /// Unix account name.
     pub user: String,
-    /// Kind of device: "piv".
-    pub kind: String,
-    /// PIV key reference, e.g. "9a".
-    pub slot: String,
-    /// The subject of the enrolled slot's certificate (what the card calls itself), if any.
+    /// Kind of device.
+    pub kind: DeviceKind,
+    /// Which credential of the device: a PIV key reference, e.g. "9a" (later a FIDO credential id).
+    pub credential: String,
+    /// The algorithm of the enrolled public key.
+    pub algorithm: KeyAlgorithm,
+    /// What the device calls itself (PIV: the subject of the enrolled slot's certificate), if anything.
     pub device_name: String,
-    /// The card's CHUID GUID, if it has one.
-    pub card_guid: Option<[u8; 16]>,
+    /// What the device says it is (PIV: the CHUID GUID), if it said.
+    pub device_identity: Option<[u8; 16]>,
     /// Unix seconds.
     pub created: u64,
     /// The last authentication with this enrollment, Unix seconds; `None` if never.
@@ -46,30 +48,26 @@ pub(super) async fn list(svc: &Service, caller: Caller, user: &str) -> Result<Ve
         // Neither enrolled nor an account: say so rather than answer an empty list.
         Account::by_name(user)?;
     }
-    let pruned = svc.inner.store.pruned_last_uses(&name)?;
     // Every stored token row, dead ones too (the index keeps only the live ones per user).
     let tokens = svc.inner.store.tokens_for_user(&name)?;
     Ok(rows
         .into_iter()
         .map(|e| {
-            // Tokens still indexed, and those pruned already (folded into the enrollment's row).
+            // Tokens still stored, and those pruned already (folded into the enrollment's row).
             let indexed = tokens
                 .iter()
                 .filter(|t| t.enrollment_id == e.id)
                 .map(|t| t.auth_time)
                 .max();
-            let folded = pruned
-                .iter()
-                .find(|(id, _)| *id == e.id)
-                .and_then(|(_, t)| *t);
             EnrollmentInfo {
-                last_used: indexed.max(folded),
+                last_used: indexed.max(e.last_used),
                 id: e.id,
                 user: e.user,
-                kind: "piv".into(),
-                slot: e.slot,
-                device_name: e.cert_subject.unwrap_or_default(),
-                card_guid: e.card_guid,
+                kind: e.kind,
+                credential: e.credential,
+                algorithm: e.algorithm,
+                device_name: e.label.unwrap_or_default(),
+                device_identity: e.device_identity,
                 created: e.created,
             }
         })
@@ -104,11 +102,7 @@ pub(super) async fn remove(svc: &Service, caller: Caller, id: &str) -> Result<()
         .tokens
         .revoke_enrollment(&e.user, &e.id, UNENROLLED);
     for jti in &revoked {
-        svc.publish(Event::TokenRevoked {
-            jti: jti.clone(),
-            user: e.user.clone(),
-            reason: UNENROLLED.into(),
-        });
+        svc.announce_revoked(jti.clone(), &e.user, UNENROLLED);
     }
     let outcomes = svc
         .inner

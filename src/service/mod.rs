@@ -9,11 +9,22 @@
 //!   store refuses the token row otherwise, so a card pulled mid-way can never leave a live token.
 //! - The in-memory token index mirrors the store; validation reads only the index (a SHA-256 and a
 //!   hash-map look-up), signature verification is needed only for tokens the index does not know.
+//!
+//! Each file owns one part of the state in [`Inner`] and the operations on it: `token_index` (the
+//! index of issued tokens), `tokens` (issuing a token and its lifecycle: validation, single use,
+//! refresh, revocation), `refresh_limit`, `devices` (the device registry and device sessions),
+//! `lockout` (failed authentications), `key_upkeep` (signing-key rotation and retirement),
+//! `user_locks` (one issue at a time per user), `events` (what listeners are told). The operations
+//! that use several of them are `authenticate`, `enroll` and `enrollments`; this file holds the
+//! service's construction and public API, which delegates to them.
 
 mod authenticate;
 mod devices;
 mod enroll;
 mod enrollments;
+mod events;
+mod key_upkeep;
+mod lockout;
 mod pin_guard;
 mod refresh_limit;
 mod request_interaction;
@@ -22,27 +33,28 @@ mod requirements;
 mod token_index;
 mod tokens;
 mod unblock;
+mod user_locks;
 
-use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::broadcast;
 use zeroize::Zeroizing;
 
 use crate::clock::Clock;
+use crate::locks::{read, write};
 use crate::policy::config::{Config, TokenPolicy};
 use crate::policy::users::{Account, AccountCache};
 use crate::secret::Secret;
 use crate::store::state_dir::StateDir;
-use crate::store::{KeyMeta, Store, WriteOp};
+use crate::store::{Store, WriteOp};
 use crate::token::keys::KeyRing;
 use crate::{Error, Result};
 
 pub use crate::authenticator::{Progress, SecretPrompt};
 pub use devices::{DeviceAttach, DeviceInfo};
 pub use enrollments::{EnrollmentInfo, UNENROLLED};
+pub use events::Event;
 pub use requests::{
     AuthRequest, EnrollRequest, Request, RequestHandle, UnblockRequest, Update,
     MAX_LIVE_REQUESTS_PER_CALLER,
@@ -105,21 +117,6 @@ pub struct AuthOptions {
     pub device: Option<String>,
 }
 
-/// Something listeners (the D-Bus layer) must publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A device is present and usable.
-    DeviceAdded(DeviceInfo),
-    /// The device with this id left.
-    DeviceRemoved { id: String },
-    /// A token died before its expiry.
-    TokenRevoked {
-        jti: String,
-        user: String,
-        reason: String,
-    },
-}
-
 /// What the service is built from; tests pass a manual clock and a temporary state directory.
 pub struct ServiceParts {
     /// Source of time for token lifetimes.
@@ -144,13 +141,10 @@ struct Inner {
     state_dir: PathBuf,
     /// Held for the service's lifetime: no second daemon opens this state.
     _state_lock: StateDir,
+    /// The signing keys: the active one and the previous ones some token may still need.
     keys: RwLock<KeyRing>,
-    /// Serialises key rotation and retirement.
-    key_upkeep: tokio::sync::Mutex<()>,
-    /// Unix time before which key upkeep has nothing to do (checked lazily, never on a timer).
-    next_key_check: AtomicU64,
-    /// A key of the ring has no metadata row yet (its write failed); key upkeep retries it.
-    keys_unrecorded: std::sync::atomic::AtomicBool,
+    /// When the keys next need upkeep (rotation, retirement, a missing metadata row).
+    key_upkeep: key_upkeep::KeyUpkeep,
     issuer: String,
     devices: Mutex<devices::Devices>,
     /// Some device session from before this start is not yet confirmed or ended.
@@ -163,23 +157,14 @@ struct Inner {
     /// Account and group look-ups, off the runtime and briefly cached.
     accounts: AccountCache,
     /// One issue at a time per user (the live-token limit).
-    user_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    user_locks: user_locks::UserLocks,
     /// Recent failed authentications per user, and lockouts.
-    failures: Mutex<HashMap<String, Failures>>,
+    lockout: lockout::Lockout,
+    /// Where events go to every listener ([`Service::subscribe`]).
     events: broadcast::Sender<Event>,
     /// Live requests.
     requests: Arc<requests::Registry>,
 }
-
-/// Failed authentications of one user inside the window, and the end of a lockout.
-#[derive(Debug, Default)]
-struct Failures {
-    times: VecDeque<u64>,
-    locked_until: u64,
-}
-
-/// How many events may wait for a slow listener before it misses some.
-const EVENT_BACKLOG: usize = 4096;
 
 impl Service {
     /// Opens the state directory (database, signing keys), loads the live tokens and open device
@@ -190,11 +175,10 @@ impl Service {
         let now = parts.clock.unix_secs();
         let store = Store::open(&parts.state_dir.join("tessera.db"))?;
         let keys = KeyRing::load_or_create(&parts.state_dir, now)?;
-        tokens::record_keys(&store, &keys, now)?;
-        store.apply_blocking(vec![crate::store::WriteOp::PruneExpired { now }])?;
+        key_upkeep::record_keys(&store, &keys, now)?;
+        store.apply_blocking(vec![WriteOp::PruneExpired { now }])?;
         let index = TokenIndex::load(&store)?;
         let pending = store.open_device_sessions()?;
-        let (events, _) = broadcast::channel(EVENT_BACKLOG);
         let host = nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
@@ -207,9 +191,7 @@ impl Service {
                 state_dir: parts.state_dir,
                 _state_lock: state_lock,
                 keys: RwLock::new(keys),
-                key_upkeep: tokio::sync::Mutex::new(()),
-                next_key_check: AtomicU64::new(0),
-                keys_unrecorded: std::sync::atomic::AtomicBool::new(false),
+                key_upkeep: key_upkeep::KeyUpkeep::default(),
                 issuer: format!("tessera:{host}"),
                 any_unconfirmed: std::sync::atomic::AtomicBool::new(!pending.is_empty()),
                 scanned: tokio::sync::watch::Sender::new(false),
@@ -217,9 +199,9 @@ impl Service {
                 tokens: index,
                 refreshed: refresh_limit::RefreshedTokens::default(),
                 accounts: AccountCache::default(),
-                user_locks: Mutex::new(HashMap::new()),
-                failures: Mutex::new(HashMap::new()),
-                events,
+                user_locks: user_locks::UserLocks::default(),
+                lockout: lockout::Lockout::default(),
+                events: events::channel(),
                 requests: Arc::default(),
             }),
         })
@@ -232,17 +214,14 @@ impl Service {
 
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
-        match self.inner.config.read() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        read(&self.inner.config).clone()
     }
 
     /// Replaces the configuration (SIGHUP, ReloadConfig). Tokens already issued keep the rules they
     /// were issued under; new tokens follow the new ones.
     pub fn reload(&self, config: Config) {
-        *tokens::write(&self.inner.config) = Arc::new(config);
-        self.inner.next_key_check.store(0, Ordering::SeqCst);
+        *write(&self.inner.config) = Arc::new(config);
+        self.inner.key_upkeep.check_soon();
         tracing::info!("configuration reloaded");
     }
 
@@ -250,7 +229,7 @@ impl Service {
     /// unexpired token was signed with.
     pub async fn jwks(&self) -> Result<String> {
         self.maintain_keys(self.inner.clock.unix_secs()).await?;
-        Ok(tokens::read(&self.inner.keys).jwks_json())
+        Ok(read(&self.inner.keys).jwks_json())
     }
 
     /// Starts signing with a new key now (root only). The previous key stays in the JWKS, and its
@@ -261,8 +240,7 @@ impl Service {
                 "only root may rotate the signing key".into(),
             ));
         }
-        let _upkeep = self.inner.key_upkeep.lock().await;
-        self.rotate_now(self.inner.clock.unix_secs()).await
+        self.rotate_on_request(self.inner.clock.unix_secs()).await
     }
 
     /// The issuer (`iss`) of this daemon's tokens.
@@ -487,175 +465,6 @@ impl Service {
     }
 
     fn user_lock(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = tokens::lock(&self.inner.user_locks);
-        locks.entry(user.to_owned()).or_default().clone()
-    }
-
-    /// Refuses a locked-out user before any device is touched.
-    fn check_lockout(&self, user: &str) -> Result<()> {
-        let now = self.inner.clock.unix_secs();
-        let failures = tokens::lock(&self.inner.failures);
-        match failures.get(user) {
-            Some(f) if f.locked_until > now => Err(Error::RateLimited {
-                why: "too many failed attempts",
-                retry_after_secs: f.locked_until - now,
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts a failed authentication; enough of them within the window lock the user out.
-    fn note_failure(&self, user: &str) {
-        let cfg = self.config();
-        let now = self.inner.clock.unix_secs();
-        let mut all = tokens::lock(&self.inner.failures);
-        let f = all.entry(user.to_owned()).or_default();
-        let window = cfg.auth.failure_window.as_secs();
-        while f
-            .times
-            .front()
-            .is_some_and(|t| now.saturating_sub(*t) >= window)
-        {
-            f.times.pop_front();
-        }
-        f.times.push_back(now);
-        if f.times.len() >= usize::try_from(cfg.auth.max_failures).unwrap_or(usize::MAX) {
-            f.locked_until = now.saturating_add(cfg.auth.lockout.as_secs());
-            f.times.clear();
-            tracing::warn!(%user, "too many failed authentications; locked out");
-        }
-    }
-
-    fn note_success(&self, user: &str) {
-        tokens::lock(&self.inner.failures).remove(user);
-    }
-
-    /// Counts an authentication's or enrollment's outcome toward the lockout. Each wrong PIN was
-    /// counted when the device refused it (`request_interaction`), so a final PinInvalid is not
-    /// counted again.
-    fn note_request_outcome<T>(&self, user: &str, result: &Result<T>) {
-        match result {
-            Ok(_) => self.note_success(user),
-            // A card that is not the enrolled one. A PIN the daemon refused to try
-            // (PinWouldBlock) or a blocked card tested nothing, but they count too: otherwise a
-            // caller could keep poking a card at its last retry without ever being slowed down.
-            Err(Error::PinWouldBlock { .. } | Error::PinBlocked | Error::SignatureInvalid(_)) => {
-                self.note_failure(user)
-            }
-            Err(_) => {}
-        }
-    }
-
-    /// Rotates the signing key when it is due and drops previous keys no live token needs. Cheap
-    /// when nothing is due; runs only when called (no timer).
-    async fn maintain_keys(&self, now: u64) -> Result<()> {
-        if now < self.inner.next_key_check.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        let _upkeep = self.inner.key_upkeep.lock().await;
-        if self.inner.keys_unrecorded.load(Ordering::SeqCst) {
-            let ring: Vec<(String, u64)> = {
-                let keys = tokens::read(&self.inner.keys);
-                std::iter::once(keys.active())
-                    .chain(keys.previous().iter())
-                    .map(|k| (k.kid().to_owned(), k.created()))
-                    .collect()
-            };
-            let known: Vec<String> = self
-                .inner
-                .store
-                .signing_keys()?
-                .into_iter()
-                .map(|k| k.kid)
-                .collect();
-            let ops = ring
-                .into_iter()
-                .filter(|(kid, _)| !known.contains(kid))
-                .map(|(kid, created)| {
-                    WriteOp::InsertSigningKey(KeyMeta {
-                        kid,
-                        created,
-                        retired: None,
-                    })
-                })
-                .collect();
-            self.inner.store.apply(ops).await?;
-            self.inner.keys_unrecorded.store(false, Ordering::SeqCst);
-        }
-        let rotate_every = self.config().keys.rotate_every.as_secs();
-        let due = tokens::read(&self.inner.keys)
-            .active()
-            .created()
-            .saturating_add(rotate_every);
-        if now >= due {
-            self.rotate_now(now).await?;
-        }
-        // A key may still have signed a token that is not indexed yet (prepared before a card
-        // exchange, at most a device timeout ago): previous keys get that long, and a minute more,
-        // after they stopped signing before they can go.
-        let grace = self.config().device.timeout.as_secs().saturating_add(60);
-        let stale: Vec<String> = {
-            let keys = tokens::read(&self.inner.keys);
-            let mut replaced_at = keys.active().created();
-            let mut stale = Vec::new();
-            for k in keys.previous() {
-                if now >= replaced_at.saturating_add(grace)
-                    && !self.inner.tokens.kid_in_use(k.kid(), now)
-                {
-                    stale.push(k.kid().to_owned());
-                }
-                replaced_at = k.created();
-            }
-            stale
-        };
-        for kid in stale {
-            tokens::write(&self.inner.keys).retire(&self.inner.state_dir, &kid)?;
-            tracing::info!(%kid, "signing key retired: every token it signed has expired");
-        }
-        let due = tokens::read(&self.inner.keys)
-            .active()
-            .created()
-            .saturating_add(rotate_every);
-        // Previous keys are looked at again within a minute; rotation exactly when due.
-        let next = due.min(now.saturating_add(60));
-        self.inner.next_key_check.store(next, Ordering::SeqCst);
-        Ok(())
-    }
-
-    /// Makes a new active key; durable (key file and metadata) before it returns. Caller holds
-    /// `key_upkeep`.
-    async fn rotate_now(&self, now: u64) -> Result<String> {
-        let (old, new) = {
-            let mut keys = tokens::write(&self.inner.keys);
-            let old = keys.active().kid().to_owned();
-            keys.rotate(&self.inner.state_dir, now)?;
-            (old, keys.active().kid().to_owned())
-        };
-        let recorded = self
-            .inner
-            .store
-            .apply(vec![
-                WriteOp::InsertSigningKey(KeyMeta {
-                    kid: new.clone(),
-                    created: now,
-                    retired: None,
-                }),
-                WriteOp::RetireSigningKey { kid: old, at: now },
-            ])
-            .await;
-        // The new key signs from now on; until its metadata row exists the store refuses its
-        // tokens, so key upkeep keeps trying to write the row at every call until it succeeds.
-        self.inner.next_key_check.store(0, Ordering::SeqCst);
-        if let Err(e) = recorded {
-            self.inner.keys_unrecorded.store(true, Ordering::SeqCst);
-            return Err(e);
-        }
-        tracing::info!(kid = %new, "signing key rotated");
-        Ok(new)
-    }
-
-    fn publish(&self, event: Event) {
-        // No listener is fine (tests without a bus); a lagging one is told by the channel.
-        let _ = self.inner.events.send(event);
+        self.inner.user_locks.of(user)
     }
 }

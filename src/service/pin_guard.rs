@@ -130,8 +130,9 @@ fn owners(svc: &Service, device: &Device) -> Result<Vec<u32>> {
     let identity = &device.identity;
     let mut uids = Vec::new();
     for e in svc.inner.store.enrollments()? {
-        let same_key = identity.thumbprint(&e.slot) == Some(e.key_thumbprint.as_str());
-        let same_guid = e.card_guid.is_some() && e.card_guid == identity.guid;
+        let same_key = e.kind.as_str() == device.authenticator.kind()
+            && identity.thumbprint(&e.credential) == Some(e.key_thumbprint.as_str());
+        let same_guid = e.device_identity.is_some() && e.device_identity == identity.guid;
         if !(same_key || same_guid) || uids.contains(&e.uid) {
             continue;
         }

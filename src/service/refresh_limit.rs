@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::tokens::lock;
+use crate::locks::lock;
 use crate::{Error, Result};
 
 /// Past this many remembered tokens, expired ones are dropped at the next note.

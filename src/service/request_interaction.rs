@@ -8,12 +8,12 @@ use std::time::Duration;
 use super::devices::Device;
 use super::pin_guard::{self, Admission};
 use super::requests::Shared;
-use super::tokens::lock;
 use super::{Caller, Service};
 use crate::authenticator::{
     BoxFuture, Interaction, Progress, SecretAnswer, SecretKind, SecretPrompt,
 };
 use crate::cancel::CancelToken;
+use crate::locks::lock;
 use crate::secret::Secret;
 use crate::{Error, Result};
 
@@ -95,7 +95,7 @@ impl RequestInteraction {
                 }
                 let wait = self.shared.capped(self.svc.config().device.pin_timeout);
                 self.shared
-                    .ask(kind, Progress::needing(kind, prompt), wait)
+                    .ask(Progress::needing(kind, prompt), wait)
                     .await?
             }
         };
@@ -157,7 +157,7 @@ impl Interaction for RequestInteraction {
             if let (Some(user), Err(Error::PinInvalid { .. } | Error::PukInvalid { .. })) =
                 (&self.user, outcome)
             {
-                self.svc.note_failure(user);
+                self.svc.note_wrong_secret(user);
             }
             if let (Err(_), Some(undo)) = (outcome, &self.on_failed_attempt) {
                 if let Err(e) = undo().await {

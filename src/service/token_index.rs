@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
-use super::tokens::{lock, read, write};
+use crate::locks::{lock, read, write};
 use crate::store::{Store, TokenRecord, TokenState};
 use crate::token::{Claims, Confirmation};
 use crate::{Error, Result};

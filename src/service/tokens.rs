@@ -10,38 +10,18 @@
 //! caller wins) → durable store write → Dead. Callers that meet an Ending token are told it is revoked;
 //! if the store write fails, the token goes back to Live and the winner gets the error.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
 use super::token_index::{Entry, Fate, Ticket, MAX_DEAD_PER_USER, SETTLED};
-use super::{Caller, Event, Service, TokenRequirements};
+use super::{Caller, Service, TokenRequirements};
 use crate::policy::config::TokenPolicy;
-use crate::store::{Enrollment, KeyMeta, Store, TokenRecord, TokenState, WriteOp};
+use crate::store::{Enrollment, TokenRecord, TokenState, WriteOp};
 use crate::token::{token_hash, Claims, Confirmation, MAX_TOKEN_LEN};
 use crate::{Error, Result};
 
-/// Makes sure every key of the ring has a metadata row.
-pub(super) fn record_keys(
-    store: &Store,
-    keys: &crate::token::keys::KeyRing,
-    now: u64,
-) -> Result<()> {
-    let known: Vec<String> = store.signing_keys()?.into_iter().map(|k| k.kid).collect();
-    let ops: Vec<WriteOp> = std::iter::once(keys.active())
-        .chain(keys.previous().iter())
-        .filter(|k| !known.iter().any(|kid| kid == k.kid()))
-        .map(|k| {
-            WriteOp::InsertSigningKey(KeyMeta {
-                kid: k.kid().to_owned(),
-                created: k.created().min(now),
-                retired: None,
-            })
-        })
-        .collect();
-    store.apply_blocking(ops)?;
-    Ok(())
-}
+use crate::locks::read;
 
 /// What a new token is for: who, with which enrollment, in which device session, since when.
 pub(super) struct Grant<'a> {
@@ -205,11 +185,7 @@ async fn record_locked(
     }
     svc.inner.tokens.insert(&record, Some(&claims))?;
     for (e, _, reason) in ending {
-        svc.publish(Event::TokenRevoked {
-            jti: e.jti(),
-            user: e.user().to_owned(),
-            reason: reason.to_owned(),
-        });
+        svc.announce_revoked(e.jti(), e.user(), reason);
     }
     Ok(token)
 }
@@ -284,7 +260,7 @@ impl Superseding {
     fn complete(mut self, svc: &Service) {
         for (e, ticket) in self.victims.drain(..) {
             svc.inner.tokens.settle(&e, ticket, true);
-            publish_revoked(svc, &e, "superseded");
+            svc.announce_revoked(e.jti(), e.user(), "superseded");
         }
     }
 }
@@ -371,16 +347,8 @@ pub(super) async fn discard(svc: &Service, jti: &str, mut superseding: Supersedi
     drop(guards);
     for (e, ticket) in gone {
         svc.inner.tokens.settle(&e, ticket, true);
-        publish_revoked(svc, &e, "superseded");
+        svc.announce_revoked(e.jti(), e.user(), "superseded");
     }
-}
-
-fn publish_revoked(svc: &Service, e: &Entry, reason: &str) {
-    svc.publish(Event::TokenRevoked {
-        jti: e.jti(),
-        user: e.user().to_owned(),
-        reason: reason.to_owned(),
-    });
 }
 
 /// Checks a token against `required`; returns its claims when it is valid now and meets them. A
@@ -518,11 +486,7 @@ pub(super) async fn revoke_user(svc: &Service, user: &str, reason: &str) -> Resu
     }
     result?;
     for (e, _) in &ending {
-        svc.publish(Event::TokenRevoked {
-            jti: e.jti(),
-            user: e.user().to_owned(),
-            reason: reason.to_owned(),
-        });
+        svc.announce_revoked(e.jti(), e.user(), reason);
     }
     for e in busy {
         end_or_wait(svc, &e, TokenState::Revoked, reason, now).await?;
@@ -592,11 +556,7 @@ async fn commit_end(
         .await;
     svc.inner.tokens.settle(entry, ticket, result.is_ok());
     result?;
-    svc.publish(Event::TokenRevoked {
-        jti: entry.jti(),
-        user: entry.user().to_owned(),
-        reason: reason.to_owned(),
-    });
+    svc.announce_revoked(entry.jti(), entry.user(), reason);
     Ok(())
 }
 
@@ -682,26 +642,4 @@ fn check_live(svc: &Service, entry: &Entry, now: u64) -> Result<()> {
         return Err(Error::TokenInvalid);
     }
     Ok(())
-}
-
-pub(super) fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    match l.read() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
-pub(super) fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    match l.write() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        // Every critical section here is a single assignment; a panic cannot leave it half done.
-        Err(p) => p.into_inner(),
-    }
 }

@@ -20,7 +20,10 @@
 //! opens the database with `SQLITE_OPEN_NOFOLLOW`. The directory itself is checked and locked by
 //! [`crate::store::state_dir`].
 
+mod enrollment;
 pub mod state_dir;
+
+pub use enrollment::{DeviceKind, Enrollment, KeyAlgorithm};
 
 use std::fs::{self, OpenOptions, Permissions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -34,35 +37,8 @@ use rusqlite::{params, Connection, OpenFlags, Params, Row, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
+use crate::store::enrollment::{enrollment_row, insert_params, insert_sql, ENR};
 use crate::store::state_dir::{check_private, open_error};
-
-/// One enrolled key: which user may authenticate with which card slot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Enrollment {
-    /// Opaque unique id.
-    pub id: String,
-    /// Unix account name.
-    pub user: String,
-    /// Unix uid of `user` at enrollment time.
-    pub uid: u32,
-    /// PIV key reference as hex, e.g. "9a" (NIST SP 800-73-4 Part 1, Table 4b).
-    pub slot: String,
-    /// P-256 public key, SEC1 uncompressed point (0x04 || X || Y).
-    pub public_key: Vec<u8>,
-    /// Thumbprint of `public_key` (unique per user).
-    pub key_thumbprint: String,
-    /// GUID from the card's CHUID (SP 800-73-4 Part 1, Table 9), if the card has one.
-    pub card_guid: Option<[u8; 16]>,
-    /// Subject of the slot's certificate, if there was one.
-    pub cert_subject: Option<String>,
-    /// Thumbprint of the card's Card Authentication (9E) key at enrollment, if the card had one: the
-    /// card must prove it holds that key before it is sent a PIN.
-    pub card_auth_thumbprint: Option<String>,
-    /// Whether authentication with this key needs the PIN.
-    pub require_pin: bool,
-    /// Unix seconds.
-    pub created: u64,
-}
 
 /// The lifecycle of an issued token. Stored as 0, 1, 2; a token only ever leaves `Live`, but for
 /// one exception: [`WriteOp::ReviveSuperseded`].
@@ -321,13 +297,6 @@ impl Store {
         Ok(self.query(&sql, [id], enrollment_row)?.pop())
     }
 
-    /// When each enrollment of `user` was last used to authenticate, as far as its pruned tokens tell
-    /// (tokens still stored are not counted here): (enrollment id, Unix seconds), `None` if never.
-    pub fn pruned_last_uses(&self, user: &str) -> Result<Vec<(String, Option<u64>)>> {
-        let sql = "SELECT id, last_used FROM enrollments WHERE user = ?1 ORDER BY id";
-        self.query(sql, [user], |r| Ok((r.get(0)?, r.get(1)?)))
-    }
-
     /// Every token record (live, revoked and consumed, until pruned), by jti.
     pub fn tokens(&self) -> Result<Vec<TokenRecord>> {
         self.query(
@@ -386,7 +355,7 @@ impl Store {
 
     fn reader(&self) -> MutexGuard<'_, Connection> {
         // Only a panic while holding the lock poisons it; a read-only connection stays consistent.
-        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+        crate::locks::lock(&self.reader)
     }
 }
 
@@ -502,22 +471,7 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> Result<Outcome> {
         }
     };
     Ok(match op {
-        WriteOp::InsertEnrollment(e) => one(run(
-            &format!("INSERT INTO enrollments ({ENR}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"),
-            params![
-                e.id,
-                e.user,
-                e.uid,
-                e.slot,
-                e.public_key,
-                e.key_thumbprint,
-                e.card_guid,
-                e.cert_subject,
-                e.require_pin,
-                e.created,
-                e.card_auth_thumbprint
-            ],
-        )?),
+        WriteOp::InsertEnrollment(e) => one(run(&insert_sql(), &insert_params(e)[..])?),
         WriteOp::DeleteEnrollment { id } => {
             one(run("DELETE FROM enrollments WHERE id = ?1", params![id])?)
         }
@@ -651,28 +605,10 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> Result<Outcome> {
     })
 }
 
-const ENR: &str = "id, user, uid, slot, public_key, key_thumbprint, card_guid, cert_subject, \
-                   require_pin, created, card_auth_thumbprint";
 const TOK: &str = "jti, token_hash, user, enrollment_id, device_session, kid, iat, exp, \
                    single_use, state, reason, changed_at, auth_time, idle_timeout, last_used, \
                    revoke_on_removal";
 const SES: &str = "id, reader, card_id, event_counter, started, ended, source_instance";
-
-fn enrollment_row(r: &Row<'_>) -> rusqlite::Result<Enrollment> {
-    Ok(Enrollment {
-        id: r.get(0)?,
-        user: r.get(1)?,
-        uid: r.get(2)?,
-        slot: r.get(3)?,
-        public_key: r.get(4)?,
-        key_thumbprint: r.get(5)?,
-        card_guid: r.get(6)?,
-        cert_subject: r.get(7)?,
-        require_pin: r.get(8)?,
-        created: r.get(9)?,
-        card_auth_thumbprint: r.get(10)?,
-    })
-}
 
 fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
     Ok(TokenRecord {
@@ -797,6 +733,20 @@ CREATE TABLE pin_failures (
     count          INTEGER NOT NULL,
     PRIMARY KEY (card, uid)
 );
+",
+    // Enrollments in device-neutral terms (PIV now, FIDO next). Columns are renamed, not copied,
+    // so the rows, and the tokens that refer to them, stay as they are; every existing row is a PIV
+    // one with an ES256 key, which the defaults say.
+    "
+ALTER TABLE enrollments RENAME COLUMN slot TO credential;          -- PIV slot or FIDO credential id
+ALTER TABLE enrollments RENAME COLUMN card_guid TO device_identity; -- CHUID GUID or AAGUID, 16 bytes
+ALTER TABLE enrollments RENAME COLUMN cert_subject TO label;
+ALTER TABLE enrollments RENAME COLUMN card_auth_thumbprint TO device_key_thumbprint;
+ALTER TABLE enrollments ADD COLUMN kind TEXT NOT NULL DEFAULT 'piv';        -- later also 'fido'
+ALTER TABLE enrollments ADD COLUMN algorithm TEXT NOT NULL DEFAULT 'es256'; -- of public_key
+ALTER TABLE enrollments ADD COLUMN rp_id TEXT;                               -- FIDO relying party
+ALTER TABLE enrollments ADD COLUMN sign_count INTEGER NOT NULL DEFAULT 0    -- FIDO counter, u32
+    CHECK (sign_count BETWEEN 0 AND 4294967295);
 ",
 ];
 

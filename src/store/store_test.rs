@@ -14,14 +14,19 @@ fn enrollment(id: &str, user: &str) -> Enrollment {
         id: id.into(),
         user: user.into(),
         uid: 1000,
-        slot: "9a".into(),
+        kind: DeviceKind::Piv,
+        credential: "9a".into(),
+        algorithm: KeyAlgorithm::Es256,
         public_key: [&[0x04][..], &[0x11; 64][..]].concat(),
         key_thumbprint: format!("thumb-{id}"),
-        card_guid: Some([0xA5; 16]),
-        cert_subject: Some("CN=alice".into()),
-        card_auth_thumbprint: Some(format!("9e-{id}")),
+        rp_id: None,
+        sign_count: 0,
+        device_identity: Some([0xA5; 16]),
+        device_key_thumbprint: Some(format!("9e-{id}")),
+        label: Some("CN=alice".into()),
         require_pin: true,
         created: 1_700_000_000,
+        last_used: None,
     }
 }
 
@@ -108,9 +113,12 @@ fn store_is_send_sync() {
 fn round_trips_every_record() {
     let (_dir, _path, store) = fixture();
     let mut bare = enrollment("e2", "bob");
-    bare.card_guid = None;
-    bare.cert_subject = None;
+    bare.device_identity = None;
+    bare.label = None;
     bare.require_pin = false;
+    bare.rp_id = Some("example.org".into());
+    bare.sign_count = u32::MAX;
+    bare.last_used = Some(1_700_000_010);
     let mut ended = session("s2");
     ended.ended = Some(1_700_000_500);
     let mut retired = key("k0");
@@ -693,12 +701,122 @@ fn newer_schema_is_refused() {
 fn migration_sets_the_version() {
     let (_dir, path, store) = fixture();
     drop(store);
-    let raw = Connection::open(&path).unwrap();
-    let v: u32 = raw
+    assert_eq!(user_version(&path), 3);
+    assert_eq!(SCHEMA_VERSION, 3);
+}
+
+fn user_version(path: &Path) -> u32 {
+    Connection::open(path)
+        .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap()
+}
+
+/// A database of schema 2 (the last before device-neutral enrollments), with one enrollment as
+/// that code wrote it, a token of it and the rest of its world.
+fn schema_2_database(path: &Path) {
+    let raw = Connection::open(path).unwrap();
+    raw.execute_batch(MIGRATIONS[0]).unwrap();
+    raw.execute_batch(MIGRATIONS[1]).unwrap();
+    raw.pragma_update(None, "user_version", 2).unwrap();
+    raw.execute(
+        "INSERT INTO enrollments (id, user, uid, slot, public_key, key_thumbprint, card_guid, \
+         cert_subject, require_pin, created, card_auth_thumbprint, last_used) \
+         VALUES ('e1', 'alice', 1000, '9a', ?1, 'thumb-e1', ?2, 'CN=alice', 1, 1700000000, \
+         '9e-e1', 1700000050)",
+        params![[&[0x04u8][..], &[0x11; 64][..]].concat(), [0xA5u8; 16]],
+    )
+    .unwrap();
+    raw.execute_batch(
+        "INSERT INTO device_sessions (id, reader, card_id, event_counter, started, source_instance) \
+         VALUES ('s1', 'Virtual PCD 00 00', 'guid:a5a5', 65536, 1700000100, 'boot/42/1234'); \
+         INSERT INTO signing_keys (kid, created) VALUES ('k1', 1700000000);",
+    )
+    .unwrap();
+    raw.execute(
+        "INSERT INTO tokens (jti, token_hash, user, enrollment_id, device_session, kid, iat, exp, \
+         single_use, state, auth_time, idle_timeout, revoke_on_removal) \
+         VALUES ('t1', ?1, 'alice', 'e1', 's1', 'k1', 1700000200, 1800000000, 0, 0, 1700000200, 0, 1)",
+        params![[0x7Au8; 32]],
+    )
+    .unwrap();
+}
+
+#[test]
+fn schema_2_enrollments_become_piv_es256_and_keep_their_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    schema_2_database(&path);
+    let store = Store::open(&path).unwrap();
+    let e = store.enrollment("e1").unwrap().unwrap();
+    assert_eq!(
+        e,
+        Enrollment {
+            id: "e1".into(),
+            user: "alice".into(),
+            uid: 1000,
+            kind: DeviceKind::Piv,
+            credential: "9a".into(),
+            algorithm: KeyAlgorithm::Es256,
+            public_key: [&[0x04][..], &[0x11; 64][..]].concat(),
+            key_thumbprint: "thumb-e1".into(),
+            rp_id: None,
+            sign_count: 0,
+            device_identity: Some([0xA5; 16]),
+            device_key_thumbprint: Some("9e-e1".into()),
+            label: Some("CN=alice".into()),
+            require_pin: true,
+            created: 1_700_000_000,
+            last_used: Some(1_700_000_050),
+        }
+    );
+    // The token still refers to its enrollment (found by its hash, deleted with it).
+    let t = store.token_by_hash(&[0x7A; 32]).unwrap().unwrap();
+    assert_eq!((t.jti.as_str(), t.enrollment_id.as_str()), ("t1", "e1"));
+    assert_eq!(t.state, TokenState::Live);
+    drop(store);
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
+    // Reopening runs no step twice, and the upgraded row takes new writes like any other.
+    let store = Store::open(&path).unwrap();
+    let out = store
+        .apply_blocking(vec![
+            WriteOp::InsertEnrollment(enrollment("e2", "alice")),
+            WriteOp::DeleteEnrollment { id: "e1".into() },
+        ])
         .unwrap();
-    assert_eq!(v, 2);
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(out, vec![Outcome::Changed; 2]);
+    assert_eq!(store.token_by_hash(&[0x7A; 32]).unwrap(), None);
+}
+
+#[test]
+fn an_unknown_kind_or_algorithm_fails_the_read() {
+    for (column, value) in [("kind", "fido2-draft"), ("algorithm", "rs1")] {
+        let (_dir, path, store) = fixture();
+        drop(store);
+        let raw = Connection::open(&path).unwrap();
+        let sql = format!("UPDATE enrollments SET {column} = ?1 WHERE id = 'e1'");
+        assert_eq!(raw.execute(&sql, [value]).unwrap(), 1);
+        drop(raw);
+        let store = Store::open(&path).unwrap();
+        match store.enrollment("e1") {
+            Err(Error::Storage(msg)) => assert!(msg.contains(value), "{msg}"),
+            other => panic!("{column} {value}: expected a storage error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_sign_count_beyond_u32_is_refused() {
+    let (_dir, path, store) = fixture();
+    drop(store);
+    let raw = Connection::open(&path).unwrap();
+    let err = raw
+        .execute(
+            "UPDATE enrollments SET sign_count = 4294967296 WHERE id = 'e1'",
+            [],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("CHECK"), "{err}");
 }
 
 #[test]
@@ -957,18 +1075,13 @@ fn prune_keeps_the_last_use_of_each_enrollment() {
             WriteOp::InsertToken(live),
         ])
         .unwrap();
-    assert_eq!(
-        store.pruned_last_uses("alice").unwrap(),
-        vec![("e1".into(), None)]
-    );
+    let last_used = |store: &Store| store.enrollment("e1").unwrap().unwrap().last_used;
+    assert_eq!(last_used(&store), None);
     store
         .apply_blocking(vec![WriteOp::PruneExpired { now: 1_700_000_400 }])
         .unwrap();
     // The latest of the pruned tokens' authentications; the live one still speaks for itself.
-    assert_eq!(
-        store.pruned_last_uses("alice").unwrap(),
-        vec![("e1".into(), Some(1_700_000_250))]
-    );
+    assert_eq!(last_used(&store), Some(1_700_000_250));
     // A later prune of older authentications never moves it back.
     let mut stale = token("t-stale", "alice", "e1", "s1", 1_700_000_500);
     stale.auth_time = 1_700_000_000;
@@ -978,10 +1091,7 @@ fn prune_keeps_the_last_use_of_each_enrollment() {
     store
         .apply_blocking(vec![WriteOp::PruneExpired { now: 1_700_000_600 }])
         .unwrap();
-    assert_eq!(
-        store.pruned_last_uses("alice").unwrap(),
-        vec![("e1".into(), Some(1_700_000_250))]
-    );
+    assert_eq!(last_used(&store), Some(1_700_000_250));
 }
 
 #[test]

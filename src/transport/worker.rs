@@ -476,6 +476,86 @@ mod tests {
         assert!(b.await.unwrap().is_ok());
     }
 
+    /// Counts the APDUs that reach the card.
+    struct Counting(Arc<Mutex<usize>>);
+
+    impl CardTransport for Counting {
+        fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>> {
+            *count_of(&self.0) += 1;
+            let mut r = command.to_vec();
+            r.extend_from_slice(&[0x90, 0x00]);
+            Ok(r)
+        }
+    }
+
+    fn count_of(m: &Mutex<usize>) -> std::sync::MutexGuard<'_, usize> {
+        m.lock().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_operation_returns_at_once_and_sends_no_further_apdu() {
+        let sent = Arc::new(Mutex::new(0));
+        let w =
+            DeviceWorker::spawn("t", Box::new(DirectConnection(Counting(sent.clone())))).unwrap();
+        let cancel = CancelToken::new();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let epilogue_ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ran = epilogue_ran.clone();
+        let op = {
+            let w = w.clone();
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                w.run_cancellable_for(
+                    7,
+                    Duration::from_secs(5),
+                    &cancel,
+                    move |card| {
+                        card.transmit(&[1])?;
+                        let _ = started_tx.send(());
+                        // The caller cancels while the operation works.
+                        thread::sleep(Duration::from_millis(200));
+                        card.transmit(&[2])
+                    },
+                    move |_| ran.store(true, std::sync::atomic::Ordering::SeqCst),
+                )
+                .await
+            })
+        };
+        tokio::task::spawn_blocking(move || started_rx.recv().unwrap())
+            .await
+            .unwrap();
+        let at = std::time::Instant::now();
+        cancel.cancel();
+        let r = op.await.unwrap();
+        assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+        assert!(
+            at.elapsed() < Duration::from_millis(100),
+            "did not return at once"
+        );
+        // A queued operation of the cancelled request is skipped; the card saw one APDU only.
+        let skipped: Result<Vec<u8>> = w
+            .run_cancellable_for(
+                7,
+                Duration::from_secs(5),
+                &cancel,
+                |card| card.transmit(&[3]),
+                |_| {},
+            )
+            .await;
+        assert!(matches!(skipped, Err(Error::Cancelled)), "{skipped:?}");
+        // The worker serves the next request once the interrupted operation is over.
+        let next = w
+            .run(Duration::from_secs(5), |card| card.transmit(&[4]))
+            .await;
+        assert!(next.is_ok(), "{next:?}");
+        assert_eq!(
+            *count_of(&sent),
+            2,
+            "APDUs: the first, then the next request's"
+        );
+        assert!(epilogue_ran.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
     #[tokio::test]
     async fn operation_error_is_passed_through() {
         let w = DeviceWorker::spawn(

@@ -105,6 +105,6 @@ impl<K: Eq + Hash, V: Clone> Memo<K, V> {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (Instant, V)>> {
         // Each critical section is one map operation; a panic cannot leave it half done.
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+        crate::locks::lock(&self.map)
     }
 }
