@@ -35,7 +35,7 @@ async fn enrolled() -> (Stack, std::path::PathBuf, Client) {
 /// Starts an authentication and waits for its first prompt.
 async fn at_pin_needed(client: &mut Client) -> OwnedObjectPath {
     let path = client.start_auth("", HashMap::new()).await.unwrap();
-    let first = client.next(&path).await;
+    let first = client.next_after_work(&path).await;
     assert_eq!(first.name(), "pin-needed", "{first:?}");
     path
 }

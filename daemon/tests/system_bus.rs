@@ -223,7 +223,7 @@ async fn another_user_can_neither_use_nor_watch_a_request() {
         .start_auth("", std::collections::HashMap::new())
         .await
         .unwrap();
-    let prompt = root.next(&path).await;
+    let prompt = root.next_after_work(&path).await;
     assert_eq!(prompt.name(), "pin-needed", "{prompt:?}");
 
     // Bob can neither answer it, cancel it nor read it.
