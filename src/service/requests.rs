@@ -278,7 +278,10 @@ impl Shared {
             r = tokio::time::timeout(wait, rx) => match r {
                 Ok(Ok(a)) => Ok(a),
                 Ok(Err(_)) => Err(Error::Cancelled),
-                Err(_) => Err(Error::Timeout(wait)),
+                Err(_) => Err(Error::Timeout {
+                    what: "no answer to the prompt came",
+                    after: wait,
+                }),
             },
             () = self.cancel.cancelled() => Err(Error::Cancelled),
         };
@@ -380,7 +383,10 @@ impl Registry {
                 tokio::time::sleep(t).await;
                 if let Some(s) = weak.upgrade() {
                     s.cancel.cancel();
-                    s.finish(Update::Failed(Error::Timeout(t)));
+                    s.finish(Update::Failed(Error::Timeout {
+                        what: "the request did not finish",
+                        after: t,
+                    }));
                 }
             });
         }
