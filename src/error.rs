@@ -51,8 +51,13 @@ pub enum Error {
     #[error("the request was cancelled")]
     Cancelled,
     /// The device did not answer in time; nothing was changed.
-    #[error("device did not answer within {0:?}")]
-    Timeout(Duration),
+    #[error("{what}{}", within(.after))]
+    Timeout {
+        /// What did not happen in time ("the device did not answer", "no device was inserted").
+        what: &'static str,
+        /// How long it was waited for (zero when the device layer does not say).
+        after: Duration,
+    },
     /// The device's signature did not verify against the enrolled key: the card is not the enrolled one.
     #[error("signature invalid: {0}")]
     SignatureInvalid(&'static str),
@@ -108,6 +113,15 @@ pub enum Error {
     /// A bug or broken invariant inside Tessera.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// " within 2s" for a known wait, nothing for an unknown one.
+fn within(after: &Duration) -> String {
+    if after.is_zero() {
+        String::new()
+    } else {
+        format!(" within {after:?}")
+    }
 }
 
 impl Error {

@@ -725,3 +725,24 @@ fn pin_stdin_gives_the_pin_up_front() {
         }
     }
 }
+
+#[test]
+fn a_last_try_with_no_line_left_is_pin_would_block() {
+    // The PIN given up front was not tried (one try left): the prompt comes back as a last try,
+    // and from standard input it is never spent.
+    let fake = Fake::start(Script::LastTry);
+    let out = common::run(
+        std::process::Command::new(common::bin("tessera")).args([
+            "--bus",
+            fake.bus.address(),
+            "authenticate",
+            "--pin-stdin",
+        ]),
+        format!("{PIN}\n").as_bytes(),
+        Duration::from_secs(30),
+    );
+    let (name, msg) = common::stack::parse_err(&out);
+    assert_eq!(name, "PinWouldBlock", "{msg}");
+    assert!(msg.contains("only 1 retry left"), "{msg}");
+    assert_eq!(fake.log.calls()[1..], ["Cancel".to_owned()]);
+}

@@ -143,7 +143,7 @@ pub fn error_name(e: &tessera::Error) -> ErrorName {
         E::PinFormat(_) => N::PinFormat,
         E::DeviceRemoved => N::DeviceRemoved,
         E::CardReset => N::CardReset,
-        E::Timeout(_) => N::Timeout,
+        E::Timeout { .. } => N::Timeout,
         E::SignatureInvalid(_) => N::SignatureInvalid,
         // To the relying service a token for another audience is as good as none (RFC 7519
         // section 4.1.3); the message says which.
@@ -228,7 +228,13 @@ mod tests {
             (E::Internal("bug".into()), ErrorName::InternalError),
             (E::Io(std::io::Error::other("eio")), ErrorName::IoError),
             (E::WrongAudience("a".into()), ErrorName::TokenInvalid),
-            (E::Timeout(Duration::from_secs(1)), ErrorName::Timeout),
+            (
+                E::Timeout {
+                    what: "the device did not answer",
+                    after: Duration::from_secs(1),
+                },
+                ErrorName::Timeout,
+            ),
             (E::Cancelled, ErrorName::Cancelled),
         ];
         for (e, name) in cases {

@@ -144,7 +144,10 @@ async fn after_a_restart_tokens_wait_for_their_card_to_be_confirmed() {
         auth(&svc).await
     };
     let svc = open(dir.path(), &clock, "[device]\ntimeout = \"1s\"\n");
-    assert!(matches!(svc.validate(&token).await, Err(Error::Timeout(_))));
+    assert!(matches!(
+        svc.validate(&token).await,
+        Err(Error::Timeout { .. })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -129,6 +129,19 @@ async fn enrolled(dir: &Path, config: &str) -> (Service, Spy, String) {
     (svc, spy, id)
 }
 
+/// A service with one card enrolled for nobody, and an interactive enrollment of it by `caller`.
+async fn start_enrollment_on_new_card(dir: &Path, caller: Caller) -> (Service, Spy, Request) {
+    let svc = open(dir, "");
+    let spy = Spy::new();
+    let id = attach(&svc, "Sim Reader 0", &spy).await;
+    svc.enumeration_complete().await.unwrap();
+    let r = svc
+        .start_enrollment(caller, "", &id, EnrollRequest::default())
+        .await
+        .unwrap();
+    (svc, spy, r)
+}
+
 async fn next(r: &mut Request) -> Update {
     tokio::time::timeout(Duration::from_secs(10), r.updates.recv())
         .await
@@ -444,7 +457,7 @@ async fn waiting_ends_on_the_insert_timeout_and_on_the_requests_timeout() {
     svc.device_removed("Sim Reader 0").await.unwrap();
     let started = std::time::Instant::now();
     let r = start(&svc, interactive()).await;
-    assert!(matches!(r.outcome().await, Err(Error::Timeout(_))));
+    assert!(matches!(r.outcome().await, Err(Error::Timeout { .. })));
     assert!(started.elapsed() >= Duration::from_secs(1));
     let r = svc
         .start_authentication(
@@ -458,7 +471,7 @@ async fn waiting_ends_on_the_insert_timeout_and_on_the_requests_timeout() {
         .await
         .unwrap();
     let started = std::time::Instant::now();
-    assert!(matches!(r.outcome().await, Err(Error::Timeout(_))));
+    assert!(matches!(r.outcome().await, Err(Error::Timeout { .. })));
     assert!(started.elapsed() < Duration::from_millis(900));
     // Without waiting, the v1 answer.
     let e = svc
@@ -471,10 +484,8 @@ async fn waiting_ends_on_the_insert_timeout_and_on_the_requests_timeout() {
             },
         )
         .await
-        .unwrap()
-        .outcome()
-        .await
-        .unwrap_err();
+        .map(|_| "a request")
+        .expect_err("not waiting, no device is an error of the call itself");
     assert!(matches!(e, Error::NoDevice), "{e:?}");
 }
 
@@ -483,7 +494,7 @@ async fn an_unanswered_pin_prompt_times_out() {
     let dir = tempfile::tempdir().unwrap();
     let (svc, spy, _) = enrolled(dir.path(), "[device]\npin_timeout = \"1s\"\n").await;
     let r = start(&svc, interactive()).await;
-    assert!(matches!(r.outcome().await, Err(Error::Timeout(_))));
+    assert!(matches!(r.outcome().await, Err(Error::Timeout { .. })));
     assert_eq!(spy.retries(), 3);
 }
 
@@ -542,6 +553,10 @@ async fn a_caller_holds_at_most_four_live_requests_and_ids_are_not_reused() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Busy(_)), "{e:?}");
+    // A v1 call is not a live request: it never waits, and is bounded by the caller's places on
+    // the device instead (here it finds no device).
+    let e = v1_auth(&svc, PIN).await.unwrap_err();
+    assert!(matches!(e, Error::NoDevice), "{e:?}");
     let mut ids: Vec<u64> = live.iter().map(|r| r.handle.id()).collect();
     let done = live.pop().unwrap();
     done.handle.cancel();
@@ -561,14 +576,7 @@ async fn a_caller_holds_at_most_four_live_requests_and_ids_are_not_reused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_interactive_enrollment_asks_for_the_pin() {
     let dir = tempfile::tempdir().unwrap();
-    let svc = open(dir.path(), "");
-    let spy = Spy::new();
-    let id = attach(&svc, "Sim Reader 0", &spy).await;
-    svc.enumeration_complete().await.unwrap();
-    let mut r = svc
-        .start_enrollment(ROOT, "", &id, EnrollRequest::default())
-        .await
-        .unwrap();
+    let (svc, _spy, mut r) = start_enrollment_on_new_card(dir.path(), ROOT).await;
     match next_not_working(&mut r).await {
         Update::Progress(Progress::PinNeeded(p)) => assert_eq!(p.retries, Some(3)),
         u => panic!("{u:?}"),
@@ -611,14 +619,7 @@ async fn each_wrong_pin_counts_toward_the_lockout_which_ends_the_request() {
 async fn the_pin_guard_ends_a_request_on_a_card_enrolled_for_nobody() {
     const NOBODY: Caller = Caller { uid: 65534 };
     let dir = tempfile::tempdir().unwrap();
-    let svc = open(dir.path(), "");
-    let spy = Spy::new();
-    let id = attach(&svc, "Sim Reader 0", &spy).await;
-    svc.enumeration_complete().await.unwrap();
-    let mut r = svc
-        .start_enrollment(NOBODY, "", &id, EnrollRequest::default())
-        .await
-        .unwrap();
+    let (_svc, spy, mut r) = start_enrollment_on_new_card(dir.path(), NOBODY).await;
     match next_not_working(&mut r).await {
         Update::Progress(Progress::PinNeeded(_)) => {}
         u => panic!("{u:?}"),
@@ -642,4 +643,30 @@ async fn the_pin_guard_ends_a_request_on_a_card_enrolled_for_nobody() {
         "the guard let a second PIN reach the card"
     );
     assert_eq!(spy.retries(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pin_given_up_front_costs_no_extra_card_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, spy, _) = enrolled(dir.path(), "").await;
+    // SELECT, VERIFY (the counter), VERIFY (the PIN), GENERAL AUTHENTICATE, VERIFY P1=FF: the
+    // guarded VERIFY reads the retries in the same exchange, as v1 did.
+    let want: Vec<u8> = vec![
+        0xA4,
+        INS_VERIFY,
+        INS_VERIFY,
+        INS_GENERAL_AUTHENTICATE,
+        INS_VERIFY,
+    ];
+    let before = spy.sent();
+    v1_auth(&svc, PIN).await.unwrap();
+    // The PIN-status reset follows the result (an epilogue).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ins: Vec<u8> = spy.sent_since(before).iter().map(|c| c[1]).collect();
+    assert_eq!(ins, want, "v1 Authenticate");
+    let before = spy.sent();
+    start(&svc, with_pin()).await.outcome().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ins: Vec<u8> = spy.sent_since(before).iter().map(|c| c[1]).collect();
+    assert_eq!(ins, want, "StartAuthentication with the PIN");
 }

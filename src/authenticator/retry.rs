@@ -57,5 +57,5 @@ where
 /// Everything but a verdict: a timeout already waited long (and the device is stuck), and a
 /// signature that does not verify is an answer, not a race.
 fn worth_retrying(e: &Error) -> bool {
-    !matches!(e, Error::Timeout(_) | Error::SignatureInvalid(_))
+    !matches!(e, Error::Timeout { .. } | Error::SignatureInvalid(_))
 }

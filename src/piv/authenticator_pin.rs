@@ -167,3 +167,47 @@ fn error_name(e: &Error) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::panic)]
+    use zeroize::Zeroizing;
+
+    use super::*;
+
+    fn secret(s: &str) -> Secret {
+        Secret::new(Zeroizing::new(s.into()))
+    }
+
+    #[test]
+    fn a_piv_pin_is_6_to_8_printable_ascii_bytes() {
+        for ok in ["123456", "1234567", "12345678", "abc!~ 12"] {
+            assert!(pin_from(&secret(ok)).is_ok(), "{ok:?}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("12345", "shorter than 6"),
+            ("123456789", "longer than 8"),
+            ("12345\u{e9}", "printable"),
+            ("123\t456", "printable"),
+        ] {
+            match pin_from(&secret(bad)) {
+                Err(Error::PinFormat(m)) => assert!(m.contains(why), "{bad:?}: {m}"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn prompts_name_only_a_wrong_previous_answer() {
+        assert_eq!(
+            error_name(&Error::PinInvalid { retries: 2 }).as_deref(),
+            Some("PinInvalid")
+        );
+        assert_eq!(
+            error_name(&Error::PukInvalid { retries: 2 }).as_deref(),
+            Some("PukInvalid")
+        );
+        assert_eq!(error_name(&Error::PinWouldBlock { retries: 1 }), None);
+    }
+}

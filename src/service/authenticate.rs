@@ -40,10 +40,15 @@ pub(super) async fn start(
         Ok((d, _)) => Progress::Working {
             device: d.info.id.clone(),
         },
-        Err(Error::DeviceAmbiguous(devices)) => Progress::SelectingDevice { devices },
-        Err(_) => Progress::WaitingForDevice,
+        Err(Error::DeviceAmbiguous(devices)) if r.wait => Progress::SelectingDevice { devices },
+        Err(Error::NotEnrolled(_) | Error::NoDevice) if r.wait => Progress::WaitingForDevice,
+        // Not waiting: nothing to wait for is an answer now, not a request that fails at once.
+        Err(e) => return Err(e),
     };
-    let (shared, request) = svc.inner.requests.open(caller.uid, first, r.timeout)?;
+    let (shared, request) = svc
+        .inner
+        .requests
+        .open(caller.uid, first, r.timeout, interactive)?;
     let svc = svc.clone();
     tokio::spawn(async move {
         let result = run(
@@ -101,7 +106,10 @@ async fn run(
         // Until a device comes or goes (or events were missed: look again anyway).
         tokio::select! {
             _ = events.recv() => {}
-            () = tokio::time::sleep_until(waiting_until) => return Err(Error::Timeout(insert_wait)),
+            () = tokio::time::sleep_until(waiting_until) => return Err(Error::Timeout {
+                what: "no enrolled device was inserted",
+                after: insert_wait,
+            }),
             () = shared.cancel_token().cancelled() => return Err(Error::Cancelled),
         }
     };

@@ -421,7 +421,12 @@ impl Service {
             }
             match tokio::time::timeout_at(deadline, scanned.changed()).await {
                 Ok(Ok(())) => continue,
-                _ => return Err(Error::Timeout(wait)),
+                _ => {
+                    return Err(Error::Timeout {
+                        what: "the device scan did not finish",
+                        after: wait,
+                    })
+                }
             }
         }
     }

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use super::devices::Device;
+use super::pin_guard;
 use super::request_interaction::RequestInteraction;
 use super::requests::{EnrollRequest, Request, Shared};
 use super::{Caller, Service};
-use crate::authenticator::{Progress, SecretKind};
+use crate::authenticator::SecretKind;
 use crate::policy::users::Account;
 use crate::store::{Enrollment, WriteOp};
 use crate::{Error, Result};
@@ -26,20 +27,11 @@ pub(super) async fn start(
 ) -> Result<Request> {
     // Enrollment tries the PIN too, so it counts toward the same lockout.
     svc.check_lockout(&account.name)?;
-    let device = svc.device(device_id);
-    let first = match &device {
-        Some(d) => Progress::Working {
-            device: d.info.id.clone(),
-        },
-        None => Progress::WaitingForDevice,
-    };
-    let (shared, request) = svc.inner.requests.open(caller.uid, first, r.timeout)?;
+    let device = svc.device(device_id).ok_or(Error::NoDevice)?;
+    let (shared, request) = svc.open_request_on(&device, caller, r.timeout, interactive)?;
     let svc = svc.clone();
     tokio::spawn(async move {
-        let result = match device {
-            Some(device) => run(&svc, &shared, caller, &account, device, r, interactive).await,
-            None => Err(Error::NoDevice),
-        };
+        let result = run(&svc, &shared, caller, &account, device, r, interactive).await;
         svc.note_outcome(&account.name, &result);
         // Not kept past the outcome (see `WeakService`).
         drop(svc);
@@ -69,6 +61,10 @@ async fn run(
     }
     if r.pin.is_none() && !interactive {
         return Err(Error::PinRequired);
+    }
+    if interactive {
+        // Not even the retry counter of a card enrolled for someone else is read for a prompt.
+        pin_guard::may_ask(svc, caller, &device)?;
     }
     // Checked on what the device showed at insertion, so no PIN is spent on a device that has
     // nothing to enroll or that could not prove it holds its device key.

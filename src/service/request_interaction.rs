@@ -95,7 +95,7 @@ impl RequestInteraction {
                 }
                 let wait = self.shared.capped(self.svc.config().device.pin_timeout);
                 self.shared
-                    .ask(kind, Progress::needing(kind, prompt), wait)
+                    .ask(Progress::needing(kind, prompt), wait)
                     .await?
             }
         };

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
-use crate::authenticator::{Progress, SecretAnswer, SecretKind};
+use crate::authenticator::{Progress, SecretAnswer};
 use crate::cancel::CancelToken;
 use crate::locks::lock;
 use crate::secret::Secret;
@@ -125,14 +125,15 @@ pub(super) struct Shared {
     deadline: Option<tokio::time::Instant>,
     state: Mutex<State>,
     updates: mpsc::UnboundedSender<Update>,
-    registry: Arc<Registry>,
+    /// Where the request is counted, if it is.
+    registry: Option<Arc<Registry>>,
 }
 
 struct State {
     progress: Progress,
     done: bool,
-    /// The prompt waiting for an answer.
-    waiting: Option<(SecretKind, oneshot::Sender<(Secret, bool)>)>,
+    /// Where the answer to the prompt shown goes: the secret, and whether it spends a last try.
+    waiting: Option<oneshot::Sender<(Secret, bool)>>,
 }
 
 impl RequestHandle {
@@ -180,16 +181,12 @@ impl RequestHandle {
 
     fn submit(&self, s: Secret, last_try: bool) -> Result<()> {
         let mut st = lock(&self.shared.state);
-        let Some(prompt) = st.progress.prompt().cloned() else {
+        let waiting = !st.done && st.waiting.is_some();
+        let Some(prompt) = st.progress.prompt().filter(|_| waiting).cloned() else {
             return Err(Error::InvalidArgument(
                 "the request is not waiting for a secret".into(),
             ));
         };
-        if st.done || st.waiting.is_none() {
-            return Err(Error::InvalidArgument(
-                "the request is not waiting for a secret".into(),
-            ));
-        }
         if prompt.last_try && !last_try {
             return Err(Error::PinWouldBlock { retries: 1 });
         }
@@ -203,7 +200,7 @@ impl RequestHandle {
         if len > prompt.max_length as usize {
             return Err(Error::PinFormat("longer than the device accepts"));
         }
-        if let Some((_, tx)) = st.waiting.take() {
+        if let Some(tx) = st.waiting.take() {
             // The flow stopped waiting (timeout, cancel) only when it also ends the request.
             let _ = tx.send((s, last_try));
         }
@@ -249,7 +246,9 @@ impl Shared {
             st.waiting = None;
             let _ = self.updates.send(u);
         }
-        self.registry.release(self.uid);
+        if let Some(r) = &self.registry {
+            r.release(self.uid);
+        }
         true
     }
 
@@ -265,26 +264,24 @@ impl Shared {
     /// Shows `progress` (a `*-needed` state) and waits at most `wait` for the answer.
     ///
     /// Errors: [`Error::Timeout`], [`Error::Cancelled`].
-    pub(super) async fn ask(
-        &self,
-        kind: SecretKind,
-        progress: Progress,
-        wait: Duration,
-    ) -> Result<SecretAnswer> {
+    pub(super) async fn ask(&self, progress: Progress, wait: Duration) -> Result<SecretAnswer> {
         let (tx, rx) = oneshot::channel();
         {
             let mut st = lock(&self.state);
             if st.done {
                 return Err(Error::Cancelled);
             }
-            st.waiting = Some((kind, tx));
+            st.waiting = Some(tx);
         }
         self.progress(progress);
         let answer = tokio::select! {
             r = tokio::time::timeout(wait, rx) => match r {
                 Ok(Ok(a)) => Ok(a),
                 Ok(Err(_)) => Err(Error::Cancelled),
-                Err(_) => Err(Error::Timeout(wait)),
+                Err(_) => Err(Error::Timeout {
+                    what: "no answer to the prompt came",
+                    after: wait,
+                }),
             },
             () = self.cancel.cancelled() => Err(Error::Cancelled),
         };
@@ -295,6 +292,24 @@ impl Shared {
             spend_last_try,
             accepted: Arc::new(AtomicBool::new(false)),
         })
+    }
+}
+
+impl super::Service {
+    /// A request working on `device` from the start (enrollment, unblock).
+    pub(super) fn open_request_on(
+        &self,
+        device: &super::devices::Device,
+        caller: super::Caller,
+        timeout: Option<Duration>,
+        interactive: bool,
+    ) -> Result<(Arc<Shared>, Request)> {
+        let first = Progress::Working {
+            device: device.info.id.clone(),
+        };
+        self.inner
+            .requests
+            .open(caller.uid, first, timeout, interactive)
     }
 }
 
@@ -322,6 +337,9 @@ pub(super) struct Registry {
 
 impl Registry {
     /// A new request for `uid` showing `first`, with an optional cap on its whole life.
+    /// `interactive` requests count toward [`MAX_LIVE_REQUESTS_PER_CALLER`]; a non-interactive one
+    /// (a v1 call) never waits for a device or a person, and its device work is bounded by the
+    /// caller's places on the device ([`crate::transport::worker::MAX_PER_CALLER`]) as before.
     ///
     /// Errors: [`Error::Busy`] when `uid` already has [`MAX_LIVE_REQUESTS_PER_CALLER`] live ones.
     pub(super) fn open(
@@ -329,8 +347,9 @@ impl Registry {
         uid: u32,
         first: Progress,
         timeout: Option<Duration>,
+        interactive: bool,
     ) -> Result<(Arc<Shared>, Request)> {
-        {
+        if interactive {
             let mut live = lock(&self.live);
             let n = live.entry(uid).or_insert(0);
             if *n >= MAX_LIVE_REQUESTS_PER_CALLER {
@@ -355,7 +374,7 @@ impl Registry {
                 waiting: None,
             }),
             updates: tx,
-            registry: Arc::clone(self),
+            registry: interactive.then(|| Arc::clone(self)),
         });
         if let Some(t) = timeout {
             // The cap ends the request at once, wherever its flow is; the flow sees the cancel.
@@ -364,7 +383,10 @@ impl Registry {
                 tokio::time::sleep(t).await;
                 if let Some(s) = weak.upgrade() {
                     s.cancel.cancel();
-                    s.finish(Update::Failed(Error::Timeout(t)));
+                    s.finish(Update::Failed(Error::Timeout {
+                        what: "the request did not finish",
+                        after: t,
+                    }));
                 }
             });
         }

@@ -11,7 +11,7 @@ use super::pin_guard;
 use super::request_interaction::RequestInteraction;
 use super::requests::{Request, Shared, UnblockRequest};
 use super::{Caller, Service};
-use crate::authenticator::{Progress, SecretKind};
+use crate::authenticator::SecretKind;
 use crate::{Error, Result};
 
 /// Starts unblocking the PIN of device `device_id`.
@@ -24,10 +24,7 @@ pub(super) fn start(
 ) -> Result<Request> {
     let device = svc.device(device_id).ok_or(Error::NoDevice)?;
     pin_guard::may_ask(svc, caller, &device)?;
-    let first = Progress::Working {
-        device: device.info.id.clone(),
-    };
-    let (shared, request) = svc.inner.requests.open(caller.uid, first, r.timeout)?;
+    let (shared, request) = svc.open_request_on(&device, caller, r.timeout, interactive)?;
     let svc = svc.clone();
     tokio::spawn(async move {
         let result = run(&svc, &shared, caller, device, r, interactive).await;

@@ -438,7 +438,10 @@ fn map_err(e: pcsc::Error) -> Error {
         | P::UnknownReader
         | P::UnpoweredCard
         | P::UnresponsiveCard => Error::DeviceRemoved,
-        P::Timeout => Error::Timeout(Duration::ZERO),
+        P::Timeout => Error::Timeout {
+            what: "the reader did not answer",
+            after: Duration::ZERO,
+        },
         P::NoService | P::ServiceStopped => Error::Device(format!("pcscd unavailable: {e}")),
         other => Error::Device(format!("PC/SC: {other}")),
     }

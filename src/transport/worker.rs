@@ -266,7 +266,10 @@ impl DeviceWorker {
                 Ok(Ok(result)) => result,
                 Ok(Err(_)) if cancel.is_some_and(CancelToken::is_cancelled) => Err(Error::Cancelled),
                 Ok(Err(_)) => Err(Error::DeviceRemoved),
-                Err(_) => Err(Error::Timeout(timeout)),
+                Err(_) => Err(Error::Timeout {
+                    what: "the device did not answer",
+                    after: timeout,
+                }),
             },
             () = cancelled => Err(Error::Cancelled),
         }
@@ -396,7 +399,7 @@ mod tests {
         let r = w
             .run(Duration::from_millis(50), |card| card.transmit(&[1]))
             .await;
-        assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+        assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
         // A job queued behind the stuck one whose caller gave up is skipped, not run late.
         let skipped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let flag = skipped.clone();
@@ -406,7 +409,7 @@ mod tests {
                 Ok(())
             })
             .await;
-        assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+        assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
         // The worker survives and serves the next operation once the stuck one ends.
         let r = w
             .run(Duration::from_secs(5), |card| card.transmit(&[2]))

@@ -9,7 +9,7 @@
 mod object;
 pub mod options;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::StreamExt as _;
@@ -35,8 +35,21 @@ pub use tessera_client::names::REQUESTS_PATH;
 /// The live requests, by id. Cheap to clone; clones share one registry.
 #[derive(Clone, Default)]
 pub struct Requests {
-    live: Arc<Mutex<HashMap<u64, Live>>>,
+    registry: Arc<Mutex<Registry>>,
 }
+
+#[derive(Default)]
+struct Registry {
+    live: HashMap<u64, Live>,
+    /// Unique names seen leaving the bus, most recent last: a Start call still being handled when
+    /// its caller left is refused by this, without asking the bus. A unique name is never reused.
+    departed: HashSet<OwnedUniqueName>,
+    departed_order: VecDeque<OwnedUniqueName>,
+}
+
+/// How many departed names are remembered. A Start call is handled long before this many other
+/// connections leave; should one not be, its request ends on its timeout.
+const MAX_DEPARTED: usize = 4096;
 
 struct Live {
     owner: OwnedUniqueName,
@@ -68,17 +81,29 @@ impl Requests {
                 return Err(e.into());
             }
         };
-        self.lock().insert(
-            id,
-            Live {
-                owner: owner.clone(),
-                handle: handle.clone(),
-            },
-        );
+        {
+            // Checked and registered under one lock, which the watch on departures takes too: the
+            // owner's departure is either remembered already or finds the request registered.
+            let mut registry = self.lock();
+            if registry.departed.contains(&owner) {
+                drop(registry);
+                handle.cancel();
+                return Err(BusError::Cancelled(
+                    "the caller left the bus before its request started".into(),
+                ));
+            }
+            registry.live.insert(
+                id,
+                Live {
+                    owner: owner.clone(),
+                    handle: handle.clone(),
+                },
+            );
+        }
         let object = RequestObject::new(handle.clone(), owner.clone());
         if let Err(e) = conn.object_server().at(path.as_ref(), object).await {
             handle.cancel();
-            self.lock().remove(&id);
+            self.lock().live.remove(&id);
             return Err(e.into());
         }
         let (reply, sent) = ResponseDispatchNotifier::new(path.clone());
@@ -110,24 +135,36 @@ impl Requests {
             while let Some(change) = changes.next().await {
                 let Ok(args) = change.args() else { continue };
                 if let (BusName::Unique(name), None) = (args.name(), args.new_owner().as_ref()) {
-                    requests.owner_left(&conn, name.as_str()).await;
+                    requests
+                        .owner_left(&conn, OwnedUniqueName::from(name.to_owned()))
+                        .await;
                 }
             }
         }))
     }
 
     /// Cancels every request of `owner` and removes their objects.
-    async fn owner_left(&self, conn: &Connection, owner: &str) {
+    async fn owner_left(&self, conn: &Connection, owner: OwnedUniqueName) {
         let gone: Vec<(u64, RequestHandle)> = {
-            let mut live = self.lock();
-            let ids: Vec<u64> = live
+            let mut registry = self.lock();
+            let ids: Vec<u64> = registry
+                .live
                 .iter()
-                .filter(|(_, l)| l.owner.as_str() == owner)
+                .filter(|(_, l)| l.owner == owner)
                 .map(|(id, _)| *id)
                 .collect();
-            ids.into_iter()
-                .filter_map(|id| live.remove(&id).map(|l| (id, l.handle)))
-                .collect()
+            let gone = ids
+                .into_iter()
+                .filter_map(|id| registry.live.remove(&id).map(|l| (id, l.handle)))
+                .collect();
+            if registry.departed_order.len() >= MAX_DEPARTED {
+                if let Some(oldest) = registry.departed_order.pop_front() {
+                    registry.departed.remove(&oldest);
+                }
+            }
+            registry.departed.insert(owner.clone());
+            registry.departed_order.push_back(owner.clone());
+            gone
         };
         for (id, handle) in gone {
             tracing::debug!("request {id}: its caller {owner} left the bus; cancelled");
@@ -138,16 +175,16 @@ impl Requests {
 
     /// The number of live requests (for tests and the log).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().live.len()
     }
 
     /// Whether no request is live.
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().live.is_empty()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Live>> {
-        match self.live.lock() {
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        match self.registry.lock() {
             Ok(g) => g,
             // The map holds plain entries; a panic elsewhere cannot leave one half-written.
             Err(p) => p.into_inner(),
@@ -168,11 +205,6 @@ struct Pump {
 
 impl Pump {
     async fn run(self, mut updates: UnboundedReceiver<Update>) {
-        // The owner may have left between its call and the registration above; its departure was
-        // then seen before the registry knew the request.
-        if !self.owner_present().await {
-            self.handle.cancel();
-        }
         let emitter = SignalEmitter::from_parts(self.conn.clone(), self.path.as_ref())
             .set_destination(BusName::Unique(self.owner.as_ref()));
         let mut ended = false;
@@ -211,17 +243,8 @@ impl Pump {
             )
             .await;
         }
-        self.requests.lock().remove(&self.id);
+        self.requests.lock().live.remove(&self.id);
         remove_object(&self.conn, self.id).await;
-    }
-
-    async fn owner_present(&self) -> bool {
-        let Ok(dbus) = DBusProxy::new(&self.conn).await else {
-            return true;
-        };
-        dbus.name_has_owner(BusName::Unique(self.owner.as_ref()))
-            .await
-            .unwrap_or(true)
     }
 }
 

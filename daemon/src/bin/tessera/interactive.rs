@@ -236,8 +236,11 @@ impl Flow<'_> {
         );
         let pin = match self.secret(&text, &prompt, "PIN").await {
             Ok(p) => p,
-            // Out of lines after a refused PIN: the refusal is the answer.
-            Err(Error::Usage(_)) if prompt.last_error.is_some() && !secrets.is_terminal() => {
+            // Out of lines after a refused PIN, or at a last try (never spent from standard
+            // input, whatever PIN was given up front): the refusal is the answer.
+            Err(Error::Usage(_))
+                if (prompt.last_error.is_some() || prompt.last_try) && !secrets.is_terminal() =>
+            {
                 return Err(last_refusal(&prompt));
             }
             Err(e) => return Err(e),
@@ -359,11 +362,11 @@ fn refused(last_error: &str) -> String {
 
 /// The error a non-interactive run reports when a refused PIN cannot be retried.
 fn last_refusal(prompt: &SecretPrompt) -> Error {
-    let name = prompt
-        .last_error
-        .as_deref()
-        .and_then(ErrorName::from_short)
-        .unwrap_or(ErrorName::PinInvalid);
+    let name = match prompt.last_error.as_deref().and_then(ErrorName::from_short) {
+        Some(name) => name,
+        None if prompt.last_try => ErrorName::PinWouldBlock,
+        None => ErrorName::PinInvalid,
+    };
     let n = prompt.retries;
     let message = match (name, n) {
         (ErrorName::PinInvalid, Some(n)) => format!("wrong PIN, {n} retries left"),
