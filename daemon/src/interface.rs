@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::Serialize;
+use tessera::locks::lock;
 use tessera::policy::config::Config;
 use tessera::service::{
     AuthOptions, Caller, DeviceInfo, EnrollOptions, EnrollmentInfo, Service, SessionInfo,
@@ -449,14 +450,6 @@ impl CallerCache {
         }
         uids.insert(sender, uid);
         Ok(Caller { uid })
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        // The cache holds plain values; a panic elsewhere cannot leave it inconsistent.
-        Err(p) => p.into_inner(),
     }
 }
 

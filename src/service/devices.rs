@@ -485,11 +485,7 @@ impl Service {
         // Announced before the commit: should the daemon die before it, the next start finds the
         // session unconfirmed and revokes the same tokens, so the announcement stays true.
         for (jti, user) in revoked {
-            self.publish(Event::TokenRevoked {
-                jti,
-                user,
-                reason: "device-removed".into(),
-            });
+            self.announce_revoked(jti, &user, "device-removed");
         }
         self.inner.store.apply(ops).await.map(|_| ())
     }

@@ -5,6 +5,7 @@ pub mod events;
 pub mod pcsc;
 pub mod pcscd_instance;
 #[cfg(test)]
+#[cfg(test)]
 pub(crate) mod scripted;
 pub mod worker;
 

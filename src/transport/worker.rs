@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::cancel::CancelToken;
+use crate::locks::lock;
 use crate::transport::CardTransport;
 use crate::{Error, Result};
 
@@ -300,7 +301,7 @@ struct CallerShare {
 
 impl CallerShare {
     fn take(counts: &Arc<Mutex<HashMap<u32, usize>>>, uid: u32) -> Result<CallerShare> {
-        let mut all = lock_counts(counts);
+        let mut all = lock(counts);
         let n = all.entry(uid).or_insert(0);
         if *n >= MAX_PER_CALLER {
             return Err(Error::Busy(format!(
@@ -318,7 +319,7 @@ impl CallerShare {
 
 impl Drop for CallerShare {
     fn drop(&mut self) {
-        let mut all = lock_counts(&self.counts);
+        let mut all = lock(&self.counts);
         if let Some(n) = all.get_mut(&self.uid) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -326,11 +327,6 @@ impl Drop for CallerShare {
             }
         }
     }
-}
-
-fn lock_counts(m: &Mutex<HashMap<u32, usize>>) -> std::sync::MutexGuard<'_, HashMap<u32, usize>> {
-    // Plain counters, each update a single step: a panic elsewhere cannot leave them half-done.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl std::fmt::Debug for DeviceWorker {

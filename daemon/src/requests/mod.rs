@@ -184,11 +184,8 @@ impl Requests {
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
-        match self.registry.lock() {
-            Ok(g) => g,
-            // The map holds plain entries; a panic elsewhere cannot leave one half-written.
-            Err(p) => p.into_inner(),
-        }
+        // The map holds plain entries; a panic elsewhere cannot leave one half-written.
+        tessera::locks::lock(&self.registry)
     }
 }
 
