@@ -13,6 +13,7 @@ pub mod authenticator;
 pub mod cancel;
 pub mod clock;
 pub mod error;
+pub mod fido;
 pub mod iso7816;
 pub mod locks;
 pub mod piv;

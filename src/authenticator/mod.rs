@@ -43,8 +43,49 @@ pub struct EnrolledCredential {
     pub device_guid: Option<[u8; 16]>,
     /// What the certificate or device calls the holder, for listings.
     pub subject: Option<String>,
-    /// Whether using the credential needs the device's PIN.
+    /// Whether using the credential needs the device's PIN (FIDO: user verification, by PIN or
+    /// the key's built-in UV).
     pub needs_secret: bool,
+    /// FIDO: the relying-party id the credential is scoped to; `None` for PIV.
+    pub rp_id: Option<String>,
+    /// The device's signature counter after enrollment (FIDO authData signCount); 0 without one.
+    pub sign_count: u32,
+}
+
+/// What an enrollment is for, beyond the credential: the account, and the FIDO parameters the
+/// policy sets (PIV ignores those).
+#[derive(Debug, Clone, Copy)]
+pub struct EnrollRequest<'a> {
+    /// The credential [`Authenticator::enrollable`] chose ("9a"; FIDO: "new").
+    pub credential: &'a str,
+    /// Unix account name (FIDO: the user entity's name; the user handle is random).
+    pub user: &'a str,
+    /// Unix uid of the account.
+    pub uid: u32,
+    /// FIDO relying-party id (`[fido] rp_id`).
+    pub rp_id: &'a str,
+    /// Credentials the account already has enrolled on devices of this kind (FIDO: the
+    /// makeCredential excludeList, CTAP 2.1 §6.1), as stored (base64url credential ids).
+    pub exclude: &'a [String],
+    /// FIDO user verification the policy asks for.
+    pub user_verification: UserVerification,
+    /// FIDO: the key must have a PIN set and use it (`[fido] pin_required`).
+    pub pin_required: bool,
+    /// Signature algorithms the policy accepts, most preferred first (JOSE names in lower case:
+    /// "es256", "eddsa").
+    pub algorithms: &'a [&'a str],
+}
+
+/// `[fido] user_verification` (WebAuthn §5.8.6 UserVerificationRequirement).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UserVerification {
+    /// Every authentication verifies the user (PIN or built-in UV); a key that cannot is refused.
+    Required,
+    /// Verify when the key can (a PIN is set or it has built-in UV), touch alone otherwise.
+    #[default]
+    Preferred,
+    /// Touch alone.
+    Discouraged,
 }
 
 /// A credential that may be enrolled, whether or not the device holds it.
@@ -65,8 +106,14 @@ pub struct EnrolledKey<'a> {
     pub public_key: &'a [u8],
     /// Its algorithm ("es256").
     pub algorithm: &'a str,
-    /// Whether the credential needs the PIN.
+    /// Whether the credential needs the PIN (FIDO: user verification).
     pub needs_secret: bool,
+    /// RFC 7638 thumbprint of `public_key`, as enrolled.
+    pub thumbprint: &'a str,
+    /// FIDO: the relying-party id of the credential; `None` for PIV.
+    pub rp_id: Option<&'a str>,
+    /// The signature counter recorded last (0: none yet, or the device has none).
+    pub sign_count: u32,
 }
 
 /// A challenge answered by the enrolled credential, its signature verified against the enrolled key.
@@ -74,11 +121,14 @@ pub struct EnrolledKey<'a> {
 pub struct Assertion {
     /// Authentication methods used (RFC 8176 values: "hwk", "sc", "pin", "mfa").
     pub amr: Vec<String>,
+    /// The signature counter the device signed (FIDO authData signCount, CTAP 2.1 §6.2), if it
+    /// has one; the service checks it against [`EnrolledKey::sign_count`] (clone detection).
+    pub sign_count: Option<u32>,
 }
 
 /// One kind of device, bound to one present device.
 pub trait Authenticator: Send + Sync {
-    /// The device kind ("piv").
+    /// The device kind ("piv", "fido").
     fn kind(&self) -> &'static str;
 
     /// The authentication methods (RFC 8176 `amr` values) an assertion with a credential that
@@ -98,9 +148,40 @@ pub trait Authenticator: Send + Sync {
     /// the device holds the credential's private key.
     fn enroll<'a>(
         &'a self,
-        credential: &'a str,
+        request: EnrollRequest<'a>,
         interaction: &'a dyn Interaction,
     ) -> BoxFuture<'a, Result<EnrolledCredential>>;
+
+    /// Which of `enrolled` (the account's enrollments of this kind) the device holds, by
+    /// credential reference; `identity` is what [`Authenticator::identify`] returned for this
+    /// insertion. PIV: read from the identity, no device exchange. FIDO: a silent
+    /// getAssertion (up = false) per allowList chunk of maxCredentialCountInList (CTAP 2.1 §6.2),
+    /// the answer cached for the insertion. Errors: the device's; the service treats a device
+    /// that cannot answer as holding none.
+    fn holds<'a>(
+        &'a self,
+        identity: &'a DeviceIdentity,
+        enrolled: &'a [EnrolledKey<'a>],
+        uid: u32,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Vec<String>>>;
+
+    /// Whether [`Authenticator::select`] can ask the user to pick this device (FIDO keys:
+    /// authenticatorSelection, CTAP 2.1 §6.9). PIV cards cannot: the user removes the others.
+    fn selectable(&self) -> bool {
+        false
+    }
+
+    /// Waits for the user to touch this device to choose it among several; `Ok` once touched.
+    /// Cancelled through the interaction's cancel token when another device was chosen.
+    fn select<'a>(&'a self, interaction: &'a dyn Interaction) -> BoxFuture<'a, Result<()>> {
+        let _ = interaction;
+        Box::pin(async {
+            Err(crate::Error::InvalidArgument(
+                "this device cannot be chosen by touch".into(),
+            ))
+        })
+    }
 
     /// Has the device sign `challenge` with the enrolled credential, asking for the PIN if it needs
     /// one, and verifies the signature against the enrolled key. The interaction's

@@ -9,8 +9,8 @@ use p256::elliptic_curve::sec1::ToEncodedPoint;
 use super::authenticator_pin::pin_from;
 use super::{Piv, Slot};
 use crate::authenticator::{
-    Assertion, Authenticator, BoxFuture, DeviceIdentity, Enrollable, EnrolledCredential,
-    EnrolledKey, Interaction, Progress, SecretKind,
+    Assertion, Authenticator, BoxFuture, DeviceIdentity, EnrollRequest, Enrollable,
+    EnrolledCredential, EnrolledKey, Interaction, Progress, SecretKind,
 };
 use crate::token::jwk_thumbprint;
 use crate::transport::worker::DeviceWorker;
@@ -120,6 +120,8 @@ impl PivAuthenticator {
             device_guid: guid,
             subject: Some(summary.subject),
             needs_secret: slot.needs_pin(),
+            rp_id: None,
+            sign_count: 0,
         })
     }
 
@@ -168,7 +170,10 @@ impl PivAuthenticator {
         };
         // Against the key stored at enrollment, never against what the card presents now.
         challenge.verify(&key, &signature)?;
-        Ok(Assertion { amr })
+        Ok(Assertion {
+            amr,
+            sign_count: None,
+        })
     }
 
     async fn reset_retry_counter(&self, ix: &dyn Interaction) -> Result<()> {
@@ -271,12 +276,30 @@ impl Authenticator for PivAuthenticator {
 
     fn enroll<'a>(
         &'a self,
-        credential: &'a str,
+        request: EnrollRequest<'a>,
         interaction: &'a dyn Interaction,
     ) -> BoxFuture<'a, Result<EnrolledCredential>> {
         Box::pin(async move {
-            let slot: Slot = credential.parse()?;
+            let slot: Slot = request.credential.parse()?;
             self.enroll_slot(slot, interaction).await
+        })
+    }
+
+    fn holds<'a>(
+        &'a self,
+        identity: &'a DeviceIdentity,
+        enrolled: &'a [EnrolledKey<'a>],
+        _uid: u32,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<Vec<String>>> {
+        // The slots' certificates were read at identification: a PIV card's identity says what
+        // it holds.
+        Box::pin(async move {
+            Ok(enrolled
+                .iter()
+                .filter(|e| identity.thumbprint(e.credential) == Some(e.thumbprint))
+                .map(|e| e.credential.to_owned())
+                .collect())
         })
     }
 

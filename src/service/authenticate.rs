@@ -160,6 +160,9 @@ async fn run(
         algorithm: enrollment.algorithm.as_str(),
         public_key: &enrollment.public_key,
         needs_secret: enrollment.require_pin,
+        thumbprint: &enrollment.key_thumbprint,
+        rp_id: enrollment.rp_id.as_deref(),
+        sign_count: enrollment.sign_count,
     };
     let asserted = device.authenticator.assert(&challenge, enrolled, &ix).await;
     let ahead = lock(&slot).take();

@@ -83,7 +83,17 @@ async fn run(
     ix.user = Some(account.name.clone());
     ix.guard = Some(Arc::clone(&device));
     ix.give(SecretKind::PinCode, r.pin);
-    let enrolled = device.authenticator.enroll(&credential, &ix).await?;
+    let request = crate::authenticator::EnrollRequest {
+        credential: &credential,
+        user: &account.name,
+        uid: account.uid,
+        rp_id: "",
+        exclude: &[],
+        user_verification: Default::default(),
+        pin_required: false,
+        algorithms: &["es256"],
+    };
+    let enrolled = device.authenticator.enroll(request, &ix).await?;
     // The key later logins look for on this device is the one it showed at insertion.
     if enrolled.thumbprint != identified {
         return Err(Error::Device(format!(
@@ -116,8 +126,8 @@ async fn run(
         algorithm: enrolled.algorithm.parse()?,
         public_key: enrolled.public_key,
         key_thumbprint: enrolled.thumbprint,
-        rp_id: None,
-        sign_count: 0,
+        rp_id: enrolled.rp_id,
+        sign_count: enrolled.sign_count,
         device_identity: enrolled.device_guid,
         device_key_thumbprint: device_key.map(|k| k.thumbprint),
         label: enrolled.subject,
