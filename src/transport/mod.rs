@@ -5,9 +5,10 @@ pub mod events;
 pub mod pcsc;
 pub mod pcscd_instance;
 #[cfg(test)]
-#[cfg(test)]
 pub(crate) mod scripted;
 pub mod worker;
+
+use std::time::Duration;
 
 use crate::Result;
 
@@ -24,8 +25,9 @@ pub trait CardTransport: Send {
 pub trait HidTransport: Send {
     /// Writes one output report (exactly [`HID_REPORT_LEN`] bytes, without the report-ID byte).
     fn write_report(&mut self, report: &[u8; HID_REPORT_LEN]) -> Result<()>;
-    /// Reads one input report, waiting at most the transport's timeout.
-    fn read_report(&mut self) -> Result<[u8; HID_REPORT_LEN]>;
+    /// Reads one input report, waiting at most `timeout`: `None` when none came in time (the
+    /// caller checks its cancel flag and deadline, then reads again).
+    fn read_report(&mut self, timeout: Duration) -> Result<Option<[u8; HID_REPORT_LEN]>>;
 }
 
 /// Size of a CTAPHID report on full-speed USB.
