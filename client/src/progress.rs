@@ -30,6 +30,11 @@ pub enum Progress {
         /// The device waiting for a touch.
         device: Option<OwnedObjectPath>,
     },
+    /// "uv-needed": verify on the key itself (its fingerprint sensor).
+    UvNeeded {
+        /// The device waiting for the user's verification.
+        device: Option<OwnedObjectPath>,
+    },
     /// "working": the device is busy with the operation.
     Working {
         /// The device at work.
@@ -74,6 +79,9 @@ impl Progress {
             "touch-needed" => Progress::TouchNeeded {
                 device: d.path("device")?,
             },
+            "uv-needed" => Progress::UvNeeded {
+                device: d.path("device")?,
+            },
             "working" => Progress::Working {
                 device: d.path("device")?,
             },
@@ -90,6 +98,7 @@ impl Progress {
             Progress::PukNeeded(_) => "puk-needed",
             Progress::NewPinNeeded(_) => "new-pin-needed",
             Progress::TouchNeeded { .. } => "touch-needed",
+            Progress::UvNeeded { .. } => "uv-needed",
             Progress::Working { .. } => "working",
             Progress::Other(s) => s,
         }

@@ -56,6 +56,8 @@ pub enum Progress {
     NewPinNeeded(SecretPrompt),
     /// Waiting for the user to touch the device.
     TouchNeeded { device: String },
+    /// Waiting for the device's built-in user verification (a fingerprint; CTAP 2.1 §6.5.5.7).
+    UvNeeded { device: String },
     /// The device is at work.
     Working { device: String },
 }
@@ -70,6 +72,7 @@ impl Progress {
             Progress::PukNeeded(_) => "puk-needed",
             Progress::NewPinNeeded(_) => "new-pin-needed",
             Progress::TouchNeeded { .. } => "touch-needed",
+            Progress::UvNeeded { .. } => "uv-needed",
             Progress::Working { .. } => "working",
         }
     }

@@ -133,7 +133,9 @@ fn details(progress: &Progress) -> zbus::Result<HashMap<&'static str, Value<'sta
         Progress::PinNeeded(p) | Progress::PukNeeded(p) | Progress::NewPinNeeded(p) => {
             prompt_details(&mut d, p)?;
         }
-        Progress::TouchNeeded { device } | Progress::Working { device } => {
+        Progress::TouchNeeded { device }
+        | Progress::UvNeeded { device }
+        | Progress::Working { device } => {
             d.insert("device", Value::from(device_path(device)?));
         }
     }

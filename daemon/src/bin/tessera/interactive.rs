@@ -187,6 +187,7 @@ impl Flow<'_> {
                 ));
             }
             Progress::TouchNeeded { .. } => say("Touch your key…"),
+            Progress::UvNeeded { .. } => say("Verify on your key (its fingerprint sensor)…"),
             Progress::PinNeeded(prompt) => self.pin(request, prompt).await?,
             Progress::PukNeeded(prompt) => {
                 if let (Some(e), true) = (&prompt.last_error, self.how.secrets.is_terminal()) {
