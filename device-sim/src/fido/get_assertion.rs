@@ -63,11 +63,10 @@ pub(super) fn get_assertion(
         return Err(Status::INVALID_OPTION);
     }
     let up = options.up.unwrap_or(true);
-    // Step 6: the pinUvAuthToken, with permission ga for this RP, verifies the user.
-    if let (Some(param), Some(protocol)) = (&pin_uv_auth_param, protocol) {
-        if !key.state.pin_set() {
-            return Err(Status::PIN_NOT_SET);
-        }
+    // Step 6: the pinUvAuthToken, with permission ga for this RP, verifies the user; on a key
+    // without a PIN (not "protected by some form of user verification") it is ignored.
+    if let (Some(param), Some(protocol), true) = (&pin_uv_auth_param, protocol, key.state.pin_set())
+    {
         key.pin
             .verify_token(protocol, &client_data_hash, param, PERMISSION_GA, &rp_id)?;
         flags |= FLAG_UV;
