@@ -10,6 +10,8 @@ pub mod touch;
 #[cfg(test)]
 mod ctaphid_test;
 #[cfg(test)]
+mod hid_socket_test;
+#[cfg(test)]
 mod nfc_test;
 
 use std::path::Path;
