@@ -10,11 +10,9 @@ use anyhow::Context;
 use tessera_sim::fido::nfc::FidoCard;
 use tessera_sim::fido::presence::KeyHandle;
 use tessera_sim::fido::touch::{ControlRequest, ControlServer, TouchMode, TouchSource};
-use tessera_sim::fido::{hid_socket, FidoFault, FidoKey, FidoOptions};
+use tessera_sim::fido::{hid_socket, FidoFault, FidoKey, FidoOptions, DEFAULT_AAGUID};
 use tessera_sim::vpcd;
 
-/// The simulator's AAGUID unless --aaguid says otherwise: "TesseraSimKey" and a version.
-const DEFAULT_AAGUID: &str = "5465737365726153696d4b6579000001";
 /// How long transports get to close their connections after a stop before the process exits anyway
 /// (a vpcd answer may be waiting for a touch that never comes).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -49,16 +47,16 @@ pub struct FidoArgs {
     /// Control socket for `tessera-sim touch` and `tessera-sim power-cycle` (Unix, 0600).
     #[arg(long)]
     control: Option<PathBuf>,
-    /// The AAGUID (32 hex digits).
-    #[arg(long, default_value = DEFAULT_AAGUID, value_parser = parse_aaguid)]
-    aaguid: [u8; 16],
+    /// The AAGUID of a NEW key (32 hex digits; default "TesseraSimFido01" in ASCII).
+    #[arg(long, value_parser = parse_aaguid)]
+    aaguid: Option<[u8; 16]>,
     /// Signature algorithms offered, in order: `es256`, `eddsa`.
     #[arg(long, default_value = "es256", value_parser = parse_algorithms)]
     algorithms: Algorithms,
     /// Test fault: stall-on-sign=MS, remove-on-sign, counter-regression, malformed-cbor,
     /// truncated-message, oversized-message ("sign": getAssertion and U2F AUTHENTICATE; the
     /// framing faults apply to CTAPHID only).
-    #[arg(long, value_parser = parse_fault)]
+    #[arg(long)]
     fault: Option<FidoFault>,
 }
 
@@ -88,23 +86,6 @@ fn parse_algorithms(s: &str) -> Result<Algorithms, String> {
     Ok(Algorithms(algs))
 }
 
-fn parse_fault(s: &str) -> Result<FidoFault, String> {
-    if let Some(ms) = s.strip_prefix("stall-on-sign=") {
-        return ms
-            .parse()
-            .map(FidoFault::StallOnSign)
-            .map_err(|e| format!("bad milliseconds in {s:?}: {e}"));
-    }
-    match s {
-        "remove-on-sign" => Ok(FidoFault::RemoveOnSign),
-        "counter-regression" => Ok(FidoFault::CounterRegression),
-        "malformed-cbor" => Ok(FidoFault::MalformedCbor),
-        "truncated-message" => Ok(FidoFault::TruncatedMessage),
-        "oversized-message" => Ok(FidoFault::OversizedMessage),
-        _ => Err(format!("unknown fault {s:?}")),
-    }
-}
-
 /// Prints `ready` once every transport is up.
 struct ReadyGate(AtomicUsize);
 
@@ -125,7 +106,7 @@ pub fn run(args: FidoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         pin: (!args.no_pin).then_some(args.pin),
         retries: args.retries,
         u2f_only: args.u2f_only,
-        aaguid: args.aaguid,
+        aaguid: args.aaguid.unwrap_or(DEFAULT_AAGUID),
         algorithms: args.algorithms.0,
         fault: args.fault,
     };

@@ -4,8 +4,9 @@
 //! transport turns that into KEEPALIVE UPNEEDED or an NFC status update) and watches its `cancel`
 //! flag (CTAPHID_CANCEL, a connection closing).
 //!
-//! The test fault `remove-on-sign` lives here too, because it must fire whichever transport asked:
-//! a signing request is not given to the key; the key is pulled out instead.
+//! The test fault `remove-on-sign` is the key's (it pulls itself out at the moment it would sign);
+//! this thread turns that into [`Outcome::Pulled`] for whichever transport asked, and sets the stop
+//! flag so every transport closes.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -125,7 +126,6 @@ impl KeyHandle {
             Some(FidoFault::OversizedMessage) => Some(ResponseFault::Oversized),
             _ => None,
         };
-        let remove_on_sign = matches!(key.fault(), Some(FidoFault::RemoveOnSign));
         let pulled = Arc::new(AtomicBool::new(false));
         let pulled_flag = Arc::clone(&pulled);
         let thread = std::thread::Builder::new()
@@ -146,13 +146,6 @@ impl KeyHandle {
                                 done(Outcome::Pulled);
                                 continue;
                             }
-                            if remove_on_sign && request.is_sign() {
-                                tracing::info!("fault remove-on-sign: pulling the key out");
-                                pulled_flag.store(true, Ordering::Relaxed);
-                                stop.store(true, Ordering::Relaxed);
-                                done(Outcome::Pulled);
-                                continue;
-                            }
                             let mut presence = JobPresence {
                                 touch: &touch,
                                 activity: &activity,
@@ -161,7 +154,14 @@ impl KeyHandle {
                                 Request::Cbor(bytes) => key.cbor(bytes, &mut presence),
                                 Request::U2f(apdu) => key.u2f(apdu, &mut presence),
                             };
-                            done(Outcome::Reply(reply));
+                            if key.pulled() {
+                                tracing::info!("fault remove-on-sign: the key is pulled out");
+                                pulled_flag.store(true, Ordering::Relaxed);
+                                stop.store(true, Ordering::Relaxed);
+                                done(Outcome::Pulled);
+                            } else {
+                                done(Outcome::Reply(reply));
+                            }
                         }
                     }
                 }
