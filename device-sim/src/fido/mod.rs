@@ -326,3 +326,5 @@ mod ctaphid_test;
 mod hid_socket_test;
 #[cfg(test)]
 mod nfc_test;
+#[cfg(test)]
+mod presence_test;
