@@ -105,8 +105,10 @@ pub enum FidoFault {
     /// empty message and [`FidoKey::pulled`] turns true; the transport drops every connection and
     /// exits.
     RemoveOnSign,
-    /// Each assertion's signature counter is one lower than the last value the key reported
-    /// (a cloned key: WebAuthn §6.1.1), and stays there durably.
+    /// Each assertion (getAssertion, also the silent up=false one, and U2F AUTHENTICATE) takes the
+    /// global signature counter one step down instead of up, durably, so it reports less than the
+    /// key reported before: what a clone lagging behind the original looks like (WebAuthn §6.1.1,
+    /// step 21 of §7.2). makeCredential still counts up.
     CounterRegression,
     /// getAssertion answers CTAP2_OK followed by CBOR that does not parse.
     MalformedCbor,
@@ -325,6 +327,8 @@ impl std::fmt::Debug for FidoKey {
     }
 }
 
+#[cfg(test)]
+mod cbor_test;
 #[cfg(test)]
 mod client_pin_test;
 #[cfg(test)]

@@ -158,7 +158,7 @@ impl KeyState {
 
     /// Sets the PIN (already checked against the policy) and fills the retries again.
     pub(super) fn set_pin(&mut self, pin: &[u8]) {
-        let digest = Sha256::digest(pin);
+        let digest = Zeroizing::new(Sha256::digest(pin));
         let left: &[u8] = digest.get(..16).unwrap_or(&[]);
         self.pin_hash = Some(Zeroizing::new(hex::encode(left)));
         self.pin_retries = self.pin_retries_max;
