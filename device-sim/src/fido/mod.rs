@@ -298,6 +298,18 @@ impl FidoKey {
         }
     }
 
+    /// Writes the state file after the signature counter moved: in place, without waiting for
+    /// the disk ([`KeyState::save_counter`]).
+    fn persist_counter(&self) -> Result<(), status::Status> {
+        if let Some(path) = &self.path {
+            self.state.save_counter(path).map_err(|e| {
+                tracing::error!("saving the key state: {e:#}");
+                status::Status::OTHER
+            })?;
+        }
+        Ok(())
+    }
+
     fn in_reset_window(&self) -> bool {
         self.powered_at.elapsed() <= RESET_WINDOW
     }
