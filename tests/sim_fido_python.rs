@@ -2,7 +2,8 @@
 //! from PyPI (in a venv made by `scripts/python-venv.sh`) runs `tests/python/*.py` over the key's
 //! HID socket and over pcscd + vpcd as an NFC card: getInfo, makeCredential and getAssertion with PIN
 //! tokens of PIN/UV auth protocols 2 and 1 (signatures verified by python-fido2), wrong PINs down to
-//! PIN_AUTH_BLOCKED and a power cycle, U2F register/authenticate on a CTAP2 key and a U2F-only one.
+//! PIN_AUTH_BLOCKED and a power cycle, U2F register/authenticate on a CTAP2 key and a U2F-only one,
+//! EdDSA credentials, and keepalive, cancel and touch on a `--touch manual` key.
 //! If these pass, the simulator is a security key as far as the outside world can tell.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -110,10 +111,11 @@ fn python_check(script: &str, args: &[&str]) -> Output {
 #[test]
 fn python_fido2_over_the_hid_socket() {
     let dir = TestDir::new();
-    let key = start_key(&dir, &[]);
+    let key = start_key(&dir, &["--algorithms", "es256,eddsa"]);
     let hid = key.hid.to_str().unwrap().to_owned();
     let out = python_check("ctap2_flow.py", &["--hid", &hid]);
     assert!(stdout(&out).contains("protocol 1: makeCredential and getAssertion verified"));
+    assert!(stdout(&out).contains("eddsa: makeCredential and getAssertion verified"));
     python_check("u2f_flow.py", &["--hid", &hid]);
     python_check("pin_errors.py", &["--hid", &hid, "--protocol", "2"]);
     // Blocked until the key is replugged; then the right PIN works (5 retries left) and restores 8.
@@ -133,15 +135,59 @@ fn python_fido2_u2f_only_key_over_the_hid_socket() {
 }
 
 #[test]
+fn python_fido2_touch_and_cancel_over_the_hid_socket() {
+    let dir = TestDir::new();
+    let key = start_key(&dir, &["--touch", "manual"]);
+    let (hid, sim, control) = (
+        key.hid.to_str().unwrap().to_owned(),
+        bin("tessera-sim"),
+        key.control.to_str().unwrap().to_owned(),
+    );
+    let sim = sim.to_str().unwrap();
+    python_check(
+        "cancel_flow.py",
+        &["--hid", &hid, "--sim", sim, "--control", &control],
+    );
+    key.unplug();
+}
+
+#[test]
 fn python_fido2_over_pcscd_and_vpcd() {
     let _pcsc = pcsc_lock();
     let dir = TestDir::new();
     let key = start_key(&dir, &["--vpcd", VPCD_ADDR_1]);
     python_check("ctap2_flow.py", &["--pcsc", VPCD_READER_1]);
     python_check("u2f_flow.py", &["--pcsc", VPCD_READER_1]);
-    python_check("pin_errors.py", &["--pcsc", VPCD_READER_1, "--protocol", "2"]);
+    python_check(
+        "pin_errors.py",
+        &["--pcsc", VPCD_READER_1, "--protocol", "2"],
+    );
     key.power_cycle();
-    python_check("ctap2_flow.py", &["--pcsc", VPCD_READER_1, "--retries", "5"]);
+    python_check(
+        "ctap2_flow.py",
+        &["--pcsc", VPCD_READER_1, "--retries", "5"],
+    );
+    key.unplug();
+}
+
+#[test]
+fn python_fido2_touch_and_cancel_over_pcscd_and_vpcd() {
+    let _pcsc = pcsc_lock();
+    let dir = TestDir::new();
+    let key = start_key(&dir, &["--vpcd", VPCD_ADDR_1, "--touch", "manual"]);
+    let sim = bin("tessera-sim");
+    let control = key.control.to_str().unwrap().to_owned();
+    python_check(
+        "cancel_flow.py",
+        &[
+            "--pcsc",
+            VPCD_READER_1,
+            "--sim",
+            sim.to_str().unwrap(),
+            "--control",
+            &control,
+        ],
+    );
     key.unplug();
 }
 
