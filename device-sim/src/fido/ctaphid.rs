@@ -34,11 +34,11 @@ pub const CONT_DATA: usize = 59;
 pub const MAX_MESSAGE: usize = INIT_DATA + 128 * CONT_DATA;
 /// The key's maxMsgSize for CTAP2 and U2F messages (the authenticatorGetInfo value, §6.4).
 pub const MAX_MSG_SIZE: usize = 1200;
-/// KEEPALIVE interval while a command runs (§11.2.9.2.1: "every 100ms").
+/// KEEPALIVE interval while a command runs (CTAPHID_KEEPALIVE, §11.2.9.1.7).
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(100);
-/// How long the key waits for the next continuation packet before ERR_MSG_TIMEOUT (§11.2.9.2.4
-/// names the error; the time is the key's: 500 ms is what real keys allow between packets, and far
-/// longer than the daemon ever needs).
+/// How long the key waits for the next continuation packet before ERR_MSG_TIMEOUT. The spec names
+/// the error (§11.2.9.1.6) and leaves the time to the device; 500 ms is what authenticator firmware
+/// commonly allows, and far longer than any client needs between two reports.
 pub const MSG_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// CTAPHID commands with the initialization-packet bit (0x80) set (§11.2.9).
@@ -65,7 +65,7 @@ pub mod err {
     pub const INVALID_CHANNEL: u8 = 0x0B;
 }
 
-/// KEEPALIVE status codes (§11.2.9.2.1).
+/// KEEPALIVE status codes (§11.2.9.1.7).
 pub const KEEPALIVE_PROCESSING: u8 = 0x01;
 pub const KEEPALIVE_UPNEEDED: u8 = 0x02;
 
@@ -331,8 +331,9 @@ impl Router {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        // A continuation packet of no message being received is ignored (§11.2.4: "spurious
-        // continuation packets ... shall be ignored").
+        // A continuation packet of no message being received belongs to nothing (§11.2.4: a
+        // message starts with its initialization packet): dropped without an answer, as a
+        // message abandoned by INIT or an error leaves its tail behind.
         let Some(a) = self.assembly.as_mut().filter(|a| a.cid == cid) else {
             return;
         };
