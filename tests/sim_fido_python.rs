@@ -152,6 +152,20 @@ fn python_fido2_touch_and_cancel_over_the_hid_socket() {
 }
 
 #[test]
+fn remove_on_sign_pulls_the_key_mid_operation() {
+    let dir = TestDir::new();
+    let mut key = start_key(&dir, &["--no-pin", "--fault", "remove-on-sign"]);
+    let hid = key.hid.to_str().unwrap().to_owned();
+    python_check("remove_on_sign.py", &["--hid", &hid]);
+    let status = key.child.wait_exit(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the pulled key did not exit 0: {status:?}"
+    );
+    assert!(!key.hid.exists(), "HID socket left behind");
+}
+
+#[test]
 fn python_fido2_over_pcscd_and_vpcd() {
     let _pcsc = pcsc_lock();
     let dir = TestDir::new();
