@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 #[command(
     name = "tessera-sim",
     version,
-    about = "Simulated smartcards for Tessera's tests and demo"
+    about = "Simulated smartcards and security keys for Tessera's tests and demo"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -7,7 +7,9 @@
 //! key's answers, and returns [`Action`]s (reports to send, requests to run on the key), so the same
 //! code runs behind the Unix socket ([`super::hid_socket`]) and in the unit tests.
 //!
-//! Not implemented: CTAPHID_LOCK (optional, §11.2.9.2.2) answers ERR_INVALID_CMD.
+//! Optional commands: WINK (answered, nothing blinks) and LOCK (§11.2.9.2.2: up to 10 s of
+//! exclusive use by one channel; others get ERR_CHANNEL_BUSY). CTAP 2.1 has no INIT capability bit
+//! for LOCK, so none is set.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -80,6 +82,8 @@ const PROTOCOL_VERSION: u8 = 2;
 const DEVICE_VERSION: [u8; 3] = [1, 0, 0];
 /// Channels kept before the oldest is forgotten; clients that INIT in a loop must not grow the key.
 const MAX_CHANNELS: usize = 1024;
+/// The longest CTAPHID_LOCK (§11.2.9.2.2: 0–10 seconds).
+const MAX_LOCK_SECONDS: u8 = 10;
 
 /// What the transport must do.
 #[derive(Debug)]
@@ -128,6 +132,8 @@ pub struct Router {
     assembly: Option<Assembly>,
     busy: Option<Busy>,
     next_job: u64,
+    /// CTAPHID_LOCK: the channel that has the key to itself, and until when.
+    lock: Option<(u32, Instant)>,
 }
 
 impl Router {
@@ -142,6 +148,7 @@ impl Router {
             assembly: None,
             busy: None,
             next_job: 1,
+            lock: None,
         }
     }
 
@@ -176,6 +183,12 @@ impl Router {
     /// Connection `conn` closed: its channels go, and a command it was running is cancelled.
     pub fn closed(&mut self, conn: ConnId) {
         self.channels.retain(|_, owner| *owner != conn);
+        if self
+            .lock
+            .is_some_and(|(cid, _)| !self.channels.contains_key(&cid))
+        {
+            self.lock = None;
+        }
         if self.assembly.as_ref().is_some_and(|a| a.conn == conn) {
             self.assembly = None;
         }
@@ -280,7 +293,11 @@ impl Router {
             }
             return;
         }
-        if self.busy.is_some() {
+        if self.lock.is_some_and(|(_, until)| now >= until) {
+            self.lock = None;
+        }
+        let locked_out = self.lock.is_some_and(|(owner, _)| owner != cid);
+        if self.busy.is_some() || locked_out {
             out.push(error(conn, cid, err::CHANNEL_BUSY));
             return;
         }
@@ -412,6 +429,20 @@ impl Router {
             cmd::PING => {
                 for report in frame(a.cid, cmd::PING, &a.data) {
                     out.push(Action::Send(a.conn, report));
+                }
+                return;
+            }
+            cmd::LOCK => {
+                match a.data.as_slice() {
+                    [seconds] if *seconds <= MAX_LOCK_SECONDS => {
+                        self.lock = (*seconds > 0)
+                            .then(|| (a.cid, now + Duration::from_secs(u64::from(*seconds))));
+                        for report in frame(a.cid, cmd::LOCK, &[]) {
+                            out.push(Action::Send(a.conn, report));
+                        }
+                    }
+                    [_] => out.push(error(a.conn, a.cid, err::INVALID_PAR)),
+                    _ => out.push(error(a.conn, a.cid, err::INVALID_LEN)),
                 }
                 return;
             }
