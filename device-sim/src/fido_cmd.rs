@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tessera_sim::fido::nfc::FidoCard;
-use tessera_sim::fido::presence::KeyHandle;
+use tessera_sim::fido::presence::{KeyHandle, TOUCH_TIMEOUT};
 use tessera_sim::fido::touch::{ControlRequest, ControlServer, TouchMode, TouchSource};
 use tessera_sim::fido::{hid_socket, FidoFault, FidoKey, FidoOptions, DEFAULT_AAGUID};
 use tessera_sim::vpcd;
@@ -121,8 +121,13 @@ pub fn run(args: FidoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             Some(
                 ControlServer::start(path, Arc::clone(&stop), move |request| match request {
                     ControlRequest::Touch => {
-                        touch.touch();
-                        Ok(())
+                        if touch.touch(TOUCH_TIMEOUT) {
+                            Ok(())
+                        } else {
+                            Err(format!(
+                                "no request asked for a touch within {TOUCH_TIMEOUT:?}"
+                            ))
+                        }
                     }
                     ControlRequest::PowerCycle => key.power_cycle(),
                 })
