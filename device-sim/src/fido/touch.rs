@@ -15,8 +15,11 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+// Poison-tolerant: the state is counters, which a thread that panicked cannot leave inconsistent.
+use tessera::locks::lock as lock_state;
 
 /// How the simulated user touches the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -183,12 +186,6 @@ impl TouchSource {
 fn take(state: &mut TouchState) {
     state.pending -= 1;
     state.taken += 1;
-}
-
-fn lock_state(lock: &Mutex<TouchState>) -> MutexGuard<'_, TouchState> {
-    // The state is two counters: a thread that panicked holding it cannot leave it inconsistent.
-    lock.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A request on the control socket.
