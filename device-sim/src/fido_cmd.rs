@@ -86,6 +86,10 @@ fn parse_algorithms(s: &str) -> Result<Algorithms, String> {
     Ok(Algorithms(algs))
 }
 
+/// One transport's server: runs until the stop flag, calling `ready` once it is up.
+type Transport =
+    Box<dyn FnOnce(&KeyHandle, &Arc<AtomicBool>, &dyn Fn()) -> anyhow::Result<()> + Send>;
+
 /// Prints `ready` once every transport is up.
 struct ReadyGate(AtomicUsize);
 
@@ -139,7 +143,7 @@ pub fn run(args: FidoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let transports = usize::from(args.hid_socket.is_some()) + usize::from(args.vpcd.is_some());
     let ready = Arc::new(ReadyGate(AtomicUsize::new(transports)));
     let (ended_tx, ended) = mpsc::channel::<anyhow::Result<()>>();
-    if let Some(path) = args.hid_socket.clone() {
+    let spawn = |name: &str, serve: Transport| {
         let (handle, stop, ready, ended_tx) = (
             handle.clone(),
             Arc::clone(&stop),
@@ -147,31 +151,33 @@ pub fn run(args: FidoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             ended_tx.clone(),
         );
         std::thread::Builder::new()
-            .name("hid-socket".into())
+            .name(name.into())
             .spawn(move || {
-                let result = hid_socket::serve(&path, &handle, &stop, || ready.arrive())
-                    .with_context(|| format!("serving the HID socket {}", path.display()));
+                let result = serve(&handle, &stop, &|| ready.arrive());
+                // Whichever way a transport ends, the key is out: the others close too.
                 stop.store(true, Ordering::Relaxed);
                 let _ = ended_tx.send(result);
-            })?;
+            })
+    };
+    if let Some(path) = args.hid_socket.clone() {
+        spawn(
+            "hid-socket",
+            Box::new(move |key, stop, ready| {
+                hid_socket::serve(&path, key, stop, ready)
+                    .with_context(|| format!("serving the HID socket {}", path.display()))
+            }),
+        )?;
     }
     if let Some(addr) = args.vpcd.clone() {
-        let (handle, stop, ready, ended_tx) = (
-            handle.clone(),
-            Arc::clone(&stop),
-            Arc::clone(&ready),
-            ended_tx.clone(),
-        );
-        std::thread::Builder::new()
-            .name("vpcd".into())
-            .spawn(move || {
-                let mut card = FidoCard::new(handle);
-                let result = vpcd::run_announcing(&addr, &mut card, &stop, &mut || ready.arrive())
+        spawn(
+            "vpcd",
+            Box::new(move |key, stop, ready| {
+                let mut card = FidoCard::new(key.clone());
+                vpcd::run_announcing(&addr, &mut card, stop, &mut || ready())
                     .map(|exit| tracing::info!("card out: {exit:?}"))
-                    .with_context(|| format!("serving vpcd at {addr}"));
-                stop.store(true, Ordering::Relaxed);
-                let _ = ended_tx.send(result);
-            })?;
+                    .with_context(|| format!("serving vpcd at {addr}"))
+            }),
+        )?;
     }
     drop(ended_tx);
     // The first transport to end (stop, fault, error) ends the others.

@@ -234,9 +234,7 @@ impl Router {
                 } else {
                     KEEPALIVE_PROCESSING
                 };
-                for report in frame(busy.cid, cmd::KEEPALIVE, &[status]) {
-                    out.push(Action::Send(busy.conn, report));
-                }
+                send(&mut out, busy.conn, busy.cid, cmd::KEEPALIVE, &[status]);
                 busy.next_keepalive = now + KEEPALIVE_INTERVAL;
             }
         }
@@ -400,9 +398,7 @@ impl Router {
         payload.push(PROTOCOL_VERSION);
         payload.extend_from_slice(&DEVICE_VERSION);
         payload.push(self.capabilities());
-        for report in frame(cid, cmd::INIT, &payload) {
-            out.push(Action::Send(conn, report));
-        }
+        send(out, conn, cid, cmd::INIT, &payload);
     }
 
     fn allocate(&mut self, conn: ConnId) -> u32 {
@@ -427,9 +423,7 @@ impl Router {
     fn dispatch(&mut self, a: Assembly, now: Instant, out: &mut Vec<Action>) {
         let request = match a.cmd {
             cmd::PING => {
-                for report in frame(a.cid, cmd::PING, &a.data) {
-                    out.push(Action::Send(a.conn, report));
-                }
+                send(out, a.conn, a.cid, cmd::PING, &a.data);
                 return;
             }
             cmd::LOCK => {
@@ -437,9 +431,7 @@ impl Router {
                     [seconds] if *seconds <= MAX_LOCK_SECONDS => {
                         self.lock = (*seconds > 0)
                             .then(|| (a.cid, now + Duration::from_secs(u64::from(*seconds))));
-                        for report in frame(a.cid, cmd::LOCK, &[]) {
-                            out.push(Action::Send(a.conn, report));
-                        }
+                        send(out, a.conn, a.cid, cmd::LOCK, &[]);
                     }
                     [_] => out.push(error(a.conn, a.cid, err::INVALID_PAR)),
                     _ => out.push(error(a.conn, a.cid, err::INVALID_LEN)),
@@ -450,9 +442,7 @@ impl Router {
                 if a.total != 0 {
                     out.push(error(a.conn, a.cid, err::INVALID_LEN));
                 } else {
-                    for report in frame(a.cid, cmd::WINK, &[]) {
-                        out.push(Action::Send(a.conn, report));
-                    }
+                    send(out, a.conn, a.cid, cmd::WINK, &[]);
                 }
                 return;
             }
@@ -488,6 +478,15 @@ impl Router {
             activity,
         });
     }
+}
+
+/// Frames a message and queues its reports for `conn`.
+fn send(out: &mut Vec<Action>, conn: ConnId, cid: u32, command: u8, data: &[u8]) {
+    out.extend(
+        frame(cid, command, data)
+            .into_iter()
+            .map(|report| Action::Send(conn, report)),
+    );
 }
 
 /// CTAPHID_ERROR with `code` on `cid`, to `conn`.
