@@ -21,6 +21,7 @@ pub(super) const PERMISSION_MC: u64 = 0x01;
 pub(super) const PERMISSION_GA: u64 = 0x02;
 /// credentialManagement, bioEnrollment, largeBlobWrite, authenticatorConfig: features this key
 /// does not have, so a token asking for them is refused (CTAP2_ERR_UNAUTHORIZED_PERMISSION).
+/// Bits CTAP 2.1 does not define are ignored (§6.5.5.7.2 step 4).
 const PERMISSION_UNSUPPORTED: u64 = 0x04 | 0x08 | 0x10 | 0x20;
 
 /// CTAP 2.1 §6.5.5.7: after three wrong PINs in a row the key needs a power cycle.
@@ -202,8 +203,9 @@ fn set_pin(key: &mut FidoKey, request: Request) -> Result<Reply, Status> {
         return Err(Status::MISSING_PARAMETER);
     };
     let protocol = protocol(request.protocol)?;
+    // §6.5.5.5 step 3: not NOT_ALLOWED, the specification says PIN_AUTH_INVALID.
     if key.state.pin_set() {
-        return Err(Status::NOT_ALLOWED);
+        return Err(Status::PIN_AUTH_INVALID);
     }
     let shared = protocol.decapsulate(&key.pin.key_agreement[protocol.index()], platform)?;
     if !protocol.verify(&shared, &new_pin_enc, &param) {
@@ -276,7 +278,7 @@ fn get_token_with_permissions(key: &mut FidoKey, request: Request) -> Result<Rep
     if permissions == 0 {
         return Err(Status::INVALID_PARAMETER);
     }
-    if permissions & PERMISSION_UNSUPPORTED != 0 || permissions & !0x3F != 0 {
+    if permissions & PERMISSION_UNSUPPORTED != 0 {
         return Err(Status::UNAUTHORIZED_PERMISSION);
     }
     issue_token(
@@ -284,7 +286,7 @@ fn get_token_with_permissions(key: &mut FidoKey, request: Request) -> Result<Rep
         protocol,
         platform,
         &pin_hash_enc,
-        permissions,
+        permissions & (PERMISSION_MC | PERMISSION_GA),
         request.rp_id,
     )
 }

@@ -79,7 +79,11 @@ fn set_pin_with_either_protocol() {
             0x00,
             "four code points, eight bytes"
         );
-        assert_eq!(set_pin(&mut key, protocol, b"5678"), 0x30, "already set");
+        assert_eq!(
+            set_pin(&mut key, protocol, b"5678"),
+            0x33,
+            "already set: §6.5.5.5 step 3"
+        );
         assert!(token(&mut key, protocol, "ÄÖÜß", Some(1), None).is_ok());
         let info = decode(&key.cbor(&[0x04], &mut Script::touching())[1..]);
         assert_eq!(
@@ -264,7 +268,7 @@ fn a_power_cycle_ends_the_token() {
 fn token_permissions() {
     let mut key = FidoKey::in_memory(FidoOptions::default());
     assert_eq!(token(&mut key, 2, "1234", Some(0), None), Err(0x02));
-    for unsupported in [0x04, 0x08, 0x10, 0x20, 0x40, 0x03 | 0x04] {
+    for unsupported in [0x04, 0x08, 0x10, 0x20, 0x03 | 0x04] {
         assert_eq!(
             token(&mut key, 2, "1234", Some(unsupported), None),
             Err(0x40),
@@ -276,6 +280,14 @@ fn token_permissions() {
         8,
         "refused before the PIN was looked at"
     );
+    // Bits CTAP 2.1 does not define are ignored.
+    let token = token(&mut key, 2, "1234", Some(0x40 | 0x01), Some(RP)).unwrap();
+    let cdh = client_data_hash();
+    let params = mc_params(
+        &cdh,
+        vec![(8, bytes(&authenticate(2, &token, &cdh))), (9, int(2))],
+    );
+    assert_eq!(call(&mut key, 0x01, params, &mut Script::touching()).0, 0);
     // getPinToken takes no permissions or rpId.
     let shared = key_agreement(&mut key, 2);
     let params = vec![

@@ -63,11 +63,10 @@ pub(super) fn get_assertion(
         return Err(Status::INVALID_OPTION);
     }
     let up = options.up.unwrap_or(true);
-    // Step 6: the pinUvAuthToken, with permission ga for this RP, verifies the user.
-    if let (Some(param), Some(protocol)) = (&pin_uv_auth_param, protocol) {
-        if !key.state.pin_set() {
-            return Err(Status::PIN_NOT_SET);
-        }
+    // Step 6: the pinUvAuthToken, with permission ga for this RP, verifies the user; on a key
+    // without a PIN (not "protected by some form of user verification") it is ignored.
+    if let (Some(param), Some(protocol), true) = (&pin_uv_auth_param, protocol, key.state.pin_set())
+    {
         key.pin
             .verify_token(protocol, &client_data_hash, param, PERMISSION_GA, &rp_id)?;
         flags |= FLAG_UV;
@@ -141,7 +140,8 @@ fn sign(
 }
 
 /// The global signature counter, one step on per assertion (CTAP 2.1 §6.1 signCount; the step is
-/// always 1), saved before the signature leaves the key. [`FidoFault::CounterRegression`]: one
+/// always 1), saved (in place, not synced: see
+/// [`super::state::KeyState::save_counter`]) before the signature leaves the key. [`FidoFault::CounterRegression`]: one
 /// step back instead, as a clone that lags behind the original would report.
 pub(super) fn next_counter(key: &mut FidoKey) -> Result<u32, Status> {
     let counter = if key.options.fault == Some(FidoFault::CounterRegression) {
@@ -150,6 +150,6 @@ pub(super) fn next_counter(key: &mut FidoKey) -> Result<u32, Status> {
         key.state.counter().saturating_add(1)
     };
     key.state.set_counter(counter);
-    key.persist()?;
+    key.persist_counter()?;
     Ok(counter)
 }

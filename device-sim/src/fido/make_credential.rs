@@ -7,7 +7,7 @@ use super::ctap2::{self, Options, Reply, FLAG_AT, FLAG_UP, FLAG_UV};
 use super::key::{self, CredentialKey};
 use super::pin_protocol::Protocol;
 use super::status::Status;
-use super::{FidoKey, Presence};
+use super::{FidoKey, Presence, Touch};
 
 /// Parameter keys (§6.1.1).
 const P_CLIENT_DATA_HASH: u64 = 0x01;
@@ -74,40 +74,44 @@ pub(super) fn make_credential(
     if request.options.uv == Some(true) && protocol.is_none() {
         return Err(Status::INVALID_OPTION);
     }
+    // Step 8: a key protected by a PIN creates credentials only with a pinUvAuthToken
+    // (makeCredUvNotRqd is absent from getInfo; "uv" cannot be true here, see above).
+    if key.state.pin_set() && protocol.is_none() {
+        return Err(Status::PUAT_REQUIRED);
+    }
     // Step 9: no enterprise attestation ("ep" absent from getInfo).
     if request.enterprise_attestation {
         return Err(Status::INVALID_PARAMETER);
     }
-    // Step 11: a key protected by a PIN creates credentials only with a pinUvAuthToken
-    // (makeCredUvNotRqd is absent from getInfo).
-    match (&request.pin_uv_auth_param, protocol) {
-        (Some(param), Some(protocol)) => {
-            if !key.state.pin_set() {
-                return Err(Status::PIN_NOT_SET);
-            }
-            key.pin.verify_token(
-                protocol,
-                &request.client_data_hash,
-                param,
-                PERMISSION_MC,
-                &request.rp_id,
-            )?;
-            flags |= FLAG_UV;
-        }
-        _ if key.state.pin_set() => return Err(Status::PUAT_REQUIRED),
-        _ => {}
+    // Step 11: the pinUvAuthToken, with permission mc for this RP, verifies the user. A key
+    // without a PIN is not "protected by some form of user verification": the parameter is
+    // ignored and the credential is made without UV.
+    if let (Some(param), Some(protocol), true) =
+        (&request.pin_uv_auth_param, protocol, key.state.pin_set())
+    {
+        key.pin.verify_token(
+            protocol,
+            &request.client_data_hash,
+            param,
+            PERMISSION_MC,
+            &request.rp_id,
+        )?;
+        flags |= FLAG_UV;
     }
     let rp_id_hash = ctap2::rp_id_hash(&request.rp_id);
     let master = key.state.master_secret().ok_or(Status::OTHER)?;
-    // Step 12: a credential of the excludeList made here for this RP: the user confirms with a
-    // touch, then the request fails (WebAuthn §6.3.2 step 3).
+    // Step 12: a credential of the excludeList made here for this RP: wait for the touch, then
+    // CREDENTIAL_EXCLUDED "regardless of whether user presence is obtained or the authenticator
+    // times out" (a cancel from the platform still ends it as a cancel, §11.2.9.1.5).
     if request
         .exclude
         .iter()
         .any(|id| key::unwrap(&master, id, &rp_id_hash).is_some())
     {
-        ctap2::user_presence(presence)?;
-        return Err(Status::CREDENTIAL_EXCLUDED);
+        return Err(match presence.wait_for_touch() {
+            Touch::Cancelled => Status::KEEPALIVE_CANCEL,
+            Touch::Touched | Touch::TimedOut => Status::CREDENTIAL_EXCLUDED,
+        });
     }
     // Step 14: user presence; the token vouched for this one operation.
     ctap2::user_presence(presence)?;
@@ -120,7 +124,7 @@ pub(super) fn make_credential(
     let id = key::wrap(&master, &credential, &rp_id_hash)?;
     let counter = key.state.counter().saturating_add(1);
     key.state.set_counter(counter);
-    key.persist()?;
+    key.persist_counter()?;
     let mut attested = Vec::with_capacity(18 + id.len() + 77);
     attested.extend_from_slice(&key.state.aaguid());
     let id_len = u16::try_from(id.len()).map_err(|_| Status::OTHER)?;

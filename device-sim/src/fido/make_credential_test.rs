@@ -257,10 +257,16 @@ fn exclude_list_hit_after_a_touch() {
     assert_eq!(
         mc(
             &mut key,
-            mc_params(&cdh, vec![(5, exclude)]),
+            mc_params(&cdh, vec![(5, exclude.clone())]),
             &mut Script::always(Touch::Cancelled)
         ),
         0x2D
+    );
+    // §6.1.2 step 12: excluded whether or not the touch comes.
+    let timed_out = &mut Script::always(Touch::TimedOut);
+    assert_eq!(
+        mc(&mut key, mc_params(&cdh, vec![(5, exclude)]), timed_out),
+        0x19
     );
     // Another key's credential in the list does not stop it.
     let other = make(&mut no_pin());
@@ -356,11 +362,15 @@ fn the_token_must_verify_and_fit() {
         mc(&mut key, with(&authenticate(1, &legacy, &cdh), 1), p),
         0x00
     );
-    // A key without a PIN takes no token.
+    // A key without a PIN answers a touch request with PIN_NOT_SET, and ignores a
+    // pinUvAuthParam otherwise (§6.1.2 step 11 applies to protected keys only): no UV.
     let mut bare = no_pin();
     assert_eq!(
         mc(&mut bare, mc_params(&cdh, vec![(8, bytes(&[]))]), p),
         0x35
     );
-    assert_eq!(mc(&mut bare, with(&[1; 32], 2), p), 0x35);
+    let (status, body) = call(&mut bare, 0x01, with(&[1; 32], 2), p);
+    assert_eq!(status, 0);
+    let made = parse_made(field(&body.unwrap(), 2).unwrap().as_bytes().unwrap());
+    assert_eq!(made.flags, 0x41);
 }
