@@ -9,6 +9,17 @@
 //! CTAP status codes become [`crate::Error`]s. [`authenticator`] puts them together as the FIDO
 //! [`crate::authenticator::Authenticator`].
 
+pub mod authenticator;
+mod authenticator_assert;
+mod authenticator_ctap;
+mod authenticator_enroll;
+mod authenticator_identify;
+mod authenticator_pin;
+#[cfg(test)]
+mod authenticator_softkey;
+#[cfg(test)]
+mod authenticator_test;
+mod authenticator_u2f;
 pub mod ctaphid;
 pub mod link;
 pub mod nfc;
