@@ -3,11 +3,12 @@
 //! credentials a key holds, choosing a key by touch, and assertions verified against the enrolled
 //! key (CTAP 2.1 §6; CTAP1/U2F raw messages §4-5).
 //!
-//! This file holds the type, its constructors and the one path to the key ([`FidoAuthenticator::
-//! with_link`]); each operation lives in a sibling of its own: `authenticator_identify` (getInfo,
-//! what the key can do), `authenticator_pin` (the PIN loop and its guard, pinUvAuthTokens),
-//! `authenticator_enroll`, `authenticator_assert` (holds, select, assert) and `authenticator_u2f`
-//! (CTAP1 keys).
+//! This file holds the type, its constructors and the one path to the key (`with_link`: one
+//! operation on the device's worker thread, keepalives turned into progress); each operation
+//! lives in a sibling of its own: `authenticator_identify` (getInfo, what the key can do),
+//! `authenticator_pin` (how the user is verified, the PIN loop and its guard),
+//! `authenticator_enroll`, `authenticator_assert` (holds, select, assert), `authenticator_u2f`
+//! (CTAP1 keys) and `authenticator_ctap` (the codec's commands as these flows use them).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

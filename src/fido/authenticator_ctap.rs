@@ -26,6 +26,10 @@ pub(super) const COSE_EDDSA: i64 = super::cose::COSE_EDDSA;
 const NO_CREDENTIALS: u8 = 0x2E;
 /// CTAP2_ERR_INVALID_CREDENTIAL (§8.2): some keys say this for a credential not their own.
 const INVALID_CREDENTIAL: u8 = 0x22;
+/// CTAP2_ERR_UNSUPPORTED_OPTION (§8.2).
+const UNSUPPORTED_OPTION: u8 = 0x2B;
+/// CTAP2_ERR_INVALID_OPTION (§8.2).
+const INVALID_OPTION: u8 = 0x2C;
 
 /// What proves the user's verification to the key in a makeCredential or getAssertion.
 #[derive(Clone)]
@@ -195,13 +199,25 @@ pub(super) fn make_credential(
     })
 }
 
-/// authenticatorGetAssertion (§6.2); `Ok(None)` when the key holds none of the allowList
-/// (CTAP2_ERR_NO_CREDENTIALS, or INVALID_CREDENTIAL as some keys say).
+/// How a getAssertion ended, where the flows go on differently.
+#[derive(Debug)]
+pub(super) enum Answered {
+    /// The key signed.
+    Signed(GotAssertion),
+    /// The key holds none of the allowList (CTAP2_ERR_NO_CREDENTIALS, or INVALID_CREDENTIAL as
+    /// some keys say).
+    NoCredentials,
+    /// The key refused option up = false (UNSUPPORTED_OPTION, INVALID_OPTION: some CTAP 2.0
+    /// keys), so it cannot be asked silently over CTAP2.
+    SilentRefused,
+}
+
+/// authenticatorGetAssertion (§6.2).
 pub(super) fn get_assertion(
     link: &mut dyn CtapLink,
     ctx: &mut LinkContext<'_>,
     params: &GetAssertion,
-) -> Result<Option<GotAssertion>> {
+) -> Result<Answered> {
     let (uv, pin_uv_auth) = params.check.members(&params.client_data_hash);
     let request = ctap2::GetAssertion {
         rp_id: params.rp_id.clone(),
@@ -212,11 +228,15 @@ pub(super) fn get_assertion(
         pin_uv_auth,
     };
     let answer = link.cbor(&request.encode()?, ctx)?;
-    if matches!(answer.first(), Some(&NO_CREDENTIALS | &INVALID_CREDENTIAL)) {
-        return Ok(None);
+    match answer.first() {
+        Some(&NO_CREDENTIALS | &INVALID_CREDENTIAL) => return Ok(Answered::NoCredentials),
+        Some(&UNSUPPORTED_OPTION | &INVALID_OPTION) if !params.up => {
+            return Ok(Answered::SilentRefused)
+        }
+        _ => {}
     }
     let got = ctap2::GetAssertionResponse::decode(&answer)?;
-    Ok(Some(GotAssertion {
+    Ok(Answered::Signed(GotAssertion {
         credential_id: got.credential_id,
         flags: AuthFlags::of(&got.auth_data),
         auth_data: got.auth_data_raw,
