@@ -82,7 +82,7 @@ impl RegisterRequest {
         let mut data = Vec::with_capacity(64);
         data.extend_from_slice(&self.challenge);
         data.extend_from_slice(&self.application);
-        Ok(extended_apdu(INS_REGISTER, 0x00, &data))
+        extended_apdu(INS_REGISTER, 0x00, &data)
     }
 }
 
@@ -187,7 +187,7 @@ impl AuthenticateRequest {
         data.extend_from_slice(&self.application);
         data.push(kh_len);
         data.extend_from_slice(&self.key_handle);
-        Ok(extended_apdu(INS_AUTHENTICATE, self.mode.p1(), &data))
+        extended_apdu(INS_AUTHENTICATE, self.mode.p1(), &data)
     }
 }
 
@@ -291,15 +291,18 @@ pub fn status_error(sw: u16) -> Error {
 }
 
 /// `00 INS P1 00 ‖ 00 Lc(2) ‖ data ‖ 00 00` (§2.4 extended length encoding; Le 00 00 = up to 65536).
-/// `data` is at most 64 + 1 + 255 bytes here, so the two-byte Lc always fits.
-fn extended_apdu(ins: u8, p1: u8, data: &[u8]) -> Vec<u8> {
+/// `data` is at most 64 + 1 + 255 bytes here; the check keeps a future caller honest.
+fn extended_apdu(ins: u8, p1: u8, data: &[u8]) -> Result<Vec<u8>> {
+    let lc = u16::try_from(data.len())
+        .ok()
+        .filter(|lc| *lc > 0)
+        .ok_or_else(|| Error::Internal("U2F command data of an impossible length".into()))?;
     let mut apdu = Vec::with_capacity(4 + 3 + data.len() + 2);
     apdu.extend_from_slice(&[0x00, ins, p1, 0x00, 0x00]);
-    let lc = u16::try_from(data.len()).unwrap_or(u16::MAX);
     apdu.extend_from_slice(&lc.to_be_bytes());
     apdu.extend_from_slice(data);
     apdu.extend_from_slice(&[0x00, 0x00]);
-    apdu
+    Ok(apdu)
 }
 
 fn split_sw(data_and_sw: &[u8]) -> Result<(&[u8], u16)> {
