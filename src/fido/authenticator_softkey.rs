@@ -793,3 +793,79 @@ impl CtapLink for SoftKey {
         Ok(data.to_vec())
     }
 }
+
+/// The soft key as a contactless card: the FIDO applet (CTAP 2.1 §11.3) with short APDUs,
+/// command chaining and GET RESPONSE, answering NFCCTAP_MSG directly (no status updates).
+pub struct SoftCard {
+    pub key: SoftKey,
+    selected: bool,
+    chained: Vec<u8>,
+    pending: Vec<u8>,
+}
+
+impl SoftCard {
+    pub fn new(key: SoftKey) -> SoftCard {
+        SoftCard {
+            key,
+            selected: false,
+            chained: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// `answer` and `9000`, in pieces of 256 with `61xx` for the rest.
+    fn respond(&mut self, mut answer: Vec<u8>) -> Vec<u8> {
+        if answer.len() <= 256 {
+            answer.extend_from_slice(&[0x90, 0x00]);
+            return answer;
+        }
+        self.pending = answer.split_off(256);
+        let left = self.pending.len().min(256) as u8;
+        answer.extend_from_slice(&[0x61, left]);
+        answer
+    }
+}
+
+impl crate::transport::CardTransport for SoftCard {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>> {
+        let (cla, ins) = (apdu[0], apdu[1]);
+        let data: &[u8] = if apdu.len() > 5 {
+            &apdu[5..5 + usize::from(apdu[4])]
+        } else {
+            &[]
+        };
+        if ins == 0xA4 {
+            self.selected = data == crate::iso7816::applets::FIDO_AID;
+            self.key.state().log.push("SELECT".into());
+            return Ok(if self.selected {
+                let mut v = b"FIDO_2_0".to_vec();
+                v.extend_from_slice(&[0x90, 0x00]);
+                v
+            } else {
+                vec![0x6A, 0x82]
+            });
+        }
+        if ins == 0xC0 {
+            let rest = std::mem::take(&mut self.pending);
+            return Ok(self.respond(rest));
+        }
+        assert!(self.selected, "a command before SELECT");
+        if ins != 0x10 {
+            return Ok(vec![0x6D, 0x00]);
+        }
+        self.chained.extend_from_slice(data);
+        if cla & 0x10 != 0 {
+            return Ok(vec![0x90, 0x00]);
+        }
+        let request = std::mem::take(&mut self.chained);
+        let cancel = crate::cancel::CancelToken::new();
+        let mut ignore = |_: Keepalive| {};
+        let mut ctx = LinkContext {
+            cancel: &cancel,
+            deadline: Instant::now() + Duration::from_secs(5),
+            keepalive: &mut ignore,
+        };
+        let answer = self.key.cbor(&request, &mut ctx)?;
+        Ok(self.respond(answer))
+    }
+}

@@ -817,3 +817,37 @@ async fn allow_lists_fit_max_msg_size() {
     assert_eq!(soft.state().log.len(), 20);
     assert!(soft.state().largest_request <= 1200);
 }
+
+#[tokio::test]
+async fn over_a_card_the_fido_applet_is_selected_in_each_operation() {
+    use crate::transport::worker::{CardConnection, DeviceWorker, DirectConnection};
+    let soft = SoftKey::new(KeyState::default());
+    let card = super::authenticator_softkey::SoftCard::new(soft.clone());
+    let conn: Box<dyn CardConnection> = Box::new(DirectConnection(card));
+    let worker = DeviceWorker::spawn("nfc", conn).unwrap();
+    let fido = FidoAuthenticator::over_card(worker, "pcsc-1".into());
+    let id = fido.identify(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(id.guid, Some([0xA7; 16]));
+    let ix = Ix::with_pins(&["1234"]);
+    let c = fido
+        .enroll(request(UserVerification::Preferred, &["es256"]), &ix)
+        .await
+        .unwrap();
+    assert!(c.needs_secret);
+    let a = fido
+        .assert(
+            &Challenge::new().unwrap(),
+            enrolled(&c),
+            &Ix::with_pins(&["1234"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.amr, ["hwk", "user", "pin", "mfa"]);
+    let log = soft.state().log.clone();
+    assert_eq!(log[..2], ["SELECT", "getInfo"]);
+    assert_eq!(
+        log.iter().filter(|l| *l == "SELECT").count(),
+        log.iter().filter(|l| *l == "getInfo").count() + 6,
+        "one SELECT per operation: {log:?}"
+    );
+}
