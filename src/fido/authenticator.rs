@@ -11,6 +11,7 @@
 //! (CTAP1 keys) and `authenticator_ctap` (the codec's commands as these flows use them).
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -191,8 +192,12 @@ impl FidoAuthenticator {
         }
     }
 
-    /// Turns keepalives into progress until the channel closes (the operation ended).
-    async fn progressing(&self, call: &Call<'_>, rx: &mut mpsc::UnboundedReceiver<Keepalive>) {
+    /// Turns keepalives into progress; never ends (the operation's end ends [`race`]).
+    async fn progressing(
+        &self,
+        call: &Call<'_>,
+        rx: &mut mpsc::UnboundedReceiver<Keepalive>,
+    ) -> Infallible {
         let mut shown = false;
         while let Some(k) = rx.recv().await {
             if k != Keepalive::UpNeeded || shown {
@@ -207,19 +212,19 @@ impl FidoAuthenticator {
             }
             shown = true;
         }
-        // Closed: the operation ended; `race` takes its result.
-        std::future::pending::<()>().await
+        // Closed: the operation ended, and `race` takes its result.
+        std::future::pending().await
     }
 }
 
-/// `work`'s result, with `side` (progress reporting, which never ends by itself) driven meanwhile.
+/// `work`'s result, with `side` (progress reporting, which never ends) driven meanwhile.
 async fn race<R>(
     work: impl std::future::Future<Output = Result<R>>,
-    side: impl std::future::Future<Output = ()>,
+    side: impl std::future::Future<Output = Infallible>,
 ) -> Result<R> {
     tokio::select! {
         r = work => r,
-        () = side => Err(Error::Internal("progress ended before the operation".into())),
+        never = side => match never {},
     }
 }
 

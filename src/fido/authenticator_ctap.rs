@@ -154,8 +154,7 @@ fn key_info(info: &Info) -> KeyInfo {
         client_pin: info.option("clientPin"),
         uv: info.option("uv"),
         pin_uv_auth_token: info.option("pinUvAuthToken") == Some(true),
-        fingerprint: info.option("bioEnroll").is_some()
-            || info.option("userVerificationMgmtPreview").is_some(),
+        uv_kind: uv_kind(info),
         max_msg_size: usize_of(info.max_msg_size),
         max_credential_count_in_list: usize_of(info.max_credential_count_in_list),
         max_credential_id_length: usize_of(info.max_credential_id_length),
@@ -166,6 +165,25 @@ fn key_info(info: &Info) -> KeyInfo {
             .collect(),
         algorithms: info.algorithms.clone(),
         u2f_only: false,
+    }
+}
+
+/// uvModality bits (FIDO Registry of Predefined Values §3.1, user verification methods).
+const USER_VERIFY_FINGERPRINT_INTERNAL: u64 = 0x02;
+const USER_VERIFY_FACEPRINT_INTERNAL: u64 = 0x10;
+
+/// What the key's built-in user verification reads, as RFC 8176 §2 names it.
+fn uv_kind(info: &Info) -> Option<&'static str> {
+    let modality = info.uv_modality.unwrap_or(0);
+    if info.option("bioEnroll").is_some()
+        || info.option("userVerificationMgmtPreview").is_some()
+        || modality & USER_VERIFY_FINGERPRINT_INTERNAL != 0
+    {
+        Some("fpt")
+    } else if modality & USER_VERIFY_FACEPRINT_INTERNAL != 0 {
+        Some("face")
+    } else {
+        None
     }
 }
 

@@ -326,6 +326,7 @@ impl KeyState {
         if self.fingerprint {
             options.push((t("bioEnroll"), Value::Bool(true)));
         }
+        let face = self.uv && !self.fingerprint;
         if self.versions.contains(&"FIDO_2_1") {
             options.push((t("pinUvAuthToken"), Value::Bool(true)));
         }
@@ -345,6 +346,10 @@ impl KeyState {
         if let Some(n) = self.max_list {
             fields.push((i(7), i(n as i64)));
             fields.push((i(8), i(128)));
+        }
+        if face {
+            // uvModality: USER_VERIFY_FACEPRINT_INTERNAL (FIDO Registry §3.1).
+            fields.push((i(0x12), i(0x10)));
         }
         fields.push((
             i(0x0A),
@@ -769,7 +774,13 @@ impl CtapLink for SoftKey {
                 self.state().log.push("getAssertion".into());
                 self.get_assertion(&params, ctx)
             }
-            0x06 => self.state().client_pin(&params),
+            0x06 => {
+                // Built-in UV waits for the user as a touch does (keepalive UPNEEDED).
+                if get(&params, 2) == Some(&i(0x06)) {
+                    self.touch(ctx);
+                }
+                self.state().client_pin(&params)
+            }
             0x0B => {
                 self.state().log.push("selection".into());
                 self.touch(ctx);

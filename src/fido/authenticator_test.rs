@@ -851,3 +851,21 @@ async fn over_a_card_the_fido_applet_is_selected_in_each_operation() {
         "one SELECT per operation: {log:?}"
     );
 }
+
+#[tokio::test]
+async fn a_key_that_reads_faces_says_face() {
+    let (_, fido) = key(KeyState {
+        uv: true,
+        pin: None,
+        ..KeyState::default()
+    });
+    fido.identify(Duration::from_secs(5)).await.unwrap();
+    let ix = Ix::default();
+    let c = fido
+        .enroll(request(UserVerification::Required, &["es256"]), &ix)
+        .await
+        .unwrap();
+    assert!(c.needs_secret);
+    assert_eq!(ix.states(), ["uv-needed", "working", "touch-needed"]);
+    assert_eq!(fido.methods(true), ["hwk", "user", "face", "mfa"]);
+}
