@@ -58,6 +58,8 @@ pub struct KeyState {
     pub pin_protocols: Vec<i64>,
     /// Refuses option up = false (CTAP2_ERR_UNSUPPORTED_OPTION), as some CTAP 2.0 keys do.
     pub refuse_silent: bool,
+    /// Ignores option up = false and waits for a touch, as some keys do.
+    pub ignore_silent: bool,
     /// The longest CBOR request seen.
     pub largest_request: usize,
 }
@@ -141,6 +143,7 @@ impl Default for KeyState {
             token_protocol: 0,
             pin_protocols: vec![2, 1],
             refuse_silent: false,
+            ignore_silent: false,
             largest_request: 0,
         }
     }
@@ -567,6 +570,17 @@ impl SoftKey {
         let up = option(options, "up") != Some(false);
         if !up && self.state().refuse_silent {
             return status(0x2B);
+        }
+        if !up && self.state().ignore_silent {
+            // Waits for a touch nobody gives until the platform cancels (CTAPHID_CANCEL).
+            for _ in 0..200 {
+                (ctx.keepalive)(Keepalive::UpNeeded);
+                if ctx.cancel.is_cancelled() {
+                    return status(0x2D);
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            return status(0x2F);
         }
         let inline_uv = option(options, "uv") == Some(true);
         let uv = if let Some(param) = get(p, 6) {

@@ -795,6 +795,30 @@ async fn a_key_refusing_silent_assertions_is_asked_over_u2f() {
 }
 
 #[tokio::test]
+async fn a_key_that_waits_for_a_touch_despite_up_false_is_not_waited_for() {
+    let (soft, fido) = key(KeyState {
+        ignore_silent: true,
+        ..KeyState::default()
+    });
+    let c = enroll_touch_only(&fido).await;
+    let fido = reinsert(&soft);
+    let identity = fido.identify(Duration::from_secs(5)).await.unwrap();
+    soft.state().log.clear();
+    let at = Instant::now();
+    let held = fido
+        .holds(&identity, &[enrolled(&c)], 1000, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        at.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        at.elapsed()
+    );
+    assert_eq!(held, std::slice::from_ref(&c.credential));
+    assert_eq!(soft.state().log, ["getAssertion", "msg 02/07"]);
+}
+
+#[tokio::test]
 async fn allow_lists_fit_max_msg_size() {
     let (soft, fido) = key(KeyState::default());
     let mut made = Vec::new();
