@@ -6,6 +6,8 @@
 //! the challenge, as a CTAP2 assertion covers `authData ‖ clientDataHash` (CTAP 2.1 §10.3):
 //! [`AuthenticateResponse::authenticator_data`] builds it, and the same verification applies.
 
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+
 use crate::fido::authdata::{AuthenticatorData, Flags};
 use crate::{Error, Result};
 
@@ -151,7 +153,6 @@ impl RegisterResponse {
     /// What the attestation signature covers (§4.3): `00 ‖ application ‖ challenge ‖ key handle ‖
     /// public key`.
     pub fn signed_message(&self, request: &RegisterRequest) -> Vec<u8> {
-        use p256::elliptic_curve::sec1::ToEncodedPoint;
         let mut m = Vec::with_capacity(1 + 64 + self.key_handle.len() + POINT_LEN);
         m.push(0x00);
         m.extend_from_slice(&request.application);
