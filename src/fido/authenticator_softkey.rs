@@ -60,6 +60,8 @@ pub struct KeyState {
     pub refuse_silent: bool,
     /// Ignores option up = false and waits for a touch, as some keys do.
     pub ignore_silent: bool,
+    /// minPINLength, when the key says one.
+    pub min_pin_length: Option<i64>,
     /// The longest CBOR request seen.
     pub largest_request: usize,
 }
@@ -144,6 +146,7 @@ impl Default for KeyState {
             pin_protocols: vec![2, 1],
             refuse_silent: false,
             ignore_silent: false,
+            min_pin_length: None,
             largest_request: 0,
         }
     }
@@ -349,6 +352,9 @@ impl KeyState {
         if let Some(n) = self.max_list {
             fields.push((i(7), i(n as i64)));
             fields.push((i(8), i(128)));
+        }
+        if let Some(n) = self.min_pin_length {
+            fields.push((i(0x0D), i(n)));
         }
         if face {
             // uvModality: USER_VERIFY_FACEPRINT_INTERNAL (FIDO Registry §3.1).

@@ -893,3 +893,23 @@ async fn a_key_that_reads_faces_says_face() {
     assert_eq!(ix.states(), ["uv-needed", "working", "touch-needed"]);
     assert_eq!(fido.methods(true), ["hwk", "user", "face", "mfa"]);
 }
+
+#[tokio::test]
+async fn a_pin_shorter_than_the_keys_minimum_is_not_tried() {
+    let (soft, fido) = key(KeyState {
+        min_pin_length: Some(6),
+        ..KeyState::default()
+    });
+    let c = enroll_touch_only(&fido).await;
+    let c = EnrolledCredential {
+        needs_secret: true,
+        ..c
+    };
+    let ix = Ix::with_pins(&["1234"]);
+    let r = fido
+        .assert(&Challenge::new().unwrap(), enrolled(&c), &ix)
+        .await;
+    assert!(matches!(r, Err(Error::PinFormat(_))), "{r:?}");
+    assert_eq!(ix.prompts()[0].min_length, 6);
+    assert_eq!(soft.state().retries, 8);
+}
