@@ -1,6 +1,7 @@
 //! The FIDO authenticator against the soft key ([`super::authenticator_softkey`]) on a real
-//! worker thread: enrollment, the silent pre-flight, assertions and their checks, the PIN loop
-//! and its guard, U2F polling, cancel.
+//! worker thread: identification, enrollment, assertions and their checks, select, cancel, the
+//! card path; and the fixtures the sibling tests share (`_pin_test`: user verification and the
+//! PIN loop, `_holds_test`: the silent pre-flight, `_u2f_test`: CTAP1 keys).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
