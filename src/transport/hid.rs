@@ -286,6 +286,30 @@ mod tests {
         assert_eq!(fido_paths(listed), vec![b, c]);
     }
 
+    /// On any machine (no keys, no hidraw access, no udev in a container): the source enumerates,
+    /// says so, and stops when dropped.
+    #[tokio::test]
+    async fn the_monitor_completes_its_enumeration_without_keys_or_access() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let monitor = HidMonitor::start(tx).unwrap();
+        let complete = loop {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(DeviceEvent::Added(_))) => continue, // a real key on this machine
+                other => break other,
+            }
+        };
+        assert!(
+            matches!(
+                complete,
+                Ok(Some(DeviceEvent::EnumerationComplete {
+                    transport: Transport::Hid
+                }))
+            ),
+            "{complete:?}"
+        );
+        drop(monitor);
+    }
+
     #[test]
     fn the_fido_usage_is_page_f1d0_usage_1() {
         assert!(is_fido(0xF1D0, 0x01));
