@@ -52,7 +52,7 @@ use crate::token::keys::KeyRing;
 use crate::{Error, Result};
 
 pub use crate::authenticator::{Progress, SecretPrompt};
-pub use devices::{DeviceAttach, DeviceInfo};
+pub use devices::{DeviceAttach, DeviceInfo, HidAttach};
 pub use enrollments::{EnrollmentInfo, UNENROLLED};
 pub use events::Event;
 pub use requests::{
