@@ -19,6 +19,7 @@
 //! service's construction and public API, which delegates to them.
 
 mod authenticate;
+mod device_attach;
 mod devices;
 mod enroll;
 mod enrollments;
