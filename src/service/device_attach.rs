@@ -73,6 +73,31 @@ impl Service {
         .await
     }
 
+    /// Presents a device served by `authenticator` at `location` (tests: a scripted
+    /// authenticator, no transport below it).
+    #[cfg(test)]
+    pub(super) async fn attach_authenticator(
+        &self,
+        location: &str,
+        transport: &str,
+        authenticator: Arc<dyn crate::authenticator::Authenticator>,
+    ) -> Result<String> {
+        let id = device_id(location);
+        self.present(Attached {
+            id: id.clone(),
+            reader: location.into(),
+            event_count: 0,
+            source_instance: None,
+            transport: transport.into(),
+            authenticator,
+            card: None,
+            reprobe: false,
+            fallback_name: "test device".into(),
+        })
+        .await?;
+        Ok(id)
+    }
+
     /// The card in `reader` is the same insertion but looks different to the device source (it
     /// answers after being mute, or was reset): identify it again if it could not be before.
     pub async fn device_changed(&self, reader: &str) -> Result<()> {

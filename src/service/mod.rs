@@ -39,6 +39,9 @@ mod tokens;
 mod unblock;
 mod user_locks;
 
+#[cfg(test)]
+mod fido_test;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
