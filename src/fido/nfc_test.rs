@@ -231,3 +231,51 @@ fn u2f_messages_go_as_apdus_with_their_status_word() {
     assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
     card.assert_done();
 }
+
+/// A card answering every command with a pseudo-random pick of answers (status updates with any
+/// byte, quirks, 61xx, truncated words) never panics the link, and every call ends: the ordinary
+/// run's share of what the `nfc_framing` fuzz target does.
+#[test]
+fn hostile_answers_never_panic() {
+    struct Hostile {
+        state: u64,
+        left: usize,
+    }
+    impl CardTransport for Hostile {
+        fn transmit(&mut self, _command: &[u8]) -> Result<Vec<u8>> {
+            if self.left == 0 {
+                return Err(Error::DeviceRemoved);
+            }
+            self.left -= 1;
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            let answers: [&[u8]; 10] = [
+                b"FIDO_2_0\x90\x00",
+                b"U2F_V2\x90\x00",
+                b"\x01\x91\x00",
+                b"\x02\x91\x00",
+                b"\x91\x00",
+                b"\x6D\x00",
+                b"\x00\xA0\x61\x05",
+                b"\x00\x90\x00",
+                b"\x90",
+                b"\x6C\x02",
+            ];
+            Ok(answers[(self.state % 10) as usize].to_vec())
+        }
+    }
+    for seed in 1..400u64 {
+        let mut card = Hostile {
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            left: 40,
+        };
+        let Ok(mut link) = NfcLink::select(&mut card) else {
+            continue;
+        };
+        let _ = ctx_run(false, Duration::from_millis(30), |ctx| {
+            let _ = link.cbor(&[0x04], ctx);
+            let _ = link.msg(&[0x00, 0x02, 0x03, 0x00, 0x01, 0xAA, 0x00], ctx);
+        });
+    }
+}
