@@ -242,10 +242,15 @@ impl Stack {
     }
 
     /// A daemon configuration that watches [`Stack::hid_dir`] for simulated keys, followed by
-    /// `rest` (TOML that must not open `[device]` again).
+    /// `rest` (TOML that must not open `[device]` again: see [`Stack::fido_config_device`]).
     pub fn fido_config(&self, rest: &str) -> String {
+        self.fido_config_device("", rest)
+    }
+
+    /// [`Stack::fido_config`] with more keys of the `[device]` table (e.g. `touch_timeout = "1s"`).
+    pub fn fido_config_device(&self, device_keys: &str, rest: &str) -> String {
         format!(
-            "[device]\nsimulated_hid_dir = {:?}\n{rest}",
+            "[device]\nsimulated_hid_dir = {:?}\n{device_keys}\n{rest}",
             self.hid_dir().display().to_string()
         )
     }

@@ -229,9 +229,18 @@ impl Revocations {
 /// A stack whose daemon watches for simulated HID keys (`config` after the `[device]` table),
 /// one key `alpha` plugged in with `options` and published, and a client on the stack's bus.
 pub async fn plugged(options: &KeyOptions, config: &str) -> (Stack, SimKey, Published, Client) {
+    plugged_device(options, "", config).await
+}
+
+/// [`plugged`] with more keys of the daemon's `[device]` table.
+pub async fn plugged_device(
+    options: &KeyOptions,
+    device_keys: &str,
+    config: &str,
+) -> (Stack, SimKey, Published, Client) {
     let mut stack = Stack::new();
     let key = stack.plug_key("alpha", options);
-    let toml = stack.fido_config(config);
+    let toml = stack.fido_config_device(device_keys, config);
     stack.start_daemon(&toml);
     let device = stack.wait_key(&key);
     let client = Client::connect(stack.bus_address()).await;
