@@ -121,6 +121,12 @@ async fn added(service: &Service, device: AddedDevice) -> tessera::Result<()> {
                 })
                 .await
         }
+        DeviceConnection::Hid(_) => {
+            // The service learns HID keys with the FIDO authenticator (issue 8); until then a key
+            // is logged and left alone.
+            tracing::info!(%location, %transport, "FIDO key seen; not yet handed to the service");
+            Ok(())
+        }
     }
 }
 

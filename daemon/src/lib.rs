@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use tessera::clock::{Clock, SystemClock};
 use tessera::policy::config::Config;
 use tessera::service::{Event, Service, ServiceParts};
-use tessera::transport::events::DeviceSources;
+use tessera::transport::events::{DeviceSources, SourceOptions};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
@@ -129,7 +129,8 @@ impl Daemon {
         let sources = match opts.devices {
             DeviceSource::Machine => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let sources = DeviceSources::start(tx)?;
+                // The service helper adds `[device] simulated_hid_dir`; until then, no simulated keys.
+                let sources = DeviceSources::start(tx, SourceOptions::default())?;
                 let transports = sources.transports().to_vec();
                 tasks.push(tokio::spawn(device_feed::feed(
                     service.clone(),

@@ -27,6 +27,7 @@ fn sim_card(dir: &std::path::Path, location: &str, transport: Transport) -> Devi
         location: location.into(),
         kind: DeviceKind::SmartCard,
         transport,
+        contactless: false,
         event_count: 1,
         source_instance: Some("test".into()),
         connection: DeviceConnection::Card(Box::new(DirectConnection(card))),

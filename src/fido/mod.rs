@@ -9,4 +9,6 @@
 //! CTAP status codes become [`crate::Error`]s. [`authenticator`] puts them together as the FIDO
 //! [`crate::authenticator::Authenticator`].
 
+pub mod ctaphid;
 pub mod link;
+pub mod nfc;

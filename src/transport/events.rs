@@ -1,15 +1,20 @@
 //! Devices coming and going, whatever their transport: each device source (the PC/SC reader monitor
-//! in [`super::pcsc`]; USB HID for FIDO keys next, beside it) reports [`DeviceEvent`]s into one
-//! channel, and [`DeviceSources`] starts them all, so that whoever feeds the events to the service
-//! knows no transport. A source whose system service is missing (no pcscd) warns and retries; it
-//! never fails the start.
+//! in [`super::pcsc`], USB HID FIDO keys in [`super::hid`], the simulated keys' socket directory in
+//! [`super::sim_hid`]) reports [`DeviceEvent`]s into one channel, and [`DeviceSources`] starts them
+//! all, so that whoever feeds the events to the service knows no transport. A source whose system
+//! service is missing (no pcscd, no access to hidraw) warns and retries or idles; it never fails the
+//! start.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::hid::HidMonitor;
 use super::pcsc::Monitor;
+use super::sim_hid::SimHidSource;
 use super::worker::CardConnection;
+use super::HidTransport;
 use crate::Result;
 
 /// How a device is reached.
@@ -17,17 +22,20 @@ use crate::Result;
 pub enum Transport {
     /// A smartcard reader through pcscd (contact, or NFC through a PC/SC reader).
     Pcsc,
-    /// USB HID reports (CTAPHID, CTAP 2.1 §11.2). No source produces it yet: FIDO keys are the next
-    /// issue.
+    /// USB HID reports (CTAPHID, CTAP 2.1 §11.2) through hidraw.
     Hid,
+    /// The reports of USB HID, over a Unix socket of a simulated key (`tessera-sim fido
+    /// --hid-socket`) in the configured `[device] simulated_hid_dir`.
+    Sim,
 }
 
 impl Transport {
-    /// The name on the bus and in the logs: "pcsc" or "hid".
+    /// The name on the bus and in the logs: "pcsc", "hid" or "sim".
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Pcsc => "pcsc",
             Transport::Hid => "hid",
+            Transport::Sim => "sim",
         }
     }
 }
@@ -44,7 +52,7 @@ pub enum DeviceKind {
     /// An ISO/IEC 7816 card, or a key that speaks like one: which applets it offers (PIV, FIDO) is
     /// found by probing it ([`crate::iso7816::applets::probe`]).
     SmartCard,
-    /// A FIDO security key on USB HID (the next issue).
+    /// A FIDO security key on USB HID (or a simulated one on its socket): it speaks CTAPHID.
     SecurityKey,
 }
 
@@ -52,12 +60,16 @@ pub enum DeviceKind {
 pub enum DeviceConnection {
     /// APDUs (PC/SC). The connection may connect lazily, at the service's first use.
     Card(Box<dyn CardConnection>),
+    /// 64-byte HID reports of a FIDO key, opened; CTAPHID ([`crate::fido::ctaphid::CtapHid`]) goes
+    /// on top.
+    Hid(Box<dyn HidTransport>),
 }
 
 impl fmt::Debug for DeviceConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DeviceConnection::Card(_) => f.write_str("Card(..)"),
+            DeviceConnection::Hid(_) => f.write_str("Hid(..)"),
         }
     }
 }
@@ -65,11 +77,15 @@ impl fmt::Debug for DeviceConnection {
 /// A device that became present.
 #[derive(Debug)]
 pub struct AddedDevice {
-    /// Where it is: the PC/SC reader name (later a hidraw path). Unique among present devices; the
-    /// device's later events name it the same way.
+    /// Where it is: the PC/SC reader name, the hidraw node (`/dev/hidraw3`) or the simulated key's
+    /// socket path. Unique among present devices; the device's later events name it the same way.
     pub location: String,
     pub kind: DeviceKind,
     pub transport: Transport,
+    /// The card is reached over NFC: the reader or the ATR says contactless (PC/SC Part 3
+    /// §3.1.3.2.3, ATR `3B 8n 80 01 …`). Always false for HID. The service publishes such a card's
+    /// transport as "nfc".
+    pub contactless: bool,
     /// The source's count of insertions and removals at `location` (pcscd's event count); tells a
     /// device that stayed from one that was swapped while nobody watched.
     pub event_count: u64,
@@ -106,20 +122,43 @@ pub enum DeviceEvent {
     },
 }
 
+/// Which device sources to start beside the machine's own (PC/SC and USB HID).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceOptions {
+    /// `[device] simulated_hid_dir`: a directory where each Unix socket is a simulated FIDO key
+    /// plugged in ([`super::sim_hid`]). `None` (the default): no such source.
+    pub simulated_hid_dir: Option<PathBuf>,
+}
+
 /// The device sources of this machine, running until dropped.
 pub struct DeviceSources {
     transports: Vec<Transport>,
     _pcsc: Monitor,
+    _hid: HidMonitor,
+    _sim: Option<SimHidSource>,
 }
 
 impl DeviceSources {
-    /// Starts every source this build has (PC/SC; HID next); their events go to `events`.
+    /// Starts every source this build has (PC/SC, USB HID, and the simulated-HID directory when
+    /// `options` names one); their events go to `events`. Must be called within a Tokio runtime
+    /// (the simulated-HID source runs on it).
     ///
-    /// Errors: only a source that cannot start at all (no thread); an absent pcscd is not one.
-    pub fn start(events: UnboundedSender<DeviceEvent>) -> Result<Self> {
+    /// Errors: only a source that cannot start at all (no thread, no runtime, an unreadable
+    /// simulated-HID directory); an absent pcscd or missing hidraw access is not one.
+    pub fn start(events: UnboundedSender<DeviceEvent>, options: SourceOptions) -> Result<Self> {
+        let mut transports = vec![Transport::Pcsc, Transport::Hid];
+        let sim = match &options.simulated_hid_dir {
+            Some(dir) => {
+                transports.push(Transport::Sim);
+                Some(SimHidSource::start(dir, events.clone())?)
+            }
+            None => None,
+        };
         Ok(DeviceSources {
-            transports: vec![Transport::Pcsc],
-            _pcsc: Monitor::start(events)?,
+            transports,
+            _pcsc: Monitor::start(events.clone())?,
+            _hid: HidMonitor::start(events)?,
+            _sim: sim,
         })
     }
 

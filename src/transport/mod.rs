@@ -2,10 +2,12 @@
 //! framing) is protocol code that the simulator exercises too.
 
 pub mod events;
+pub mod hid;
 pub mod pcsc;
 pub mod pcscd_instance;
 #[cfg(test)]
 pub(crate) mod scripted;
+pub mod sim_hid;
 pub mod worker;
 
 use std::time::Duration;
@@ -32,6 +34,15 @@ pub trait HidTransport: Send {
 
 /// Size of a CTAPHID report on full-speed USB.
 pub const HID_REPORT_LEN: usize = 64;
+
+impl<T: HidTransport + ?Sized> HidTransport for Box<T> {
+    fn write_report(&mut self, report: &[u8; HID_REPORT_LEN]) -> Result<()> {
+        (**self).write_report(report)
+    }
+    fn read_report(&mut self, timeout: Duration) -> Result<Option<[u8; HID_REPORT_LEN]>> {
+        (**self).read_report(timeout)
+    }
+}
 
 impl<T: CardTransport + ?Sized> CardTransport for Box<T> {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>> {

@@ -239,6 +239,7 @@ fn inserted(reader: String, event_count: u32, pcscd: Option<&PcscdInstance>) -> 
         location: reader,
         kind: DeviceKind::SmartCard,
         transport: Transport::Pcsc,
+        contactless: false,
         event_count: u64::from(event_count),
         source_instance: pcscd.map(|p| p.to_string()),
         connection: DeviceConnection::Card(Box::new(connection)),

@@ -6,6 +6,10 @@
 //! unseen, so nothing it did reaches a token or the store. An operation can also carry a request's
 //! [`CancelToken`]: once it is set, the transport handed to the operation refuses every further
 //! APDU, a queued operation is skipped, and the caller stops waiting at once.
+//!
+//! The worker is generic over what it owns: a [`CardConnection`] by default (PC/SC, with exclusive
+//! sessions and the APDU-level cancel above), or a FIDO [`CtapLink`] over USB HID ([`HidWorker`]),
+//! whose operations see the cancel through their [`crate::fido::link::LinkContext`] instead.
 
 use std::collections::HashMap;
 use std::sync::{mpsc, Arc, Mutex};
@@ -15,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::cancel::CancelToken;
+use crate::fido::link::CtapLink;
 use crate::locks::lock;
 use crate::transport::CardTransport;
 use crate::{Error, Result};
@@ -40,15 +45,28 @@ pub trait CardConnection: Send + 'static {
     }
 }
 
-type Job = Box<dyn FnOnce(&mut dyn CardConnection) + Send>;
+/// One queued operation, given the connection on the worker thread.
+type Job<C> = Box<dyn FnOnce(&mut C) + Send>;
 
-/// Handle to the worker thread that owns one device connection. Dropping the last handle ends the
-/// worker once its current operation returns.
-#[derive(Clone)]
-pub struct DeviceWorker {
-    jobs: mpsc::SyncSender<Job>,
+/// Handle to the worker thread that owns one device connection `C`. Dropping the last handle ends
+/// the worker once its current operation returns.
+pub struct DeviceWorker<C: ?Sized + Send + 'static = dyn CardConnection> {
+    jobs: mpsc::SyncSender<Job<C>>,
     /// Operations each caller (by uid) has waiting or running on this device.
     per_caller: Arc<Mutex<HashMap<u32, usize>>>,
+}
+
+/// The worker of a FIDO key on USB HID (or the simulated one): it owns the key's CTAPHID session.
+pub type HidWorker = DeviceWorker<dyn CtapLink>;
+
+// Not derived: a derive would ask `C: Clone`, and the connection is never cloned, only the handle.
+impl<C: ?Sized + Send + 'static> Clone for DeviceWorker<C> {
+    fn clone(&self) -> Self {
+        Self {
+            jobs: self.jobs.clone(),
+            per_caller: Arc::clone(&self.per_caller),
+        }
+    }
 }
 
 /// Operations that may wait for a device at once; more are refused ([`Error::Busy`]) rather
@@ -59,10 +77,10 @@ const MAX_QUEUED: usize = 32;
 /// fill the queue and keep everyone else from the card; more are refused ([`Error::Busy`]).
 pub const MAX_PER_CALLER: usize = 2;
 
-impl DeviceWorker {
+impl<C: ?Sized + Send + 'static> DeviceWorker<C> {
     /// Starts a worker thread owning `conn`.
-    pub fn spawn(name: &str, conn: Box<dyn CardConnection>) -> Result<Self> {
-        let (jobs, rx) = mpsc::sync_channel::<Job>(MAX_QUEUED);
+    pub fn spawn(name: &str, conn: Box<C>) -> Result<Self> {
+        let (jobs, rx) = mpsc::sync_channel::<Job<C>>(MAX_QUEUED);
         thread::Builder::new()
             .name(format!("device {name}"))
             .spawn(move || {
@@ -77,6 +95,83 @@ impl DeviceWorker {
         })
     }
 
+    /// Runs `op` on the connection itself for the caller with `uid`, counted toward its
+    /// [`MAX_PER_CALLER`] operations on this device, waiting at most `timeout` for the result.
+    ///
+    /// After `cancel` is set the operation is skipped if it has not started and this call returns
+    /// [`Error::Cancelled`] at once (a late result is dropped, as after a timeout). An operation
+    /// already running is not interrupted from here: it sees the cancel through the
+    /// [`crate::fido::link::LinkContext`] it builds from the same token (CTAPHID then sends
+    /// CTAPHID_CANCEL to the key), and the worker takes the next job once it returns.
+    ///
+    /// Errors: whatever `op` returns; [`Error::Busy`] when the caller already has
+    /// [`MAX_PER_CALLER`] operations here or the queue is full; [`Error::Timeout`];
+    /// [`Error::Cancelled`]; [`Error::DeviceRemoved`] when the worker is gone.
+    pub async fn run_with<R: Send + 'static>(
+        &self,
+        uid: u32,
+        timeout: Duration,
+        cancel: &CancelToken,
+        op: impl FnOnce(&mut C) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let share = CallerShare::take(&self.per_caller, uid)?;
+        let (tx, rx) = oneshot::channel();
+        let job_cancel = cancel.clone();
+        let job: Job<C> = Box::new(move |conn: &mut C| {
+            let share = share;
+            // Nobody waits for the result any more (timeout, cancel): do not start the work.
+            if tx.is_closed() || job_cancel.is_cancelled() {
+                return;
+            }
+            let result = op(conn);
+            // The place comes back with the result, so a caller's next operation sent on the
+            // reply finds it free.
+            drop(share);
+            let _ = tx.send(result);
+        });
+        self.submit(job, rx, timeout, Some(cancel)).await
+    }
+
+    /// Queues `job` and waits at most `timeout` for the result it sends to `rx`.
+    async fn submit<R>(
+        &self,
+        job: Job<C>,
+        rx: oneshot::Receiver<Result<R>>,
+        timeout: Duration,
+        cancel: Option<&CancelToken>,
+    ) -> Result<R> {
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => {
+                Error::Busy("the device has too many operations waiting; try again".into())
+            }
+            mpsc::TrySendError::Disconnected(_) => Error::DeviceRemoved,
+        })?;
+        let cancelled = async {
+            match cancel {
+                Some(c) => c.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = tokio::time::timeout(timeout, rx) => match r {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) if cancel.is_some_and(CancelToken::is_cancelled) => Err(Error::Cancelled),
+                Ok(Err(_)) => Err(Error::DeviceRemoved),
+                Err(_) => Err(Error::Timeout {
+                    what: "the device did not answer",
+                    after: timeout,
+                }),
+            },
+            () = cancelled => Err(Error::Cancelled),
+        }
+    }
+}
+
+/// The card operations: exclusive PC/SC sessions, epilogues, APDU-level cancel.
+impl DeviceWorker<dyn CardConnection> {
     /// [`DeviceWorker::run_then`] on behalf of the caller with `uid`, counted toward its
     /// [`MAX_PER_CALLER`] operations on this device until the operation has left the worker.
     ///
@@ -176,7 +271,7 @@ impl DeviceWorker {
     {
         let (tx, rx) = oneshot::channel();
         let cancel_for_wait = cancel.clone();
-        let job: Job = Box::new(move |conn: &mut dyn CardConnection| {
+        let job: Job<dyn CardConnection> = Box::new(move |conn: &mut dyn CardConnection| {
             // The caller's place is given back with the result, before the epilogue: a caller
             // that sends its next operation on the reply must not find its own finished one
             // still counted (the worker runs one job at a time, so epilogues cannot pile up).
@@ -234,46 +329,12 @@ impl DeviceWorker {
         f: impl FnOnce(&mut dyn CardConnection) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn: &mut dyn CardConnection| {
+        let job: Job<dyn CardConnection> = Box::new(move |conn: &mut dyn CardConnection| {
             if !tx.is_closed() {
                 let _ = tx.send(f(conn));
             }
         });
         self.submit(job, rx, timeout, None).await
-    }
-
-    /// Queues `job` and waits at most `timeout` for the result it sends to `rx`.
-    async fn submit<R>(
-        &self,
-        job: Job,
-        rx: oneshot::Receiver<Result<R>>,
-        timeout: Duration,
-        cancel: Option<&CancelToken>,
-    ) -> Result<R> {
-        self.jobs.try_send(job).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => {
-                Error::Busy("the device has too many operations waiting; try again".into())
-            }
-            mpsc::TrySendError::Disconnected(_) => Error::DeviceRemoved,
-        })?;
-        let cancelled = async {
-            match cancel {
-                Some(c) => c.cancelled().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            r = tokio::time::timeout(timeout, rx) => match r {
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) if cancel.is_some_and(CancelToken::is_cancelled) => Err(Error::Cancelled),
-                Ok(Err(_)) => Err(Error::DeviceRemoved),
-                Err(_) => Err(Error::Timeout {
-                    what: "the device did not answer",
-                    after: timeout,
-                }),
-            },
-            () = cancelled => Err(Error::Cancelled),
-        }
     }
 }
 
@@ -329,7 +390,7 @@ impl Drop for CallerShare {
     }
 }
 
-impl std::fmt::Debug for DeviceWorker {
+impl<C: ?Sized + Send + 'static> std::fmt::Debug for DeviceWorker<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("DeviceWorker")
     }
@@ -369,7 +430,7 @@ mod tests {
 
     #[tokio::test]
     async fn runs_operation_and_returns_its_result() {
-        let w = DeviceWorker::spawn(
+        let w = DeviceWorker::<dyn CardConnection>::spawn(
             "t",
             Box::new(DirectConnection(Echo {
                 delay: Duration::ZERO,
@@ -385,7 +446,7 @@ mod tests {
 
     #[tokio::test]
     async fn stuck_device_times_out_and_result_is_dropped() {
-        let w = DeviceWorker::spawn(
+        let w = DeviceWorker::<dyn CardConnection>::spawn(
             "t",
             Box::new(DirectConnection(Echo {
                 delay: Duration::from_millis(300),
@@ -420,7 +481,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_gets_at_most_two_places_and_gets_them_back() {
-        let w = DeviceWorker::spawn(
+        let w = DeviceWorker::<dyn CardConnection>::spawn(
             "t",
             Box::new(DirectConnection(Echo {
                 delay: Duration::from_millis(300),
@@ -447,7 +508,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_callers_place_comes_back_with_the_result_not_after_the_epilogue() {
-        let w = DeviceWorker::spawn(
+        let w = DeviceWorker::<dyn CardConnection>::spawn(
             "t",
             Box::new(DirectConnection(Echo {
                 delay: Duration::ZERO,
@@ -494,8 +555,11 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_operation_returns_at_once_and_sends_no_further_apdu() {
         let sent = Arc::new(Mutex::new(0));
-        let w =
-            DeviceWorker::spawn("t", Box::new(DirectConnection(Counting(sent.clone())))).unwrap();
+        let w = DeviceWorker::<dyn CardConnection>::spawn(
+            "t",
+            Box::new(DirectConnection(Counting(sent.clone()))),
+        )
+        .unwrap();
         let cancel = CancelToken::new();
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let epilogue_ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -557,7 +621,7 @@ mod tests {
 
     #[tokio::test]
     async fn operation_error_is_passed_through() {
-        let w = DeviceWorker::spawn(
+        let w = DeviceWorker::<dyn CardConnection>::spawn(
             "t",
             Box::new(DirectConnection(Echo {
                 delay: Duration::ZERO,
