@@ -9,6 +9,12 @@
 //! CTAP status codes become [`crate::Error`]s. [`authenticator`] puts them together as the FIDO
 //! [`crate::authenticator::Authenticator`].
 
+pub mod authdata;
+pub mod cose;
+pub mod ctap2;
 pub mod ctaphid;
 pub mod link;
 pub mod nfc;
+pub mod pin;
+pub mod status;
+pub mod u2f;
