@@ -7,5 +7,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod fido;
 pub mod piv;
 pub mod vpcd;
