@@ -3,6 +3,10 @@
 //! state. The transports that carry these messages (CTAPHID over a socket, NFC through vpcd) and
 //! the touch sources live beside this module (simio); nothing here knows about reports or cards.
 //!
+//! Transports (simio): [`presence`] runs the key on its own thread and gives it user presence from
+//! [`touch`]; [`ctaphid`] is the CTAPHID state machine that [`hid_socket`] serves on a Unix socket;
+//! [`nfc`] is the FIDO applet that [`crate::vpcd`] inserts into a virtual reader.
+//!
 //! The key is non-resident only: a credential id is the credential's private key wrapped under the
 //! key's master secret (see [`key`]), so the state file holds no per-credential list and a U2F key
 //! handle and a CTAP2 credential id are the same thing. Independent of `tessera::fido` on purpose:
@@ -18,6 +22,12 @@ mod make_credential;
 mod state;
 mod status;
 mod u2f;
+
+pub mod ctaphid;
+pub mod hid_socket;
+pub mod nfc;
+pub mod presence;
+pub mod touch;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -310,3 +320,9 @@ impl std::fmt::Debug for FidoKey {
 
 #[cfg(test)]
 mod ctap2_test;
+#[cfg(test)]
+mod ctaphid_test;
+#[cfg(test)]
+mod hid_socket_test;
+#[cfg(test)]
+mod nfc_test;
