@@ -118,6 +118,13 @@ pub trait Interaction: Send + Sync {
     /// to the request.
     fn op_timeout(&self) -> Duration;
 
+    /// How long a device operation that waits for the user's touch (or the key's built-in user
+    /// verification) may take: `[device] touch_timeout`, capped by the time left to the request.
+    /// Without an override, [`Interaction::op_timeout`].
+    fn touch_timeout(&self) -> Duration {
+        self.op_timeout()
+    }
+
     /// Whether the policy keeps a secret's last try for a deliberate last-try answer.
     fn keep_last_try(&self) -> bool;
 

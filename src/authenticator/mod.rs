@@ -23,7 +23,7 @@ use crate::Result;
 
 pub use identity::{Credential, DeviceIdentity, DeviceKey};
 pub use interaction::{Interaction, Progress, SecretAnswer, SecretKind, SecretPrompt};
-pub use probe::card_authenticator;
+pub use probe::{card_authenticator, fido_card_authenticator, hid_authenticator};
 
 /// A boxed future, so that `dyn Authenticator` can be used (no async fn in dyn traits).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

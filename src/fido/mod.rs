@@ -10,6 +10,17 @@
 //! [`crate::authenticator::Authenticator`].
 
 pub mod authdata;
+pub mod authenticator;
+mod authenticator_assert;
+mod authenticator_ctap;
+mod authenticator_enroll;
+mod authenticator_identify;
+mod authenticator_pin;
+#[cfg(test)]
+mod authenticator_softkey;
+#[cfg(test)]
+mod authenticator_test;
+mod authenticator_u2f;
 pub mod cose;
 pub mod ctap2;
 pub mod ctaphid;

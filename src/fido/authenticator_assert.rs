@@ -1,0 +1,238 @@
+//! Using an enrolled FIDO credential: the silent pre-flight that tells which of an account's
+//! credentials a key holds (getAssertion with up = false, CTAP 2.1 §6.2), choosing a key by touch
+//! (authenticatorSelection, §6.9), and the assertion itself, verified against the enrolled key:
+//! our relying party, the user present (and verified when enrolled so), the enrolled credential,
+//! a signature over authenticatorData ‖ clientDataHash (WebAuthn §6.3.3).
+
+use std::time::Duration;
+
+use rand_core::{OsRng, RngCore};
+
+use super::authenticator::{Call, FidoAuthenticator, Waiting};
+use super::authenticator_ctap::{self as ctap, GetAssertion, UserCheck, PERMISSION_GA};
+use super::authenticator_enroll::{credential_id, rp_id_hash};
+use super::authenticator_identify::{uv_method, KeyInfo};
+use super::authenticator_pin::{self as pin, Verification};
+use crate::authenticator::{Assertion, EnrolledKey, Interaction};
+use crate::verify::challenge::Challenge;
+use crate::{Error, Result};
+
+impl FidoAuthenticator {
+    /// [`crate::authenticator::Authenticator::holds`]: the credentials of `enrolled` the key
+    /// holds, asked once per credential for this insertion. Never a touch, never a PIN.
+    pub(super) async fn held_credentials(
+        &self,
+        enrolled: &[EnrolledKey<'_>],
+        uid: u32,
+        timeout: Duration,
+    ) -> Result<Vec<String>> {
+        let mut to_ask: Vec<(&str, Vec<u8>, &str)> = Vec::new();
+        for e in enrolled {
+            let Some(rp_id) = e.rp_id else { continue };
+            if self.held(e.credential).is_some() {
+                continue;
+            }
+            match credential_id(e.credential) {
+                Ok(id) => to_ask.push((rp_id, id, e.credential)),
+                Err(_) => self.remember_held(e.credential, false),
+            }
+        }
+        if !to_ask.is_empty() {
+            let info = self.info_silent(uid, timeout).await?;
+            let mut rp_ids: Vec<&str> = to_ask.iter().map(|(rp, _, _)| *rp).collect();
+            rp_ids.dedup();
+            for rp_id in rp_ids {
+                let ids: Vec<Vec<u8>> = to_ask
+                    .iter()
+                    .filter(|(rp, _, _)| *rp == rp_id)
+                    .map(|(_, id, _)| id.clone())
+                    .collect();
+                let held = self
+                    .probe(&info, rp_id, ids, uid, timeout, &Default::default())
+                    .await?;
+                for (rp, id, reference) in &to_ask {
+                    if *rp == rp_id {
+                        self.remember_held(reference, held.contains(id));
+                    }
+                }
+            }
+        }
+        Ok(enrolled
+            .iter()
+            .filter(|e| self.held(e.credential) == Some(true))
+            .map(|e| e.credential.to_owned())
+            .collect())
+    }
+
+    /// Which of `ids` (credentials of `rp_id`) the key holds, without the user: silent
+    /// getAssertions over allowList chunks of maxCredentialCountInList, or U2F check-only
+    /// AUTHENTICATEs, all in one session.
+    pub(super) async fn probe(
+        &self,
+        info: &KeyInfo,
+        rp_id: &str,
+        ids: Vec<Vec<u8>>,
+        uid: u32,
+        timeout: Duration,
+        cancel: &crate::cancel::CancelToken,
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut call = Call::silent(uid, timeout);
+        call.cancel = cancel.clone();
+        let rp_id = rp_id.to_owned();
+        let limit = info.list_limit();
+        let max_id = info.max_credential_id_length;
+        if info.u2f_only {
+            return self
+                .with_link(call, move |link, ctx| {
+                    super::authenticator_u2f::check_only(link, ctx, &rp_id, &ids)
+                })
+                .await;
+        }
+        self.with_link(call, move |link, ctx| {
+            let mut held = Vec::new();
+            // A credential id longer than the key takes cannot be one of its own.
+            let candidates: Vec<&Vec<u8>> = ids
+                .iter()
+                .filter(|id| max_id.is_none_or(|m| id.len() <= m))
+                .collect();
+            for chunk in candidates.chunks(limit) {
+                let mut left: Vec<Vec<u8>> = chunk.iter().map(|id| (*id).clone()).collect();
+                // The key answers with one credential of the list; ask again without it until it
+                // holds none of the rest.
+                while !left.is_empty() {
+                    let params = GetAssertion {
+                        client_data_hash: random_hash()?,
+                        rp_id: rp_id.clone(),
+                        allow: left.clone(),
+                        up: false,
+                        check: UserCheck::Presence,
+                    };
+                    let Some(got) = ctap::get_assertion(link, ctx, &params)? else {
+                        break;
+                    };
+                    let answered =
+                        match got.credential_id {
+                            Some(id) => id,
+                            None if left.len() == 1 => left[0].clone(),
+                            None => return Err(Error::Device(
+                                "the key answered for an allowList without naming the credential"
+                                    .into(),
+                            )),
+                        };
+                    let before = left.len();
+                    left.retain(|id| *id != answered);
+                    if left.len() == before {
+                        return Err(Error::Device(
+                            "the key answered with a credential that was not asked for".into(),
+                        ));
+                    }
+                    held.push(answered);
+                }
+            }
+            Ok(held)
+        })
+        .await
+    }
+
+    /// [`crate::authenticator::Authenticator::select`]: authenticatorSelection, "touch-needed"
+    /// while the key waits; another key chosen first cancels it.
+    pub(super) async fn select_by_touch(&self, ix: &dyn Interaction) -> Result<()> {
+        let info = self.info_for(ix).await?;
+        if !info.ctap21() {
+            return Err(Error::InvalidArgument(
+                "this key cannot be chosen by touch (it has no authenticatorSelection)".into(),
+            ));
+        }
+        let mut call = Call::of(ix, Waiting::Touch);
+        call.timeout = ix.touch_timeout();
+        self.with_link(call, ctap::selection).await
+    }
+
+    /// [`crate::authenticator::Authenticator::assert`].
+    pub(super) async fn assert_credential(
+        &self,
+        challenge: &Challenge,
+        enrolled: EnrolledKey<'_>,
+        ix: &dyn Interaction,
+    ) -> Result<Assertion> {
+        let rp_id = enrolled.rp_id.ok_or_else(|| {
+            Error::Storage("a FIDO enrollment without its relying-party id".into())
+        })?;
+        let key = ctap::stored_key(enrolled.algorithm, enrolled.public_key)?;
+        let id = credential_id(enrolled.credential)?;
+        let info = self.info_for(ix).await?;
+        if info.u2f_only {
+            return self.u2f_assert(challenge, &enrolled, &key, &id, ix).await;
+        }
+        let verification = if enrolled.needs_secret {
+            pin::for_assertion(&info)?
+        } else {
+            Verification::Presence
+        };
+        let client_data_hash = challenge.digest();
+        let (check, pin_used) = self
+            .user_check(ix, &info, verification, PERMISSION_GA, rp_id)
+            .await?;
+        let params = GetAssertion {
+            client_data_hash,
+            rp_id: rp_id.to_owned(),
+            allow: vec![id.clone()],
+            up: true,
+            check,
+        };
+        self.working(ix);
+        ix.final_exchange().await?;
+        let mut call = Call::of(ix, Waiting::Touch);
+        call.timeout = ix.touch_timeout();
+        let got = self
+            .with_link(call, move |link, ctx| {
+                ctap::get_assertion(link, ctx, &params)
+            })
+            .await?
+            .ok_or_else(|| {
+                Error::NotEnrolled("the key does not hold the enrolled credential".into())
+            })?;
+        if got.credential_id.as_ref().is_some_and(|c| *c != id) {
+            return Err(Error::SignatureInvalid(
+                "another credential than the enrolled one answered",
+            ));
+        }
+        if got.flags.rp_id_hash != rp_id_hash(rp_id) {
+            return Err(Error::SignatureInvalid(
+                "the key signed for another relying party",
+            ));
+        }
+        if !got.flags.up {
+            return Err(Error::SignatureInvalid(
+                "the key signed without testing user presence",
+            ));
+        }
+        if verification.verifies() && !got.flags.uv {
+            return Err(Error::SignatureInvalid(
+                "the key signed without verifying the user",
+            ));
+        }
+        // Against the key stored at enrollment (WebAuthn §6.3.3: authenticatorData ‖ hash).
+        let mut signed = got.auth_data.clone();
+        signed.extend_from_slice(&client_data_hash);
+        ctap::verify(&key, &signed, &got.signature)?;
+        let mut amr = vec!["hwk".to_owned(), "user".to_owned()];
+        if verification.verifies() {
+            amr.push(uv_method(&info, pin_used).into());
+            amr.push("mfa".into());
+        }
+        Ok(Assertion {
+            amr,
+            sign_count: Some(got.flags.sign_count),
+        })
+    }
+}
+
+/// A random clientDataHash for the silent pre-flight (nothing is verified of its signature).
+fn random_hash() -> Result<[u8; 32]> {
+    let mut h = [0u8; 32];
+    OsRng
+        .try_fill_bytes(&mut h)
+        .map_err(|e| Error::Io(std::io::Error::other(format!("random generator: {e}"))))?;
+    Ok(h)
+}
