@@ -14,6 +14,7 @@ use crate::authenticator::{card_authenticator, Authenticator, DeviceIdentity};
 use crate::locks::lock;
 use crate::store::{DeviceSession, WriteOp};
 use crate::transport::worker::{CardConnection, DeviceWorker};
+use crate::transport::HidTransport;
 use crate::{Error, Result};
 use tokio::sync::OwnedMutexGuard;
 
@@ -26,10 +27,22 @@ pub struct DeviceAttach {
     /// The run of the device source that counted `event_count` (pcscd's process identity, see
     /// [`crate::transport::pcscd_instance`]); `None` when unknown, which matches no recorded session.
     pub source_instance: Option<String>,
-    /// "pcsc" for PC/SC readers.
+    /// "pcsc" for PC/SC readers, "nfc" when the reader says the card is contactless.
     pub transport: String,
     /// The connection to the card.
     pub connection: Box<dyn CardConnection>,
+}
+
+/// What a device source (USB HID, the simulated-HID directory, or a test) knows about a newly
+/// present FIDO key on HID reports.
+pub struct HidAttach {
+    /// Where it is (the hidraw node, the simulated key's socket path): unique among present
+    /// devices, and what [`Service::device_removed`] is later called with.
+    pub location: String,
+    /// "hid" for USB HID, "sim" for a simulated key's socket.
+    pub transport: String,
+    /// The connection to the key: 64-byte reports.
+    pub connection: Box<dyn HidTransport>,
 }
 
 /// A present card, connected, before it is identified.
@@ -131,6 +144,16 @@ impl Service {
             worker,
         };
         self.card_present(card).await
+    }
+
+    /// A FIDO key on HID reports became present: identify it (getInfo), open its device session
+    /// and publish it. HID keys have no insertion count, so a session from before a restart is
+    /// never adopted: their tokens end with the restart's first scan.
+    pub async fn hid_device_added(&self, attach: HidAttach) -> Result<()> {
+        let _ = attach;
+        Err(Error::Internal(
+            "FIDO keys on HID are not yet attached (M1)".into(),
+        ))
     }
 
     /// The card in `reader` is the same insertion but looks different to the device source (it
