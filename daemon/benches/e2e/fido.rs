@@ -62,19 +62,34 @@ pub fn device_config(work: &Path) -> String {
 }
 
 /// Plugs both keys in, enrolls them, measures, and pulls them.
-pub fn measure_fido(client: &Client<'_>, bins: &Binaries, work: &Path, daemon: &Proc) -> Result<FidoResults> {
+pub fn measure_fido(
+    client: &Client<'_>,
+    bins: &Binaries,
+    work: &Path,
+    daemon: &Proc,
+) -> Result<FidoResults> {
     crate::common::test_user(FIDO_USER);
     let hid_dir = work.join(HID_DIR);
     std::fs::create_dir_all(&hid_dir)?;
     let socket = hid_dir.join("bench.sock");
     let hid_key = start_key(bins, work, "fido-hid", &["--hid-socket"], &socket)?;
-    let nfc_key = start_key(bins, work, "fido-nfc", &["--vpcd", NFC_VPCD_ADDR], Path::new(""))?;
+    let nfc_key = start_key(
+        bins,
+        work,
+        "fido-nfc",
+        &["--vpcd", NFC_VPCD_ADDR],
+        Path::new(""),
+    )?;
     let hid = wait_fido_device(client, daemon, "sim")?;
     let nfc = wait_fido_device(client, daemon, "nfc")?;
     for device in [&hid, &nfc] {
         client
             .rt
-            .block_on(client.manager.enroll(FIDO_USER, &ObjectPath::from(device), pin_options(None)))
+            .block_on(client.manager.enroll(
+                FIDO_USER,
+                &ObjectPath::from(device),
+                pin_options(None),
+            ))
             .with_context(|| format!("enrolling {FIDO_USER} with {}", device.as_str()))?;
     }
     let mut ping = CtapHid::new(Box::new(SocketHid::connect(&socket)?));
@@ -118,12 +133,37 @@ pub fn rows(s: &mut String, r: &FidoResults) {
             ),
             None => (String::new(), String::new()),
         };
-        let _ = writeln!(s, "| {what} (n={}) | {} | {t} | {verdict} |", v.len(), p.summary());
+        let _ = writeln!(
+            s,
+            "| {what} (n={}) | {} | {t} | {verdict} |",
+            v.len(),
+            p.summary()
+        );
     };
-    line(s, "FIDO Authenticate over the HID socket, call → token", &r.hid, Some(target));
-    line(s, "FIDO Authenticate over NFC (pcscd + vpcd), call → token", &r.nfc, None);
-    line(s, "PIV Authenticate in the same rounds, call → token", &r.piv, None);
-    line(s, "CTAPHID PING round trip over the HID socket", &r.ping, None);
+    line(
+        s,
+        "FIDO Authenticate over the HID socket, call → token",
+        &r.hid,
+        Some(target),
+    );
+    line(
+        s,
+        "FIDO Authenticate over NFC (pcscd + vpcd), call → token",
+        &r.nfc,
+        None,
+    );
+    line(
+        s,
+        "PIV Authenticate in the same rounds, call → token",
+        &r.piv,
+        None,
+    );
+    line(
+        s,
+        "CTAPHID PING round trip over the HID socket",
+        &r.ping,
+        None,
+    );
 }
 
 fn pin_options(device: Option<&OwnedObjectPath>) -> HashMap<&'static str, Value<'static>> {
@@ -163,7 +203,13 @@ fn timed_ping(link: &mut CtapHid) -> Result<Duration> {
 
 /// Starts `tessera-sim fido` (`--touch auto`, PIN 123456) with `attach` (`--hid-socket` or
 /// `--vpcd ADDR`) and `path` after it when given; waits for `ready`.
-fn start_key(bins: &Binaries, work: &Path, name: &str, attach: &[&str], path: &Path) -> Result<Proc> {
+fn start_key(
+    bins: &Binaries,
+    work: &Path,
+    name: &'static str,
+    attach: &[&str],
+    path: &Path,
+) -> Result<Proc> {
     let mut cmd = Command::new(&bins.sim);
     cmd.arg("fido")
         .arg("--state")
@@ -179,7 +225,11 @@ fn start_key(bins: &Binaries, work: &Path, name: &str, attach: &[&str], path: &P
 }
 
 /// Waits until the daemon publishes a FIDO device with `transport`; its object path.
-fn wait_fido_device(client: &Client<'_>, daemon: &Proc, transport: &str) -> Result<OwnedObjectPath> {
+fn wait_fido_device(
+    client: &Client<'_>,
+    daemon: &Proc,
+    transport: &str,
+) -> Result<OwnedObjectPath> {
     let rt = client.rt;
     let om = rt.block_on(async {
         ObjectManagerProxy::builder(client.conn)
@@ -189,21 +239,29 @@ fn wait_fido_device(client: &Client<'_>, daemon: &Proc, transport: &str) -> Resu
             .await
     })?;
     let mut found = None;
-    wait_for(START_TIMEOUT, daemon, &format!("a {transport} FIDO key on the bus"), || {
-        for path in rt.block_on(om.get_managed_objects())?.into_keys() {
-            if !path.as_str().starts_with("/org/tessera/Tessera1/devices/") {
-                continue;
+    wait_for(
+        START_TIMEOUT,
+        daemon,
+        &format!("a {transport} FIDO key on the bus"),
+        || {
+            for path in rt.block_on(om.get_managed_objects())?.into_keys() {
+                if !path.as_str().starts_with("/org/tessera/Tessera1/devices/") {
+                    continue;
+                }
+                let d = rt.block_on(async {
+                    DeviceProxy::builder(client.conn)
+                        .path(path.clone())?
+                        .build()
+                        .await
+                })?;
+                if rt.block_on(d.kind())? == "fido" && rt.block_on(d.transport())? == transport {
+                    found = Some(path);
+                    return Ok(true);
+                }
             }
-            let d = rt.block_on(async {
-                DeviceProxy::builder(client.conn).path(path.clone())?.build().await
-            })?;
-            if rt.block_on(d.kind())? == "fido" && rt.block_on(d.transport())? == transport {
-                found = Some(path);
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    })?;
+            Ok(false)
+        },
+    )?;
     found.ok_or_else(|| anyhow!("no {transport} FIDO device"))
 }
 
@@ -239,7 +297,10 @@ impl HidTransport for SocketHid {
             match self.stream.read(&mut report[got..]) {
                 Ok(0) => return Err(tessera::Error::DeviceRemoved),
                 Ok(n) => got += n,
-                Err(e) if got == 0 && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Err(e)
+                    if got == 0
+                        && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
                     return Ok(None)
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
