@@ -8,7 +8,8 @@
 //! Sources: the hex vectors of `src/iso7816/apdu_test.rs`, `src/iso7816/tlv_test.rs` and
 //! `src/piv/piv_test.rs`, the TOML texts of `src/policy/config_test.rs` and `tessera.toml.example`; the commands and answers of
 //! `tessera_fuzz::drive_piv` against `tessera-sim`'s in-memory card (also the card's certificates);
-//! tokens signed by `tessera_fuzz::fixed_ring`. File names are the source and an index, so a rerun
+//! tokens signed by `tessera_fuzz::fixed_ring`; security-key answers and authenticator data in the
+//! shapes of `src/fido/**/*_test.rs` (see `fido_seeds`). File names are the source and an index, so a rerun
 //! rewrites the same files.
 
 use std::fs;
@@ -111,6 +112,111 @@ fn main() -> Result<()> {
     let mut configs = raw_strings(&root.join("src/policy/config_test.rs"))?;
     configs.push(fs::read(root.join("tessera.toml.example"))?);
     seeds.write_all("config", "test", &configs)?;
+
+    fido_seeds(&seeds)?;
+    Ok(())
+}
+
+/// Security-key answers for `ctap2_responses` (first byte: which decoder, as the target reads it)
+/// and authenticator data for `authdata`, in the shapes of `src/fido/**/*_test.rs`: built with
+/// Tessera's own encoder where it has one, written out in hex where the tests do.
+fn fido_seeds(seeds: &Seeds) -> Result<()> {
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    use tessera::fido::authdata::{
+        AttestedCredentialData, AuthenticatorData, CredentialPublicKey, Flags,
+    };
+
+    let key = p256::SecretKey::from_slice(&[0x44; 32])?.public_key();
+    let mut with_credential = AuthenticatorData {
+        rp_id_hash: tessera::fido::authdata::rp_id_hash("pam://tessera"),
+        flags: Flags(Flags::UP | Flags::UV),
+        sign_count: 7,
+        attested_credential: Some(AttestedCredentialData {
+            aaguid: [0xAA; 16],
+            credential_id: vec![0xC0; 16],
+            public_key: CredentialPublicKey::Es256(key),
+        }),
+        extensions: None,
+    };
+    let registered = with_credential.to_bytes()?;
+    with_credential.attested_credential = None;
+    let asserted = with_credential.to_bytes()?;
+    seeds.write("authdata", "registered", &registered)?;
+    seeds.write("authdata", "asserted", &asserted)?;
+    // rpIdHash ‖ flags UP|ED ‖ counter ‖ {"credProtect": 2}
+    let mut with_extensions = asserted.clone();
+    with_extensions[32] |= Flags::ED;
+    with_extensions.extend(hex::decode("a16b6372656450726f7465637402")?);
+    seeds.write("authdata", "extensions", &with_extensions)?;
+
+    // The COSE key of the registered credential (after rpIdHash, flags, counter, aaguid, L, id).
+    let cose_key = &registered[37 + 16 + 2 + 16..];
+    // {"id": h'01', "type": "public-key"}
+    let descriptor = hex::decode("a2626964410164747970656a7075626c69632d6b6579")?;
+    let bstr = |b: &[u8]| -> Result<Vec<u8>> {
+        let len = u8::try_from(b.len())?;
+        Ok([&[0x58, len][..], b].concat())
+    };
+    // 05 ‖ public key ‖ L ‖ key handle ‖ certificate (a bare SEQUENCE) ‖ signature ‖ 9000.
+    let u2f_register = [
+        &[0x05][..],
+        key.to_encoded_point(false).as_bytes(),
+        &hex::decode("0101300302010130060201010201019000")?,
+    ]
+    .concat();
+    let answers: Vec<(u8, &str, Vec<u8>)> = vec![
+        (
+            0,
+            "getinfo-ctap20",
+            hex::decode(concat!(
+                "00a3",
+                "0182665532465f5632684649444f5f325f30",
+                "0350000102030405060708090a0b0c0d0e0f",
+                "04a262726bf469636c69656e7450696ef5",
+            ))?,
+        ),
+        (
+            1,
+            "makecredential-none",
+            [
+                hex::decode("00a301646e6f6e6502")?,
+                bstr(&registered)?,
+                hex::decode("03a0")?,
+            ]
+            .concat(),
+        ),
+        (
+            2,
+            "getassertion",
+            [
+                hex::decode("00a301")?,
+                descriptor,
+                vec![0x02],
+                bstr(&asserted)?,
+                hex::decode("03483006020101020101")?,
+            ]
+            .concat(),
+        ),
+        (3, "clientpin-retries", hex::decode("00a2030804f4")?),
+        (
+            3,
+            "clientpin-keyagreement",
+            [&hex::decode("00a101")?, cose_key].concat(),
+        ),
+        (3, "clientpin-status", vec![0x31]),
+        (4, "selection", vec![0x00]),
+        (5, "u2f-register", u2f_register),
+        (
+            6,
+            "u2f-authenticate",
+            hex::decode("010000000730060201010201019000")?,
+        ),
+        (6, "u2f-touch", hex::decode("6985")?),
+        (7, "u2f-check-only", hex::decode("6a80")?),
+    ];
+    for (which, name, answer) in answers {
+        seeds.write("ctap2_responses", name, &[&[which][..], &answer].concat())?;
+    }
     Ok(())
 }
 

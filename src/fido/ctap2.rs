@@ -49,6 +49,10 @@ pub trait Request {
     fn decode(status_and_cbor: &[u8]) -> Result<Self::Response>;
 }
 
+#[cfg(test)]
+#[path = "ctap2/hostile_test.rs"]
+mod hostile_test;
+
 /// The type of every credential Tessera uses (WebAuthn §5.8.2 "public-key").
 pub const PUBLIC_KEY: &str = "public-key";
 
