@@ -4,21 +4,28 @@
 //! [`super::pin`], [`super::u2f`], [`super::status`]) is the ctap module's; this file only puts
 //! its commands together, so that the flows read as the specification's steps.
 
-use zeroize::Zeroizing;
-
+use super::authdata::CredentialPublicKey;
 use super::authenticator_identify::KeyInfo;
+use super::ctap2::{self, ClientPin, ClientPinResponse, Info, PinUvAuth};
 use super::link::{CtapLink, LinkContext};
-use crate::{Error, Result};
+use super::pin::{self, PinProtocol, PinUvAuthToken};
+use super::u2f::{self, AuthenticateMode, U2fAnswer};
+use crate::{Error, Result, Secret};
 
 /// pinUvAuthToken permission mc: makeCredential (CTAP 2.1 §6.5.5.7).
-pub(super) const PERMISSION_MC: u8 = 0x01;
+pub(super) const PERMISSION_MC: u8 = pin::permissions::MAKE_CREDENTIAL;
 /// pinUvAuthToken permission ga: getAssertion (CTAP 2.1 §6.5.5.7).
-pub(super) const PERMISSION_GA: u8 = 0x02;
+pub(super) const PERMISSION_GA: u8 = pin::permissions::GET_ASSERTION;
 
 /// COSE algorithm ES256 (RFC 9053 §2.1).
-pub(super) const COSE_ES256: i64 = -7;
+pub(super) const COSE_ES256: i64 = super::cose::COSE_ES256;
 /// COSE algorithm EdDSA (RFC 9053 §2.2).
-pub(super) const COSE_EDDSA: i64 = -8;
+pub(super) const COSE_EDDSA: i64 = super::cose::COSE_EDDSA;
+
+/// CTAP2_ERR_NO_CREDENTIALS (§8.2): none of the allowList is the key's.
+const NO_CREDENTIALS: u8 = 0x2E;
+/// CTAP2_ERR_INVALID_CREDENTIAL (§8.2): some keys say this for a credential not their own.
+const INVALID_CREDENTIAL: u8 = 0x22;
 
 /// What proves the user's verification to the key in a makeCredential or getAssertion.
 #[derive(Clone)]
@@ -28,19 +35,20 @@ pub(super) enum UserCheck {
     /// A CTAP 2.0 key's built-in verification, asked inline with option uv = true.
     InlineUv,
     /// A pinUvAuthToken: pinUvAuthParam = authenticate(token, clientDataHash) (§6.5.6, §6.5.7).
-    Token(PinUvToken),
+    Token(PinUvAuthToken),
 }
 
-/// A pinUvAuthToken and the protocol it was obtained with.
-#[derive(Clone)]
-pub(super) struct PinUvToken {
-    pub(super) protocol: u8,
-    pub(super) token: Zeroizing<Vec<u8>>,
-}
-
-impl std::fmt::Debug for PinUvToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PinUvToken(protocol {}, ..)", self.protocol)
+impl UserCheck {
+    /// The uv option and pinUvAuthParam of a command over `client_data_hash`.
+    fn members(&self, client_data_hash: &[u8; 32]) -> (Option<bool>, Option<PinUvAuth>) {
+        match self {
+            UserCheck::Presence => (None, None),
+            UserCheck::InlineUv => (Some(true), None),
+            UserCheck::Token(token) => (
+                None,
+                Some(PinUvAuth::for_client_data(token, client_data_hash)),
+            ),
+        }
     }
 }
 
@@ -53,8 +61,19 @@ pub(super) struct AuthFlags {
     pub(super) sign_count: u32,
 }
 
+impl AuthFlags {
+    fn of(data: &super::authdata::AuthenticatorData) -> AuthFlags {
+        AuthFlags {
+            rp_id_hash: data.rp_id_hash,
+            up: data.flags.up(),
+            uv: data.flags.uv(),
+            sign_count: data.sign_count,
+        }
+    }
+}
+
 /// A public key in its stored form, with what the enrollment records of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(super) struct StoredKey {
     /// COSE algorithm.
     pub(super) cose: i64,
@@ -62,6 +81,18 @@ pub(super) struct StoredKey {
     pub(super) bytes: Vec<u8>,
     /// RFC 7638 thumbprint.
     pub(super) thumbprint: String,
+    key: CredentialPublicKey,
+}
+
+impl StoredKey {
+    fn of(key: CredentialPublicKey) -> StoredKey {
+        StoredKey {
+            cose: key.cose_algorithm(),
+            bytes: key.to_stored(),
+            thumbprint: key.thumbprint(),
+            key,
+        }
+    }
 }
 
 /// makeCredential parameters (CTAP 2.1 §6.1).
@@ -103,14 +134,35 @@ pub(super) struct GotAssertion {
     pub(super) signature: Vec<u8>,
 }
 
-fn not_yet<T>() -> Result<T> {
-    Err(Error::Internal("the CTAP codec is not yet wired in".into()))
-}
-
 /// authenticatorGetInfo (§6.4).
 pub(super) fn get_info(link: &mut dyn CtapLink, ctx: &mut LinkContext<'_>) -> Result<KeyInfo> {
-    let _ = (link, ctx);
-    not_yet()
+    let answer = link.cbor(&ctap2::GetInfo.encode()?, ctx)?;
+    let info = Info::decode(&answer)?;
+    Ok(key_info(&info))
+}
+
+/// The flows' view of a getInfo answer.
+fn key_info(info: &Info) -> KeyInfo {
+    let usize_of = |n: Option<u64>| n.and_then(|n| usize::try_from(n).ok());
+    KeyInfo {
+        versions: info.versions.clone(),
+        aaguid: info.aaguid,
+        client_pin: info.option("clientPin"),
+        uv: info.option("uv"),
+        pin_uv_auth_token: info.option("pinUvAuthToken") == Some(true),
+        fingerprint: info.option("bioEnroll").is_some()
+            || info.option("userVerificationMgmtPreview").is_some(),
+        max_msg_size: usize_of(info.max_msg_size),
+        max_credential_count_in_list: usize_of(info.max_credential_count_in_list),
+        max_credential_id_length: usize_of(info.max_credential_id_length),
+        pin_protocols: info
+            .pin_uv_auth_protocols
+            .iter()
+            .filter_map(|p| u8::try_from(*p).ok())
+            .collect(),
+        algorithms: info.algorithms.clone(),
+        u2f_only: false,
+    }
 }
 
 /// authenticatorMakeCredential (§6.1).
@@ -119,18 +171,70 @@ pub(super) fn make_credential(
     ctx: &mut LinkContext<'_>,
     params: &MakeCredential,
 ) -> Result<MadeCredential> {
-    let _ = (link, ctx, params);
-    not_yet()
+    let (uv, pin_uv_auth) = params.check.members(&params.client_data_hash);
+    let request = ctap2::MakeCredential {
+        client_data_hash: params.client_data_hash,
+        rp_id: params.rp_id.clone(),
+        rp_name: None,
+        user_id: params.user_id.clone(),
+        user_name: Some(params.user_name.clone()),
+        user_display_name: Some(params.user_name.clone()),
+        algorithms: params.algorithms.clone(),
+        exclude_list: params.exclude.clone(),
+        rk: false,
+        uv,
+        pin_uv_auth,
+    };
+    let answer = link.cbor(&request.encode()?, ctx)?;
+    let made = ctap2::MakeCredentialResponse::decode(&answer)?;
+    let credential = made.credential()?;
+    Ok(MadeCredential {
+        flags: AuthFlags::of(&made.auth_data),
+        credential_id: credential.credential_id.clone(),
+        key: StoredKey::of(credential.public_key.clone()),
+    })
 }
 
-/// authenticatorGetAssertion (§6.2); `Ok(None)` for CTAP2_ERR_NO_CREDENTIALS.
+/// authenticatorGetAssertion (§6.2); `Ok(None)` when the key holds none of the allowList
+/// (CTAP2_ERR_NO_CREDENTIALS, or INVALID_CREDENTIAL as some keys say).
 pub(super) fn get_assertion(
     link: &mut dyn CtapLink,
     ctx: &mut LinkContext<'_>,
     params: &GetAssertion,
 ) -> Result<Option<GotAssertion>> {
-    let _ = (link, ctx, params);
-    not_yet()
+    let (uv, pin_uv_auth) = params.check.members(&params.client_data_hash);
+    let request = ctap2::GetAssertion {
+        rp_id: params.rp_id.clone(),
+        client_data_hash: params.client_data_hash,
+        allow_list: params.allow.clone(),
+        up: params.up,
+        uv,
+        pin_uv_auth,
+    };
+    let answer = link.cbor(&request.encode()?, ctx)?;
+    if matches!(answer.first(), Some(&NO_CREDENTIALS | &INVALID_CREDENTIAL)) {
+        return Ok(None);
+    }
+    let got = ctap2::GetAssertionResponse::decode(&answer)?;
+    Ok(Some(GotAssertion {
+        credential_id: got.credential_id,
+        flags: AuthFlags::of(&got.auth_data),
+        auth_data: got.auth_data_raw,
+        signature: got.signature,
+    }))
+}
+
+fn protocol_of(n: u8) -> PinProtocol {
+    PinProtocol::from_number(u64::from(n)).unwrap_or(PinProtocol::One)
+}
+
+fn client_pin(
+    link: &mut dyn CtapLink,
+    ctx: &mut LinkContext<'_>,
+    request: &ClientPin,
+) -> Result<ClientPinResponse> {
+    let answer = link.cbor(&request.encode()?, ctx)?;
+    ClientPinResponse::decode(&answer)
 }
 
 /// authenticatorClientPIN getPINRetries (§6.5.5.2).
@@ -139,8 +243,22 @@ pub(super) fn pin_retries(
     ctx: &mut LinkContext<'_>,
     protocol: u8,
 ) -> Result<u8> {
-    let _ = (link, ctx, protocol);
-    not_yet()
+    let request = ClientPin::GetPinRetries {
+        protocol: Some(protocol_of(protocol)),
+    };
+    client_pin(link, ctx, &request)?.need_pin_retries()
+}
+
+/// getKeyAgreement and encapsulate (§6.5.5.4, §6.5.6-7): the platform's COSE key and the
+/// shared secret.
+fn agree(
+    link: &mut dyn CtapLink,
+    ctx: &mut LinkContext<'_>,
+    protocol: PinProtocol,
+) -> Result<(coset::CoseKey, pin::SharedSecret)> {
+    let key =
+        client_pin(link, ctx, &ClientPin::GetKeyAgreement { protocol })?.need_key_agreement()?;
+    protocol.encapsulate(&key)
 }
 
 /// A pinUvAuthToken for `pin`: getKeyAgreement, then getPinUvAuthTokenUsingPinWithPermissions
@@ -149,11 +267,28 @@ pub(super) fn pin_token(
     link: &mut dyn CtapLink,
     ctx: &mut LinkContext<'_>,
     protocol: u8,
-    pin: &str,
+    pin: &Secret,
     permissions: Option<(u8, &str)>,
-) -> Result<PinUvToken> {
-    let _ = (link, ctx, protocol, pin, permissions);
-    not_yet()
+) -> Result<PinUvAuthToken> {
+    let protocol = protocol_of(protocol);
+    let (key_agreement, shared) = agree(link, ctx, protocol)?;
+    let pin_hash_enc = protocol.pin_hash_enc(&shared, pin)?;
+    let request = match permissions {
+        Some((permissions, rp_id)) => ClientPin::GetPinUvAuthTokenUsingPinWithPermissions {
+            protocol,
+            key_agreement,
+            pin_hash_enc,
+            permissions,
+            rp_id: Some(rp_id.to_owned()),
+        },
+        None => ClientPin::GetPinToken {
+            protocol,
+            key_agreement,
+            pin_hash_enc,
+        },
+    };
+    let answer = client_pin(link, ctx, &request)?;
+    protocol.decrypt_token(&shared, answer.need_pin_uv_auth_token()?)
 }
 
 /// A pinUvAuthToken by the key's built-in verification: getKeyAgreement, then
@@ -164,28 +299,40 @@ pub(super) fn uv_token(
     protocol: u8,
     permissions: u8,
     rp_id: &str,
-) -> Result<PinUvToken> {
-    let _ = (link, ctx, protocol, permissions, rp_id);
-    not_yet()
+) -> Result<PinUvAuthToken> {
+    let protocol = protocol_of(protocol);
+    let (key_agreement, shared) = agree(link, ctx, protocol)?;
+    let request = ClientPin::GetPinUvAuthTokenUsingUvWithPermissions {
+        protocol,
+        key_agreement,
+        permissions,
+        rp_id: Some(rp_id.to_owned()),
+    };
+    let answer = client_pin(link, ctx, &request)?;
+    protocol.decrypt_token(&shared, answer.need_pin_uv_auth_token()?)
 }
 
 /// authenticatorSelection (§6.9).
 pub(super) fn selection(link: &mut dyn CtapLink, ctx: &mut LinkContext<'_>) -> Result<()> {
-    let _ = (link, ctx);
-    not_yet()
+    let answer = link.cbor(&ctap2::Selection.encode()?, ctx)?;
+    ctap2::Selection::decode(&answer)
 }
 
 /// The key stored at enrollment, from its algorithm name ("es256", "eddsa") and bytes.
+///
+/// Errors: [`Error::Storage`] for a stored key that does not parse.
 pub(super) fn stored_key(algorithm: &str, bytes: &[u8]) -> Result<StoredKey> {
-    let _ = (algorithm, bytes);
-    not_yet()
+    let key = CredentialPublicKey::from_stored(algorithm, bytes).map_err(|e| match e {
+        Error::InvalidArgument(m) => Error::Storage(m),
+        e => e,
+    })?;
+    Ok(StoredKey::of(key))
 }
 
 /// Checks `signature` over `message` with `key` (es256: DER ECDSA over SHA-256 of the message;
-/// eddsa: Ed25519).
+/// eddsa: Ed25519). Errors: [`Error::SignatureInvalid`].
 pub(super) fn verify(key: &StoredKey, message: &[u8], signature: &[u8]) -> Result<()> {
-    let _ = (key, message, signature);
-    not_yet()
+    key.key.verify(message, signature)
 }
 
 /// What a U2F REGISTER answered (U2F raw message formats §4.3).
@@ -213,21 +360,31 @@ pub(super) enum U2fControl {
     CheckOnly,
 }
 
-/// The U2F VERSION command (U2F raw message formats §6), extended form.
+/// The U2F VERSION command (U2F raw message formats §6), extended form with Le.
 pub(super) fn u2f_version_apdu() -> Vec<u8> {
-    vec![0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00]
+    vec![0x00, u2f::INS_VERSION, 0x00, 0x00, 0x00, 0x00, 0x00]
 }
 
 /// The U2F REGISTER command for `challenge` and `application`.
 pub(super) fn u2f_register_apdu(challenge: &[u8; 32], application: &[u8; 32]) -> Result<Vec<u8>> {
-    let _ = (challenge, application);
-    not_yet()
+    u2f::RegisterRequest {
+        challenge: *challenge,
+        application: *application,
+    }
+    .encode()
 }
 
-/// The REGISTER answer's data (status word removed).
-pub(super) fn u2f_registered(data: &[u8]) -> Result<U2fRegistered> {
-    let _ = data;
-    not_yet()
+/// The REGISTER answer (data and status word 9000).
+pub(super) fn u2f_registered(data_and_sw: &[u8]) -> Result<U2fRegistered> {
+    match u2f::RegisterResponse::decode(data_and_sw)? {
+        U2fAnswer::Done(r) => Ok(U2fRegistered {
+            key_handle: r.key_handle,
+            key: StoredKey::of(CredentialPublicKey::Es256(r.public_key)),
+        }),
+        U2fAnswer::TouchNeeded => Err(Error::Device(
+            "the key asked for a touch after it was touched".into(),
+        )),
+    }
 }
 
 /// The U2F AUTHENTICATE command.
@@ -237,12 +394,28 @@ pub(super) fn u2f_authenticate_apdu(
     application: &[u8; 32],
     key_handle: &[u8],
 ) -> Result<Vec<u8>> {
-    let _ = (control, challenge, application, key_handle);
-    not_yet()
+    u2f::AuthenticateRequest {
+        mode: match control {
+            U2fControl::EnforcePresence => AuthenticateMode::EnforceUserPresence,
+            U2fControl::CheckOnly => AuthenticateMode::CheckOnly,
+        },
+        challenge: *challenge,
+        application: *application,
+        key_handle: key_handle.to_vec(),
+    }
+    .encode()
 }
 
-/// The AUTHENTICATE answer's data (status word removed).
-pub(super) fn u2f_authenticated(data: &[u8]) -> Result<U2fAuthenticated> {
-    let _ = data;
-    not_yet()
+/// The AUTHENTICATE answer (data and status word 9000).
+pub(super) fn u2f_authenticated(data_and_sw: &[u8]) -> Result<U2fAuthenticated> {
+    match u2f::AuthenticateResponse::decode(data_and_sw)? {
+        U2fAnswer::Done(r) => Ok(U2fAuthenticated {
+            presence: r.user_presence,
+            counter: r.counter,
+            signature: r.signature,
+        }),
+        U2fAnswer::TouchNeeded => Err(Error::Device(
+            "the key asked for a touch after it was touched".into(),
+        )),
+    }
 }

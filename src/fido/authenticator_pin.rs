@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use zeroize::Zeroizing;
 
 use super::authenticator::{Call, FidoAuthenticator, Waiting};
-use super::authenticator_ctap::{self as ctap, PinUvToken, UserCheck};
+use super::authenticator_ctap::{self as ctap, UserCheck};
 use super::authenticator_identify::KeyInfo;
+use super::pin::PinUvAuthToken;
 use crate::authenticator::{Interaction, SecretKind, SecretPrompt, UserVerification};
 use crate::secret::Secret;
 use crate::{Error, Result};
@@ -114,7 +115,7 @@ fn no_pin() -> Error {
 /// (paddedPin is zero-padded, §6.5.5.5).
 ///
 /// Errors: [`Error::PinFormat`] saying what is wrong.
-pub fn fido_pin(secret: &Secret) -> Result<Zeroizing<String>> {
+pub fn fido_pin(secret: &Secret) -> Result<Secret> {
     let pin = secret.expose();
     if pin.is_empty() {
         return Err(Error::PinFormat("empty"));
@@ -128,7 +129,7 @@ pub fn fido_pin(secret: &Secret) -> Result<Zeroizing<String>> {
     if pin.contains('\0') {
         return Err(Error::PinFormat("contains a NUL character"));
     }
-    Ok(Zeroizing::new(pin.to_owned()))
+    Ok(Secret::new(Zeroizing::new(pin.to_owned())))
 }
 
 impl FidoAuthenticator {
@@ -174,7 +175,7 @@ impl FidoAuthenticator {
         info: &KeyInfo,
         permission: u8,
         rp_id: &str,
-    ) -> Result<PinUvToken> {
+    ) -> Result<PinUvAuthToken> {
         let protocol = info.pin_protocol();
         let rp = rp_id.to_owned();
         let mut call = Call::of(ix, Waiting::Uv);
@@ -193,7 +194,7 @@ impl FidoAuthenticator {
         info: &KeyInfo,
         permission: u8,
         rp_id: &str,
-    ) -> Result<PinUvToken> {
+    ) -> Result<PinUvAuthToken> {
         let protocol = info.pin_protocol();
         let permissions = info.permissions();
         let keep_last = ix.keep_last_try();

@@ -47,9 +47,9 @@ pub struct KeyState {
     pub hang_on_touch: bool,
     /// Every command and subcommand seen ("getInfo", "clientPin 0x01", "msg 02/07", …).
     pub log: Vec<String>,
-    agreement: Option<p256::SecretKey>,
-    token: Option<[u8; 32]>,
-    token_permissions: u8,
+    pub agreement: Option<p256::SecretKey>,
+    pub token: Option<[u8; 32]>,
+    pub token_permissions: u8,
 }
 
 /// A credential the soft key made.

@@ -27,7 +27,8 @@ const SW_CONDITIONS_NOT_SATISFIED: u16 = 0x6985;
 /// SW 6A80: the key handle is not the key's.
 const SW_WRONG_DATA: u16 = 0x6A80;
 
-/// Sends `apdu` until the key answers something else than 6985; the answer's data and SW.
+/// Sends `apdu` until the key answers something else than 6985: the answer (data and SW) and
+/// its SW.
 fn until_touched(
     link: &mut dyn CtapLink,
     ctx: &mut LinkContext<'_>,
@@ -35,9 +36,9 @@ fn until_touched(
 ) -> Result<(Vec<u8>, u16)> {
     loop {
         let answer = link.msg(apdu, ctx)?;
-        let (data, sw) = split_sw(&answer)?;
+        let sw = split_sw(&answer)?.1;
         if sw != SW_CONDITIONS_NOT_SATISFIED {
-            return Ok((data.to_vec(), sw));
+            return Ok((answer, sw));
         }
         (ctx.keepalive)(Keepalive::UpNeeded);
         let wake = Instant::now() + POLL;
@@ -106,13 +107,13 @@ impl FidoAuthenticator {
         ix.final_exchange().await?;
         let mut call = Call::of(ix, Waiting::Touch);
         call.timeout = ix.touch_timeout();
-        let (data, sw) = self
+        let (answer, sw) = self
             .with_link(call, move |link, ctx| until_touched(link, ctx, &apdu))
             .await?;
         if sw != SW_OK {
             return Err(unexpected("REGISTER", sw));
         }
-        let registered = ctap::u2f_registered(&data)?;
+        let registered = ctap::u2f_registered(&answer)?;
         Ok(EnrolledCredential {
             credential: credential_reference(&registered.key_handle),
             public_key: registered.key.bytes,
@@ -156,7 +157,7 @@ impl FidoAuthenticator {
         ix.final_exchange().await?;
         let mut call = Call::of(ix, Waiting::Touch);
         call.timeout = ix.touch_timeout();
-        let (data, sw) = self
+        let (answer, sw) = self
             .with_link(call, move |link, ctx| until_touched(link, ctx, &apdu))
             .await?;
         match sw {
@@ -168,7 +169,7 @@ impl FidoAuthenticator {
             }
             sw => return Err(unexpected("AUTHENTICATE", sw)),
         }
-        let answer = ctap::u2f_authenticated(&data)?;
+        let answer = ctap::u2f_authenticated(&answer)?;
         if answer.presence & 0x01 == 0 {
             return Err(Error::SignatureInvalid(
                 "the key signed without testing user presence",
