@@ -188,3 +188,68 @@ pub fn run(args: FidoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: FidoArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<FidoArgs, clap::Error> {
+        Wrapper::try_parse_from([&["fido"][..], args].concat()).map(|w| w.args)
+    }
+
+    #[test]
+    fn parses_the_brief_s_command_line() {
+        let a = parse(&[
+            "--state",
+            "s.json",
+            "--hid-socket",
+            "h",
+            "--vpcd",
+            "127.0.0.1:35964",
+            "--no-pin",
+            "--retries",
+            "5",
+            "--u2f-only",
+            "--touch",
+            "delay:20",
+            "--control",
+            "c",
+            "--aaguid",
+            "000102030405060708090a0b0c0d0e0f",
+            "--algorithms",
+            "eddsa,es256",
+            "--fault",
+            "stall-on-sign=300",
+        ])
+        .unwrap();
+        assert!(a.no_pin && a.u2f_only);
+        assert_eq!(a.retries, 5);
+        assert_eq!(a.touch, TouchMode::Delay(Duration::from_millis(20)));
+        assert_eq!(a.aaguid.unwrap()[15], 0x0F);
+        assert_eq!(a.algorithms.0, vec![-8, -7]);
+        assert_eq!(a.fault, Some(FidoFault::StallOnSign(300)));
+        let d = parse(&["--state", "s.json", "--hid-socket", "h"]).unwrap();
+        assert_eq!(d.pin, "123456");
+        assert_eq!(d.touch, TouchMode::Auto);
+        assert_eq!(d.algorithms.0, vec![-7]);
+        for bad in [
+            &["--state", "s", "--pin", "1", "--no-pin"][..],
+            &["--state", "s", "--aaguid", "00"],
+            &["--state", "s", "--algorithms", "rsa"],
+            &["--state", "s", "--fault", "explode"],
+            &["--state", "s", "--touch", "never"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -75,11 +75,6 @@ impl Parameters {
     pub(super) fn require(&mut self, key: u64) -> Result<Value, Status> {
         self.take(key).ok_or(Status::MISSING_PARAMETER)
     }
-
-    /// Whether `key` is present (not yet taken).
-    pub(super) fn has(&self, key: u64) -> bool {
-        self.fields.iter().any(|(k, v)| *k == key && v.is_some())
-    }
 }
 
 /// An unsigned integer.

@@ -179,3 +179,113 @@ pub(super) fn user_presence(presence: &mut dyn Presence) -> Result<(), Status> {
         Touch::TimedOut => Err(Status::USER_ACTION_TIMEOUT),
     }
 }
+
+/// authenticatorData flags (WebAuthn §6.1, CTAP 2.1 §6.1): user present, user verified,
+/// attested credential data included.
+pub(super) const FLAG_UP: u8 = 0x01;
+pub(super) const FLAG_UV: u8 = 0x04;
+pub(super) const FLAG_AT: u8 = 0x40;
+
+/// authenticatorData (WebAuthn §6.1): rpIdHash ‖ flags ‖ signCount (big-endian) ‖ attested
+/// credential data, if any.
+pub(super) fn auth_data(
+    rp_id_hash: &[u8; 32],
+    flags: u8,
+    sign_count: u32,
+    attested: &[u8],
+) -> Vec<u8> {
+    let mut data = Vec::with_capacity(37 + attested.len());
+    data.extend_from_slice(rp_id_hash);
+    data.push(flags);
+    data.extend_from_slice(&sign_count.to_be_bytes());
+    data.extend_from_slice(attested);
+    data
+}
+
+/// SHA-256 of an RP ID (rpIdHash) or of a U2F application.
+pub(super) fn rp_id_hash(rp_id: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(rp_id.as_bytes()).into()
+}
+
+/// The options map of makeCredential and getAssertion (§6.1.1, §6.2.1): text keys with boolean
+/// values; unknown options are ignored, a non-boolean value is CBOR_UNEXPECTED_TYPE.
+pub(super) struct Options {
+    pub rk: Option<bool>,
+    pub up: Option<bool>,
+    pub uv: Option<bool>,
+}
+
+impl Options {
+    pub(super) fn parse(value: Option<Value>) -> Result<Options, Status> {
+        let mut options = Options {
+            rk: None,
+            up: None,
+            uv: None,
+        };
+        let Some(value) = value else {
+            return Ok(options);
+        };
+        for (name, value) in cbor::map(value)? {
+            let name = cbor::text(name)?;
+            let value = cbor::boolean(&value)?;
+            match name.as_str() {
+                "rk" => options.rk = Some(value),
+                "up" => options.up = Some(value),
+                "uv" => options.uv = Some(value),
+                _ => {}
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// A PublicKeyCredentialDescriptor of an allowList or excludeList (WebAuthn §5.8.3): "type" and
+/// "id" required, "transports" an array of text if present. `None` when the type is not
+/// "public-key" (such entries are skipped).
+pub(super) fn descriptor(value: Value) -> Result<Option<Vec<u8>>, Status> {
+    let mut entries = cbor::map(value)?;
+    let kind = cbor::take_text_key(&mut entries, "type").ok_or(Status::MISSING_PARAMETER)?;
+    let id = cbor::take_text_key(&mut entries, "id").ok_or(Status::MISSING_PARAMETER)?;
+    let kind = cbor::text(kind)?;
+    let id = cbor::bytes(id)?;
+    if let Some(transports) = cbor::take_text_key(&mut entries, "transports") {
+        for transport in cbor::array(transports)? {
+            cbor::text(transport)?;
+        }
+    }
+    Ok((kind == "public-key").then_some(id))
+}
+
+/// A credential list (allowList, excludeList): an array of at most maxCredentialCountInList
+/// descriptors (CTAP 2.1 §6.4: else CTAP2_ERR_LIMIT_EXCEEDED).
+pub(super) fn credential_list(value: Option<Value>) -> Result<Vec<Vec<u8>>, Status> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let items = cbor::array(value)?;
+    let mut ids = Vec::with_capacity(items.len());
+    for item in items {
+        if let Some(id) = descriptor(item)? {
+            ids.push(id);
+        }
+    }
+    if ids.len() > MAX_CREDENTIALS_IN_LIST {
+        return Err(Status::LIMIT_EXCEEDED);
+    }
+    Ok(ids)
+}
+
+/// A zero-length pinUvAuthParam (§6.1.2 step 1, §6.2.2 step 1): the platform asks the user to
+/// pick a key by touching it; after the touch the key answers PIN_INVALID if a PIN is set,
+/// PIN_NOT_SET otherwise.
+pub(super) fn touch_to_select(key: &FidoKey, presence: &mut dyn Presence) -> Status {
+    if let Err(status) = user_presence(presence) {
+        return status;
+    }
+    if key.state.pin_set() {
+        Status::PIN_INVALID
+    } else {
+        Status::PIN_NOT_SET
+    }
+}

@@ -19,6 +19,7 @@ mod ctap2;
 mod get_assertion;
 mod key;
 mod make_credential;
+mod pin_protocol;
 mod state;
 mod status;
 mod u2f;
@@ -31,8 +32,6 @@ pub mod touch;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-use zeroize::Zeroizing;
 
 use client_pin::PinSession;
 use state::KeyState;
@@ -289,6 +288,14 @@ impl FidoKey {
         Ok(())
     }
 
+    /// Tests: the key was plugged in `ago` before now.
+    #[cfg(test)]
+    fn pretend_powered_up(&mut self, ago: Duration) {
+        if let Some(then) = Instant::now().checked_sub(ago) {
+            self.powered_at = then;
+        }
+    }
+
     fn in_reset_window(&self) -> bool {
         self.powered_at.elapsed() <= RESET_WINDOW
     }
@@ -319,10 +326,22 @@ impl std::fmt::Debug for FidoKey {
 }
 
 #[cfg(test)]
+mod client_pin_test;
+#[cfg(test)]
 mod ctap2_test;
 #[cfg(test)]
 mod ctaphid_test;
 #[cfg(test)]
+mod get_assertion_test;
+#[cfg(test)]
 mod hid_socket_test;
 #[cfg(test)]
+mod make_credential_test;
+#[cfg(test)]
 mod nfc_test;
+#[cfg(test)]
+mod platform_test;
+#[cfg(test)]
+mod presence_test;
+#[cfg(test)]
+mod u2f_test;

@@ -11,7 +11,7 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -109,6 +109,8 @@ pub struct KeyHandle {
     speaks_cbor: bool,
     response_fault: Option<ResponseFault>,
     pulled: Arc<AtomicBool>,
+    /// The activity of the request running now, so a power cycle can cancel it.
+    current: Arc<Mutex<Option<Activity>>>,
 }
 
 impl KeyHandle {
@@ -128,6 +130,8 @@ impl KeyHandle {
         };
         let pulled = Arc::new(AtomicBool::new(false));
         let pulled_flag = Arc::clone(&pulled);
+        let current = Arc::new(Mutex::new(None::<Activity>));
+        let running = Arc::clone(&current);
         let thread = std::thread::Builder::new()
             .name("fido-key".into())
             .spawn(move || {
@@ -146,6 +150,8 @@ impl KeyHandle {
                                 done(Outcome::Pulled);
                                 continue;
                             }
+                            *running.lock().unwrap_or_else(PoisonError::into_inner) =
+                                Some(activity.clone());
                             let mut presence = JobPresence {
                                 touch: &touch,
                                 activity: &activity,
@@ -154,6 +160,7 @@ impl KeyHandle {
                                 Request::Cbor(bytes) => key.cbor(bytes, &mut presence),
                                 Request::U2f(apdu) => key.u2f(apdu, &mut presence),
                             };
+                            *running.lock().unwrap_or_else(PoisonError::into_inner) = None;
                             if key.pulled() {
                                 tracing::info!("fault remove-on-sign: the key is pulled out");
                                 pulled_flag.store(true, Ordering::Relaxed);
@@ -172,6 +179,7 @@ impl KeyHandle {
                 speaks_cbor,
                 response_fault,
                 pulled,
+                current,
             },
             thread,
         ))
@@ -205,8 +213,12 @@ impl KeyHandle {
         rx.recv().ok()
     }
 
-    /// Replugs the key (FidoKey::power_cycle), after any request already queued.
+    /// Replugs the key (FidoKey::power_cycle): the request running now is cancelled (a key taken
+    /// away stops waiting for its touch), then the power cycle runs after any request queued.
     pub fn power_cycle(&self) -> Result<(), String> {
+        if let Some(activity) = &*self.current.lock().unwrap_or_else(PoisonError::into_inner) {
+            activity.cancel.store(true, Ordering::Relaxed);
+        }
         let (tx, rx) = mpsc::channel();
         self.jobs
             .send(Job::PowerCycle(tx))

@@ -16,7 +16,6 @@ impl Status {
     pub const LIMIT_EXCEEDED: Status = Status(0x15);
     pub const CREDENTIAL_EXCLUDED: Status = Status(0x19);
     pub const UNSUPPORTED_ALGORITHM: Status = Status(0x26);
-    pub const OPERATION_DENIED: Status = Status(0x27);
     pub const UNSUPPORTED_OPTION: Status = Status(0x2B);
     pub const INVALID_OPTION: Status = Status(0x2C);
     pub const KEEPALIVE_CANCEL: Status = Status(0x2D);
