@@ -19,6 +19,7 @@
 //! service's construction and public API, which delegates to them.
 
 mod authenticate;
+mod device_attach;
 mod devices;
 mod enroll;
 mod enrollments;
@@ -37,6 +38,9 @@ mod token_index;
 mod tokens;
 mod unblock;
 mod user_locks;
+
+#[cfg(test)]
+mod fido_test;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};

@@ -111,6 +111,10 @@ impl Interaction for Choosing {
         self.timeout
     }
 
+    fn touch_timeout(&self) -> Duration {
+        self.timeout
+    }
+
     fn keep_last_try(&self) -> bool {
         self.keep_last_try
     }
