@@ -16,6 +16,8 @@ mod e2e_requests_client;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use zbus::zvariant::Value;
+
 use common::fido::{KeyOptions, SimKey};
 use common::stack::Stack;
 use e2e_fido_flow::{authenticate, enrolled, error, jti, Pins, Revocations, Run};
@@ -58,10 +60,12 @@ async fn daemon_and_key_still_fine(stack: &mut Stack, key: SimKey, client: &mut 
     run.token();
 }
 
-/// Authenticates root with the PIN; returns the run and how long it took.
+/// Authenticates root with the PIN (the request bounded to 10 s, so a key that is never found to
+/// hold the credential ends it as well); returns the run and how long it took.
 async fn timed_auth(client: &mut Client) -> (Run, Duration) {
     let started = Instant::now();
-    let run = authenticate(client, "", HashMap::new(), Pins::right(), None).await;
+    let options = HashMap::from([("timeout", Value::from(10u32))]);
+    let run = authenticate(client, "", options, Pins::right(), None).await;
     (run, started.elapsed())
 }
 
