@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use tessera::service::{DeviceAttach, Service};
+use tessera::service::{DeviceAttach, HidAttach, Service};
 use tessera::transport::events::{AddedDevice, DeviceConnection, DeviceEvent, Transport};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -121,11 +121,14 @@ async fn added(service: &Service, device: AddedDevice) -> tessera::Result<()> {
                 })
                 .await
         }
-        DeviceConnection::Hid(_) => {
-            // The service learns HID keys with the FIDO authenticator (issue 8); until then a key
-            // is logged and left alone.
-            tracing::info!(%location, %transport, "FIDO key seen; not yet handed to the service");
-            Ok(())
+        DeviceConnection::Hid(connection) => {
+            service
+                .hid_device_added(HidAttach {
+                    location,
+                    transport: transport.as_str().into(),
+                    connection,
+                })
+                .await
         }
     }
 }
