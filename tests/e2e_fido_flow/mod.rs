@@ -253,7 +253,16 @@ pub async fn enrolled(
     options: &KeyOptions,
     config: &str,
 ) -> (Stack, SimKey, Published, Client, String) {
-    let (stack, key, device, mut client) = plugged(options, config).await;
+    enrolled_device(options, "", config).await
+}
+
+/// [`enrolled`] with more keys of the daemon's `[device]` table.
+pub async fn enrolled_device(
+    options: &KeyOptions,
+    device_keys: &str,
+    config: &str,
+) -> (Stack, SimKey, Published, Client, String) {
+    let (stack, key, device, mut client) = plugged_device(options, device_keys, config).await;
     let touch = matches!(options.touch, TouchMode::Manual).then_some(&key);
     let run = enroll(&mut client, "", &device.path, Pins::right(), touch).await;
     let id = run.result().to_owned();
