@@ -104,6 +104,7 @@ async fn added(service: &Service, device: AddedDevice) -> tessera::Result<()> {
     let AddedDevice {
         location,
         transport,
+        contactless,
         event_count,
         source_instance,
         connection,
@@ -116,7 +117,7 @@ async fn added(service: &Service, device: AddedDevice) -> tessera::Result<()> {
                     reader: location,
                     event_count,
                     source_instance,
-                    transport: transport.as_str().into(),
+                    transport: published_transport(transport, contactless).into(),
                     connection,
                 })
                 .await
@@ -133,12 +134,29 @@ async fn added(service: &Service, device: AddedDevice) -> tessera::Result<()> {
     }
 }
 
+/// The transport a device is published with: its source's, except a PC/SC card reached over NFC,
+/// which is "nfc".
+fn published_transport(transport: Transport, contactless: bool) -> &'static str {
+    match transport {
+        Transport::Pcsc if contactless => NFC,
+        other => other.as_str(),
+    }
+}
+
+/// The published transport of contactless PC/SC cards.
+const NFC: &str = "nfc";
+
+/// Whether a device published with `published` came from `source` (an NFC card from PC/SC).
+fn from_source(published: &str, source: Transport) -> bool {
+    published == source.as_str() || (source == Transport::Pcsc && published == NFC)
+}
+
 /// Every device of `transport` left. Each one even if one fails: a device whose removal was not
 /// recorded must not keep tokens alive because another device's record failed first.
 async fn source_lost(service: &Service, transport: Transport) -> tessera::Result<()> {
     let mut first_error = None;
     for device in service.devices() {
-        if device.transport != transport.as_str() {
+        if !from_source(&device.transport, transport) {
             continue;
         }
         if let Err(e) = service.device_removed(&device.reader).await {

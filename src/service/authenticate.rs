@@ -19,7 +19,7 @@ use super::{select_device, tokens};
 use super::{Caller, Event, Service};
 use crate::authenticator::{Progress, SecretKind};
 use crate::locks::lock;
-use crate::policy::config::TokenPolicy;
+use crate::policy::config::{FidoRules, TokenPolicy};
 use crate::policy::users::Account;
 use crate::store::Enrollment;
 use crate::verify::challenge::Challenge;
@@ -38,17 +38,32 @@ pub(super) async fn start(
     let fido = svc.fido_rules_for(&account).await?;
     // Subscribed before the first look, so that no insertion falls between.
     let events = svc.subscribe();
-    let first = match find(svc, &account, &enrollments, &r, interactive, fido).await {
-        Ok(Found::One(d, _)) => Progress::Working {
-            device: d.info.id.clone(),
-        },
-        Ok(Found::Selectable(options)) => Progress::SelectingDevice {
-            devices: options.iter().map(|(d, _)| d.info.id.clone()).collect(),
-        },
-        Err(Error::DeviceAmbiguous(devices)) if r.wait => Progress::SelectingDevice { devices },
-        Err(Error::NotEnrolled(_) | Error::NoDevice) if r.wait => Progress::WaitingForDevice,
+    let (first, found) = match find(svc, &account, &enrollments, &r, interactive, fido).await {
+        Ok(Found::One(d, e)) => {
+            let p = Progress::Working {
+                device: d.info.id.clone(),
+            };
+            (p, Some(Found::One(d, e)))
+        }
+        Ok(Found::Selectable(options)) => {
+            let p = Progress::SelectingDevice {
+                devices: options.iter().map(|(d, _)| d.info.id.clone()).collect(),
+            };
+            (p, Some(Found::Selectable(options)))
+        }
+        Err(Error::DeviceAmbiguous(devices)) if r.wait => {
+            (Progress::SelectingDevice { devices }, None)
+        }
+        Err(Error::NotEnrolled(_) | Error::NoDevice) if r.wait => {
+            (Progress::WaitingForDevice, None)
+        }
         // Not waiting: nothing to wait for is an answer now, not a request that fails at once.
         Err(e) => return Err(e),
+    };
+    let looked = Looked {
+        events,
+        fido,
+        found,
     };
     let (shared, request) = svc
         .inner
@@ -64,7 +79,7 @@ pub(super) async fn start(
             enrollments,
             r,
             interactive,
-            events,
+            looked,
         )
         .await;
         svc.note_outcome(&account.name, &result);
@@ -83,6 +98,14 @@ pub(super) async fn start(
     Ok(request)
 }
 
+/// What the start of a request found: the device events since, the FIDO rules, and the device (or
+/// the devices to choose among) if one was there.
+struct Looked {
+    events: broadcast::Receiver<Event>,
+    fido: FidoRules,
+    found: Option<Found>,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run(
     svc: &Service,
@@ -92,13 +115,22 @@ async fn run(
     enrollments: Vec<Enrollment>,
     r: AuthRequest,
     interactive: bool,
-    mut events: broadcast::Receiver<Event>,
+    looked: Looked,
 ) -> Result<Zeroizing<String>> {
     let insert_wait = shared.capped(svc.config().device.insert_timeout);
     let waiting_until = tokio::time::Instant::now() + insert_wait;
-    let fido = svc.fido_rules_for(account).await?;
+    let Looked {
+        mut events,
+        fido,
+        mut found,
+    } = looked;
     let (device, enrollment) = loop {
-        match find(svc, account, &enrollments, &r, interactive, fido).await {
+        // What the start found is used once; every later look asks the devices again.
+        let now = match found.take() {
+            Some(f) => Ok(f),
+            None => find(svc, account, &enrollments, &r, interactive, fido).await,
+        };
+        match now {
             Ok(Found::One(d, e)) => break (d, *e),
             Ok(Found::Selectable(options)) => {
                 match select_device::select(svc, shared, options).await {
