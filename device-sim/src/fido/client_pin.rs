@@ -6,6 +6,8 @@
 //! Checks come in the order of the specification's steps, so an error a platform sees is the one a
 //! real key gives first. The key has no built-in user verification: the UV subcommands are invalid.
 
+use std::time::{Duration, Instant};
+
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
@@ -55,6 +57,11 @@ pub(super) struct PinSession {
     mismatches: u8,
 }
 
+/// CTAP 2.1 §6.5.2.1: a token not used within its initial usage time limit (30 s by default)
+/// stops being usable; one in use stops after the maximum usage time period (10 min).
+const INITIAL_USAGE_TIME_LIMIT: Duration = Duration::from_secs(30);
+const MAX_USAGE_TIME_PERIOD: Duration = Duration::from_secs(600);
+
 /// The current pinUvAuthToken and its state (CTAP 2.1 §6.5.2.1). One at a time: obtaining a new
 /// token invalidates the previous one, as resetPinUvAuthToken does.
 struct PinToken {
@@ -63,6 +70,16 @@ struct PinToken {
     permissions: u64,
     rp_id: Option<String>,
     user_verified: bool,
+    issued: Instant,
+    used: bool,
+}
+
+impl PinToken {
+    /// The usage timer of §6.5.2.1 has stopped the token.
+    fn expired(&self) -> bool {
+        let age = self.issued.elapsed();
+        age > MAX_USAGE_TIME_PERIOD || (!self.used && age > INITIAL_USAGE_TIME_LIMIT)
+    }
 }
 
 impl PinSession {
@@ -89,6 +106,9 @@ impl PinSession {
         permission: u64,
         rp_id: &str,
     ) -> Result<(), Status> {
+        if self.token.as_ref().is_some_and(PinToken::expired) {
+            self.token = None;
+        }
         let token = self.token.as_mut().ok_or(Status::PIN_AUTH_INVALID)?;
         if token.protocol != protocol
             || !protocol.verify(token.secret.as_ref(), client_data_hash, param)
@@ -106,7 +126,18 @@ impl PinSession {
         if !token.user_verified {
             return Err(Status::PIN_AUTH_INVALID);
         }
+        token.used = true;
         Ok(())
+    }
+
+    /// Tests: the current token was issued `ago` earlier than it was.
+    #[cfg(test)]
+    pub(super) fn age_token(&mut self, ago: Duration) {
+        if let Some(token) = self.token.as_mut() {
+            if let Some(then) = token.issued.checked_sub(ago) {
+                token.issued = then;
+            }
+        }
     }
 
     /// After a token vouched for an operation that collected user presence: clearUserVerifiedFlag
@@ -313,6 +344,8 @@ fn issue_token(
         permissions,
         rp_id,
         user_verified: true,
+        issued: Instant::now(),
+        used: false,
     });
     Ok(Reply::Cbor(cbor::int_map(vec![(
         0x02,

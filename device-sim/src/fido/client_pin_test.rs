@@ -336,3 +336,52 @@ fn retries_are_durable() {
     let mut key = FidoKey::open(&path, FidoOptions::default()).unwrap();
     assert!(token(&mut key, 2, "24680", Some(1), None).is_ok());
 }
+
+#[test]
+fn a_token_unused_for_30_s_or_in_use_for_10_min_expires() {
+    use std::time::Duration;
+    let mut key = FidoKey::in_memory(FidoOptions::default());
+    let made = make_with_pin(&mut key);
+    let ga_with = |key: &mut FidoKey, token: &[u8], up: bool| {
+        let cdh = client_data_hash();
+        let mut extra = vec![(6, bytes(&authenticate(2, token, &cdh))), (7, int(2))];
+        if !up {
+            extra.push((5, tmap(vec![("up", Value::Bool(false))])));
+        }
+        call(
+            key,
+            0x02,
+            ga_params(&cdh, &[&made.id], extra),
+            &mut Script::touching(),
+        )
+        .0
+    };
+    let token = token(&mut key, 2, "1234", Some(2), Some(RP)).unwrap();
+    key.pin.age_token(Duration::from_secs(31));
+    assert_eq!(
+        ga_with(&mut key, &token, true),
+        0x33,
+        "not used within 30 s"
+    );
+    let token = super::platform_test::token(&mut key, 2, "1234", Some(2), Some(RP)).unwrap();
+    key.pin.age_token(Duration::from_secs(29));
+    assert_eq!(
+        ga_with(&mut key, &token, false),
+        0x00,
+        "used in time (silent pre-flight)"
+    );
+    key.pin.age_token(Duration::from_secs(60));
+    assert_eq!(
+        ga_with(&mut key, &token, true),
+        0x00,
+        "in use: good for 10 minutes"
+    );
+    let token = super::platform_test::token(&mut key, 2, "1234", Some(2), Some(RP)).unwrap();
+    assert_eq!(ga_with(&mut key, &token, false), 0x00);
+    key.pin.age_token(Duration::from_secs(601));
+    assert_eq!(
+        ga_with(&mut key, &token, false),
+        0x33,
+        "past the maximum usage period"
+    );
+}

@@ -140,7 +140,8 @@ fn sign(
 }
 
 /// The global signature counter, one step on per assertion (CTAP 2.1 §6.1 signCount; the step is
-/// always 1), saved before the signature leaves the key. [`FidoFault::CounterRegression`]: one
+/// always 1), saved (in place, not synced: see
+/// [`super::state::KeyState::save_counter`]) before the signature leaves the key. [`FidoFault::CounterRegression`]: one
 /// step back instead, as a clone that lags behind the original would report.
 pub(super) fn next_counter(key: &mut FidoKey) -> Result<u32, Status> {
     let counter = if key.options.fault == Some(FidoFault::CounterRegression) {
@@ -149,6 +150,6 @@ pub(super) fn next_counter(key: &mut FidoKey) -> Result<u32, Status> {
         key.state.counter().saturating_add(1)
     };
     key.state.set_counter(counter);
-    key.persist()?;
+    key.persist_counter()?;
     Ok(counter)
 }

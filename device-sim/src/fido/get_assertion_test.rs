@@ -399,8 +399,33 @@ fn the_state_file_keeps_the_key() {
     assert_eq!(status, 0);
     let key = FidoKey::open(&path, FidoOptions::default()).unwrap();
     assert_eq!(key.sign_count(), 2);
-    // No temporary files left behind.
+    // The counter is rewritten in place: same inode, same padded size. No temporary files.
+    use std::os::unix::fs::MetadataExt;
+    let before = std::fs::metadata(&path).unwrap();
+    assert_eq!(before.len(), 1024);
+    drop(key);
+    let mut key = FidoKey::open(&path, FidoOptions::default()).unwrap();
+    let params = ga_params(&client_data_hash(), &[&made.id], vec![]);
+    assert_eq!(ga(&mut key, params, &mut Script::touching()).0, 0);
+    let after = std::fs::metadata(&path).unwrap();
+    assert_eq!((after.ino(), after.len()), (before.ino(), 1024));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    // A file of another size (not padded, as written by hand) is replaced whole instead.
+    let compact = serde_json::to_vec(
+        &serde_json::from_slice::<serde_json::Value>(&std::fs::read(&path).unwrap()).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(&path, &compact).unwrap();
+    let mut key = FidoKey::open(&path, FidoOptions::default()).unwrap();
+    let params = ga_params(&client_data_hash(), &[&made.id], vec![]);
+    assert_eq!(ga(&mut key, params, &mut Script::touching()).0, 0);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 1024);
+    assert_eq!(
+        FidoKey::open(&path, FidoOptions::default())
+            .unwrap()
+            .sign_count(),
+        4
+    );
     // A bad PIN for a new key is refused.
     assert!(FidoKey::open(
         &dir.path().join("b.json"),
@@ -420,4 +445,35 @@ fn the_state_file_keeps_the_key() {
     .is_err());
     std::fs::write(dir.path().join("d.json"), "{}").unwrap();
     assert!(FidoKey::open(&dir.path().join("d.json"), FidoOptions::default()).is_err());
+}
+
+/// Measures an assertion with and without the state file (`--ignored --nocapture`).
+#[test]
+#[ignore]
+fn timing_of_a_persisted_assertion() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut key = FidoKey::open(
+        &dir.path().join("k.json"),
+        FidoOptions {
+            pin: None,
+            ..FidoOptions::default()
+        },
+    )
+    .unwrap();
+    let made = make(&mut key);
+    let cdh = client_data_hash();
+    let req = request(0x02, ga_params(&cdh, &[&made.id], vec![]));
+    let start = Instant::now();
+    for _ in 0..50 {
+        key.cbor(&req, &mut Script::touching());
+    }
+    eprintln!("per assertion: {:?}", start.elapsed() / 50);
+    let mut mem = no_pin();
+    let made = make(&mut mem);
+    let req = request(0x02, ga_params(&cdh, &[&made.id], vec![]));
+    let start = Instant::now();
+    for _ in 0..50 {
+        mem.cbor(&req, &mut Script::touching());
+    }
+    eprintln!("in memory: {:?}", start.elapsed() / 50);
 }

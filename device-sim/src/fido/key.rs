@@ -119,7 +119,8 @@ impl CredentialKey {
         match self {
             CredentialKey::Es256(key) => {
                 plain.push(CODE_ES256);
-                plain.extend_from_slice(&key.to_bytes());
+                let scalar = Zeroizing::new(key.to_bytes());
+                plain.extend_from_slice(&scalar);
             }
             CredentialKey::EdDsa(key) => {
                 plain.push(CODE_EDDSA);

@@ -124,7 +124,7 @@ pub(super) fn make_credential(
     let id = key::wrap(&master, &credential, &rp_id_hash)?;
     let counter = key.state.counter().saturating_add(1);
     key.state.set_counter(counter);
-    key.persist()?;
+    key.persist_counter()?;
     let mut attested = Vec::with_capacity(18 + id.len() + 77);
     attested.extend_from_slice(&key.state.aaguid());
     let id_len = u16::try_from(id.len()).map_err(|_| Status::OTHER)?;

@@ -105,8 +105,10 @@ pub enum FidoFault {
     /// empty message and [`FidoKey::pulled`] turns true; the transport drops every connection and
     /// exits.
     RemoveOnSign,
-    /// Each assertion's signature counter is one lower than the last value the key reported
-    /// (a cloned key: WebAuthn §6.1.1), and stays there durably.
+    /// Each assertion (getAssertion, also the silent up=false one, and U2F AUTHENTICATE) takes the
+    /// global signature counter one step down instead of up, durably, so it reports less than the
+    /// key reported before: what a clone lagging behind the original looks like (WebAuthn §6.1.1,
+    /// step 21 of §7.2). makeCredential still counts up.
     CounterRegression,
     /// getAssertion answers CTAP2_OK followed by CBOR that does not parse.
     MalformedCbor,
@@ -296,6 +298,18 @@ impl FidoKey {
         }
     }
 
+    /// Writes the state file after the signature counter moved: in place, without waiting for
+    /// the disk ([`KeyState::save_counter`]).
+    fn persist_counter(&self) -> Result<(), status::Status> {
+        if let Some(path) = &self.path {
+            self.state.save_counter(path).map_err(|e| {
+                tracing::error!("saving the key state: {e:#}");
+                status::Status::OTHER
+            })?;
+        }
+        Ok(())
+    }
+
     fn in_reset_window(&self) -> bool {
         self.powered_at.elapsed() <= RESET_WINDOW
     }
@@ -325,6 +339,8 @@ impl std::fmt::Debug for FidoKey {
     }
 }
 
+#[cfg(test)]
+mod cbor_test;
 #[cfg(test)]
 mod client_pin_test;
 #[cfg(test)]
