@@ -7,13 +7,14 @@
 # of them runs pip. Location: $TESSERA_PYTHON_VENV, default target/python-venv in the repository.
 #
 # Packages come from PyPI: fido2 2.2 (python-fido2, the client the simulator is checked against) and
-# pyscard (its PC/SC backend, built from source when no wheel fits: needs swig, python3-dev and
-# libpcsclite-dev, see scripts/install-deps.sh).
+# pyscard 2 (its PC/SC backend). pyscard ships manylinux wheels for current CPythons on x86_64, which
+# is why scripts/install-deps.sh installs only python3 and python3-venv; elsewhere pip builds it
+# from source and needs swig and python3-dev as well (libpcsclite-dev is installed already).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${TESSERA_PYTHON_VENV:-$root/target/python-venv}"
-readonly requirements="fido2==2.2.* pyscard"
+readonly requirements="fido2==2.2.* pyscard==2.*"
 python="${PYTHON:-python3}"
 
 mkdir -p "$(dirname "$venv")"

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tessera_sim::fido::nfc::FidoCard;
-use tessera_sim::fido::presence::KeyHandle;
+use tessera_sim::fido::presence::{KeyHandle, TOUCH_TIMEOUT};
 use tessera_sim::fido::touch::{ControlRequest, ControlServer, TouchMode, TouchSource};
 use tessera_sim::fido::{hid_socket, FidoFault, FidoKey, FidoOptions, DEFAULT_AAGUID};
 use tessera_sim::vpcd;
@@ -86,6 +86,10 @@ fn parse_algorithms(s: &str) -> Result<Algorithms, String> {
     Ok(Algorithms(algs))
 }
 
+/// One transport's server: runs until the stop flag, calling `ready` once it is up.
+type Transport =
+    Box<dyn FnOnce(&KeyHandle, &Arc<AtomicBool>, &dyn Fn()) -> anyhow::Result<()> + Send>;
+
 /// Prints `ready` once every transport is up.
 struct ReadyGate(AtomicUsize);
 
@@ -121,8 +125,13 @@ pub fn run(args: FidoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             Some(
                 ControlServer::start(path, Arc::clone(&stop), move |request| match request {
                     ControlRequest::Touch => {
-                        touch.touch();
-                        Ok(())
+                        if touch.touch(TOUCH_TIMEOUT) {
+                            Ok(())
+                        } else {
+                            Err(format!(
+                                "no request asked for a touch within {TOUCH_TIMEOUT:?}"
+                            ))
+                        }
                     }
                     ControlRequest::PowerCycle => key.power_cycle(),
                 })
@@ -134,7 +143,7 @@ pub fn run(args: FidoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let transports = usize::from(args.hid_socket.is_some()) + usize::from(args.vpcd.is_some());
     let ready = Arc::new(ReadyGate(AtomicUsize::new(transports)));
     let (ended_tx, ended) = mpsc::channel::<anyhow::Result<()>>();
-    if let Some(path) = args.hid_socket.clone() {
+    let spawn = |name: &str, serve: Transport| {
         let (handle, stop, ready, ended_tx) = (
             handle.clone(),
             Arc::clone(&stop),
@@ -142,31 +151,33 @@ pub fn run(args: FidoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             ended_tx.clone(),
         );
         std::thread::Builder::new()
-            .name("hid-socket".into())
+            .name(name.into())
             .spawn(move || {
-                let result = hid_socket::serve(&path, &handle, &stop, || ready.arrive())
-                    .with_context(|| format!("serving the HID socket {}", path.display()));
+                let result = serve(&handle, &stop, &|| ready.arrive());
+                // Whichever way a transport ends, the key is out: the others close too.
                 stop.store(true, Ordering::Relaxed);
                 let _ = ended_tx.send(result);
-            })?;
+            })
+    };
+    if let Some(path) = args.hid_socket.clone() {
+        spawn(
+            "hid-socket",
+            Box::new(move |key, stop, ready| {
+                hid_socket::serve(&path, key, stop, ready)
+                    .with_context(|| format!("serving the HID socket {}", path.display()))
+            }),
+        )?;
     }
     if let Some(addr) = args.vpcd.clone() {
-        let (handle, stop, ready, ended_tx) = (
-            handle.clone(),
-            Arc::clone(&stop),
-            Arc::clone(&ready),
-            ended_tx.clone(),
-        );
-        std::thread::Builder::new()
-            .name("vpcd".into())
-            .spawn(move || {
-                let mut card = FidoCard::new(handle);
-                let result = vpcd::run_announcing(&addr, &mut card, &stop, &mut || ready.arrive())
+        spawn(
+            "vpcd",
+            Box::new(move |key, stop, ready| {
+                let mut card = FidoCard::new(key.clone());
+                vpcd::run_announcing(&addr, &mut card, stop, &mut || ready())
                     .map(|exit| tracing::info!("card out: {exit:?}"))
-                    .with_context(|| format!("serving vpcd at {addr}"));
-                stop.store(true, Ordering::Relaxed);
-                let _ = ended_tx.send(result);
-            })?;
+                    .with_context(|| format!("serving vpcd at {addr}"))
+            }),
+        )?;
     }
     drop(ended_tx);
     // The first transport to end (stop, fault, error) ends the others.

@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 #[command(
     name = "tessera-sim",
     version,
-    about = "Simulated smartcards for Tessera's tests and demo"
+    about = "Simulated smartcards and security keys for Tessera's tests and demo"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -66,7 +66,8 @@ enum Cmd {
     },
     /// A FIDO2/U2F security key (CTAP 2.1) on a HID socket and/or as an NFC card in a vpcd reader.
     Fido(fido_cmd::FidoArgs),
-    /// One touch for a key running with `--touch manual`; exits 0 once the key took it in.
+    /// One touch for a key running with `--touch manual`: exits 0 once a request of the key took it
+    /// (at once if one is waiting for a touch; it waits up to 30 s for one to ask, then fails).
     Touch {
         /// The key's --control socket.
         #[arg(long)]

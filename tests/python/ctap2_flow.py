@@ -96,6 +96,28 @@ def main():
             check(e.code == CtapError.ERR.NO_CREDENTIALS, f"other rp id: {e}")
         print(f"protocol {v}: makeCredential and getAssertion verified")
 
+    # EdDSA (Ed25519) when the key offers it, verified by python-fido2 as well.
+    if -8 in algs:
+        pin = ClientPin(ctap, PinProtocolV2())
+        perms = ClientPin.PERMISSION.MAKE_CREDENTIAL | ClientPin.PERMISSION.GET_ASSERTION
+        token = pin.get_pin_token(args.pin, perms, args.rp)
+        cdh = os.urandom(32)
+        att = ctap.make_credential(
+            cdh, rp, {"id": os.urandom(16), "name": "alice"},
+            [{"type": "public-key", "alg": -8}],
+            pin_uv_param=pin.protocol.authenticate(token, cdh), pin_uv_protocol=2,
+        )
+        Attestation.for_type(att.fmt)().verify(att.att_stmt, att.auth_data, cdh)
+        cred = att.auth_data.credential_data
+        check(cred.public_key.ALGORITHM == -8, f"EdDSA asked, got {cred.public_key.ALGORITHM}")
+        cdh = os.urandom(32)
+        assertion = ctap.get_assertion(
+            args.rp, cdh, [{"type": "public-key", "id": cred.credential_id}],
+            options={"up": False},
+        )
+        assertion.verify(cdh, cred.public_key)
+        print("eddsa: makeCredential and getAssertion verified")
+
     # A key with a PIN set refuses makeCredential without a token (CTAP 2.1 §6.1.2 step 11).
     try:
         ctap.make_credential(os.urandom(32), rp, {"id": b"u", "name": "u"},

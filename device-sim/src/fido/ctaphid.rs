@@ -7,7 +7,9 @@
 //! key's answers, and returns [`Action`]s (reports to send, requests to run on the key), so the same
 //! code runs behind the Unix socket ([`super::hid_socket`]) and in the unit tests.
 //!
-//! Not implemented: CTAPHID_LOCK (optional, §11.2.9.2.2) answers ERR_INVALID_CMD.
+//! Optional commands: WINK (answered, nothing blinks) and LOCK (§11.2.9.2.2: up to 10 s of
+//! exclusive use by one channel; others get ERR_CHANNEL_BUSY). CTAP 2.1 has no INIT capability bit
+//! for LOCK, so none is set.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -34,11 +36,11 @@ pub const CONT_DATA: usize = 59;
 pub const MAX_MESSAGE: usize = INIT_DATA + 128 * CONT_DATA;
 /// The key's maxMsgSize for CTAP2 and U2F messages (the authenticatorGetInfo value, §6.4).
 pub const MAX_MSG_SIZE: usize = 1200;
-/// KEEPALIVE interval while a command runs (§11.2.9.2.1: "every 100ms").
+/// KEEPALIVE interval while a command runs (CTAPHID_KEEPALIVE, §11.2.9.1.7).
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(100);
-/// How long the key waits for the next continuation packet before ERR_MSG_TIMEOUT (§11.2.9.2.4
-/// names the error; the time is the key's: 500 ms is what real keys allow between packets, and far
-/// longer than the daemon ever needs).
+/// How long the key waits for the next continuation packet before ERR_MSG_TIMEOUT. The spec names
+/// the error (§11.2.9.1.6) and leaves the time to the device; 500 ms is what authenticator firmware
+/// commonly allows, and far longer than any client needs between two reports.
 pub const MSG_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// CTAPHID commands with the initialization-packet bit (0x80) set (§11.2.9).
@@ -65,7 +67,7 @@ pub mod err {
     pub const INVALID_CHANNEL: u8 = 0x0B;
 }
 
-/// KEEPALIVE status codes (§11.2.9.2.1).
+/// KEEPALIVE status codes (§11.2.9.1.7).
 pub const KEEPALIVE_PROCESSING: u8 = 0x01;
 pub const KEEPALIVE_UPNEEDED: u8 = 0x02;
 
@@ -80,6 +82,8 @@ const PROTOCOL_VERSION: u8 = 2;
 const DEVICE_VERSION: [u8; 3] = [1, 0, 0];
 /// Channels kept before the oldest is forgotten; clients that INIT in a loop must not grow the key.
 const MAX_CHANNELS: usize = 1024;
+/// The longest CTAPHID_LOCK (§11.2.9.2.2: 0–10 seconds).
+const MAX_LOCK_SECONDS: u8 = 10;
 
 /// What the transport must do.
 #[derive(Debug)]
@@ -128,6 +132,8 @@ pub struct Router {
     assembly: Option<Assembly>,
     busy: Option<Busy>,
     next_job: u64,
+    /// CTAPHID_LOCK: the channel that has the key to itself, and until when.
+    lock: Option<(u32, Instant)>,
 }
 
 impl Router {
@@ -142,6 +148,7 @@ impl Router {
             assembly: None,
             busy: None,
             next_job: 1,
+            lock: None,
         }
     }
 
@@ -176,6 +183,12 @@ impl Router {
     /// Connection `conn` closed: its channels go, and a command it was running is cancelled.
     pub fn closed(&mut self, conn: ConnId) {
         self.channels.retain(|_, owner| *owner != conn);
+        if self
+            .lock
+            .is_some_and(|(cid, _)| !self.channels.contains_key(&cid))
+        {
+            self.lock = None;
+        }
         if self.assembly.as_ref().is_some_and(|a| a.conn == conn) {
             self.assembly = None;
         }
@@ -221,9 +234,7 @@ impl Router {
                 } else {
                     KEEPALIVE_PROCESSING
                 };
-                for report in frame(busy.cid, cmd::KEEPALIVE, &[status]) {
-                    out.push(Action::Send(busy.conn, report));
-                }
+                send(&mut out, busy.conn, busy.cid, cmd::KEEPALIVE, &[status]);
                 busy.next_keepalive = now + KEEPALIVE_INTERVAL;
             }
         }
@@ -280,7 +291,11 @@ impl Router {
             }
             return;
         }
-        if self.busy.is_some() {
+        if self.lock.is_some_and(|(_, until)| now >= until) {
+            self.lock = None;
+        }
+        let locked_out = self.lock.is_some_and(|(owner, _)| owner != cid);
+        if self.busy.is_some() || locked_out {
             out.push(error(conn, cid, err::CHANNEL_BUSY));
             return;
         }
@@ -331,8 +346,9 @@ impl Router {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        // A continuation packet of no message being received is ignored (§11.2.4: "spurious
-        // continuation packets ... shall be ignored").
+        // A continuation packet of no message being received belongs to nothing (§11.2.4: a
+        // message starts with its initialization packet): dropped without an answer, as a
+        // message abandoned by INIT or an error leaves its tail behind.
         let Some(a) = self.assembly.as_mut().filter(|a| a.cid == cid) else {
             return;
         };
@@ -382,9 +398,7 @@ impl Router {
         payload.push(PROTOCOL_VERSION);
         payload.extend_from_slice(&DEVICE_VERSION);
         payload.push(self.capabilities());
-        for report in frame(cid, cmd::INIT, &payload) {
-            out.push(Action::Send(conn, report));
-        }
+        send(out, conn, cid, cmd::INIT, &payload);
     }
 
     fn allocate(&mut self, conn: ConnId) -> u32 {
@@ -409,8 +423,18 @@ impl Router {
     fn dispatch(&mut self, a: Assembly, now: Instant, out: &mut Vec<Action>) {
         let request = match a.cmd {
             cmd::PING => {
-                for report in frame(a.cid, cmd::PING, &a.data) {
-                    out.push(Action::Send(a.conn, report));
+                send(out, a.conn, a.cid, cmd::PING, &a.data);
+                return;
+            }
+            cmd::LOCK => {
+                match a.data.as_slice() {
+                    [seconds] if *seconds <= MAX_LOCK_SECONDS => {
+                        self.lock = (*seconds > 0)
+                            .then(|| (a.cid, now + Duration::from_secs(u64::from(*seconds))));
+                        send(out, a.conn, a.cid, cmd::LOCK, &[]);
+                    }
+                    [_] => out.push(error(a.conn, a.cid, err::INVALID_PAR)),
+                    _ => out.push(error(a.conn, a.cid, err::INVALID_LEN)),
                 }
                 return;
             }
@@ -418,9 +442,7 @@ impl Router {
                 if a.total != 0 {
                     out.push(error(a.conn, a.cid, err::INVALID_LEN));
                 } else {
-                    for report in frame(a.cid, cmd::WINK, &[]) {
-                        out.push(Action::Send(a.conn, report));
-                    }
+                    send(out, a.conn, a.cid, cmd::WINK, &[]);
                 }
                 return;
             }
@@ -456,6 +478,15 @@ impl Router {
             activity,
         });
     }
+}
+
+/// Frames a message and queues its reports for `conn`.
+fn send(out: &mut Vec<Action>, conn: ConnId, cid: u32, command: u8, data: &[u8]) {
+    out.extend(
+        frame(cid, command, data)
+            .into_iter()
+            .map(|report| Action::Send(conn, report)),
+    );
 }
 
 /// CTAPHID_ERROR with `code` on `cid`, to `conn`.

@@ -347,7 +347,7 @@ fn wink_lock_and_unknown_commands() {
     let now = Instant::now();
     let out = sent(router.report(1, &init_packet(cid, cmd::WINK, 0, &[]), now));
     assert_eq!(message(&out), (cid, cmd::WINK, vec![]));
-    for command in [cmd::LOCK, 0x85, 0xC0] {
+    for command in [0x85, 0xC0] {
         let out = sent(router.report(1, &init_packet(cid, command, 1, &[1]), now));
         assert_eq!(error_code(&out), err::INVALID_CMD, "command {command:#x}");
     }
@@ -404,4 +404,36 @@ fn frame_cuts_at_the_maximum() {
     assert_eq!(frame(1, cmd::PING, &[0; MAX_MESSAGE]).len(), 129);
     assert_eq!(frame(1, cmd::PING, &[0; MAX_MESSAGE + 10]).len(), 129);
     assert_eq!(frame(1, cmd::PING, &[]).len(), 1);
+}
+
+#[test]
+fn lock_keeps_other_channels_out_until_released_or_expired() {
+    let mut router = Router::new(true, None);
+    let a = allocate(&mut router, 1);
+    let b = allocate(&mut router, 2);
+    let start = Instant::now();
+    let out = sent(router.report(1, &init_packet(a, cmd::LOCK, 1, &[2]), start));
+    assert_eq!(message(&out), (a, cmd::LOCK, vec![]));
+    let out = sent(router.report(2, &init_packet(b, cmd::PING, 1, &[1]), start));
+    assert_eq!(error_code(&out), err::CHANNEL_BUSY);
+    let out = sent(router.report(1, &init_packet(a, cmd::PING, 1, &[1]), start));
+    assert_eq!(message(&out), (a, cmd::PING, vec![1]));
+    // Expired after 2 s.
+    let later = start + Duration::from_secs(2);
+    let out = sent(router.report(2, &init_packet(b, cmd::PING, 1, &[1]), later));
+    assert_eq!(message(&out), (b, cmd::PING, vec![1]));
+    // Released with 0; refused above 10 s and without its byte.
+    sent(router.report(1, &init_packet(a, cmd::LOCK, 1, &[10]), later));
+    sent(router.report(1, &init_packet(a, cmd::LOCK, 1, &[0]), later));
+    let out = sent(router.report(2, &init_packet(b, cmd::PING, 1, &[1]), later));
+    assert_eq!(message(&out).1, cmd::PING);
+    let out = sent(router.report(1, &init_packet(a, cmd::LOCK, 1, &[11]), later));
+    assert_eq!(error_code(&out), err::INVALID_PAR);
+    let out = sent(router.report(1, &init_packet(a, cmd::LOCK, 0, &[]), later));
+    assert_eq!(error_code(&out), err::INVALID_LEN);
+    // The lock goes with its connection.
+    sent(router.report(1, &init_packet(a, cmd::LOCK, 1, &[10]), later));
+    router.closed(1);
+    let out = sent(router.report(2, &init_packet(b, cmd::PING, 1, &[1]), later));
+    assert_eq!(message(&out).1, cmd::PING);
 }

@@ -97,7 +97,11 @@ fn two_connections_share_channels_and_answers_go_to_their_sender() {
     };
     assert_eq!((answer[4], answer[6], answer[7]), (cmd::CBOR, 1, 0x2D));
     // Usable right after: touch, and selection succeeds; B's PING works again.
-    k.touch.touch();
+    // A touch given before the request is taken by it.
+    let giver = {
+        let touch = k.touch.clone();
+        std::thread::spawn(move || touch.touch(Duration::from_secs(5)))
+    };
     request(&mut a, ca, cmd::CBOR, &[0x0B]);
     let answer = loop {
         let r = read_report(&mut a);
@@ -106,6 +110,7 @@ fn two_connections_share_channels_and_answers_go_to_their_sender() {
         }
     };
     assert_eq!((answer[4], answer[6], answer[7]), (cmd::CBOR, 1, 0x00));
+    assert!(giver.join().unwrap());
     request(&mut b, cb, cmd::PING, &[1, 2, 3]);
     let r = read_report(&mut b);
     assert_eq!((r[4], r[6], &r[7..10]), (cmd::PING, 3, &[1, 2, 3][..]));

@@ -197,8 +197,7 @@ fn waiting_for_a_touch_reports_status_and_cancels() {
         c.process(&[0x80, 0x10, 0x80, 0x00, 0x01, 0x0B, 0x00]),
         [0x02, 0x91, 0x00]
     );
-    touch.touch();
-    std::thread::sleep(Duration::from_millis(50));
+    assert!(touch.touch(Duration::from_secs(5)));
     assert_eq!(
         c.process(&[0x80, 0x11, 0x00, 0x00, 0x00]),
         [0x00, 0x90, 0x00]

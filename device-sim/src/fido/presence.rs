@@ -11,9 +11,11 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
+
 use std::thread::JoinHandle;
 use std::time::Duration;
+use tessera::locks::lock;
 
 use zeroize::Zeroizing;
 
@@ -150,8 +152,7 @@ impl KeyHandle {
                                 done(Outcome::Pulled);
                                 continue;
                             }
-                            *running.lock().unwrap_or_else(PoisonError::into_inner) =
-                                Some(activity.clone());
+                            *lock(&running) = Some(activity.clone());
                             let mut presence = JobPresence {
                                 touch: &touch,
                                 activity: &activity,
@@ -160,7 +161,7 @@ impl KeyHandle {
                                 Request::Cbor(bytes) => key.cbor(bytes, &mut presence),
                                 Request::U2f(apdu) => key.u2f(apdu, &mut presence),
                             };
-                            *running.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                            *lock(&running) = None;
                             if key.pulled() {
                                 tracing::info!("fault remove-on-sign: the key is pulled out");
                                 pulled_flag.store(true, Ordering::Relaxed);
@@ -216,7 +217,7 @@ impl KeyHandle {
     /// Replugs the key (FidoKey::power_cycle): the request running now is cancelled (a key taken
     /// away stops waiting for its touch), then the power cycle runs after any request queued.
     pub fn power_cycle(&self) -> Result<(), String> {
-        if let Some(activity) = &*self.current.lock().unwrap_or_else(PoisonError::into_inner) {
+        if let Some(activity) = &*lock(&self.current) {
             activity.cancel.store(true, Ordering::Relaxed);
         }
         let (tx, rx) = mpsc::channel();

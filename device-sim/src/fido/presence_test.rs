@@ -40,7 +40,7 @@ fn a_waiting_request_raises_up_needed_and_a_touch_ends_it() {
     let (tx, rx) = mpsc::channel();
     assert!(key.submit(selection(), activity.clone(), move |o| tx.send(o).unwrap()));
     wait_for(&activity.up_needed);
-    touch.touch();
+    assert!(touch.touch(Duration::from_secs(5)));
     assert_eq!(
         rx.recv_timeout(Duration::from_secs(5)).unwrap(),
         Outcome::Reply(vec![0x00])

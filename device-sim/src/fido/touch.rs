@@ -2,9 +2,12 @@
 //! (`--control SOCKET`) through which `tessera-sim touch` and `tessera-sim power-cycle` reach a
 //! running key.
 //!
-//! The control protocol is one line per request on a Unix stream socket (mode 0600): `touch\n` queues
-//! one touch and answers `ok\n`; `power-cycle\n` replugs the key (FidoKey::power_cycle) and answers
-//! `ok\n`; anything else answers `error unknown request\n`.
+//! The control protocol is one line per request on a Unix stream socket (mode 0600): `touch\n` is one
+//! touch, answered `ok\n` once a request of the key has taken it (at once if one is waiting; a
+//! touch nothing asks for within 30 s is withdrawn and answered `error …`, as touching an idle key
+//! does nothing); `power-cycle\n` replugs the key (FidoKey::power_cycle) and answers `ok\n`;
+//! anything else answers `error unknown request\n`. In `auto` and `delay` modes a touch is answered
+//! `ok\n` at once and changes nothing.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -12,8 +15,11 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+// Poison-tolerant: the state is counters, which a thread that panicked cannot leave inconsistent.
+use tessera::locks::lock as lock_state;
 
 /// How the simulated user touches the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -23,7 +29,8 @@ pub enum TouchMode {
     Auto,
     /// Touched this long after the key starts asking.
     Delay(Duration),
-    /// Touched only when `tessera-sim touch --control SOCKET` says so; one touch per request line.
+    /// Touched only when `tessera-sim touch --control SOCKET` says so: one touch per request line,
+    /// taken by the request waiting for it (or the next one to ask within 30 s).
     Manual,
 }
 
@@ -57,6 +64,10 @@ pub struct TouchSource {
 struct TouchState {
     /// Manual touches given and not yet taken.
     pending: u32,
+    /// Manual touches taken so far, so a giver can tell its touch was.
+    taken: u64,
+    /// Manual touches given so far.
+    given: u64,
     /// Delay mode, U2F: when the key first asked without being touched (the polling client's start).
     asked_since: Option<Instant>,
 }
@@ -81,11 +92,34 @@ impl TouchSource {
         self.mode
     }
 
-    /// Gives one touch (manual mode; harmless otherwise, where no touch is ever missing).
-    pub fn touch(&self) {
+    /// Gives one touch and waits until a request takes it; false (the touch withdrawn) when none
+    /// does within `timeout`. Manual mode only: otherwise no touch is ever missing, and this returns
+    /// true at once.
+    pub fn touch(&self, timeout: Duration) -> bool {
+        if self.mode != TouchMode::Manual {
+            return true;
+        }
+        let deadline = Instant::now() + timeout;
         let (lock, cvar) = &*self.inner;
-        lock_state(lock).pending += 1;
+        let mut state = lock_state(lock);
+        state.pending += 1;
+        state.given += 1;
+        let mine = state.given;
         cvar.notify_all();
+        // Touches are taken in the order given, so mine is taken once `taken` reaches it.
+        while state.taken < mine {
+            let now = Instant::now();
+            if now >= deadline {
+                state.pending = state.pending.saturating_sub(1);
+                state.given -= 1;
+                return false;
+            }
+            state = match cvar.wait_timeout(state, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        true
     }
 
     /// Waits for a touch (CTAP2 user presence) until `cancel` is set or `timeout` passes; checks
@@ -104,7 +138,8 @@ impl TouchSource {
                 TouchMode::Auto => return Waited::Touched,
                 TouchMode::Delay(d) if elapsed >= d => return Waited::Touched,
                 TouchMode::Manual if state.pending > 0 => {
-                    state.pending -= 1;
+                    take(&mut state);
+                    cvar.notify_all();
                     return Waited::Touched;
                 }
                 _ => {}
@@ -122,13 +157,14 @@ impl TouchSource {
     /// U2F's check-without-waiting: whether a touch is there now, consumed if so (U2F raw message
     /// formats §4.3, §5.1: the client polls while the key answers 6985).
     pub fn touched_now(&self) -> bool {
-        let (lock, _) = &*self.inner;
+        let (lock, cvar) = &*self.inner;
         let mut state = lock_state(lock);
         match self.mode {
             TouchMode::Auto => true,
             TouchMode::Manual => {
                 if state.pending > 0 {
-                    state.pending -= 1;
+                    take(&mut state);
+                    cvar.notify_all();
                     true
                 } else {
                     false
@@ -147,10 +183,9 @@ impl TouchSource {
     }
 }
 
-fn lock_state(lock: &Mutex<TouchState>) -> MutexGuard<'_, TouchState> {
-    // The state is two counters: a thread that panicked holding it cannot leave it inconsistent.
-    lock.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+fn take(state: &mut TouchState) {
+    state.pending -= 1;
+    state.taken += 1;
 }
 
 /// A request on the control socket.
@@ -307,8 +342,14 @@ mod tests {
         assert!("sometimes".parse::<TouchMode>().is_err());
     }
 
+    /// Gives a touch on another thread; its result (taken or not) comes back on join.
+    fn touch_later(source: &TouchSource, timeout: Duration) -> std::thread::JoinHandle<bool> {
+        let source = source.clone();
+        std::thread::spawn(move || source.touch(timeout))
+    }
+
     #[test]
-    fn manual_touches_are_counted_and_cancel_wins() {
+    fn manual_touches_are_taken_by_requests_and_cancel_wins() {
         let source = TouchSource::new(TouchMode::Manual);
         let cancel = AtomicBool::new(false);
         assert_eq!(
@@ -316,20 +357,41 @@ mod tests {
             Waited::TimedOut
         );
         assert!(!source.touched_now());
-        source.touch();
+        // A touch before the request waits for it; the giver learns it was taken.
+        let giver = touch_later(&source, Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(30));
         assert_eq!(
             source.wait(&cancel, Duration::from_secs(1)),
             Waited::Touched
         );
-        source.touch();
-        assert!(source.touched_now());
+        assert!(giver.join().unwrap());
+        // U2F's check takes it too.
+        let giver = touch_later(&source, Duration::from_secs(5));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !source.touched_now() {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(giver.join().unwrap());
         assert!(!source.touched_now());
+        // A touch nobody asks for is withdrawn: it does not satisfy a later request.
+        assert!(!source.touch(Duration::from_millis(30)));
+        assert_eq!(
+            source.wait(&cancel, Duration::from_millis(30)),
+            Waited::TimedOut
+        );
         cancel.store(true, Ordering::Relaxed);
-        source.touch();
         assert_eq!(
             source.wait(&cancel, Duration::from_secs(1)),
             Waited::Cancelled
         );
+    }
+
+    #[test]
+    fn touches_are_no_ops_when_not_manual() {
+        let source = TouchSource::new(TouchMode::Auto);
+        assert!(source.touch(Duration::ZERO));
+        assert!(source.touched_now());
     }
 
     #[test]
@@ -356,16 +418,23 @@ mod tests {
         let s2 = source.clone();
         let server = ControlServer::start(&path, Arc::clone(&stop), move |r| match r {
             ControlRequest::Touch => {
-                s2.touch();
-                Ok(())
+                if s2.touch(Duration::from_secs(5)) {
+                    Ok(())
+                } else {
+                    Err("nothing asked for a touch".into())
+                }
             }
             ControlRequest::PowerCycle => Err("no key".into()),
         })
         .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        let waiter = {
+            let source = source.clone();
+            std::thread::spawn(move || source.wait(&AtomicBool::new(false), Duration::from_secs(5)))
+        };
         send_control(&path, ControlRequest::Touch).unwrap();
-        assert!(source.touched_now());
+        assert_eq!(waiter.join().unwrap(), Waited::Touched);
         let err = send_control(&path, ControlRequest::PowerCycle).unwrap_err();
         assert!(err.to_string().contains("no key"), "{err}");
         stop.store(true, Ordering::Relaxed);
