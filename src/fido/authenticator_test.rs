@@ -139,6 +139,12 @@ fn key(state: KeyState) -> (SoftKey, FidoAuthenticator) {
     (soft, FidoAuthenticator::over_hid(worker, "hid-1".into()))
 }
 
+/// The same soft key, plugged in again: a new authenticator, nothing cached.
+fn reinsert(soft: &SoftKey) -> FidoAuthenticator {
+    let link: Box<dyn CtapLink> = Box::new(soft.clone());
+    FidoAuthenticator::over_hid(HidWorker::spawn("soft", link).unwrap(), "hid-2".into())
+}
+
 fn request<'a>(uv: UserVerification, algorithms: &'a [&'a str]) -> EnrollRequest<'a> {
     EnrollRequest {
         credential: "new",
@@ -572,6 +578,18 @@ async fn holds_asks_silently_in_chunks_and_caches_per_insertion() {
     let x = enroll_touch_only(&other).await;
     let y = enroll_touch_only(&other).await;
     let keys = [enrolled(&x), enrolled(&a), enrolled(&y), enrolled(&b)];
+    // The insertion that enrolled a and b knows it holds them; x and y are asked once.
+    let identity = fido.identify(Duration::from_secs(5)).await.unwrap();
+    soft.state().log.clear();
+    let held = fido
+        .holds(&identity, &keys, 1000, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(held, [a.credential.clone(), b.credential.clone()]);
+    assert_eq!(soft.state().log, ["getAssertion"]);
+
+    // A new insertion asks for all of them.
+    let fido = reinsert(&soft);
     let identity = fido.identify(Duration::from_secs(5)).await.unwrap();
     soft.state().log.clear();
     let before = soft.state().counter;
@@ -708,4 +726,146 @@ async fn u2f_keys_register_and_authenticate_polling_for_the_touch() {
         )
         .await;
     assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_ctap20_key_with_protocol_one_gets_a_pin_token() {
+    let (soft, fido) = key(KeyState {
+        versions: vec!["FIDO_2_0", "U2F_V2"],
+        pin_protocols: vec![1],
+        ..KeyState::default()
+    });
+    fido.identify(Duration::from_secs(5)).await.unwrap();
+    let ix = Ix {
+        up_front: true,
+        ..Ix::with_pins(&["1234"])
+    };
+    let c = fido
+        .enroll(request(UserVerification::Required, &["es256"]), &ix)
+        .await
+        .unwrap();
+    assert!(c.needs_secret);
+    // Given up front: no retries read before the prompt, the guard's read only; getPinToken.
+    assert_eq!(
+        soft.state().log,
+        [
+            "getInfo",
+            "clientPin 0x01",
+            "clientPin 0x02",
+            "clientPin 0x05",
+            "makeCredential"
+        ]
+    );
+    assert_eq!(soft.state().token_protocol, 1);
+    let a = fido
+        .assert(
+            &Challenge::new().unwrap(),
+            enrolled(&c),
+            &Ix::with_pins(&["1234"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.amr, ["hwk", "user", "pin", "mfa"]);
+}
+
+#[tokio::test]
+async fn a_key_refusing_silent_assertions_is_asked_over_u2f() {
+    let (soft, fido) = key(KeyState {
+        versions: vec!["FIDO_2_0", "U2F_V2"],
+        refuse_silent: true,
+        ..KeyState::default()
+    });
+    let c = enroll_touch_only(&fido).await;
+    let (_, other) = key(KeyState::default());
+    let x = enroll_touch_only(&other).await;
+    let fido = reinsert(&soft);
+    let identity = fido.identify(Duration::from_secs(5)).await.unwrap();
+    soft.state().log.clear();
+    let held = fido
+        .holds(
+            &identity,
+            &[enrolled(&x), enrolled(&c)],
+            1000,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(held, std::slice::from_ref(&c.credential));
+    assert_eq!(soft.state().log, ["getAssertion", "msg 02/07", "msg 02/07"]);
+}
+
+#[tokio::test]
+async fn allow_lists_fit_max_msg_size() {
+    let (soft, fido) = key(KeyState::default());
+    let mut made = Vec::new();
+    for _ in 0..20 {
+        made.push(enroll_touch_only(&fido).await);
+    }
+    // maxMsgSize 1200, maxCredentialCountInList 20, ids of 48 bytes: all 20 in one list would
+    // make a request of about 1.5 kB, which the soft key refuses (REQUEST_TOO_LARGE).
+    soft.state().max_list = Some(20);
+    let fresh = reinsert(&soft);
+    let id = fresh.identify(Duration::from_secs(5)).await.unwrap();
+    let keys: Vec<_> = made.iter().map(enrolled).collect();
+    soft.state().log.clear();
+    let held = fresh
+        .holds(&id, &keys, 1000, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 20);
+    // Each answer names one credential of its list: 20 answers.
+    assert_eq!(soft.state().log.len(), 20);
+    assert!(soft.state().largest_request <= 1200);
+}
+
+#[tokio::test]
+async fn over_a_card_the_fido_applet_is_selected_in_each_operation() {
+    use crate::transport::worker::{CardConnection, DeviceWorker, DirectConnection};
+    let soft = SoftKey::new(KeyState::default());
+    let card = super::authenticator_softkey::SoftCard::new(soft.clone());
+    let conn: Box<dyn CardConnection> = Box::new(DirectConnection(card));
+    let worker = DeviceWorker::spawn("nfc", conn).unwrap();
+    let fido = FidoAuthenticator::over_card(worker, "pcsc-1".into());
+    let id = fido.identify(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(id.guid, Some([0xA7; 16]));
+    let ix = Ix::with_pins(&["1234"]);
+    let c = fido
+        .enroll(request(UserVerification::Preferred, &["es256"]), &ix)
+        .await
+        .unwrap();
+    assert!(c.needs_secret);
+    let a = fido
+        .assert(
+            &Challenge::new().unwrap(),
+            enrolled(&c),
+            &Ix::with_pins(&["1234"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.amr, ["hwk", "user", "pin", "mfa"]);
+    let log = soft.state().log.clone();
+    assert_eq!(log[..2], ["SELECT", "getInfo"]);
+    assert_eq!(
+        log.iter().filter(|l| *l == "SELECT").count(),
+        log.iter().filter(|l| *l == "getInfo").count() + 6,
+        "one SELECT per operation: {log:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_key_that_reads_faces_says_face() {
+    let (_, fido) = key(KeyState {
+        uv: true,
+        pin: None,
+        ..KeyState::default()
+    });
+    fido.identify(Duration::from_secs(5)).await.unwrap();
+    let ix = Ix::default();
+    let c = fido
+        .enroll(request(UserVerification::Required, &["es256"]), &ix)
+        .await
+        .unwrap();
+    assert!(c.needs_secret);
+    assert_eq!(ix.states(), ["uv-needed", "working", "touch-needed"]);
+    assert_eq!(fido.methods(true), ["hwk", "user", "face", "mfa"]);
 }
