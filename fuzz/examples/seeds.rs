@@ -161,7 +161,11 @@ fn transport_seeds(seeds: &Seeds) -> Result<()> {
         ),
         (
             "busy",
-            vec![init.clone(), message(CID, cmd::ERROR, &[0x06])?, get_info.clone()],
+            vec![
+                init.clone(),
+                message(CID, cmd::ERROR, &[0x06])?,
+                get_info.clone(),
+            ],
         ),
         (
             "invalid-channel",
@@ -225,7 +229,12 @@ fn transport_seeds(seeds: &Seeds) -> Result<()> {
         ),
         (
             "getresponse-quirk",
-            vec![fido_2_0.clone(), h("01 91 00")?, h("6D 00")?, get_info.clone()],
+            vec![
+                fido_2_0.clone(),
+                h("01 91 00")?,
+                h("6D 00")?,
+                get_info.clone(),
+            ],
         ),
         (
             "u2f-v2-probed",
@@ -233,7 +242,14 @@ fn transport_seeds(seeds: &Seeds) -> Result<()> {
         ),
         (
             "u2f-only",
-            vec![u2f_v2, h("6D 00")?, h("6D 00")?, h("6D 00")?, h("6D 00")?, h("90 00")?],
+            vec![
+                u2f_v2,
+                h("6D 00")?,
+                h("6D 00")?,
+                h("6D 00")?,
+                h("6D 00")?,
+                h("90 00")?,
+            ],
         ),
         (
             "get-response",

@@ -36,7 +36,11 @@ impl HidTransport for HostileKey {
         // each time in at most 129 packets.
         assert!(self.written < 4096, "Tessera keeps writing");
         if report[4] == 0x86 {
-            assert_eq!(&report[..4], &[0xFF; 4], "INIT not on the broadcast channel");
+            assert_eq!(
+                &report[..4],
+                &[0xFF; 4],
+                "INIT not on the broadcast channel"
+            );
             self.nonce.copy_from_slice(&report[7..15]);
         }
         if report[4] & 0x80 != 0 {
@@ -85,5 +89,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(!answer.is_empty() && answer.len() <= MAX_CTAPHID_MESSAGE);
     }
     let _ = link.ping(&long, &mut ctx);
-    let _ = link.msg(&[0x00, 0x02, 0x07, 0x00, 0x00, 0x00, 0x01, 0xAA, 0x00, 0x00], &mut ctx);
+    let _ = link.msg(
+        &[0x00, 0x02, 0x07, 0x00, 0x00, 0x00, 0x01, 0xAA, 0x00, 0x00],
+        &mut ctx,
+    );
 });
