@@ -35,7 +35,7 @@ pub use tessera_client::BusChoice;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceSource {
     /// The machine's device sources ([`DeviceSources`]: PC/SC readers through pcscd, USB HID
-    /// keys next).
+    /// keys, and the simulated keys of `[device] simulated_hid_dir` when it is set).
     Machine,
     /// None: the caller feeds devices to [`Daemon::service`] itself (in-process tests).
     External,
@@ -129,8 +129,10 @@ impl Daemon {
         let sources = match opts.devices {
             DeviceSource::Machine => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                // The service helper adds `[device] simulated_hid_dir`; until then, no simulated keys.
-                let sources = DeviceSources::start(tx, SourceOptions::default())?;
+                let options = SourceOptions {
+                    simulated_hid_dir: service.config().device.simulated_hid_dir.clone(),
+                };
+                let sources = DeviceSources::start(tx, options)?;
                 let transports = sources.transports().to_vec();
                 tasks.push(tokio::spawn(device_feed::feed(
                     service.clone(),

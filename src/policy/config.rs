@@ -24,6 +24,11 @@
 //! A group's value beats `[token]` even when it is less strict: groups are how an administrator
 //! relaxes a rule for some accounts as well as tightens it.
 //!
+//! `[fido] user_verification` and `pin_required` follow the same order too (`[users.NAME.fido]`,
+//! then `[groups.NAME.fido]`, then `[fido]`, then the defaults "preferred" and false); among groups
+//! that disagree, the strictest wins ("required" over "preferred" over "discouraged"; true over
+//! false). See [`Config::fido_rules_for`].
+//!
 //! `allow_pinless` follows the same order (`[users.NAME.piv]`, then `[groups.NAME.piv]`, then
 //! `[piv]`, then the default false); among groups that disagree, false wins.
 //!
@@ -37,18 +42,22 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::{Error, Result};
 
+mod fido;
 mod parse;
+
+pub use fido::{uv_name, FidoOverride, FidoPolicy, FidoRules, ALGORITHMS, DEFAULT_RP_ID};
 
 /// Seconds in a day, the unit of the longest durations.
 const DAY: u64 = 86_400;
 #[cfg(test)]
 use parse::{
-    AUTH_KEYS, DEVICE_KEYS, KEYS_KEYS, MAX_DURATION, PIN_KEYS, PIV_KEYS, TOKEN_KEYS, TOP_KEYS,
+    AUTH_KEYS, DEVICE_KEYS, FIDO_KEYS, KEYS_KEYS, MAX_DURATION, PIN_KEYS, PIV_KEYS, TOKEN_KEYS,
+    TOP_KEYS,
 };
 
 /// Default location of the configuration file.
@@ -74,6 +83,8 @@ pub struct Config {
     pub groups: BTreeMap<String, TokenOverride>,
     /// PIV rules, with their per-user and per-group overrides (see [`Config::allow_pinless_for`]).
     pub piv: PivPolicy,
+    /// FIDO rules, with their per-user and per-group overrides (see [`Config::fido_rules_for`]).
+    pub fido: FidoPolicy,
 }
 
 /// Which PIV keys may be enrolled.
@@ -147,6 +158,10 @@ pub struct DevicePolicy {
     pub pin_timeout: Duration,
     /// How long a request waits for the user to touch the device.
     pub touch_timeout: Duration,
+    /// `simulated_hid_dir`: a directory where each Unix socket that appears is a simulated FIDO
+    /// key plugged in (`tessera-sim fido --hid-socket`), for tests and demos. `None` (the default):
+    /// no such source runs.
+    pub simulated_hid_dir: Option<PathBuf>,
 }
 
 /// The `[token]` keys one user or group table sets; `None` means "not set here".
@@ -254,6 +269,7 @@ impl Default for DevicePolicy {
             insert_timeout: Duration::from_secs(60),
             pin_timeout: Duration::from_secs(60),
             touch_timeout: Duration::from_secs(30),
+            simulated_hid_dir: None,
         }
     }
 }

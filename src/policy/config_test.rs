@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::*;
+use crate::authenticator::UserVerification;
 
 const MIN: u64 = 60;
 const HOUR: u64 = 3600;
@@ -138,9 +139,11 @@ fn example_file_writes_every_key() {
         ("auth", AUTH_KEYS),
         ("keys", KEYS_KEYS),
         ("device", DEVICE_KEYS),
+        ("fido", FIDO_KEYS),
     ] {
         let table = t[section].as_table().unwrap();
-        for key in keys {
+        // Off by default, so only described in a comment.
+        for key in keys.iter().filter(|k| **k != "simulated_hid_dir") {
             assert!(table.contains_key(*key), "example lacks {section}.{key}");
         }
     }
@@ -597,14 +600,14 @@ fn only_a_token_table_under_a_user_or_group() {
     let e = parse_err("[users.alice.pin]\nkeep_last_retry = false\n");
     assert!(
         e.starts_with(
-            "users.alice.pin: unknown key; only `token` and `piv` are allowed under [users.alice]"
+            "users.alice.pin: unknown key; only `token`, `piv` and `fido` are allowed under [users.alice]"
         ),
         "{e}"
     );
     let e = parse_err("[groups.wheel]\nlifetime = \"5m\"\n");
     assert!(
         e.starts_with(
-            "groups.wheel.lifetime: unknown key; only `token` and `piv` are allowed under [groups.wheel]"
+            "groups.wheel.lifetime: unknown key; only `token`, `piv` and `fido` are allowed under [groups.wheel]"
         ),
         "{e}"
     );
@@ -856,6 +859,17 @@ fn every_kind_of_mistake_has_its_own_message() {
         ("[token]\nlifetime = \"11y\"\n", "absurdly long"),
         ("[token]\nmax_live_per_user = 2000000\n", "absurdly large"),
         ("[token]\nmax_live_per_user = -1\n", "is negative"),
+        ("[fido]\nuser_verification = \"always\"\n", "unknown value"),
+        ("[fido]\nalgorithms = [\"rs256\"]\n", "unknown algorithm"),
+        ("[fido]\nalgorithms = []\n", "must name at least one"),
+        (
+            "[fido]\nalgorithms = [\"es256\", \"es256\"]\n",
+            "listed twice",
+        ),
+        (
+            "[device]\nsimulated_hid_dir = \"run/keys\"\n",
+            "not an absolute path",
+        ),
     ];
     for (text, phrase) in kinds {
         let e = parse_err(text);
@@ -908,5 +922,187 @@ fn load_names_the_file() {
     assert_eq!(
         Config::load(&good).unwrap().groups["wheel"].lifetime,
         Some(secs(5 * MIN))
+    );
+}
+
+// --- [fido] and [device] simulated_hid_dir ----------------------------------------------------
+
+#[test]
+fn fido_defaults() {
+    let c = Config::parse("").unwrap();
+    assert_eq!(c.fido.rp_id, "pam://tessera");
+    assert_eq!(c.fido.user_verification, UserVerification::Preferred);
+    assert!(!c.fido.pin_required);
+    assert_eq!(c.fido.algorithms, vec!["es256".to_owned()]);
+    assert!(c.fido.check_sign_count);
+    assert_eq!(c.device.simulated_hid_dir, None);
+    let rules = c.fido_rules_for("alice", &groups(&["wheel"]));
+    assert_eq!(
+        rules,
+        FidoRules {
+            user_verification: UserVerification::Preferred,
+            pin_required: false,
+        }
+    );
+    assert!(!rules.demands_verification());
+}
+
+#[test]
+fn fido_keys_are_read() {
+    let c = Config::parse(
+        r#"
+[device]
+simulated_hid_dir = "/run/tessera-sim"
+[fido]
+rp_id = "pam://office"
+user_verification = "discouraged"
+pin_required = true
+algorithms = ["eddsa", "es256"]
+check_sign_count = false
+[users.alice.fido]
+user_verification = "required"
+[groups.wheel.fido]
+pin_required = false
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.device.simulated_hid_dir.as_deref(),
+        Some(Path::new("/run/tessera-sim"))
+    );
+    assert_eq!(c.fido.rp_id, "pam://office");
+    assert_eq!(c.fido.user_verification, UserVerification::Discouraged);
+    assert!(c.fido.pin_required);
+    assert_eq!(c.fido.algorithms, vec!["eddsa".to_owned(), "es256".into()]);
+    assert!(!c.fido.check_sign_count);
+    assert_eq!(
+        c.fido.users["alice"],
+        FidoOverride {
+            user_verification: Some(UserVerification::Required),
+            pin_required: None,
+        }
+    );
+    assert_eq!(c.fido.groups["wheel"].pin_required, Some(false));
+}
+
+#[test]
+fn fido_rules_user_beats_groups_beat_fido_and_the_strictest_group_wins() {
+    let c = Config::parse(
+        r#"
+[fido]
+user_verification = "discouraged"
+[users.alice.fido]
+user_verification = "preferred"
+[groups.a.fido]
+user_verification = "required"
+[groups.b.fido]
+user_verification = "discouraged"
+pin_required = true
+[groups.c.fido]
+pin_required = false
+"#,
+    )
+    .unwrap();
+    let uv = |user: &str, g: &[&str]| c.fido_rules_for(user, &groups(g)).user_verification;
+    let pin = |user: &str, g: &[&str]| c.fido_rules_for(user, &groups(g)).pin_required;
+    assert_eq!(
+        uv("alice", &["a"]),
+        UserVerification::Preferred,
+        "user table"
+    );
+    assert_eq!(uv("bob", &["a", "b"]), UserVerification::Required);
+    assert_eq!(uv("bob", &["b", "a"]), UserVerification::Required);
+    assert_eq!(uv("bob", &["b"]), UserVerification::Discouraged);
+    assert_eq!(uv("bob", &[]), UserVerification::Discouraged, "[fido]");
+    assert!(pin("bob", &["c", "b"]), "true wins among groups");
+    assert!(!pin("bob", &["c"]));
+    assert!(!pin("alice", &[]), "default");
+    assert!(c
+        .fido_rules_for("bob", &groups(&["a"]))
+        .demands_verification());
+    assert!(c
+        .fido_rules_for("bob", &groups(&["b"]))
+        .demands_verification());
+}
+
+#[test]
+fn fido_mistakes() {
+    for (text, want) in [
+        ("[fido]\nrp_id = \"\"\n", "fido.rp_id: must not be empty"),
+        (
+            "[fido]\nrp_id = \" pam://x\"\n",
+            "fido.rp_id: has leading or trailing spaces",
+        ),
+        (
+            "[fido]\nrp_id = 5\n",
+            "fido.rp_id: expected a string, found integer 5",
+        ),
+        (
+            "[fido]\nuser_verification = \"always\"\n",
+            "fido.user_verification: unknown value \"always\"; expected \"required\", \
+             \"preferred\" or \"discouraged\"",
+        ),
+        (
+            "[fido]\nuser_verification = true\n",
+            "fido.user_verification: expected \"required\", \"preferred\" or \"discouraged\", \
+             found boolean true",
+        ),
+        (
+            "[fido]\nalgorithms = \"es256\"\n",
+            "fido.algorithms: expected an array of algorithm names",
+        ),
+        (
+            "[fido]\nalgorithms = []\n",
+            "fido.algorithms: must name at least one algorithm",
+        ),
+        (
+            "[fido]\nalgorithms = [\"es256\", \"rs256\"]\n",
+            "fido.algorithms: unknown algorithm \"rs256\"; expected \"es256\" or \"eddsa\"",
+        ),
+        (
+            "[fido]\nalgorithms = [\"es256\", 7]\n",
+            "fido.algorithms: expected algorithm names (strings), found integer 7",
+        ),
+        (
+            "[fido]\nalgorithms = [\"eddsa\", \"eddsa\"]\n",
+            "fido.algorithms: \"eddsa\" is listed twice",
+        ),
+        (
+            "[fido]\ncheck_sign_count = \"no\"\n",
+            "fido.check_sign_count: expected true or false",
+        ),
+        (
+            "[fido]\nrpid = \"x\"\n",
+            "fido.rpid: unknown key; expected one of `rp_id`",
+        ),
+        (
+            "[users.alice.fido]\nrp_id = \"x\"\n",
+            "users.alice.fido.rp_id: unknown key; expected one of `user_verification`, \
+             `pin_required`",
+        ),
+        (
+            "[groups.wheel.fido]\nuser_verification = \"maybe\"\n",
+            "groups.wheel.fido.user_verification: unknown value \"maybe\"",
+        ),
+        (
+            "[device]\nsimulated_hid_dir = \"keys\"\n",
+            "device.simulated_hid_dir: \"keys\" is not an absolute path",
+        ),
+        (
+            "[device]\nsimulated_hid_dir = \"\"\n",
+            "device.simulated_hid_dir: must not be empty",
+        ),
+        (
+            "[device]\nsimulated_hid_dir = true\n",
+            "device.simulated_hid_dir: expected a path string, found boolean true",
+        ),
+    ] {
+        let e = parse_err(text);
+        assert!(e.starts_with(want), "{text:?}:\n{e}");
+    }
+    let e = parse_err("[fido]\nalgorithms = [\"es256\",\n  \"rs256\"]\n");
+    assert!(
+        e.contains("at line 3, column 3"),
+        "points at the bad item:\n{e}"
     );
 }

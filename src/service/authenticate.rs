@@ -12,13 +12,14 @@ use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
 use super::devices::Device;
+use super::find_device::{enrolled_key, find, needs_secret, Found};
 use super::request_interaction::RequestInteraction;
 use super::requests::{AuthRequest, Request, Shared, WeakService};
-use super::tokens;
+use super::{select_device, tokens};
 use super::{Caller, Event, Service};
-use crate::authenticator::{EnrolledKey, Progress, SecretKind};
+use crate::authenticator::{Progress, SecretKind};
 use crate::locks::lock;
-use crate::policy::config::TokenPolicy;
+use crate::policy::config::{FidoRules, TokenPolicy};
 use crate::policy::users::Account;
 use crate::store::Enrollment;
 use crate::verify::challenge::Challenge;
@@ -34,16 +35,35 @@ pub(super) async fn start(
 ) -> Result<Request> {
     svc.check_lockout(&account.name)?;
     let enrollments = enrollments_of(svc, &account)?;
+    let fido = svc.fido_rules_for(&account).await?;
     // Subscribed before the first look, so that no insertion falls between.
     let events = svc.subscribe();
-    let first = match find(svc, &account, &enrollments, &r, interactive) {
-        Ok((d, _)) => Progress::Working {
-            device: d.info.id.clone(),
-        },
-        Err(Error::DeviceAmbiguous(devices)) if r.wait => Progress::SelectingDevice { devices },
-        Err(Error::NotEnrolled(_) | Error::NoDevice) if r.wait => Progress::WaitingForDevice,
+    let (first, found) = match find(svc, &account, &enrollments, &r, interactive, fido).await {
+        Ok(Found::One(d, e)) => {
+            let p = Progress::Working {
+                device: d.info.id.clone(),
+            };
+            (p, Some(Found::One(d, e)))
+        }
+        Ok(Found::Selectable(options)) => {
+            let p = Progress::SelectingDevice {
+                devices: options.iter().map(|(d, _)| d.info.id.clone()).collect(),
+            };
+            (p, Some(Found::Selectable(options)))
+        }
+        Err(Error::DeviceAmbiguous(devices)) if r.wait => {
+            (Progress::SelectingDevice { devices }, None)
+        }
+        Err(Error::NotEnrolled(_) | Error::NoDevice) if r.wait => {
+            (Progress::WaitingForDevice, None)
+        }
         // Not waiting: nothing to wait for is an answer now, not a request that fails at once.
         Err(e) => return Err(e),
+    };
+    let looked = Looked {
+        events,
+        fido,
+        found,
     };
     let (shared, request) = svc
         .inner
@@ -59,7 +79,7 @@ pub(super) async fn start(
             enrollments,
             r,
             interactive,
-            events,
+            looked,
         )
         .await;
         svc.note_outcome(&account.name, &result);
@@ -78,6 +98,14 @@ pub(super) async fn start(
     Ok(request)
 }
 
+/// What the start of a request found: the device events since, the FIDO rules, and the device (or
+/// the devices to choose among) if one was there.
+struct Looked {
+    events: broadcast::Receiver<Event>,
+    fido: FidoRules,
+    found: Option<Found>,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run(
     svc: &Service,
@@ -87,13 +115,31 @@ async fn run(
     enrollments: Vec<Enrollment>,
     r: AuthRequest,
     interactive: bool,
-    mut events: broadcast::Receiver<Event>,
+    looked: Looked,
 ) -> Result<Zeroizing<String>> {
     let insert_wait = shared.capped(svc.config().device.insert_timeout);
     let waiting_until = tokio::time::Instant::now() + insert_wait;
+    let Looked {
+        mut events,
+        fido,
+        mut found,
+    } = looked;
     let (device, enrollment) = loop {
-        match find(svc, account, &enrollments, &r, interactive) {
-            Ok(found) => break found,
+        // What the start found is used once; every later look asks the devices again.
+        let now = match found.take() {
+            Some(f) => Ok(f),
+            None => find(svc, account, &enrollments, &r, interactive, fido).await,
+        };
+        match now {
+            Ok(Found::One(d, e)) => break (d, *e),
+            Ok(Found::Selectable(options)) => {
+                match select_device::select(svc, shared, options).await {
+                    Ok(found) => break found,
+                    // The devices went while the user chose: look again.
+                    Err(Error::DeviceRemoved) if r.wait => {}
+                    Err(e) => return Err(e),
+                }
+            }
             Err(e @ (Error::NotEnrolled(_) | Error::NoDevice)) if r.wait => {
                 let _ = e;
                 shared.progress(Progress::WaitingForDevice);
@@ -121,7 +167,8 @@ async fn run(
     // the account, so the caller owns it: no PIN guard look-up on the login path.
     check_enrolled_device(&device, &enrollment)?;
     let rules = svc.rules_for(account).await?;
-    let amr = device.authenticator.methods(enrollment.require_pin);
+    let needs_secret = needs_secret(&enrollment, fido);
+    let amr = device.authenticator.methods(needs_secret);
     let slot = Arc::new(Mutex::new(None::<Ahead>));
     let mut ix = RequestInteraction::new(svc, Arc::clone(shared), caller, interactive);
     ix.user = Some(account.name.clone());
@@ -155,16 +202,12 @@ async fn run(
         }));
     }
     let challenge = Challenge::new()?;
-    let enrolled = EnrolledKey {
-        credential: &enrollment.credential,
-        algorithm: enrollment.algorithm.as_str(),
-        public_key: &enrollment.public_key,
-        needs_secret: enrollment.require_pin,
-        thumbprint: &enrollment.key_thumbprint,
-        rp_id: enrollment.rp_id.as_deref(),
-        sign_count: enrollment.sign_count,
+    let enrolled = enrolled_key(&enrollment, needs_secret);
+    let asserted = match device.authenticator.assert(&challenge, enrolled, &ix).await {
+        // A verified signature from a key whose counter went back is a clone's.
+        Ok(a) => svc.check_sign_count(&enrollment, a.sign_count).await,
+        Err(e) => Err(e),
     };
-    let asserted = device.authenticator.assert(&challenge, enrolled, &ix).await;
     let ahead = lock(&slot).take();
     let Some(ahead) = ahead else {
         // Failed before the final exchange began: nothing was written.
@@ -172,9 +215,7 @@ async fn run(
             "an assertion succeeded without its final exchange".into(),
         )));
     };
-    ahead
-        .finish(svc, &device, asserted.map(|_| ()), &rules)
-        .await
+    ahead.finish(svc, &device, asserted, &rules).await
 }
 
 /// The token of an authentication, signed and its row written ahead while the device works: the
@@ -264,33 +305,6 @@ impl Ahead {
     }
 }
 
-/// The device and enrollment for `r` now.
-fn find(
-    svc: &Service,
-    account: &Account,
-    enrollments: &[Enrollment],
-    r: &AuthRequest,
-    interactive: bool,
-) -> Result<(Arc<Device>, Enrollment)> {
-    let mut candidates = match &r.device {
-        Some(id) => vec![svc.device(id).ok_or(Error::NoDevice)?],
-        None => svc.present_devices(),
-    };
-    if let Some(kinds) = &r.kinds {
-        candidates.retain(|d| kinds.iter().any(|k| k == &d.info.kind));
-    }
-    if candidates.is_empty() {
-        return Err(Error::NoDevice);
-    }
-    choose(
-        account,
-        enrollments,
-        candidates,
-        r.pin.is_some(),
-        interactive,
-    )
-}
-
 /// The account's enrollments; those made for another uid of the same name (an account deleted and
 /// re-created) are not the account's and are skipped, with a log line.
 fn enrollments_of(svc: &Service, account: &Account) -> Result<Vec<Enrollment>> {
@@ -310,64 +324,6 @@ fn enrollments_of(svc: &Service, account: &Account) -> Result<Vec<Enrollment>> {
         )));
     }
     Ok(own)
-}
-
-/// The device and enrollment to use: the one candidate device holding a key enrolled for the
-/// account, and its enrollment that needs a PIN when one is given, or needs none when not (an
-/// interactive request without a PIN takes one that needs a PIN if it must, and asks for it).
-///
-/// Errors: [`Error::NotEnrolled`] when no candidate holds an enrolled key;
-/// [`Error::DeviceAmbiguous`] when several do; [`Error::PinRequired`] when no PIN is given, the
-/// request cannot ask, and the device's enrollments all need one; [`Error::InvalidArgument`] when a
-/// PIN is given for a device enrolled only without one (it would otherwise be dropped unseen).
-fn choose(
-    account: &Account,
-    enrollments: &[Enrollment],
-    candidates: Vec<Arc<Device>>,
-    with_pin: bool,
-    interactive: bool,
-) -> Result<(Arc<Device>, Enrollment)> {
-    let mut matching: Vec<(Arc<Device>, Vec<&Enrollment>)> = candidates
-        .into_iter()
-        .map(|d| {
-            let own: Vec<&Enrollment> = enrollments
-                .iter()
-                .filter(|e| {
-                    e.kind.as_str() == d.authenticator.kind()
-                        && d.identity.thumbprint(&e.credential) == Some(e.key_thumbprint.as_str())
-                })
-                .collect();
-            (d, own)
-        })
-        .filter(|(_, own)| !own.is_empty())
-        .collect();
-    if matching.len() > 1 {
-        return Err(Error::DeviceAmbiguous(
-            matching.iter().map(|(d, _)| d.info.id.clone()).collect(),
-        ));
-    }
-    let (device, own) = matching.pop().ok_or_else(|| {
-        Error::NotEnrolled(format!(
-            "no present device is enrolled for {}",
-            account.name
-        ))
-    })?;
-    let exact = own.iter().find(|e| e.require_pin == with_pin);
-    let fallback = (!with_pin && interactive)
-        .then(|| own.iter().find(|e| e.require_pin))
-        .flatten();
-    let enrollment = exact.or(fallback).map(|e| (*e).clone()).ok_or_else(|| {
-        if with_pin {
-            Error::InvalidArgument(
-                "a PIN was given, but the key enrolled on this device needs none; authenticate \
-                 without a PIN"
-                    .into(),
-            )
-        } else {
-            Error::PinRequired
-        }
-    })?;
-    Ok((device, enrollment))
 }
 
 /// The device is the enrolled one: the GUID and the device key recorded at enrollment, the latter

@@ -1,4 +1,5 @@
-//! Present devices and the two operations that talk to them: enrollment and authentication.
+//! Present devices: the registry, their device sessions, and what a device that could not be
+//! identified is kept as. How a new device is connected and identified lives in `device_attach`.
 //!
 //! Each card insertion is a device session, recorded durably so that a card pulled while the daemon
 //! was not running is noticed at the next start: a session in the store that no present card
@@ -10,10 +11,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{Event, Service};
-use crate::authenticator::{card_authenticator, Authenticator, DeviceIdentity};
+use crate::authenticator::{Authenticator, DeviceIdentity};
 use crate::locks::lock;
 use crate::store::{DeviceSession, WriteOp};
 use crate::transport::worker::{CardConnection, DeviceWorker};
+use crate::transport::HidTransport;
 use crate::{Error, Result};
 use tokio::sync::OwnedMutexGuard;
 
@@ -26,19 +28,43 @@ pub struct DeviceAttach {
     /// The run of the device source that counted `event_count` (pcscd's process identity, see
     /// [`crate::transport::pcscd_instance`]); `None` when unknown, which matches no recorded session.
     pub source_instance: Option<String>,
-    /// "pcsc" for PC/SC readers.
+    /// "pcsc" for PC/SC readers, "nfc" when the reader says the card is contactless.
     pub transport: String,
     /// The connection to the card.
     pub connection: Box<dyn CardConnection>,
 }
 
-/// A present card, connected, before it is identified.
-struct Attached {
-    reader: String,
-    event_count: u64,
-    source_instance: Option<String>,
-    transport: String,
-    worker: DeviceWorker,
+/// What a device source (USB HID, the simulated-HID directory, or a test) knows about a newly
+/// present FIDO key on HID reports.
+pub struct HidAttach {
+    /// Where it is (the hidraw node, the simulated key's socket path): unique among present
+    /// devices, and what [`Service::device_removed`] is later called with.
+    pub location: String,
+    /// "hid" for USB HID, "sim" for a simulated key's socket.
+    pub transport: String,
+    /// The connection to the key: 64-byte reports.
+    pub connection: Box<dyn HidTransport>,
+}
+
+/// A present device, connected, before it is identified.
+pub(super) struct Attached {
+    /// Its device id.
+    pub(super) id: String,
+    /// Where it is (reader name, hidraw node, socket path); its removal names it so.
+    pub(super) reader: String,
+    pub(super) event_count: u64,
+    pub(super) source_instance: Option<String>,
+    pub(super) transport: String,
+    /// The authenticator of its kind.
+    pub(super) authenticator: Arc<dyn Authenticator>,
+    /// The card's worker (cards only): an unidentified card is asked now and then whether it
+    /// was reset, and identified again when it was.
+    pub(super) card: Option<DeviceWorker>,
+    /// Identifying it again means probing its applets again (none answered the first time), not
+    /// only asking `authenticator` again.
+    pub(super) reprobe: bool,
+    /// Its name when it tells none ("PIV card in READER").
+    pub(super) fallback_name: String,
 }
 
 /// A present device as published on the bus.
@@ -46,15 +72,17 @@ struct Attached {
 pub struct DeviceInfo {
     /// Stable object-path element derived from the reader name.
     pub id: String,
-    /// "piv", or "unknown" for a card that could not be identified (listed so that users see it,
-    /// never used for enrollment or authentication).
+    /// "piv" or "fido", or "unknown" for a device that could not be identified (listed so that
+    /// users see it, never used for enrollment or authentication).
     pub kind: String,
-    /// "pcsc".
+    /// How it is reached: "pcsc" (a contact card reader), "nfc" (a contactless card or key
+    /// through a PC/SC reader), "hid" (USB HID) or "sim" (a simulated key's socket).
     pub transport: String,
     /// Human-readable name (the certificate subject of 9A when there is one, else the reader; for an
     /// unknown card, why it could not be identified).
     pub name: String,
-    /// Reader name.
+    /// Where it is: the reader name, the hidraw node or the simulated key's socket path. One card
+    /// that offers two kinds (PIV and FIDO) is two devices in one reader.
     pub reader: String,
 }
 
@@ -71,26 +99,24 @@ pub(super) struct Device {
 }
 
 pub(super) struct SessionState {
-    id: String,
+    pub(super) id: String,
     pub(super) open: bool,
 }
 
-/// A present card that could not be identified: listed, kept connected to be identified again when
-/// pcscd sees it change, and never offered to enrollment or authentication.
+/// A present device that could not be identified: listed, kept connected to be identified again
+/// when its source sees it change (cards), and never offered to enrollment or authentication.
 pub(super) struct UnknownCard {
-    info: DeviceInfo,
-    worker: DeviceWorker,
-    event_count: u64,
-    source_instance: Option<String>,
+    pub(super) info: DeviceInfo,
+    pub(super) attached: Attached,
 }
 
 /// The present devices, and the device sessions from the store still waiting to be confirmed.
 pub(super) struct Devices {
-    by_id: HashMap<String, Arc<Device>>,
-    /// Present cards that could not be identified, by device id (never also in `by_id`).
-    unknown: HashMap<String, UnknownCard>,
+    pub(super) by_id: HashMap<String, Arc<Device>>,
+    /// Present devices that could not be identified, by device id (never also in `by_id`).
+    pub(super) unknown: HashMap<String, UnknownCard>,
     /// Open sessions from before this start, until the first device scan is complete.
-    unconfirmed: Vec<DeviceSession>,
+    pub(super) unconfirmed: Vec<DeviceSession>,
 }
 
 impl Devices {
@@ -117,230 +143,45 @@ pub fn device_id(reader: &str) -> String {
 }
 
 impl Service {
-    /// A device became present: identify it (PIV application, slot certificates), open or confirm
-    /// its device session, and publish it. A card that cannot be identified (not a PIV card, or one
-    /// that keeps failing) is published as kind "unknown", and identified again when it changes.
-    pub async fn device_added(&self, attach: DeviceAttach) -> Result<()> {
-        let id = device_id(&attach.reader);
-        let worker = DeviceWorker::spawn(&id, attach.connection)?;
-        let card = Attached {
-            reader: attach.reader,
-            event_count: attach.event_count,
-            source_instance: attach.source_instance,
-            transport: attach.transport,
-            worker,
-        };
-        self.card_present(card).await
-    }
-
-    /// The card in `reader` is the same insertion but looks different to the device source (it
-    /// answers after being mute, or was reset): identify it again if it could not be before.
-    pub async fn device_changed(&self, reader: &str) -> Result<()> {
-        let id = device_id(reader);
-        let Some(unknown) = lock(&self.inner.devices).unknown.remove(&id) else {
-            return Ok(());
-        };
-        tracing::info!(reader = %reader, "identifying the unidentified card again (it changed or was reset)");
-        self.publish(Event::DeviceRemoved { id });
-        self.card_present(Attached {
-            reader: unknown.info.reader,
-            event_count: unknown.event_count,
-            source_instance: unknown.source_instance,
-            transport: unknown.info.transport,
-            worker: unknown.worker,
-        })
-        .await
-    }
-
-    /// Readers holding a card that could not be identified.
-    pub fn unidentified_readers(&self) -> Vec<String> {
-        let devs = lock(&self.inner.devices);
-        devs.unknown
-            .values()
-            .map(|u| u.info.reader.clone())
-            .collect()
-    }
-
-    /// Identifies the unidentified card in `reader` again if another application reset it since
-    /// (pcscd tells only the card's own connections about a reset, so the device source asks).
-    pub async fn recheck_unidentified(&self, reader: &str) -> Result<()> {
-        let id = device_id(reader);
-        let worker = lock(&self.inner.devices)
-            .unknown
-            .get(&id)
-            .map(|u| u.worker.clone());
-        let Some(worker) = worker else {
-            return Ok(());
-        };
-        let r = worker.was_reset(self.config().device.timeout).await;
-        tracing::trace!(%reader, "unidentified card reset: {r:?}");
-        match r {
-            Ok(true) => self.device_changed(reader).await,
-            Ok(false) => Ok(()),
-            // A card that is gone is the device source's to report.
-            Err(e) => {
-                tracing::debug!(%reader, "checking the unidentified card for a reset: {e}");
-                Ok(())
-            }
-        }
-    }
-
-    /// Identifies a present card and publishes it, as a PIV device with its session or as unknown.
-    async fn card_present(&self, attach: Attached) -> Result<()> {
-        let id = device_id(&attach.reader);
-        let worker = attach.worker.clone();
-        let timeout = self.config().device.timeout;
-        let authenticator = card_authenticator(worker.clone(), id.clone());
-        let identity = match authenticator.identify(timeout).await {
-            Ok(i) => i,
-            Err(e) => {
-                // Logged once per insertion (re-identification after a change logs again).
-                tracing::warn!(reader = %attach.reader, "cannot identify the card: {e}; listed as unknown");
-                let info = DeviceInfo {
-                    id: id.clone(),
-                    kind: "unknown".into(),
-                    transport: attach.transport,
-                    name: format!("unidentified card in {} ({e})", attach.reader),
-                    reader: attach.reader,
-                };
-                let unknown = UnknownCard {
-                    info: info.clone(),
-                    worker,
-                    event_count: attach.event_count,
-                    source_instance: attach.source_instance,
-                };
-                let (replaced, was_unknown) = {
-                    let mut devs = lock(&self.inner.devices);
-                    let was_unknown = devs.unknown.insert(id.clone(), unknown).is_some();
-                    (devs.by_id.remove(&id), was_unknown)
-                };
-                if replaced.is_some() || was_unknown {
-                    // The source missed a removal: the old bus object goes first.
-                    self.publish(Event::DeviceRemoved { id: id.clone() });
-                }
-                if let Some(old) = replaced {
-                    // End the old insertion properly.
-                    self.end_session(&old).await?;
-                }
-                self.publish(Event::DeviceAdded(info));
-                return Ok(());
-            }
-        };
-        let card_id = identity.card_id();
-        let now = self.inner.clock.unix_secs();
-        // Confirm a session from before this start, or open a new one. The reader, pcscd's event
-        // count and the card's certificates are public: a card that can, proves with its 9E key that
-        // it holds the keys those certificates name before it inherits the session's tokens. The
-        // count means something only within the pcscd run that counted it: an unknown run, on
-        // either side, matches nothing.
-        let matches = |s: &DeviceSession| {
-            s.reader == attach.reader
-                && s.event_counter == attach.event_count
-                && s.source_instance.is_some()
-                && s.source_instance == attach.source_instance
-                && s.card_id == card_id
-        };
-        let candidate = lock(&self.inner.devices).unconfirmed.iter().any(matches);
-        // The card proved its device key (9E) once, at identification: adopting a session from
-        // before a restart, or sending a PIN, need not trust the public certificates alone.
-        let proven = match &identity.device_key {
-            Some(key) => candidate && key.proven,
-            None => candidate,
-        };
-        if candidate && !proven {
-            tracing::warn!(
-                reader = %attach.reader,
-                "the card could not prove it is the one that was here before the restart; its old \
-                 session ends"
-            );
-        }
-        let adopted = {
-            let mut devs = lock(&self.inner.devices);
-            let pos = if proven {
-                devs.unconfirmed.iter().position(matches)
-            } else {
-                None
-            };
-            let adopted = pos.map(|p| devs.unconfirmed.swap_remove(p));
-            self.inner
-                .any_unconfirmed
-                .store(!devs.unconfirmed.is_empty(), Ordering::SeqCst);
-            adopted
-        };
-        let session_id = match adopted {
-            Some(s) => s.id,
-            None => {
-                let sid = crate::token::new_jti();
-                self.inner
-                    .store
-                    .apply(vec![WriteOp::OpenDeviceSession(DeviceSession {
-                        id: sid.clone(),
-                        reader: attach.reader.clone(),
-                        card_id,
-                        event_counter: attach.event_count,
-                        source_instance: attach.source_instance.clone(),
-                        started: now,
-                        ended: None,
-                    })])
-                    .await?;
-                sid
-            }
-        };
-        let info = DeviceInfo {
-            id: id.clone(),
-            kind: authenticator.kind().into(),
-            transport: attach.transport,
-            name: identity
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("PIV card in {}", attach.reader)),
-            reader: attach.reader,
-        };
-        let device = Arc::new(Device {
-            info: info.clone(),
-            session_id: session_id.clone(),
-            session: Arc::new(tokio::sync::Mutex::new(SessionState {
-                id: session_id,
-                open: true,
-            })),
-            identity,
-            authenticator,
-        });
-        let (replaced, was_unknown) = {
-            let mut devs = lock(&self.inner.devices);
-            let was_unknown = devs.unknown.remove(&id).is_some();
-            (devs.by_id.insert(id.clone(), device), was_unknown)
-        };
-        if replaced.is_some() || was_unknown {
-            // The bus object of the card as it was is replaced, not kept beside.
-            self.publish(Event::DeviceRemoved { id });
-        }
-        if let Some(old) = replaced {
-            // The source missed a removal; end the old insertion properly.
-            self.end_session(&old).await?;
-        }
-        tracing::info!(device = %info.id, reader = %info.reader, "device present");
-        self.publish(Event::DeviceAdded(info));
-        Ok(())
-    }
-
-    /// The card left `reader`: end its device session and, by policy, revoke its tokens.
+    /// The device at `reader` left (a card pulled out, a key unplugged): end its device session
+    /// (both, for a card that offered two kinds) and, by policy, revoke its tokens.
     pub async fn device_removed(&self, reader: &str) -> Result<()> {
-        let id = device_id(reader);
         let (removed, unknown) = {
             let mut devs = lock(&self.inner.devices);
-            (devs.by_id.remove(&id), devs.unknown.remove(&id))
+            let ids: Vec<String> = devs
+                .by_id
+                .values()
+                .filter(|d| d.info.reader == reader)
+                .map(|d| d.info.id.clone())
+                .collect();
+            let removed: Vec<Arc<Device>> =
+                ids.iter().filter_map(|id| devs.by_id.remove(id)).collect();
+            let unknown: Vec<String> = devs
+                .unknown
+                .iter()
+                .filter(|(_, u)| u.info.reader == reader)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &unknown {
+                devs.unknown.remove(id);
+            }
+            (removed, unknown)
         };
-        if unknown.is_some() {
-            tracing::info!(device = %id, "unidentified card removed");
-            self.publish(Event::DeviceRemoved { id: id.clone() });
+        for id in unknown {
+            tracing::info!(device = %id, "unidentified device removed");
+            self.publish(Event::DeviceRemoved { id });
         }
-        if let Some(device) = removed {
+        // Every session, even if one fails to be recorded (as for all_devices_removed).
+        let mut first_error = None;
+        for device in removed {
+            let id = device.info.id.clone();
             tracing::info!(device = %id, "device removed");
             self.publish(Event::DeviceRemoved { id });
-            self.end_session(&device).await?;
+            if let Err(e) = self.end_session(&device).await {
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Every device left (the device source lost its service, e.g. pcscd stopped).
@@ -442,7 +283,7 @@ impl Service {
         v
     }
 
-    async fn end_session(&self, device: &Device) -> Result<()> {
+    pub(super) async fn end_session(&self, device: &Device) -> Result<()> {
         let mut session = device.session.lock().await;
         if !session.open {
             return Ok(());

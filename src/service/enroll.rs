@@ -1,6 +1,12 @@
 //! Enrollment, as a request: the device proves the user knows its PIN and holds the private key of
 //! a credential; the key is then recorded for the account (name and uid), with what identifies the
 //! device (GUID, device key) so that later logins send the PIN only to this device.
+//!
+//! What the request asks of the device follows the policy: `[fido]` gives every device the
+//! relying-party id, the user verification, the PIN rule, the algorithms and the credentials to
+//! exclude (the account's others of the same kind), and kinds that have no use for them ignore
+//! them. A device whose identity names its credentials (PIV: the slots' certificates, read at
+//! insertion) must enroll the very key it showed; a FIDO key makes a new credential.
 
 use std::sync::Arc;
 
@@ -13,7 +19,7 @@ use super::requests::{EnrollRequest, Request, Shared};
 use super::{Caller, Service};
 use crate::authenticator::SecretKind;
 use crate::policy::users::Account;
-use crate::store::{Enrollment, WriteOp};
+use crate::store::{DeviceKind, Enrollment, WriteOp};
 use crate::{Error, Result};
 
 /// Starts enrolling a credential of device `device_id` for `account` (resolved for `caller`).
@@ -51,16 +57,22 @@ async fn run(
 ) -> Result<String> {
     let wanted = device.authenticator.enrollable(r.credential.as_deref())?;
     let credential = wanted.credential.clone();
-    if !wanted.needs_secret && !svc.allow_pinless(account)? {
-        return Err(Error::AccessDenied(format!(
-            "PIN-less authentication (credential {credential}) is not allowed for {}: a login \
-             with it proves only that the device is present; the administrator can allow it with \
-             `[piv] allow_pinless = true` (or per user or group)",
-            account.name
-        )));
-    }
-    if r.pin.is_none() && !interactive {
-        return Err(Error::PinRequired);
+    let kind: DeviceKind = device.authenticator.kind().parse()?;
+    // `[piv]` is PIV's policy; a FIDO key's user verification is the authenticator's to enforce
+    // (it refuses to enroll without it when `[fido]` requires it).
+    if kind == DeviceKind::Piv {
+        if !wanted.needs_secret && !svc.allow_pinless(account)? {
+            return Err(Error::AccessDenied(format!(
+                "PIN-less authentication (credential {credential}) is not allowed for {}: a login \
+                 with it proves only that the device is present; the administrator can allow it \
+                 with `[piv] allow_pinless = true` (or per user or group)",
+                account.name
+            )));
+        }
+        // A PIV enrollment always proves the PIN.
+        if r.pin.is_none() && !interactive {
+            return Err(Error::PinRequired);
+        }
     }
     if interactive {
         // Not even the retry counter of a card enrolled for someone else is read for a prompt.
@@ -68,11 +80,13 @@ async fn run(
     }
     // Checked on what the device showed at insertion, so no PIN is spent on a device that has
     // nothing to enroll or that could not prove it holds its device key.
-    let Some(identified) = device.identity.thumbprint(&credential).map(str::to_owned) else {
+    let names_credentials = !device.identity.credentials.is_empty();
+    let identified = device.identity.thumbprint(&credential).map(str::to_owned);
+    if names_credentials && identified.is_none() {
         return Err(Error::Device(format!(
             "the device holds no credential {credential} (no certificate in slot {credential})"
         )));
-    };
+    }
     let device_key = device.identity.device_key.clone();
     if device_key.as_ref().is_some_and(|k| !k.proven) {
         return Err(Error::SignatureInvalid(
@@ -83,25 +97,38 @@ async fn run(
     ix.user = Some(account.name.clone());
     ix.guard = Some(Arc::clone(&device));
     ix.give(SecretKind::PinCode, r.pin);
+    let config = svc.config();
+    let fido = svc.fido_rules_for(account).await?;
+    let algorithms: Vec<&str> = config.fido.algorithms.iter().map(String::as_str).collect();
+    let existing = svc.inner.store.enrollments_for_user(&account.name)?;
+    // The account's credentials of this kind: a FIDO key that holds one already makes no second.
+    let exclude: Vec<String> = existing
+        .iter()
+        .filter(|e| e.kind == kind && e.uid == account.uid)
+        .map(|e| e.credential.clone())
+        .collect();
     let request = crate::authenticator::EnrollRequest {
         credential: &credential,
         user: &account.name,
         uid: account.uid,
-        rp_id: "",
-        exclude: &[],
-        user_verification: Default::default(),
-        pin_required: false,
-        algorithms: &["es256"],
+        rp_id: &config.fido.rp_id,
+        exclude: &exclude,
+        user_verification: fido.user_verification,
+        pin_required: fido.pin_required,
+        algorithms: &algorithms,
     };
     let enrolled = device.authenticator.enroll(request, &ix).await?;
     // The key later logins look for on this device is the one it showed at insertion.
-    if enrolled.thumbprint != identified {
+    if identified
+        .as_ref()
+        .is_some_and(|t| *t != enrolled.thumbprint)
+    {
         return Err(Error::Device(format!(
             "the credential {credential} is not the one the device showed when it was inserted"
         )));
     }
     let mut ops = Vec::new();
-    for existing in svc.inner.store.enrollments_for_user(&account.name)? {
+    for existing in existing {
         if existing.key_thumbprint != enrolled.thumbprint {
             continue;
         }
@@ -121,7 +148,7 @@ async fn run(
         id: crate::token::new_jti(),
         user: account.name.clone(),
         uid: account.uid,
-        kind: device.authenticator.kind().parse()?,
+        kind,
         credential: enrolled.credential.clone(),
         algorithm: enrolled.algorithm.parse()?,
         public_key: enrolled.public_key,
@@ -136,8 +163,9 @@ async fn run(
         last_used: None,
     };
     let id = enrollment.id.clone();
+    let stored = enrollment.credential.clone();
     ops.push(WriteOp::InsertEnrollment(enrollment));
     svc.inner.store.apply(ops).await?;
-    tracing::info!(user = %account.name, credential = %credential, device = %device.info.id, "enrolled");
+    tracing::info!(user = %account.name, kind = %kind, credential = %stored, device = %device.info.id, "enrolled");
     Ok(id)
 }

@@ -19,10 +19,12 @@
 //! service's construction and public API, which delegates to them.
 
 mod authenticate;
+mod device_attach;
 mod devices;
 mod enroll;
 mod enrollments;
 mod events;
+mod find_device;
 mod key_upkeep;
 mod lockout;
 mod pin_guard;
@@ -30,10 +32,15 @@ mod refresh_limit;
 mod request_interaction;
 mod requests;
 mod requirements;
+mod select_device;
+mod sign_count;
 mod token_index;
 mod tokens;
 mod unblock;
 mod user_locks;
+
+#[cfg(test)]
+mod fido_test;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -43,7 +50,7 @@ use zeroize::Zeroizing;
 
 use crate::clock::Clock;
 use crate::locks::{read, write};
-use crate::policy::config::{Config, TokenPolicy};
+use crate::policy::config::{Config, FidoRules, TokenPolicy};
 use crate::policy::users::{Account, AccountCache};
 use crate::secret::Secret;
 use crate::store::state_dir::StateDir;
@@ -52,7 +59,7 @@ use crate::token::keys::KeyRing;
 use crate::{Error, Result};
 
 pub use crate::authenticator::{Progress, SecretPrompt};
-pub use devices::{DeviceAttach, DeviceInfo};
+pub use devices::{DeviceAttach, DeviceInfo, HidAttach};
 pub use enrollments::{EnrollmentInfo, UNENROLLED};
 pub use events::Event;
 pub use requests::{
@@ -60,6 +67,7 @@ pub use requests::{
     MAX_LIVE_REQUESTS_PER_CALLER,
 };
 pub use requirements::TokenRequirements;
+pub use sign_count::CLONED;
 pub use token_index::TokenIndex;
 
 /// A live token as ListSessions shows it.
@@ -451,6 +459,18 @@ impl Service {
             self.inner.accounts.groups(account).await?
         };
         Ok(config.token_policy_for(&account.name, &groups))
+    }
+
+    /// The FIDO rules for `account` under the configuration in force.
+    async fn fido_rules_for(&self, account: &Account) -> Result<FidoRules> {
+        let config = self.config();
+        // As for the token rules: groups are looked up only when a group rule exists.
+        let groups: Arc<[String]> = if config.fido_has_group_rules() {
+            self.inner.accounts.groups(account).await?
+        } else {
+            Arc::from(Vec::new())
+        };
+        Ok(config.fido_rules_for(&account.name, &groups))
     }
 
     /// Whether `account` may enroll a PIN-less (9E) key under the configuration in force.

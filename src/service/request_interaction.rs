@@ -127,6 +127,10 @@ impl Interaction for RequestInteraction {
         self.shared.capped(self.svc.config().device.timeout)
     }
 
+    fn touch_timeout(&self) -> Duration {
+        self.shared.capped(self.svc.config().device.touch_timeout)
+    }
+
     fn keep_last_try(&self) -> bool {
         self.svc.config().pin.keep_last_retry
     }

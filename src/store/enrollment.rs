@@ -25,7 +25,8 @@ pub struct Enrollment {
     pub credential: String,
     /// The algorithm of `public_key` and of the signatures the device makes with it.
     pub algorithm: KeyAlgorithm,
-    /// The public key, encoded as `algorithm` says (es256: SEC1 uncompressed point 0x04 || X || Y).
+    /// The public key, encoded as `algorithm` says (es256: SEC1 uncompressed point 0x04 || X || Y;
+    /// eddsa: the 32-byte Ed25519 public key).
     pub public_key: Vec<u8>,
     /// Thumbprint of `public_key` (unique per user).
     pub key_thumbprint: String,
@@ -111,6 +112,8 @@ named! {
     DeviceKind, "device kind" {
         /// A PIV card (NIST SP 800-73-4) over PC/SC: "piv".
         Piv = "piv",
+        /// A FIDO2 or U2F security key (CTAP 2.1), over USB HID or NFC: "fido".
+        Fido = "fido",
     }
 }
 
@@ -120,6 +123,9 @@ named! {
     KeyAlgorithm, "key algorithm" {
         /// ECDSA on P-256 with SHA-256 (FIPS 186-4); the key is a SEC1 uncompressed point: "es256".
         Es256 = "es256",
+        /// EdDSA with Ed25519 (RFC 8032; COSE -8, RFC 9053 section 2.2); the key is its 32 raw
+        /// bytes (RFC 8032 section 5.1.5): "eddsa".
+        EdDsa = "eddsa",
     }
 }
 

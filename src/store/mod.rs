@@ -126,6 +126,13 @@ pub struct KeyMeta {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOp {
     InsertEnrollment(Enrollment),
+    /// Records the signature counter a FIDO key reported in a verified assertion (CTAP 2.1 §6.2):
+    /// `Changed` only when `count` is above the stored one, so writes that land out of order
+    /// never lower it; `Unchanged` for an equal or lower count or a deleted enrollment.
+    SetSignCount {
+        enrollment: String,
+        count: u32,
+    },
     /// Deletes the enrollment and, by cascade, its token records (which makes those tokens invalid).
     DeleteEnrollment {
         id: String,

@@ -1166,3 +1166,61 @@ fn dead_rows_are_capped_oldest_first_and_live_ones_kept() {
     assert_eq!(jtis("alice"), ["a4", "a5"], "live rows are never dropped");
     assert_eq!(jtis("bob"), ["b0"], "another user's rows are untouched");
 }
+
+#[test]
+fn a_fido_enrollment_round_trips_with_its_rp_id_algorithm_and_counter() {
+    let (_dir, _path, store) = fixture();
+    let fido = Enrollment {
+        kind: DeviceKind::Fido,
+        credential: "q83vEjRWeJA".into(),
+        algorithm: KeyAlgorithm::EdDsa,
+        public_key: vec![0x5A; 32],
+        rp_id: Some("pam://tessera".into()),
+        sign_count: 7,
+        device_key_thumbprint: None,
+        ..enrollment("f1", "alice")
+    };
+    store
+        .apply_blocking(vec![WriteOp::InsertEnrollment(fido.clone())])
+        .unwrap();
+    assert_eq!(store.enrollment("f1").unwrap(), Some(fido));
+    assert_eq!("fido".parse::<DeviceKind>().unwrap(), DeviceKind::Fido);
+    assert_eq!(
+        "eddsa".parse::<KeyAlgorithm>().unwrap(),
+        KeyAlgorithm::EdDsa
+    );
+    assert_eq!(KeyAlgorithm::EdDsa.as_str(), "eddsa");
+}
+
+#[test]
+fn the_sign_count_only_rises() {
+    let (_dir, _path, store) = fixture();
+    let set = |count: u32| {
+        store
+            .apply_blocking(vec![WriteOp::SetSignCount {
+                enrollment: "e1".into(),
+                count,
+            }])
+            .unwrap()[0]
+    };
+    assert_eq!(set(5), Outcome::Changed);
+    assert_eq!(
+        set(5),
+        Outcome::Unchanged,
+        "equal: a write that lost a race"
+    );
+    assert_eq!(set(3), Outcome::Unchanged, "lower: never written");
+    assert_eq!(store.enrollment("e1").unwrap().unwrap().sign_count, 5);
+    assert_eq!(set(u32::MAX), Outcome::Changed);
+    assert_eq!(
+        store.enrollment("e1").unwrap().unwrap().sign_count,
+        u32::MAX
+    );
+    let gone = store
+        .apply_blocking(vec![WriteOp::SetSignCount {
+            enrollment: "nope".into(),
+            count: 9,
+        }])
+        .unwrap();
+    assert_eq!(gone, vec![Outcome::Unchanged]);
+}

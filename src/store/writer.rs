@@ -119,6 +119,10 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> Result<Outcome> {
     };
     Ok(match op {
         WriteOp::InsertEnrollment(e) => one(run(&insert_sql(), &insert_params(e)[..])?),
+        WriteOp::SetSignCount { enrollment, count } => one(run(
+            "UPDATE enrollments SET sign_count = ?2 WHERE id = ?1 AND sign_count < ?2",
+            params![enrollment, count],
+        )?),
         WriteOp::DeleteEnrollment { id } => {
             one(run("DELETE FROM enrollments WHERE id = ?1", params![id])?)
         }

@@ -145,13 +145,11 @@ fn watch(events: &UnboundedSender<DeviceEvent>, stopped: oneshot::Receiver<()>) 
                         };
                         match event.event_type() {
                             udev::EventType::Add => added = true,
-                            udev::EventType::Remove => {
-                                if present.remove(&node) {
-                                    let _ = events.send(DeviceEvent::Removed {
-                                        transport: Transport::Hid,
-                                        location: node,
-                                    });
-                                }
+                            udev::EventType::Remove if present.remove(&node) => {
+                                let _ = events.send(DeviceEvent::Removed {
+                                    transport: Transport::Hid,
+                                    location: node,
+                                });
                             }
                             _ => {}
                         }
@@ -284,6 +282,30 @@ mod tests {
             (a.as_c_str(), FIDO_USAGE_PAGE, 0x02), // the FIDO page, another usage
         ];
         assert_eq!(fido_paths(listed), vec![b, c]);
+    }
+
+    /// On any machine (no keys, no hidraw access, no udev in a container): the source enumerates,
+    /// says so, and stops when dropped.
+    #[tokio::test]
+    async fn the_monitor_completes_its_enumeration_without_keys_or_access() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let monitor = HidMonitor::start(tx).unwrap();
+        let complete = loop {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(DeviceEvent::Added(_))) => continue, // a real key on this machine
+                other => break other,
+            }
+        };
+        assert!(
+            matches!(
+                complete,
+                Ok(Some(DeviceEvent::EnumerationComplete {
+                    transport: Transport::Hid
+                }))
+            ),
+            "{complete:?}"
+        );
+        drop(monitor);
     }
 
     #[test]

@@ -4,11 +4,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use toml::Spanned;
 
+use super::fido::{uv_from_name, FidoOverride, ALGORITHMS};
 use super::{fmt_duration, toml_key, Config, TokenOverride, TokenPolicy, DAY};
 use crate::{Error, Result};
 
@@ -33,7 +35,7 @@ const HOW_TO_WRITE_DURATIONS: &str = "write it like \"90s\", \"15m\", \"8h\" or 
 
 /// The keys of each table, in the order of the example file.
 pub(crate) const TOP_KEYS: &[&str] = &[
-    "token", "pin", "piv", "auth", "keys", "device", "users", "groups",
+    "token", "pin", "piv", "auth", "keys", "device", "fido", "users", "groups",
 ];
 pub(crate) const TOKEN_KEYS: &[&str] = &[
     "lifetime",
@@ -49,9 +51,23 @@ pub(crate) const PIN_KEYS: &[&str] = &["keep_last_retry"];
 pub(crate) const PIV_KEYS: &[&str] = &["allow_pinless"];
 pub(crate) const AUTH_KEYS: &[&str] = &["max_failures", "failure_window", "lockout"];
 pub(crate) const KEYS_KEYS: &[&str] = &["rotate_every"];
-pub(crate) const DEVICE_KEYS: &[&str] =
-    &["timeout", "insert_timeout", "pin_timeout", "touch_timeout"];
-const OVERRIDE_KEYS: &[&str] = &["token", "piv"];
+pub(crate) const FIDO_KEYS: &[&str] = &[
+    "rp_id",
+    "user_verification",
+    "pin_required",
+    "algorithms",
+    "check_sign_count",
+];
+/// The `[fido]` keys a user or group table may set.
+const FIDO_OVERRIDE_KEYS: &[&str] = &["user_verification", "pin_required"];
+pub(crate) const DEVICE_KEYS: &[&str] = &[
+    "timeout",
+    "insert_timeout",
+    "pin_timeout",
+    "touch_timeout",
+    "simulated_hid_dir",
+];
+const OVERRIDE_KEYS: &[&str] = &["token", "piv", "fido"];
 
 /// A parsed TOML value with its byte span in the file when known.
 struct Node {
@@ -64,6 +80,7 @@ enum Kind {
     Str(String),
     Int(i64),
     Bool(bool),
+    Array(Vec<Node>),
     /// Values no Tessera key takes, by name: "a float", "an array", "a datetime".
     Other(&'static str),
 }
@@ -90,7 +107,7 @@ impl Node {
             toml::Value::Integer(i) => Kind::Int(i),
             toml::Value::Boolean(b) => Kind::Bool(b),
             toml::Value::Float(_) => Kind::Other("a float"),
-            toml::Value::Array(_) => Kind::Other("an array"),
+            toml::Value::Array(a) => Kind::Array(a.into_iter().map(Node::from_value).collect()),
             toml::Value::Datetime(_) => Kind::Other("a datetime"),
         };
         Node { span: None, kind }
@@ -102,6 +119,7 @@ impl Node {
             Kind::Str(s) => format!("string {s:?}"),
             Kind::Int(i) => format!("integer {i}"),
             Kind::Bool(b) => format!("boolean {b}"),
+            Kind::Array(_) => "an array".into(),
             Kind::Other(what) => (*what).to_owned(),
         }
     }
@@ -144,8 +162,11 @@ impl<'de> Visitor<'de> for KindVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Kind, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Kind::Other("an array"))
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Spanned<Kind>>()? {
+            items.push(Node::from(item));
+        }
+        Ok(Kind::Array(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Kind, A::Error> {
@@ -186,6 +207,9 @@ impl Checker<'_> {
         if let Some(t) = top.get("piv") {
             cfg.piv.allow_pinless = self.allow_pinless(t, "piv")?;
         }
+        if let Some(t) = top.get("fido") {
+            self.fido(t, &mut cfg)?;
+        }
         if let Some(t) = top.get("auth") {
             let t = self.table(t, "auth", AUTH_KEYS)?;
             if let Some(v) = t.get("max_failures") {
@@ -222,12 +246,26 @@ impl Checker<'_> {
             if let Some(v) = t.get("touch_timeout") {
                 cfg.device.touch_timeout = self.positive(v, "device.touch_timeout")?;
             }
+            if let Some(v) = t.get("simulated_hid_dir") {
+                cfg.device.simulated_hid_dir =
+                    Some(self.absolute_path(v, "device.simulated_hid_dir")?);
+            }
         }
         let sections = [
-            ("users", &mut cfg.users, &mut cfg.piv.users_allow_pinless),
-            ("groups", &mut cfg.groups, &mut cfg.piv.groups_allow_pinless),
+            (
+                "users",
+                &mut cfg.users,
+                &mut cfg.piv.users_allow_pinless,
+                &mut cfg.fido.users,
+            ),
+            (
+                "groups",
+                &mut cfg.groups,
+                &mut cfg.piv.groups_allow_pinless,
+                &mut cfg.fido.groups,
+            ),
         ];
-        for (section, map, pinless) in sections {
+        for (section, map, pinless, fido) in sections {
             let Some(node) = top.get(section) else {
                 continue;
             };
@@ -240,6 +278,12 @@ impl Checker<'_> {
                 if let Some(t) = entry.get("piv") {
                     if let Some(v) = self.optional_allow_pinless(t, &format!("{path}.piv"))? {
                         pinless.insert(name.clone(), v);
+                    }
+                }
+                if let Some(t) = entry.get("fido") {
+                    let o = self.fido_override(t, &format!("{path}.fido"))?;
+                    if o != FidoOverride::default() {
+                        fido.insert(name.clone(), o);
                     }
                 }
                 let Some(t) = entry.get("token") else {
@@ -323,6 +367,131 @@ impl Checker<'_> {
             .transpose()
     }
 
+    /// The `[fido]` table into `cfg.fido`.
+    fn fido(&self, node: &Node, cfg: &mut Config) -> Result<()> {
+        let t = self.table(node, "fido", FIDO_KEYS)?;
+        if let Some(v) = t.get("rp_id") {
+            let Kind::Str(s) = &v.kind else {
+                return Err(self.wrong_type(v, "fido.rp_id", "a string"));
+            };
+            if s.trim().is_empty() {
+                return Err(self.error(
+                    "fido.rp_id",
+                    Some(v),
+                    "must not be empty (every credential is made for this relying-party id)",
+                ));
+            }
+            if s.trim() != s {
+                return Err(self.error(
+                    "fido.rp_id",
+                    Some(v),
+                    "has leading or trailing spaces; credentials would be scoped to them",
+                ));
+            }
+            cfg.fido.rp_id.clone_from(s);
+        }
+        let o = self.fido_override(node, "fido")?;
+        if let Some(uv) = o.user_verification {
+            cfg.fido.user_verification = uv;
+        }
+        if let Some(p) = o.pin_required {
+            cfg.fido.pin_required = p;
+        }
+        if let Some(v) = t.get("algorithms") {
+            cfg.fido.algorithms = self.algorithms(v, "fido.algorithms")?;
+        }
+        if let Some(v) = t.get("check_sign_count") {
+            cfg.fido.check_sign_count = self.boolean(v, "fido.check_sign_count")?;
+        }
+        Ok(())
+    }
+
+    /// `user_verification` and `pin_required` of the FIDO table at `path` (`[fido]` itself, whose
+    /// other keys the caller reads, or a user's or group's, which may set only these two).
+    fn fido_override(&self, node: &Node, path: &str) -> Result<FidoOverride> {
+        let allowed = if path == "fido" {
+            FIDO_KEYS
+        } else {
+            FIDO_OVERRIDE_KEYS
+        };
+        let t = self.table(node, path, allowed)?;
+        let key = |k: &str| format!("{path}.{k}");
+        let mut o = FidoOverride::default();
+        if let Some(v) = t.get("user_verification") {
+            let Kind::Str(s) = &v.kind else {
+                return Err(self.wrong_type(
+                    v,
+                    &key("user_verification"),
+                    "\"required\", \"preferred\" or \"discouraged\"",
+                ));
+            };
+            let Some(uv) = uv_from_name(s) else {
+                return Err(self.error(
+                    &key("user_verification"),
+                    Some(v),
+                    format!("unknown value {s:?}; expected \"required\", \"preferred\" or \"discouraged\""),
+                ));
+            };
+            o.user_verification = Some(uv);
+        }
+        if let Some(v) = t.get("pin_required") {
+            o.pin_required = Some(self.boolean(v, &key("pin_required"))?);
+        }
+        Ok(o)
+    }
+
+    /// A non-empty list of distinct names from [`ALGORITHMS`], in the file's order.
+    fn algorithms(&self, node: &Node, path: &str) -> Result<Vec<String>> {
+        let expected = "an array of algorithm names like [\"es256\", \"eddsa\"]";
+        let Kind::Array(items) = &node.kind else {
+            return Err(self.wrong_type(node, path, expected));
+        };
+        if items.is_empty() {
+            return Err(self.error(
+                path,
+                Some(node),
+                "must name at least one algorithm (\"es256\", \"eddsa\")",
+            ));
+        }
+        let mut out: Vec<String> = Vec::with_capacity(items.len());
+        for item in items {
+            let Kind::Str(name) = &item.kind else {
+                return Err(self.wrong_type(item, path, "algorithm names (strings)"));
+            };
+            if !ALGORITHMS.contains(&name.as_str()) {
+                return Err(self.error(
+                    path,
+                    Some(item),
+                    format!("unknown algorithm {name:?}; expected \"es256\" or \"eddsa\""),
+                ));
+            }
+            if out.contains(name) {
+                return Err(self.error(path, Some(item), format!("{name:?} is listed twice")));
+            }
+            out.push(name.clone());
+        }
+        Ok(out)
+    }
+
+    /// An absolute path (the daemon does not resolve relative paths against its working directory).
+    fn absolute_path(&self, node: &Node, path: &str) -> Result<PathBuf> {
+        let Kind::Str(s) = &node.kind else {
+            return Err(self.wrong_type(node, path, "a path string"));
+        };
+        if s.is_empty() {
+            return Err(self.error(
+                path,
+                Some(node),
+                "must not be empty (leave the key out to turn it off)",
+            ));
+        }
+        let p = PathBuf::from(s);
+        if !p.is_absolute() {
+            return Err(self.error(path, Some(node), format!("{s:?} is not an absolute path")));
+        }
+        Ok(p)
+    }
+
     fn token_override(&self, node: &Node, path: &str) -> Result<TokenOverride> {
         let t = self.table(node, path, TOKEN_KEYS)?;
         let key = |k: &str| format!("{path}.{k}");
@@ -388,7 +557,9 @@ impl Checker<'_> {
                     .collect::<Vec<_>>()
                     .join(", ");
                 let problem = if allowed == OVERRIDE_KEYS {
-                    format!("unknown key; only `token` and `piv` are allowed under [{path}]")
+                    format!(
+                        "unknown key; only `token`, `piv` and `fido` are allowed under [{path}]"
+                    )
                 } else {
                     format!("unknown key; expected one of {expected}")
                 };
