@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use tessera::service::{DeviceAttach, Service};
+use tessera::service::{DeviceAttach, HidAttach, Service};
 use tessera::transport::events::{AddedDevice, DeviceConnection, DeviceEvent, Transport};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -104,6 +104,7 @@ async fn added(service: &Service, device: AddedDevice) -> tessera::Result<()> {
     let AddedDevice {
         location,
         transport,
+        contactless,
         event_count,
         source_instance,
         connection,
@@ -116,18 +117,38 @@ async fn added(service: &Service, device: AddedDevice) -> tessera::Result<()> {
                     reader: location,
                     event_count,
                     source_instance,
+                    transport: published_transport(transport, contactless).into(),
+                    connection,
+                })
+                .await
+        }
+        DeviceConnection::Hid(connection) => {
+            service
+                .hid_device_added(HidAttach {
+                    location,
                     transport: transport.as_str().into(),
                     connection,
                 })
                 .await
         }
-        DeviceConnection::Hid(_) => {
-            // The service learns HID keys with the FIDO authenticator (issue 8); until then a key
-            // is logged and left alone.
-            tracing::info!(%location, %transport, "FIDO key seen; not yet handed to the service");
-            Ok(())
-        }
     }
+}
+
+/// The transport a device is published with: its source's, except a PC/SC card reached over NFC,
+/// which is "nfc".
+fn published_transport(transport: Transport, contactless: bool) -> &'static str {
+    match transport {
+        Transport::Pcsc if contactless => NFC,
+        other => other.as_str(),
+    }
+}
+
+/// The published transport of contactless PC/SC cards.
+const NFC: &str = "nfc";
+
+/// Whether a device published with `published` came from `source` (an NFC card from PC/SC).
+fn from_source(published: &str, source: Transport) -> bool {
+    published == source.as_str() || (source == Transport::Pcsc && published == NFC)
 }
 
 /// Every device of `transport` left. Each one even if one fails: a device whose removal was not
@@ -135,7 +156,7 @@ async fn added(service: &Service, device: AddedDevice) -> tessera::Result<()> {
 async fn source_lost(service: &Service, transport: Transport) -> tessera::Result<()> {
     let mut first_error = None;
     for device in service.devices() {
-        if device.transport != transport.as_str() {
+        if !from_source(&device.transport, transport) {
             continue;
         }
         if let Err(e) = service.device_removed(&device.reader).await {

@@ -18,6 +18,15 @@ use tessera_sim::piv::{PivCard, SimOptions};
 use tokio::sync::mpsc;
 
 fn sim_card(dir: &std::path::Path, location: &str, transport: Transport) -> DeviceEvent {
+    sim_card_at(dir, location, transport, false)
+}
+
+fn sim_card_at(
+    dir: &std::path::Path,
+    location: &str,
+    transport: Transport,
+    contactless: bool,
+) -> DeviceEvent {
     let card = PivCard::open(
         &dir.join(format!("{location}.json")),
         &SimOptions::default(),
@@ -27,7 +36,7 @@ fn sim_card(dir: &std::path::Path, location: &str, transport: Transport) -> Devi
         location: location.into(),
         kind: DeviceKind::SmartCard,
         transport,
-        contactless: false,
+        contactless,
         event_count: 1,
         source_instance: Some("test".into()),
         connection: DeviceConnection::Card(Box::new(DirectConnection(card))),
@@ -119,6 +128,44 @@ async fn events_become_devices_and_a_lost_source_takes_only_its_own() {
     .unwrap();
     devices_become(&svc, &[]).await;
 
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(10), feed)
+        .await
+        .expect("the feed did not end with its channel")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contactless_card_is_published_as_nfc_and_leaves_with_pcscd() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::open(ServiceParts {
+        clock: Arc::new(SystemClock),
+        config: Config::parse("").unwrap(),
+        state_dir: dir.path().join("state"),
+    })
+    .unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let feed = tokio::spawn(tesserad::device_feed::feed(
+        svc.clone(),
+        vec![Transport::Pcsc],
+        rx,
+    ));
+    tx.send(sim_card_at(dir.path(), "Contact", Transport::Pcsc, false))
+        .unwrap();
+    tx.send(sim_card_at(dir.path(), "Field", Transport::Pcsc, true))
+        .unwrap();
+    tx.send(DeviceEvent::EnumerationComplete {
+        transport: Transport::Pcsc,
+    })
+    .unwrap();
+    devices_become(&svc, &[("Contact", "pcsc", "piv"), ("Field", "nfc", "piv")]).await;
+    // Both came from PC/SC: both leave with it.
+    tx.send(DeviceEvent::SourceLost {
+        transport: Transport::Pcsc,
+        reason: "pcscd stopped".into(),
+    })
+    .unwrap();
+    devices_become(&svc, &[]).await;
     drop(tx);
     tokio::time::timeout(Duration::from_secs(10), feed)
         .await

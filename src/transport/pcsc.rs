@@ -213,8 +213,9 @@ fn watch_context(
                 let _ = events.send(removed(name.clone()));
             }
             if has_card && !present.contains_key(&name) && !ev.contains(State::UNAVAILABLE) {
+                let contactless = is_contactless(&name, &now.atr);
                 present.insert(name.clone(), now);
-                let _ = events.send(inserted(name, s.event_count(), pcscd));
+                let _ = events.send(inserted(name, s.event_count(), pcscd, contactless));
             }
             s.sync_current_state();
         }
@@ -233,17 +234,42 @@ fn watch_context(
 /// A card in `reader`, with a connection that connects at the service's first use: identification
 /// connects inside its retries, so a card that cannot be connected to at once (pcscd still powering
 /// it, another application resetting it) is retried, and listed even if it never answers.
-fn inserted(reader: String, event_count: u32, pcscd: Option<&PcscdInstance>) -> DeviceEvent {
+fn inserted(
+    reader: String,
+    event_count: u32,
+    pcscd: Option<&PcscdInstance>,
+    contactless: bool,
+) -> DeviceEvent {
     let connection = PcscConnection::unconnected(&reader);
     DeviceEvent::Added(AddedDevice {
         location: reader,
         kind: DeviceKind::SmartCard,
         transport: Transport::Pcsc,
-        contactless: false,
+        contactless,
         event_count: u64::from(event_count),
         source_instance: pcscd.map(|p| p.to_string()),
         connection: DeviceConnection::Card(Box::new(connection)),
     })
+}
+
+/// Whether the card in `reader` is reached over NFC: its ATR is the one a PC/SC reader makes up
+/// for a contactless card (PC/SC Part 3 §3.1.3.2.3: `3B 8n 80 01`, then n historical bytes and
+/// TCK, n being the low nibble of T0), or the reader calls itself contactless. The ATR decides
+/// when there is one; the name is for readers that show contact and contactless slots apart
+/// ("… PICC …", "… Contactless …", "… CL Reader").
+pub fn is_contactless(reader: &str, atr: &[u8]) -> bool {
+    if let [0x3B, t0, 0x80, 0x01, ..] = atr {
+        if t0 & 0xF0 == 0x80 {
+            return true;
+        }
+    }
+    if !atr.is_empty() {
+        return false;
+    }
+    let name = reader.to_ascii_lowercase();
+    ["contactless", "picc", " cl reader", " nfc"]
+        .iter()
+        .any(|w| name.contains(w))
 }
 
 fn removed(reader: String) -> DeviceEvent {
@@ -445,5 +471,48 @@ fn map_err(e: pcsc::Error) -> Error {
         },
         P::NoService | P::ServiceStopped => Error::Device(format!("pcscd unavailable: {e}")),
         other => Error::Device(format!("PC/SC: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contactless_cards_are_told_by_their_atr() {
+        let hex = |s: &str| hex::decode(s.replace(' ', "")).unwrap_or_default();
+        for (reader, atr, want) in [
+            // A YubiKey 5 NFC on a contactless reader (ISO 14443-4, 3B 8n 80 01 + historical bytes).
+            (
+                "ACS ACR1252 1S CL Reader PICC 0",
+                "3B 8D 80 01 80 73 C0 21 C0 57 59 75 62 69 4B 65 79 F9",
+                true,
+            ),
+            // A type A card without historical bytes: 3B 80 80 01 01.
+            ("Generic Reader", "3B 80 80 01 01", true),
+            // A YubiKey over USB CCID: contact.
+            (
+                "Yubico YubiKey OTP+FIDO+CCID 00 00",
+                "3B FD 13 00 00 81 31 FE 15 80 73 C0 21 C0 57 59 75 62 69 4B 65 79 40",
+                false,
+            ),
+            // The simulators in vpcd: the FIDO key over NFC, the PIV card (contact, T=1).
+            (
+                "Virtual PCD 00 00",
+                "3B 8F 80 01 80 73 C0 21 C0 57 54 65 73 73 65 72 61 46 49 00",
+                true,
+            ),
+            (
+                "Virtual PCD 00 01",
+                "3B 8B 01 54 65 73 73 65 72 61 2D 50 49 56 AF",
+                false,
+            ),
+            // No ATR (mute): the reader's name decides.
+            ("OMNIKEY 5022 CL Reader 0", "", true),
+            ("Identiv uTrust 4701 F Contactless Reader", "", true),
+            ("Gemalto PC Twin Reader 00 00", "", false),
+        ] {
+            assert_eq!(is_contactless(reader, &hex(atr)), want, "{reader}: {atr}");
+        }
     }
 }

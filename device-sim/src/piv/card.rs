@@ -16,12 +16,14 @@ use super::objects::{self, NIST_RID, PIV_AID, TAG_DISCOVERY};
 use super::state::{self, CardState};
 use super::{CardProfile, Fault, SimError, SimOptions, Slot, ALG_3DES, ALG_ECC_P256};
 
-/// Answer to reset: T=1, historical bytes "Tessera-PIV" (category indicator 0x80 is not used: the
-/// bytes are proprietary). OpenSC matches no ATR of its tables and finds the card by SELECTing the
-/// PIV application, as it does for any PIV card it does not know by name.
-const ATR: [u8; 16] = [
-    0x3B, 0x8B, 0x80, 0x01, b'T', b'e', b's', b's', b'e', b'r', b'a', b'-', b'P', b'I', b'V',
-    0x2F, // TCK: XOR of T0 .. last historical byte (ISO/IEC 7816-3 §8.2.5)
+/// Answer to reset of a contact card: T0 = 8B (TD1 and 11 historical bytes follow), TD1 = 01 (T=1),
+/// historical bytes "Tessera-PIV" (category indicator 0x80 is not used: the bytes are proprietary).
+/// Not `3B 8n 80 01`: that is the form PC/SC readers give contactless cards (PC/SC Part 3
+/// §3.1.3.2.3), which Tessera reports as NFC. OpenSC matches no ATR of its tables and finds the
+/// card by SELECTing the PIV application, as it does for any PIV card it does not know by name.
+const ATR: [u8; 15] = [
+    0x3B, 0x8B, 0x01, b'T', b'e', b's', b's', b'e', b'r', b'a', b'-', b'P', b'I', b'V',
+    0xAF, // TCK: XOR of T0 .. last historical byte (ISO/IEC 7816-3 §8.2.5)
 ];
 
 /// Firmware version reported to Yubico's GET VERSION: 5.x makes yubico-piv-tool read the serial

@@ -651,11 +651,15 @@ fn the_atr_has_a_valid_check_byte() {
     let atr = card.atr();
     assert_eq!(atr[0], 0x3B);
     assert_eq!(atr[1..].iter().fold(0u8, |a, b| a ^ b), 0, "TCK");
+    // TS, T0, TD1 (T=1, nothing further), the historical bytes, TCK.
+    assert_eq!(atr[2], 0x01, "TD1: T=1 and no more interface bytes");
     assert_eq!(
         usize::from(atr[1] & 0x0F),
-        atr.len() - 5,
+        atr.len() - 4,
         "historical byte count"
     );
+    // Not the PC/SC Part 3 contactless form 3B 8n 80 01: this is a contact card.
+    assert_ne!(&atr[2..4], &[0x80, 0x01]);
 }
 
 #[test]
