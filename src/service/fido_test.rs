@@ -491,3 +491,30 @@ async fn pulling_the_key_out_revokes_its_tokens() {
         Err(Error::TokenRevoked(r)) if r.contains("device-removed")
     ));
 }
+
+/// Login latency with a key that answers at once (the commit dominates): `cargo test -p tessera
+/// --lib service::fido_test::login_latency -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn login_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open(
+        dir.path(),
+        &format!("{CONFIG}[token]\nmax_live_per_user = 1000\n"),
+    );
+    let a = Arc::new(FakeKey::new("a").counters(&(1..=400).collect::<Vec<u32>>()));
+    let id = attach(&svc, "/run/sim/a", &a).await;
+    enroll(&svc, &id).await;
+    let mut times = Vec::new();
+    for _ in 0..300 {
+        let t = std::time::Instant::now();
+        login(&svc).await.unwrap();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    println!(
+        "login p50 {:?} p99 {:?}",
+        times[times.len() / 2],
+        times[times.len() * 99 / 100]
+    );
+}
