@@ -11,7 +11,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::devices::{device_id, Attached, Device, DeviceAttach, HidAttach, SessionState};
+use super::devices::SessionState;
+use super::devices::{device_id, recognisable, Attached, Device, DeviceAttach, HidAttach};
 use super::devices::{DeviceInfo, UnknownCard};
 use super::{Event, Service};
 use crate::authenticator::{card_authenticator, fido_card_authenticator, hid_authenticator};
@@ -281,7 +282,7 @@ impl Service {
         // either side, matches nothing (HID keys have none). A device that names neither its
         // credentials nor a device key (a FIDO key: its AAGUID is its model's) cannot be told
         // from another of its kind, so it never inherits a session.
-        let recognisable = !identity.credentials.is_empty() || identity.device_key.is_some();
+        let recognisable = recognisable(&identity);
         let matches = |s: &DeviceSession| {
             recognisable
                 && s.reader == attach.reader

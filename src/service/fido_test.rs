@@ -518,3 +518,27 @@ async fn login_latency() {
         times[times.len() * 99 / 100]
     );
 }
+
+#[tokio::test]
+async fn a_key_is_owned_by_the_credentials_it_holds_not_by_its_models_aaguid() {
+    const NOBODY: Caller = Caller { uid: 65534 };
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open(dir.path(), CONFIG);
+    let a = Arc::new(FakeKey::new("a"));
+    let b = Arc::new(FakeKey::new("b"));
+    let id_a = attach(&svc, "/run/sim/a", &a).await;
+    let id_b = attach(&svc, "/run/sim/b", &b).await;
+    enroll(&svc, &id_a).await;
+    // Same AAGUID, another key: not root's.
+    let r = svc
+        .start_enrollment(NOBODY, "", &id_b, EnrollRequest::default())
+        .await
+        .unwrap();
+    r.outcome().await.unwrap();
+    // Root's key takes no PIN from anyone else.
+    let r = svc
+        .start_enrollment(NOBODY, "", &id_a, EnrollRequest::default())
+        .await
+        .unwrap();
+    assert!(matches!(r.outcome().await, Err(Error::AccessDenied(_))));
+}

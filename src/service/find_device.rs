@@ -53,7 +53,14 @@ pub(super) async fn find(
     let timeout = svc.config().device.timeout;
     let mut matching: Vec<(Arc<Device>, Vec<&Enrollment>)> = Vec::new();
     for d in candidates {
-        let own = held(&d, enrollments, account.uid, timeout).await;
+        let own = match held(&d, enrollments, account.uid, timeout).await {
+            Ok(own) => own,
+            // Another device may still serve the request.
+            Err(e) => {
+                tracing::debug!(device = %d.info.id, "cannot tell which credentials the device holds: {e}");
+                Vec::new()
+            }
+        };
         if !own.is_empty() {
             matching.push((d, own));
         }
@@ -117,14 +124,14 @@ pub(super) fn enrolled_key(e: &Enrollment, needs_secret: bool) -> EnrolledKey<'_
     }
 }
 
-/// The enrollments among `enrollments` that `device` holds. A device that cannot answer holds
-/// none (logged): another device may still serve the request.
-async fn held<'e>(
+/// The enrollments among `enrollments` (of any kind) that `device` holds, asked on behalf of the
+/// caller `uid`. Errors: the device's, when it cannot answer.
+pub(super) async fn held<'e>(
     device: &Device,
     enrollments: &'e [Enrollment],
     uid: u32,
     timeout: Duration,
-) -> Vec<&'e Enrollment> {
+) -> Result<Vec<&'e Enrollment>> {
     let authenticator: &dyn Authenticator = device.authenticator.as_ref();
     let kind = authenticator.kind();
     let of_kind: Vec<&Enrollment> = enrollments
@@ -140,23 +147,17 @@ async fn held<'e>(
             .iter()
             .map(|e| enrolled_key(e, e.require_pin))
             .collect();
-        match authenticator
+        let refs = authenticator
             .holds(&device.identity, &keys, uid, timeout)
-            .await
-        {
-            Ok(refs) => own.extend(
-                batch
-                    .iter()
-                    .filter(|e| refs.iter().any(|c| c == &e.credential))
-                    .copied(),
-            ),
-            Err(e) => {
-                tracing::debug!(device = %device.info.id, "cannot tell which credentials the device holds: {e}");
-                return Vec::new();
-            }
-        }
+            .await?;
+        own.extend(
+            batch
+                .iter()
+                .filter(|e| refs.iter().any(|c| c == &e.credential))
+                .copied(),
+        );
     }
-    own
+    Ok(own)
 }
 
 /// `items` split, in order, into batches in which no credential reference repeats.
