@@ -542,3 +542,20 @@ async fn a_key_is_owned_by_the_credentials_it_holds_not_by_its_models_aaguid() {
         .unwrap();
     assert!(matches!(r.outcome().await, Err(Error::AccessDenied(_))));
 }
+
+#[tokio::test]
+async fn a_credential_made_for_another_relying_party_id_serves_no_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open(dir.path(), CONFIG);
+    let a = Arc::new(FakeKey::new("a"));
+    let id = attach(&svc, "/run/sim/a", &a).await;
+    enroll(&svc, &id).await;
+    let other = CONFIG.replace("pam://test", "pam://elsewhere");
+    svc.reload(Config::parse(&other).unwrap());
+    assert!(matches!(login(&svc).await, Err(Error::NotEnrolled(_))));
+    assert!(
+        a.log().is_empty(),
+        "the key was not even asked: {:?}",
+        a.log()
+    );
+}

@@ -50,10 +50,27 @@ pub(super) async fn find(
     if candidates.is_empty() {
         return Err(Error::NoDevice);
     }
-    let timeout = svc.config().device.timeout;
+    let config = svc.config();
+    let timeout = config.device.timeout;
+    // A credential is scoped to the relying-party id it was made for (WebAuthn §6.1), and logins
+    // are for the configured one: a credential of another (the id was changed) serves none.
+    let usable: Vec<Enrollment> = enrollments
+        .iter()
+        .filter(|e| {
+            let ok = e.rp_id.as_deref().is_none_or(|rp| rp == config.fido.rp_id);
+            if !ok {
+                tracing::info!(
+                    enrollment = %e.id, rp_id = ?e.rp_id, configured = %config.fido.rp_id,
+                    "skipping a credential made for another relying-party id"
+                );
+            }
+            ok
+        })
+        .cloned()
+        .collect();
     let mut matching: Vec<(Arc<Device>, Vec<&Enrollment>)> = Vec::new();
     for d in candidates {
-        let own = match held(&d, enrollments, account.uid, timeout).await {
+        let own = match held(&d, &usable, account.uid, timeout).await {
             Ok(own) => own,
             // Another device may still serve the request.
             Err(e) => {
