@@ -3,13 +3,15 @@
 //! credentials a key holds, choosing a key by touch, and assertions verified against the enrolled
 //! key (CTAP 2.1 §6; CTAP1/U2F raw messages §4-5).
 //!
-//! This file holds the type, its constructors and the one path to the key ([`FidoAuthenticator::
-//! with_link`]); each operation lives in a sibling of its own: `authenticator_identify` (getInfo,
-//! what the key can do), `authenticator_pin` (the PIN loop and its guard, pinUvAuthTokens),
-//! `authenticator_enroll`, `authenticator_assert` (holds, select, assert) and `authenticator_u2f`
-//! (CTAP1 keys).
+//! This file holds the type, its constructors and the one path to the key (`with_link`: one
+//! operation on the device's worker thread, keepalives turned into progress); each operation
+//! lives in a sibling of its own: `authenticator_identify` (getInfo, what the key can do),
+//! `authenticator_pin` (how the user is verified, the PIN loop and its guard),
+//! `authenticator_enroll`, `authenticator_assert` (holds, select, assert), `authenticator_u2f`
+//! (CTAP1 keys) and `authenticator_ctap` (the codec's commands as these flows use them).
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -156,6 +158,9 @@ impl FidoAuthenticator {
         let (tx, mut rx) = mpsc::unbounded_channel::<Keepalive>();
         let cancel = call.cancel.clone();
         let timeout = call.timeout;
+        // From now, not from when the worker starts the job: the link gives up (and tells the key,
+        // CTAPHID_CANCEL) no later than the caller stops waiting for it.
+        let deadline = Instant::now() + timeout;
         let session = move |link: &mut dyn CtapLink| {
             let mut keepalive = |k: Keepalive| {
                 // The async side may have stopped listening (cancelled, timed out): nothing to do.
@@ -163,7 +168,7 @@ impl FidoAuthenticator {
             };
             let mut ctx = LinkContext {
                 cancel: &cancel,
-                deadline: Instant::now() + timeout,
+                deadline,
                 keepalive: &mut keepalive,
             };
             op(link, &mut ctx)
@@ -190,8 +195,12 @@ impl FidoAuthenticator {
         }
     }
 
-    /// Turns keepalives into progress until the channel closes (the operation ended).
-    async fn progressing(&self, call: &Call<'_>, rx: &mut mpsc::UnboundedReceiver<Keepalive>) {
+    /// Turns keepalives into progress; never ends (the operation's end ends [`race`]).
+    async fn progressing(
+        &self,
+        call: &Call<'_>,
+        rx: &mut mpsc::UnboundedReceiver<Keepalive>,
+    ) -> Infallible {
         let mut shown = false;
         while let Some(k) = rx.recv().await {
             if k != Keepalive::UpNeeded || shown {
@@ -206,19 +215,19 @@ impl FidoAuthenticator {
             }
             shown = true;
         }
-        // Closed: the operation ended; `race` takes its result.
-        std::future::pending::<()>().await
+        // Closed: the operation ended, and `race` takes its result.
+        std::future::pending().await
     }
 }
 
-/// `work`'s result, with `side` (progress reporting, which never ends by itself) driven meanwhile.
+/// `work`'s result, with `side` (progress reporting, which never ends) driven meanwhile.
 async fn race<R>(
     work: impl std::future::Future<Output = Result<R>>,
-    side: impl std::future::Future<Output = ()>,
+    side: impl std::future::Future<Output = Infallible>,
 ) -> Result<R> {
     tokio::select! {
         r = work => r,
-        () = side => Err(Error::Internal("progress ended before the operation".into())),
+        never = side => match never {},
     }
 }
 

@@ -9,11 +9,14 @@ use std::time::Duration;
 use rand_core::{OsRng, RngCore};
 
 use super::authenticator::{Call, FidoAuthenticator, Waiting};
-use super::authenticator_ctap::{self as ctap, GetAssertion, UserCheck, PERMISSION_GA};
+use super::authenticator_ctap::{self as ctap, Answered, GetAssertion, UserCheck, PERMISSION_GA};
 use super::authenticator_enroll::{credential_id, rp_id_hash};
 use super::authenticator_identify::{uv_method, KeyInfo};
 use super::authenticator_pin::{self as pin, Verification};
+use super::ctap2::get_info::DEFAULT_MAX_MSG_SIZE;
+use super::link::{CtapLink, Keepalive, LinkContext};
 use crate::authenticator::{Assertion, EnrolledKey, Interaction};
+use crate::cancel::CancelToken;
 use crate::verify::challenge::Challenge;
 use crate::{Error, Result};
 
@@ -40,6 +43,7 @@ impl FidoAuthenticator {
         if !to_ask.is_empty() {
             let info = self.info_silent(uid, timeout).await?;
             let mut rp_ids: Vec<&str> = to_ask.iter().map(|(rp, _, _)| *rp).collect();
+            rp_ids.sort_unstable();
             rp_ids.dedup();
             for rp_id in rp_ids {
                 let ids: Vec<Vec<u8>> = to_ask
@@ -74,7 +78,7 @@ impl FidoAuthenticator {
         ids: Vec<Vec<u8>>,
         uid: u32,
         timeout: Duration,
-        cancel: &crate::cancel::CancelToken,
+        cancel: &CancelToken,
     ) -> Result<Vec<Vec<u8>>> {
         let mut call = Call::silent(uid, timeout);
         call.cancel = cancel.clone();
@@ -88,45 +92,42 @@ impl FidoAuthenticator {
                 })
                 .await;
         }
+        let budget = info.max_msg_size.unwrap_or(DEFAULT_MAX_MSG_SIZE as usize);
+        let u2f_too = info.versions.iter().any(|v| v == "U2F_V2");
         self.with_link(call, move |link, ctx| {
-            let mut held = Vec::new();
             // A credential id longer than the key takes cannot be one of its own.
-            let candidates: Vec<&Vec<u8>> = ids
+            let candidates: Vec<Vec<u8>> = ids
                 .iter()
                 .filter(|id| max_id.is_none_or(|m| id.len() <= m))
+                .cloned()
                 .collect();
-            for chunk in candidates.chunks(limit) {
-                let mut left: Vec<Vec<u8>> = chunk.iter().map(|id| (*id).clone()).collect();
-                // The key answers with one credential of the list; ask again without it until it
-                // holds none of the rest.
-                while !left.is_empty() {
-                    let params = GetAssertion {
-                        client_data_hash: random_hash()?,
-                        rp_id: rp_id.clone(),
-                        allow: left.clone(),
-                        up: false,
-                        check: UserCheck::Presence,
-                    };
-                    let Some(got) = ctap::get_assertion(link, ctx, &params)? else {
+            let mut held = Vec::new();
+            for (n, chunk) in chunks(&candidates, limit, budget, rp_id.len())
+                .iter()
+                .enumerate()
+            {
+                match silent_chunk(link, ctx, &rp_id, chunk)? {
+                    Some(found) => held.extend(found),
+                    // Not silently over CTAP2: U2F's check-only asks the same (CTAP 2.1 §10:
+                    // the key's CTAP2 credentials are its U2F key handles).
+                    None if u2f_too && link.capabilities().msg => {
+                        let rest: Vec<Vec<u8>> = chunks(&candidates, limit, budget, rp_id.len())
+                            .into_iter()
+                            .skip(n)
+                            .flatten()
+                            .collect();
+                        held.extend(super::authenticator_u2f::check_only(
+                            link, ctx, &rp_id, &rest,
+                        )?);
                         break;
-                    };
-                    let answered =
-                        match got.credential_id {
-                            Some(id) => id,
-                            None if left.len() == 1 => left[0].clone(),
-                            None => return Err(Error::Device(
-                                "the key answered for an allowList without naming the credential"
-                                    .into(),
-                            )),
-                        };
-                    let before = left.len();
-                    left.retain(|id| *id != answered);
-                    if left.len() == before {
-                        return Err(Error::Device(
-                            "the key answered with a credential that was not asked for".into(),
-                        ));
                     }
-                    held.push(answered);
+                    None => {
+                        return Err(Error::Device(
+                            "the key cannot be asked silently which credentials it holds \
+                             (it refuses up = false and has no U2F)"
+                                .into(),
+                        ))
+                    }
                 }
             }
             Ok(held)
@@ -184,14 +185,16 @@ impl FidoAuthenticator {
         ix.final_exchange().await?;
         let mut call = Call::of(ix, Waiting::Touch);
         call.timeout = ix.touch_timeout();
-        let got = self
+        let answered = self
             .with_link(call, move |link, ctx| {
                 ctap::get_assertion(link, ctx, &params)
             })
-            .await?
-            .ok_or_else(|| {
-                Error::NotEnrolled("the key does not hold the enrolled credential".into())
-            })?;
+            .await?;
+        let Answered::Signed(got) = answered else {
+            return Err(Error::NotEnrolled(
+                "the key does not hold the enrolled credential".into(),
+            ));
+        };
         if got.credential_id.as_ref().is_some_and(|c| *c != id) {
             return Err(Error::SignatureInvalid(
                 "another credential than the enrolled one answered",
@@ -226,6 +229,118 @@ impl FidoAuthenticator {
             sign_count: Some(got.flags.sign_count),
         })
     }
+}
+
+/// The credentials of `chunk` the key holds, by silent getAssertions (the key names one per
+/// answer: ask again without it until it holds none of the rest); `None` when the key refuses
+/// up = false.
+fn silent_chunk(
+    link: &mut dyn CtapLink,
+    ctx: &mut LinkContext<'_>,
+    rp_id: &str,
+    chunk: &[Vec<u8>],
+) -> Result<Option<Vec<Vec<u8>>>> {
+    let mut held = Vec::new();
+    let mut left = chunk.to_vec();
+    while !left.is_empty() {
+        let params = GetAssertion {
+            client_data_hash: random_hash()?,
+            rp_id: rp_id.to_owned(),
+            allow: left.clone(),
+            up: false,
+            check: UserCheck::Presence,
+        };
+        let got = match silent_assertion(link, ctx, &params)? {
+            Answered::Signed(got) => got,
+            Answered::NoCredentials => break,
+            Answered::SilentRefused => return Ok(None),
+        };
+        let answered = match got.credential_id {
+            Some(id) => id,
+            None if left.len() == 1 => left[0].clone(),
+            None => {
+                return Err(Error::Device(
+                    "the key answered for an allowList without naming the credential".into(),
+                ))
+            }
+        };
+        let before = left.len();
+        left.retain(|id| *id != answered);
+        if left.len() == before {
+            return Err(Error::Device(
+                "the key answered with a credential that was not asked for".into(),
+            ));
+        }
+        held.push(answered);
+    }
+    Ok(Some(held))
+}
+
+/// One getAssertion with up = false. A key that ignores the option and waits for a touch
+/// (keepalive UPNEEDED) is cancelled at once and taken as refusing it: the pre-flight never
+/// makes the user touch a key, nor waits for one.
+fn silent_assertion(
+    link: &mut dyn CtapLink,
+    ctx: &mut LinkContext<'_>,
+    params: &GetAssertion,
+) -> Result<Answered> {
+    let stop = CancelToken::new();
+    let outer = ctx.cancel.clone();
+    let mut wants_touch = false;
+    let answer = {
+        let mut keepalive = |k: Keepalive| {
+            if k == Keepalive::UpNeeded {
+                wants_touch = true;
+                stop.cancel();
+            } else if outer.is_cancelled() {
+                // The request's own cancel, seen at the key's next keepalive.
+                stop.cancel();
+            }
+        };
+        let mut inner = LinkContext {
+            cancel: &stop,
+            deadline: ctx.deadline,
+            keepalive: &mut keepalive,
+        };
+        ctap::get_assertion(link, &mut inner, params)
+    };
+    match answer {
+        Err(Error::Cancelled) if wants_touch => {
+            tracing::debug!("the key waits for a touch despite up = false");
+            Ok(Answered::SilentRefused)
+        }
+        r => r,
+    }
+}
+
+/// Fixed bytes of a silent getAssertion besides the rp id and the list: command, map,
+/// clientDataHash, the up option, headers (canonical CBOR, §8).
+const REQUEST_OVERHEAD: usize = 64;
+/// Bytes of one PublicKeyCredentialDescriptor besides its id: `{"id": h'…', "type":
+/// "public-key"}` with the id's header.
+const DESCRIPTOR_OVERHEAD: usize = 24;
+
+/// `ids` in allowLists of at most `limit` entries (maxCredentialCountInList) whose request fits
+/// in `budget` bytes (maxMsgSize, §6.4: a key refuses longer messages).
+fn chunks(ids: &[Vec<u8>], limit: usize, budget: usize, rp_id_len: usize) -> Vec<Vec<Vec<u8>>> {
+    let base = REQUEST_OVERHEAD + rp_id_len;
+    let mut out: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut size = base;
+    for id in ids {
+        let cost = id.len() + DESCRIPTOR_OVERHEAD;
+        match out.last_mut() {
+            Some(last) if last.len() < limit && size + cost <= budget => {
+                last.push(id.clone());
+                size += cost;
+            }
+            // A list of one is sent whatever its size: the key says if it is too large.
+            _ => {
+                out.push(vec![id.clone()]);
+                size = base + cost;
+            }
+        }
+    }
+    out
 }
 
 /// A random clientDataHash for the silent pre-flight (nothing is verified of its signature).

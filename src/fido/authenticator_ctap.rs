@@ -26,6 +26,10 @@ pub(super) const COSE_EDDSA: i64 = super::cose::COSE_EDDSA;
 const NO_CREDENTIALS: u8 = 0x2E;
 /// CTAP2_ERR_INVALID_CREDENTIAL (§8.2): some keys say this for a credential not their own.
 const INVALID_CREDENTIAL: u8 = 0x22;
+/// CTAP2_ERR_UNSUPPORTED_OPTION (§8.2).
+const UNSUPPORTED_OPTION: u8 = 0x2B;
+/// CTAP2_ERR_INVALID_OPTION (§8.2).
+const INVALID_OPTION: u8 = 0x2C;
 
 /// What proves the user's verification to the key in a makeCredential or getAssertion.
 #[derive(Clone)]
@@ -150,8 +154,7 @@ fn key_info(info: &Info) -> KeyInfo {
         client_pin: info.option("clientPin"),
         uv: info.option("uv"),
         pin_uv_auth_token: info.option("pinUvAuthToken") == Some(true),
-        fingerprint: info.option("bioEnroll").is_some()
-            || info.option("userVerificationMgmtPreview").is_some(),
+        uv_kind: uv_kind(info),
         max_msg_size: usize_of(info.max_msg_size),
         max_credential_count_in_list: usize_of(info.max_credential_count_in_list),
         max_credential_id_length: usize_of(info.max_credential_id_length),
@@ -161,7 +164,28 @@ fn key_info(info: &Info) -> KeyInfo {
             .filter_map(|p| u8::try_from(*p).ok())
             .collect(),
         algorithms: info.algorithms.clone(),
+        min_pin_length: info.min_pin_length.and_then(|n| u32::try_from(n).ok()),
+        force_pin_change: info.force_pin_change == Some(true),
         u2f_only: false,
+    }
+}
+
+/// uvModality bits (FIDO Registry of Predefined Values §3.1, user verification methods).
+const USER_VERIFY_FINGERPRINT_INTERNAL: u64 = 0x02;
+const USER_VERIFY_FACEPRINT_INTERNAL: u64 = 0x10;
+
+/// What the key's built-in user verification reads, as RFC 8176 §2 names it.
+fn uv_kind(info: &Info) -> Option<&'static str> {
+    let modality = info.uv_modality.unwrap_or(0);
+    if info.option("bioEnroll").is_some()
+        || info.option("userVerificationMgmtPreview").is_some()
+        || modality & USER_VERIFY_FINGERPRINT_INTERNAL != 0
+    {
+        Some("fpt")
+    } else if modality & USER_VERIFY_FACEPRINT_INTERNAL != 0 {
+        Some("face")
+    } else {
+        None
     }
 }
 
@@ -195,13 +219,25 @@ pub(super) fn make_credential(
     })
 }
 
-/// authenticatorGetAssertion (§6.2); `Ok(None)` when the key holds none of the allowList
-/// (CTAP2_ERR_NO_CREDENTIALS, or INVALID_CREDENTIAL as some keys say).
+/// How a getAssertion ended, where the flows go on differently.
+#[derive(Debug)]
+pub(super) enum Answered {
+    /// The key signed.
+    Signed(GotAssertion),
+    /// The key holds none of the allowList (CTAP2_ERR_NO_CREDENTIALS, or INVALID_CREDENTIAL as
+    /// some keys say).
+    NoCredentials,
+    /// The key refused option up = false (UNSUPPORTED_OPTION, INVALID_OPTION: some CTAP 2.0
+    /// keys), so it cannot be asked silently over CTAP2.
+    SilentRefused,
+}
+
+/// authenticatorGetAssertion (§6.2).
 pub(super) fn get_assertion(
     link: &mut dyn CtapLink,
     ctx: &mut LinkContext<'_>,
     params: &GetAssertion,
-) -> Result<Option<GotAssertion>> {
+) -> Result<Answered> {
     let (uv, pin_uv_auth) = params.check.members(&params.client_data_hash);
     let request = ctap2::GetAssertion {
         rp_id: params.rp_id.clone(),
@@ -212,11 +248,15 @@ pub(super) fn get_assertion(
         pin_uv_auth,
     };
     let answer = link.cbor(&request.encode()?, ctx)?;
-    if matches!(answer.first(), Some(&NO_CREDENTIALS | &INVALID_CREDENTIAL)) {
-        return Ok(None);
+    match answer.first() {
+        Some(&NO_CREDENTIALS | &INVALID_CREDENTIAL) => return Ok(Answered::NoCredentials),
+        Some(&UNSUPPORTED_OPTION | &INVALID_OPTION) if !params.up => {
+            return Ok(Answered::SilentRefused)
+        }
+        _ => {}
     }
     let got = ctap2::GetAssertionResponse::decode(&answer)?;
-    Ok(Some(GotAssertion {
+    Ok(Answered::Signed(GotAssertion {
         credential_id: got.credential_id,
         flags: AuthFlags::of(&got.auth_data),
         auth_data: got.auth_data_raw,

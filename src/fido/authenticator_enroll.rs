@@ -103,7 +103,7 @@ impl FidoAuthenticator {
         }
         let algorithms = algorithms(&info, request.algorithms)?;
         let exclude = self.exclude_list(&info, &request, ix).await?;
-        let (check, pin_used) = self
+        let (check, _pin_used) = self
             .user_check(ix, &info, verification, PERMISSION_MC, request.rp_id)
             .await?;
         let mut user_id = vec![0u8; USER_HANDLE_LEN];
@@ -153,9 +153,11 @@ impl FidoAuthenticator {
                     made.key.cose
                 ))
             })?;
-        let _ = pin_used;
+        let credential = credential_reference(&made.credential_id);
+        // The key holds what it just made: the next request's pre-flight need not ask.
+        self.remember_held(&credential, true);
         Ok(EnrolledCredential {
-            credential: credential_reference(&made.credential_id),
+            credential,
             public_key: made.key.bytes,
             algorithm,
             thumbprint: made.key.thumbprint,

@@ -23,8 +23,10 @@ pub(crate) struct KeyInfo {
     pub(crate) uv: Option<bool>,
     /// options.pinUvAuthToken: the key has the CTAP 2.1 token commands with permissions.
     pub(crate) pin_uv_auth_token: bool,
-    /// options.bioEnroll or userVerificationMgmtPreview present: the built-in UV is a fingerprint.
-    pub(crate) fingerprint: bool,
+    /// What the built-in UV verifies, as RFC 8176 names it: "fpt" (options bioEnroll or
+    /// userVerificationMgmtPreview present, or uvModality says a fingerprint), "face" (uvModality
+    /// says a face); `None` when the key does not say.
+    pub(crate) uv_kind: Option<&'static str>,
     /// maxMsgSize.
     pub(crate) max_msg_size: Option<usize>,
     /// maxCredentialCountInList.
@@ -35,6 +37,10 @@ pub(crate) struct KeyInfo {
     pub(crate) pin_protocols: Vec<u8>,
     /// algorithms (COSE identifiers); empty when the key does not say (then ES256, §6.4).
     pub(crate) algorithms: Vec<i64>,
+    /// minPINLength, in code points (at least 4, §6.5.1).
+    pub(crate) min_pin_length: Option<u32>,
+    /// forcePINChange: the key takes no PIN until it is changed.
+    pub(crate) force_pin_change: bool,
     /// The key speaks only CTAP1/U2F.
     pub(crate) u2f_only: bool,
 }
@@ -195,12 +201,12 @@ impl FidoAuthenticator {
     }
 }
 
-/// The RFC 8176 method of the key's user verification: "fpt" for a fingerprint reader the key
-/// uses (unless `pin_used`: it fell back to the PIN), "pin" otherwise.
+/// The RFC 8176 method of the key's user verification: what its built-in UV verifies when it
+/// says ("fpt", "face"; unless `pin_used`: it fell back to the PIN), "pin" otherwise (a built-in
+/// UV that does not say what it reads has no RFC 8176 name of its own).
 pub(super) fn uv_method(info: &KeyInfo, pin_used: bool) -> &'static str {
-    if !pin_used && info.builtin_uv() && info.fingerprint {
-        "fpt"
-    } else {
-        "pin"
+    match info.uv_kind {
+        Some(kind) if !pin_used && info.builtin_uv() => kind,
+        _ => "pin",
     }
 }

@@ -21,6 +21,9 @@ use sha2::{Digest, Sha256};
 use super::link::{CtapLink, Keepalive, LinkCapabilities, LinkContext};
 use crate::Result;
 
+/// maxMsgSize the soft key says and enforces.
+const MAX_MSG_SIZE: usize = 1200;
+
 /// How the soft key behaves; tests set fields before and read them after.
 pub struct KeyState {
     pub versions: Vec<&'static str>,
@@ -50,6 +53,17 @@ pub struct KeyState {
     pub agreement: Option<p256::SecretKey>,
     pub token: Option<[u8; 32]>,
     pub token_permissions: u8,
+    pub token_protocol: i64,
+    /// pinUvAuthProtocols offered.
+    pub pin_protocols: Vec<i64>,
+    /// Refuses option up = false (CTAP2_ERR_UNSUPPORTED_OPTION), as some CTAP 2.0 keys do.
+    pub refuse_silent: bool,
+    /// Ignores option up = false and waits for a touch, as some keys do.
+    pub ignore_silent: bool,
+    /// minPINLength, when the key says one.
+    pub min_pin_length: Option<i64>,
+    /// The longest CBOR request seen.
+    pub largest_request: usize,
 }
 
 /// A credential the soft key made.
@@ -128,6 +142,12 @@ impl Default for KeyState {
             agreement: None,
             token: None,
             token_permissions: 0,
+            token_protocol: 0,
+            pin_protocols: vec![2, 1],
+            refuse_silent: false,
+            ignore_silent: false,
+            min_pin_length: None,
+            largest_request: 0,
         }
     }
 }
@@ -222,14 +242,15 @@ fn option(map: Option<&Value>, name: &str) -> Option<bool> {
     }
 }
 
-/// PIN/UV auth protocol 2 (CTAP 2.1 §6.5.7), authenticator side.
-struct Protocol2 {
+/// PIN/UV auth protocols one (§6.5.6) and two (§6.5.7), authenticator side.
+struct Protocol {
+    one: bool,
     hmac_key: [u8; 32],
     aes_key: [u8; 32],
 }
 
-impl Protocol2 {
-    fn new(agreement: &p256::SecretKey, platform: &Value) -> Protocol2 {
+impl Protocol {
+    fn new(number: i64, agreement: &p256::SecretKey, platform: &Value) -> Protocol {
         let x = bytes(get(platform, -2));
         let y = bytes(get(platform, -3));
         let mut sec1 = vec![0x04];
@@ -237,8 +258,18 @@ impl Protocol2 {
         sec1.extend_from_slice(&y);
         let peer = p256::PublicKey::from_sec1_bytes(&sec1).unwrap();
         let z = p256::ecdh::diffie_hellman(agreement.to_nonzero_scalar(), peer.as_affine());
+        if number == 1 {
+            let shared: [u8; 32] = Sha256::digest(z.raw_secret_bytes()).into();
+            return Protocol {
+                one: true,
+                hmac_key: shared,
+                aes_key: shared,
+            };
+        }
+        assert_eq!(number, 2);
         let hk = hkdf::Hkdf::<Sha256>::new(Some(&[0u8; 32]), z.raw_secret_bytes());
-        let mut p = Protocol2 {
+        let mut p = Protocol {
+            one: false,
             hmac_key: [0; 32],
             aes_key: [0; 32],
         };
@@ -248,7 +279,11 @@ impl Protocol2 {
     }
 
     fn decrypt(&self, data: &[u8]) -> Vec<u8> {
-        let (iv, ct) = data.split_at(16);
+        let (iv, ct) = if self.one {
+            (&[0u8; 16][..], data)
+        } else {
+            data.split_at(16)
+        };
         let mut buf = ct.to_vec();
         cbc::Decryptor::<aes::Aes256>::new(&self.aes_key.into(), iv.into())
             .decrypt_padded_mut::<NoPadding>(&mut buf)
@@ -258,23 +293,30 @@ impl Protocol2 {
 
     fn encrypt(&self, plain: &[u8]) -> Vec<u8> {
         let mut iv = [0u8; 16];
-        OsRng.fill_bytes(&mut iv);
+        if !self.one {
+            OsRng.fill_bytes(&mut iv);
+        }
         let mut buf = plain.to_vec();
         let n = buf.len();
         cbc::Encryptor::<aes::Aes256>::new(&self.aes_key.into(), &iv.into())
             .encrypt_padded_mut::<NoPadding>(&mut buf, n)
             .unwrap();
-        let mut out = iv.to_vec();
+        let mut out = if self.one { Vec::new() } else { iv.to_vec() };
         out.extend_from_slice(&buf);
         out
     }
 }
 
-/// authenticate(token, message) of protocol 2: the full HMAC-SHA-256.
-fn authenticate(key: &[u8], message: &[u8]) -> Vec<u8> {
+/// authenticate(token, message): HMAC-SHA-256, the first 16 bytes under protocol one.
+fn authenticate(one: bool, key: &[u8], message: &[u8]) -> Vec<u8> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap();
     mac.update(message);
-    mac.finalize().into_bytes().to_vec()
+    let tag = mac.finalize().into_bytes().to_vec();
+    if one {
+        tag[..16].to_vec()
+    } else {
+        tag
+    }
 }
 
 impl KeyState {
@@ -290,6 +332,7 @@ impl KeyState {
         if self.fingerprint {
             options.push((t("bioEnroll"), Value::Bool(true)));
         }
+        let face = self.uv && !self.fingerprint;
         if self.versions.contains(&"FIDO_2_1") {
             options.push((t("pinUvAuthToken"), Value::Bool(true)));
         }
@@ -300,12 +343,22 @@ impl KeyState {
             ),
             (i(3), Value::Bytes(self.aaguid.to_vec())),
             (i(4), Value::Map(options)),
-            (i(5), i(1200)),
-            (i(6), Value::Array(vec![i(2), i(1)])),
+            (i(5), i(MAX_MSG_SIZE as i64)),
+            (
+                i(6),
+                Value::Array(self.pin_protocols.iter().map(|p| i(*p)).collect()),
+            ),
         ];
         if let Some(n) = self.max_list {
             fields.push((i(7), i(n as i64)));
             fields.push((i(8), i(128)));
+        }
+        if let Some(n) = self.min_pin_length {
+            fields.push((i(0x0D), i(n)));
+        }
+        if face {
+            // uvModality: USER_VERIFY_FACEPRINT_INTERNAL (FIDO Registry §3.1).
+            fields.push((i(0x12), i(0x10)));
         }
         fields.push((
             i(0x0A),
@@ -358,7 +411,8 @@ impl KeyState {
         let (Some(token), Some(param)) = (self.token, param) else {
             return false;
         };
-        bytes(Some(param)) == authenticate(&token, cdh) && self.token_permissions & permission != 0
+        bytes(Some(param)) == authenticate(self.token_protocol == 1, &token, cdh)
+            && self.token_permissions & permission != 0
     }
 
     fn client_pin(&mut self, p: &Value) -> Vec<u8> {
@@ -383,10 +437,10 @@ impl KeyState {
             }
             // getPinToken, getPinUvAuthTokenUsingPinWithPermissions (§6.5.5.7.1-2).
             0x05 | 0x09 => {
-                assert_eq!(
-                    int(get(p, 1)),
-                    2,
-                    "the soft key speaks protocol 2 only here"
+                let number = int(get(p, 1));
+                assert!(
+                    self.pin_protocols.contains(&number),
+                    "protocol {number} not offered"
                 );
                 let Some(pin) = self.pin.clone() else {
                     return status(0x35);
@@ -398,7 +452,7 @@ impl KeyState {
                     return status(0x34);
                 }
                 let agreement = self.agreement.take().expect("getKeyAgreement first");
-                let proto = Protocol2::new(&agreement, get(p, 3).unwrap());
+                let proto = Protocol::new(number, &agreement, get(p, 3).unwrap());
                 self.retries -= 1;
                 let hash = proto.decrypt(&bytes(get(p, 6)));
                 if hash[..] != Sha256::digest(pin.as_bytes())[..16] {
@@ -413,19 +467,22 @@ impl KeyState {
                 }
                 self.retries = 8;
                 self.wrong_in_a_row = 0;
+                self.token_protocol = number;
                 self.issue_token(&proto, p, sub == 0x09)
             }
             // getPinUvAuthTokenUsingUvWithPermissions (§6.5.5.7.3).
             0x06 => {
                 let agreement = self.agreement.take().expect("getKeyAgreement first");
-                let proto = Protocol2::new(&agreement, get(p, 3).unwrap());
+                let number = int(get(p, 1));
+                let proto = Protocol::new(number, &agreement, get(p, 3).unwrap());
+                self.token_protocol = number;
                 self.issue_token(&proto, p, true)
             }
             _ => status(0x3E),
         }
     }
 
-    fn issue_token(&mut self, proto: &Protocol2, p: &Value, with_permissions: bool) -> Vec<u8> {
+    fn issue_token(&mut self, proto: &Protocol, p: &Value, with_permissions: bool) -> Vec<u8> {
         let mut token = [0u8; 32];
         OsRng.fill_bytes(&mut token);
         self.token = Some(token);
@@ -517,6 +574,20 @@ impl SoftKey {
         let cdh = bytes(get(p, 2));
         let options = get(p, 5);
         let up = option(options, "up") != Some(false);
+        if !up && self.state().refuse_silent {
+            return status(0x2B);
+        }
+        if !up && self.state().ignore_silent {
+            // Waits for a touch nobody gives until the platform cancels (CTAPHID_CANCEL).
+            for _ in 0..200 {
+                (ctx.keepalive)(Keepalive::UpNeeded);
+                if ctx.cancel.is_cancelled() {
+                    return status(0x2D);
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            return status(0x2F);
+        }
         let inline_uv = option(options, "uv") == Some(true);
         let uv = if let Some(param) = get(p, 6) {
             if !self.state().token_ok(Some(param), &cdh, 0x02) {
@@ -703,6 +774,13 @@ impl CtapLink for SoftKey {
             ciborium::from_reader(body).expect("request CBOR")
         };
         let hang = self.state().hang_on_touch;
+        {
+            let mut s = self.state();
+            s.largest_request = s.largest_request.max(request.len());
+        }
+        if request.len() > MAX_MSG_SIZE {
+            return Ok(status(0x39));
+        }
         let answer = match cmd {
             0x04 => {
                 self.state().log.push("getInfo".into());
@@ -716,7 +794,13 @@ impl CtapLink for SoftKey {
                 self.state().log.push("getAssertion".into());
                 self.get_assertion(&params, ctx)
             }
-            0x06 => self.state().client_pin(&params),
+            0x06 => {
+                // Built-in UV waits for the user as a touch does (keepalive UPNEEDED).
+                if get(&params, 2) == Some(&i(0x06)) {
+                    self.touch(ctx);
+                }
+                self.state().client_pin(&params)
+            }
             0x0B => {
                 self.state().log.push("selection".into());
                 self.touch(ctx);
@@ -738,5 +822,81 @@ impl CtapLink for SoftKey {
 
     fn ping(&mut self, data: &[u8], _ctx: &mut LinkContext<'_>) -> Result<Vec<u8>> {
         Ok(data.to_vec())
+    }
+}
+
+/// The soft key as a contactless card: the FIDO applet (CTAP 2.1 §11.3) with short APDUs,
+/// command chaining and GET RESPONSE, answering NFCCTAP_MSG directly (no status updates).
+pub struct SoftCard {
+    pub key: SoftKey,
+    selected: bool,
+    chained: Vec<u8>,
+    pending: Vec<u8>,
+}
+
+impl SoftCard {
+    pub fn new(key: SoftKey) -> SoftCard {
+        SoftCard {
+            key,
+            selected: false,
+            chained: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// `answer` and `9000`, in pieces of 256 with `61xx` for the rest.
+    fn respond(&mut self, mut answer: Vec<u8>) -> Vec<u8> {
+        if answer.len() <= 256 {
+            answer.extend_from_slice(&[0x90, 0x00]);
+            return answer;
+        }
+        self.pending = answer.split_off(256);
+        let left = self.pending.len().min(256) as u8;
+        answer.extend_from_slice(&[0x61, left]);
+        answer
+    }
+}
+
+impl crate::transport::CardTransport for SoftCard {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>> {
+        let (cla, ins) = (apdu[0], apdu[1]);
+        let data: &[u8] = if apdu.len() > 5 {
+            &apdu[5..5 + usize::from(apdu[4])]
+        } else {
+            &[]
+        };
+        if ins == 0xA4 {
+            self.selected = data == crate::iso7816::applets::FIDO_AID;
+            self.key.state().log.push("SELECT".into());
+            return Ok(if self.selected {
+                let mut v = b"FIDO_2_0".to_vec();
+                v.extend_from_slice(&[0x90, 0x00]);
+                v
+            } else {
+                vec![0x6A, 0x82]
+            });
+        }
+        if ins == 0xC0 {
+            let rest = std::mem::take(&mut self.pending);
+            return Ok(self.respond(rest));
+        }
+        assert!(self.selected, "a command before SELECT");
+        if ins != 0x10 {
+            return Ok(vec![0x6D, 0x00]);
+        }
+        self.chained.extend_from_slice(data);
+        if cla & 0x10 != 0 {
+            return Ok(vec![0x90, 0x00]);
+        }
+        let request = std::mem::take(&mut self.chained);
+        let cancel = crate::cancel::CancelToken::new();
+        let mut ignore = |_: Keepalive| {};
+        let mut ctx = LinkContext {
+            cancel: &cancel,
+            deadline: Instant::now() + Duration::from_secs(5),
+            keepalive: &mut ignore,
+        };
+        let answer = self.key.cbor(&request, &mut ctx)?;
+        Ok(self.respond(answer))
     }
 }

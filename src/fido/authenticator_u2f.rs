@@ -114,8 +114,10 @@ impl FidoAuthenticator {
             return Err(unexpected("REGISTER", sw));
         }
         let registered = ctap::u2f_registered(&answer)?;
+        let credential = credential_reference(&registered.key_handle);
+        self.remember_held(&credential, true);
         Ok(EnrolledCredential {
-            credential: credential_reference(&registered.key_handle),
+            credential,
             public_key: registered.key.bytes,
             algorithm: "es256",
             thumbprint: registered.key.thumbprint,

@@ -1,6 +1,7 @@
 //! The credential public keys FIDO authenticators return, as COSE keys (RFC 9052 §7, RFC 9053
 //! §7.1-2; WebAuthn §6.5.1.1): ES256 on P-256 and EdDSA on Ed25519. Others are refused, as are
 //! keys whose `alg` and curve disagree. Also their stored forms and RFC 7638 thumbprints.
+//! Tested with the authenticator data that carries them, in `authdata_test.rs`.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;

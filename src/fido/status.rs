@@ -108,8 +108,8 @@ pub enum Status {
     UvInvalid,
     /// 0x40 CTAP2_ERR_UNAUTHORIZED_PERMISSION.
     UnauthorizedPermission,
-    /// 0x7F CTAP1_ERR_OTHER.
-    Other7F,
+    /// 0x7F CTAP1_ERR_OTHER: an unspecified error.
+    Unspecified,
     /// Any other code: reserved (0x07–0x09, 0x0C–0x10, 0x13, 0x16, 0x1A–0x20, 0x29, 0x38,
     /// 0x41–0x7E, 0x80–0xDF), extension-specific (0xE0–0xEF) or vendor-specific (0xF0–0xFF).
     Other(u8),
@@ -227,7 +227,7 @@ const TABLE: &[(u8, Status, &str)] = &[
         Status::UnauthorizedPermission,
         "CTAP2_ERR_UNAUTHORIZED_PERMISSION",
     ),
-    (0x7F, Status::Other7F, "CTAP1_ERR_OTHER"),
+    (0x7F, Status::Unspecified, "CTAP1_ERR_OTHER"),
 ];
 
 impl Status {
@@ -237,6 +237,13 @@ impl Status {
             .iter()
             .find(|(c, _, _)| *c == code)
             .map_or(Status::Other(code), |(_, s, _)| *s)
+    }
+
+    /// The status byte that begins an answer (`status ‖ CBOR`), for a caller that treats one
+    /// status specially before mapping the rest (authenticatorSelection on a CTAP 2.0 key answers
+    /// [`Status::InvalidCommand`]); `None` for an empty answer.
+    pub fn of(answer: &[u8]) -> Option<Status> {
+        answer.first().map(|code| Status::from_u8(*code))
     }
 
     /// The code byte of a status.
@@ -356,6 +363,9 @@ mod tests {
         assert_eq!(Status::from_u8(0x38), Status::Other(0x38));
         assert_eq!(Status::from_u8(0xF3), Status::Other(0xF3));
         assert_eq!(Status::from_u8(0xF3).name(), "CTAP2_ERR_VENDOR_*");
+        assert_eq!(Status::from_u8(0x7F).name(), "CTAP1_ERR_OTHER");
+        assert_eq!(Status::of(&[0x01, 0xA0]), Some(Status::InvalidCommand));
+        assert_eq!(Status::of(&[]), None);
         assert_eq!(
             Status::PinInvalid.to_string(),
             "CTAP2_ERR_PIN_INVALID (0x31)"

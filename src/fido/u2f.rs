@@ -6,6 +6,8 @@
 //! the challenge, as a CTAP2 assertion covers `authData ‖ clientDataHash` (CTAP 2.1 §10.3):
 //! [`AuthenticateResponse::authenticator_data`] builds it, and the same verification applies.
 
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+
 use crate::fido::authdata::{AuthenticatorData, Flags};
 use crate::{Error, Result};
 
@@ -82,7 +84,7 @@ impl RegisterRequest {
         let mut data = Vec::with_capacity(64);
         data.extend_from_slice(&self.challenge);
         data.extend_from_slice(&self.application);
-        Ok(extended_apdu(INS_REGISTER, 0x00, &data))
+        extended_apdu(INS_REGISTER, 0x00, &data)
     }
 }
 
@@ -151,7 +153,6 @@ impl RegisterResponse {
     /// What the attestation signature covers (§4.3): `00 ‖ application ‖ challenge ‖ key handle ‖
     /// public key`.
     pub fn signed_message(&self, request: &RegisterRequest) -> Vec<u8> {
-        use p256::elliptic_curve::sec1::ToEncodedPoint;
         let mut m = Vec::with_capacity(1 + 64 + self.key_handle.len() + POINT_LEN);
         m.push(0x00);
         m.extend_from_slice(&request.application);
@@ -187,7 +188,7 @@ impl AuthenticateRequest {
         data.extend_from_slice(&self.application);
         data.push(kh_len);
         data.extend_from_slice(&self.key_handle);
-        Ok(extended_apdu(INS_AUTHENTICATE, self.mode.p1(), &data))
+        extended_apdu(INS_AUTHENTICATE, self.mode.p1(), &data)
     }
 }
 
@@ -291,15 +292,18 @@ pub fn status_error(sw: u16) -> Error {
 }
 
 /// `00 INS P1 00 ‖ 00 Lc(2) ‖ data ‖ 00 00` (§2.4 extended length encoding; Le 00 00 = up to 65536).
-/// `data` is at most 64 + 1 + 255 bytes here, so the two-byte Lc always fits.
-fn extended_apdu(ins: u8, p1: u8, data: &[u8]) -> Vec<u8> {
+/// `data` is at most 64 + 1 + 255 bytes here; the check keeps a future caller honest.
+fn extended_apdu(ins: u8, p1: u8, data: &[u8]) -> Result<Vec<u8>> {
+    let lc = u16::try_from(data.len())
+        .ok()
+        .filter(|lc| *lc > 0)
+        .ok_or_else(|| Error::Internal("U2F command data of an impossible length".into()))?;
     let mut apdu = Vec::with_capacity(4 + 3 + data.len() + 2);
     apdu.extend_from_slice(&[0x00, ins, p1, 0x00, 0x00]);
-    let lc = u16::try_from(data.len()).unwrap_or(u16::MAX);
     apdu.extend_from_slice(&lc.to_be_bytes());
     apdu.extend_from_slice(data);
     apdu.extend_from_slice(&[0x00, 0x00]);
-    apdu
+    Ok(apdu)
 }
 
 fn split_sw(data_and_sw: &[u8]) -> Result<(&[u8], u16)> {

@@ -100,7 +100,10 @@ impl Info {
         let options = match f.take(key::OPTIONS) {
             Some(v) => cbor::text_map(v, WHAT, "options")?
                 .into_iter()
-                .map(|(k, v)| Ok((k.clone(), cbor::boolean(v, WHAT, &format!("option {k}"))?)))
+                .map(|(k, v)| {
+                    let on = cbor::boolean(v, WHAT, &format!("option {k}"))?;
+                    Ok((k, on))
+                })
                 .collect::<Result<Vec<_>>>()?,
             None => Vec::new(),
         };
