@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The Tessera story on a simulated PIV card, step by step: enroll, authenticate, validate, pull the
-# card, watch the token die.
+# card, watch the token die; then the same with a simulated FIDO security key plugged in over USB
+# HID (a socket in the daemon's simulated_hid_dir): enroll with a touch, authenticate with PIN and
+# touch, validate, pull the key.
 #
 # Everything runs against private instances — a dbus-daemon in a temp dir, the simulator on the
 # first vpcd reader, tesserad with a temp state dir — and everything started here is stopped on exit,
@@ -211,8 +213,10 @@ start tessera-sim "$bin_dir/tessera-sim" piv --vpcd "$vpcd" --state "$work/card.
 until_ready tessera-sim grep -qw ready "$work/tessera-sim.out"
 info "simulator connected"
 
-step "Start tesserad (token lifetime 10 minutes, set in its configuration file)"
-printf '[token]\nlifetime = "10m"\n' >"$work/tessera.toml"
+step "Start tesserad (token lifetime 10 minutes; simulated USB keys from $work/hid)"
+mkdir -p "$work/hid"
+printf '[token]\nlifetime = "10m"\n[device]\nsimulated_hid_dir = "%s"\n' "$work/hid" \
+    >"$work/tessera.toml"
 show tessera config check "$work/tessera.toml"
 start tesserad "$bin_dir/tesserad" --bus "$bus_addr" --state-dir "$work/state" \
     --config "$work/tessera.toml"
@@ -280,4 +284,70 @@ fi
 printf '%s\n' "$out" | sed 's/^/    /'
 grep -q TokenRevoked <<<"$out" || die "validate failed, but not with TokenRevoked"
 
-step "Done: the token died with the card. Stopping everything this demo started."
+# --- act 2: a FIDO security key ----------------------------------------------------------------
+
+readonly key_socket=$work/hid/key.sock key_control=$work/key.control
+
+key_listed() { tessera status 2>/dev/null | grep -q 'kind: fido'; }
+
+# in_background NAME ARGS... — `tessera ARGS...` with the PIN on stdin, in the background (stdout
+# to $work/NAME.out, stderr, where the CLI's cues go, to $work/NAME.log).
+in_background() {
+    local name=$1
+    shift
+    printf '%s\n' "$pin" | "$bin_dir/tessera" --bus "$bus_addr" "$@" \
+        >"$work/$name.out" 2>"$work/$name.log" 9>&- &
+    pids+=("$!")
+    names+=("$name")
+}
+
+# touch_when_asked NAME — waits for NAME's "Touch your key" cue, touches the key, waits for NAME.
+touch_when_asked() {
+    local name=$1 pid rc=0
+    until_ready "$name" grep -q 'Touch your key' "$work/$name.log"
+    sed 's/^/    /' "$work/$name.log"
+    printf '    $ tessera-sim touch --control %s\n' "$key_control"
+    "$bin_dir/tessera-sim" touch --control "$key_control" || die "the touch did not reach the key"
+    pid=$(pid_of "$name")
+    wait "$pid" || rc=$?
+    forget "$name"
+    ((rc == 0)) || die "$name failed: $(cat "$work/$name.log")"
+}
+
+step "Plug in a simulated FIDO security key (USB HID; touched only when told)"
+start tessera-key "$bin_dir/tessera-sim" fido --hid-socket "$key_socket" --state "$work/key.json" \
+    --touch manual --control "$key_control"
+until_ready tessera-key grep -qw ready "$work/tessera-key.out"
+until_ready tesserad key_listed
+show tessera status
+
+step "Enroll $user with the key: the PIN, then a touch"
+printf '    $ echo %s | tessera enroll --user %s --slot new --pin-stdin\n' "$pin" "$user"
+in_background enroll-key enroll --user "$user" --slot new --pin-stdin
+touch_when_asked enroll-key
+info "enrollment id: $(cat "$work/enroll-key.out")"
+
+step "Authenticate with the key: PIN and touch"
+printf '    $ echo %s | tessera authenticate --user %s --pin-stdin\n' "$pin" "$user"
+in_background auth-key authenticate --user "$user" --pin-stdin
+touch_when_asked auth-key
+token=$(cat "$work/auth-key.out")
+[[ -n $token ]] || die "authenticate printed no token"
+info "token: ${token:0:32}… (${#token} characters)"
+printf '    $ tessera validate "$token"\n'
+tessera validate "$token" || die "validate failed for the key's fresh token"
+
+step "Pull the key (stop its simulator)"
+revoked_before=$(grep -c TokenRevoked "$work/watch.out" || true)
+stop "$(pid_of tessera-key)"
+forget tessera-key
+more_revoked() { (($(grep -c TokenRevoked "$work/watch.out" || true) > revoked_before)); }
+wait_for "a TokenRevoked signal for the key's token" more_revoked
+grep TokenRevoked "$work/watch.out" | tail -n 1 | sed 's/^/    /'
+if out=$(tessera validate "$token" 2>&1); then
+    die "validate still succeeds after the key was pulled"
+fi
+printf '%s\n' "$out" | sed 's/^/    /'
+grep -q TokenRevoked <<<"$out" || die "validate failed, but not with TokenRevoked"
+
+step "Done: each token died with its device. Stopping everything this demo started."

@@ -28,6 +28,8 @@ readonly REQUIREMENTS=(
     "procps|ps"                                                   # is pcscd running? (demo)
     "passwd|useradd"                                              # test accounts
     "util-linux|flock"                                            # demo/test pcscd lock
+    "python3|python3"                                             # python-fido2 checks of the FIDO simulator
+    "python3-venv|/usr/lib/python3*/ensurepip/__init__.py"        # ... in a venv (scripts/python-venv.sh)
 )
 
 # Root shells started without a login do not always have the sbin directories in PATH.

@@ -1,5 +1,9 @@
-//! `tessera-sim`: runs a simulated card in the foreground. Thin: parsing options, signals and logging;
-//! the card is [`tessera_sim::piv`], the transport [`tessera_sim::vpcd`].
+//! `tessera-sim`: runs a simulated card or security key in the foreground. Thin: parsing options,
+//! signals and logging; the card is [`tessera_sim::piv`], the key [`tessera_sim::fido`], their
+//! transports [`tessera_sim::vpcd`] and [`tessera_sim::fido::hid_socket`]. The `fido` subcommand's
+//! wiring is in `fido_cmd.rs`.
+
+mod fido_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +13,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use nix::sys::signal::{SigSet, Signal};
+use tessera_sim::fido::touch::{send_control, ControlRequest};
 use tessera_sim::piv::{CardProfile, Fault, PivCard, SimOptions};
 use zeroize::Zeroizing;
 
@@ -16,7 +21,7 @@ use zeroize::Zeroizing;
 #[command(
     name = "tessera-sim",
     version,
-    about = "Simulated smartcards for Tessera's tests and demo"
+    about = "Simulated smartcards and security keys for Tessera's tests and demo"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -59,6 +64,21 @@ enum Cmd {
         #[arg(long, default_value = "spec")]
         profile: CardProfile,
     },
+    /// A FIDO2/U2F security key (CTAP 2.1) on a HID socket and/or as an NFC card in a vpcd reader.
+    Fido(fido_cmd::FidoArgs),
+    /// One touch for a key running with `--touch manual`: exits 0 once a request of the key took it
+    /// (at once if one is waiting for a touch; it waits up to 30 s for one to ask, then fails).
+    Touch {
+        /// The key's --control socket.
+        #[arg(long)]
+        control: PathBuf,
+    },
+    /// Unplugs and replugs a running key: clears PIN_AUTH_BLOCKED, forgets its PIN token.
+    PowerCycle {
+        /// The key's --control socket.
+        #[arg(long)]
+        control: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,15 +99,31 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let Cmd::Piv {
-        vpcd,
-        state,
-        pin,
-        puk,
-        pin_retries,
-        fault,
-        profile,
-    } = cli.command;
+    match cli.command {
+        Cmd::Piv {
+            vpcd,
+            state,
+            pin,
+            puk,
+            pin_retries,
+            fault,
+            profile,
+        } => run_piv(vpcd, state, pin, puk, pin_retries, fault, profile),
+        Cmd::Fido(args) => fido_cmd::run(args, stop_on_signals()?),
+        Cmd::Touch { control } => send_control(&control, ControlRequest::Touch),
+        Cmd::PowerCycle { control } => send_control(&control, ControlRequest::PowerCycle),
+    }
+}
+
+fn run_piv(
+    vpcd: String,
+    state: PathBuf,
+    pin: String,
+    puk: String,
+    pin_retries: u8,
+    fault: Option<Fault>,
+    profile: CardProfile,
+) -> anyhow::Result<()> {
     let stop = stop_on_signals()?;
     let options = SimOptions {
         pin: Zeroizing::new(pin),

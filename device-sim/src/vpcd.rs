@@ -5,6 +5,9 @@
 //! Wire format (vsmartcard `vpcd.c`): each message is a 2-byte big-endian length and that many bytes.
 //! A 1-byte message is a control code (00 power off, 01 power on, 02 reset, 04 "send the ATR", which
 //! is answered with the ATR); anything longer is a command APDU, answered with the response APDU.
+//!
+//! Any [`VirtualCard`] can be inserted: the PIV card ([`PivCard`]) and the FIDO key's NFC applet
+//! ([`crate::fido::nfc::FidoCard`]).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
@@ -24,19 +27,61 @@ const CTRL_ATR: u8 = 0x04;
 /// How often a waiting simulator retries the connection and looks at the stop flag.
 const POLL: Duration = Duration::from_millis(100);
 
+/// A card as vpcd sees it: an ATR, a reset, and an answer to each command APDU.
+pub trait VirtualCard {
+    /// The answer to reset (ISO/IEC 7816-3 §8).
+    fn atr(&self) -> Vec<u8>;
+    /// Power off, power on or reset: volatile state goes (selected application, chaining).
+    fn reset(&mut self);
+    /// The response APDU (data ‖ SW1 SW2) to a command APDU.
+    fn process(&mut self, apdu: &[u8]) -> Vec<u8>;
+    /// Whether a fault pulled the card out (then it is not answered and the connection closes).
+    fn is_pulled(&self) -> bool;
+}
+
+impl VirtualCard for PivCard {
+    fn atr(&self) -> Vec<u8> {
+        PivCard::atr(self).to_vec()
+    }
+    fn reset(&mut self) {
+        PivCard::reset(self);
+    }
+    fn process(&mut self, apdu: &[u8]) -> Vec<u8> {
+        PivCard::process(self, apdu)
+    }
+    fn is_pulled(&self) -> bool {
+        PivCard::is_pulled(self)
+    }
+}
+
 /// Why [`run`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// `stop` was set: the card was pulled out cleanly.
     Stopped,
-    /// A [`crate::piv::Fault::RemoveOnSign`] fired: the card left mid-operation.
+    /// A remove-on-sign fault fired: the card left mid-operation.
     Pulled,
 }
 
 /// Inserts `card` into the vpcd reader at `addr` and serves it until `stop` is set or a fault pulls
 /// it out. Retries the connection every 100 ms while vpcd (pcscd) is not there, and again whenever
 /// vpcd drops it. Prints `ready` on stdout once, when vpcd first talks to the card.
-pub fn run(addr: &str, card: &mut PivCard, stop: &AtomicBool) -> io::Result<Exit> {
+pub fn run<C: VirtualCard + ?Sized>(
+    addr: &str,
+    card: &mut C,
+    stop: &AtomicBool,
+) -> io::Result<Exit> {
+    run_announcing(addr, card, stop, &mut announce_ready)
+}
+
+/// [`run`], calling `ready` instead of printing `ready` (for a simulator that prints it once all
+/// its transports are up).
+pub fn run_announcing<C: VirtualCard + ?Sized>(
+    addr: &str,
+    card: &mut C,
+    stop: &AtomicBool,
+    ready: &mut dyn FnMut(),
+) -> io::Result<Exit> {
     let mut announced = false;
     loop {
         let Some(mut stream) = connect(addr, stop) else {
@@ -45,7 +90,7 @@ pub fn run(addr: &str, card: &mut PivCard, stop: &AtomicBool) -> io::Result<Exit
         configure(&stream)?;
         tracing::info!("card inserted into vpcd at {addr}");
         card.reset();
-        let end = serve(&mut stream, card, stop, &mut announced);
+        let end = serve(&mut stream, card, stop, &mut announced, ready);
         // Closing the socket is what pulls the card out of the reader.
         let _ = stream.shutdown(Shutdown::Both);
         card.reset();
@@ -58,7 +103,7 @@ pub fn run(addr: &str, card: &mut PivCard, stop: &AtomicBool) -> io::Result<Exit
 }
 
 /// Prints `ready` on stdout for whoever waits for the card to be inserted.
-fn announce_ready() {
+pub fn announce_ready() {
     // Not println!: it panics when stdout is gone. A parent that closed our stdout does not wait for
     // the line, so a failure here is only worth a warning.
     let mut out = io::stdout().lock();
@@ -103,11 +148,12 @@ fn configure(stream: &TcpStream) -> io::Result<()> {
 }
 
 /// Answers vpcd until it disconnects (`None`), `stop` is set or the card is pulled.
-fn serve(
+fn serve<C: VirtualCard + ?Sized>(
     stream: &mut TcpStream,
-    card: &mut PivCard,
+    card: &mut C,
     stop: &AtomicBool,
     announced: &mut bool,
+    ready: &mut dyn FnMut(),
 ) -> io::Result<Option<Exit>> {
     loop {
         let message = match read_message(stream, stop)? {
@@ -118,7 +164,7 @@ fn serve(
         // vpcd accepts one card per reader; a second one connects (the kernel completes the
         // handshake) but is never spoken to. So the card is in the reader once vpcd talks to it.
         if !*announced {
-            announce_ready();
+            ready();
             *announced = true;
         }
         match respond(card, Message::decode(&message)) {
@@ -173,13 +219,13 @@ pub enum Reply {
 
 /// The card's side of one message, without the socket: what [`run`] does for each message vpcd
 /// sends, and what the fuzz target `vpcd_stream` drives directly.
-pub fn respond(card: &mut PivCard, message: Message<'_>) -> Reply {
+pub fn respond<C: VirtualCard + ?Sized>(card: &mut C, message: Message<'_>) -> Reply {
     match message {
         Message::PowerOff | Message::PowerOn | Message::Reset => {
             card.reset();
             Reply::Nothing
         }
-        Message::Atr => Reply::Send(card.atr().to_vec()),
+        Message::Atr => Reply::Send(card.atr()),
         Message::UnknownControl(code) => {
             tracing::warn!("unknown vpcd control code {code:#04x}");
             Reply::Nothing

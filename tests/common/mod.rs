@@ -5,7 +5,8 @@
 //! private `dbus-daemon` ([`Bus`]), exclusive use of pcscd and its two vpcd readers ([`pcsc_lock`]) and
 //! throw-away Unix accounts ([`test_user`]); what they change on the machine is put back when they
 //! end, and recorded for `scripts/test-cleanup.sh` in case a test is killed ([`restore`]). The
-//! Tessera stack built from these (bus, simulator, daemon and CLI helpers) is [`stack`]. Assertions about Tessera itself live in the test files.
+//! Tessera stack built from these (bus, simulator, daemon and CLI helpers) is [`stack`]; simulated
+//! FIDO keys plugged into it are [`fido`]. Assertions about Tessera itself live in the test files.
 //!
 //! Several test binaries (and other developers' runs) share one machine, so everything that touches a
 //! machine-wide resource takes a cross-process `flock` first.
@@ -14,6 +15,7 @@
 // its error handling; and not every test file uses every helper.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod fido;
 pub mod restore;
 pub mod stack;
 

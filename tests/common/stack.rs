@@ -80,7 +80,8 @@ impl Stack {
         self.dir.path().join(name)
     }
 
-    fn label(&mut self, what: &str) -> String {
+    /// A label for the next started process (`<n>-<what>`), naming its log file.
+    pub(crate) fn label(&mut self, what: &str) -> String {
         self.started += 1;
         format!("{}-{what}", self.started)
     }

@@ -8,6 +8,9 @@
 //!    beside it Authenticate of a user at the default live-token limit (each supersedes the
 //!    oldest); and, alternating with it call by call, the same authentication as a request
 //!    (`start_auth`: StartAuthentication with the PIN up front, call → Completed signal).
+//!    Then `fido`: FIDO Authenticate with the simulated key over the HID socket and over NFC, next
+//!    to PIV Authenticate in the same rounds and a CTAPHID PING round trip (both parts also in
+//!    `--auth-only`).
 //! 2. `throughput`: ValidateToken throughput with 1, 4 and 16 clients (one bus connection each),
 //!    next to `org.freedesktop.DBus.Peer.Ping` answered by the same daemon over the same bus.
 //! 3. `pulls`: card pulled → `TokenRevoked`: pcscd's own detection time, and what the daemon adds.
@@ -36,6 +39,7 @@ mod common;
 
 mod auth;
 mod cpu;
+mod fido;
 mod idle;
 mod live_tokens;
 mod machine;
@@ -164,8 +168,9 @@ fn bench(bins: &Binaries, work: &Path, machine: &Machine) -> Result<String> {
     fs::write(
         &config,
         format!(
-            "[token]\nrevoke_on_removal = true\nmax_live_per_user = 100000\n\
-             [users.{LIMIT_USER}.token]\nmax_live_per_user = 32\n"
+            "{}[token]\nrevoke_on_removal = true\nmax_live_per_user = 100000\n\
+             [users.{LIMIT_USER}.token]\nmax_live_per_user = 32\n",
+            fido::device_config(work)
         ),
     )?;
     let daemon = Proc::spawn(
@@ -222,8 +227,10 @@ fn bench(bins: &Binaries, work: &Path, machine: &Machine) -> Result<String> {
     };
     eprintln!("e2e: 1/5 authenticate latency and its floors");
     let mut auth = measure_auth(&client, work, pids)?;
+    eprintln!("e2e: 1b/5 FIDO authenticate (HID socket, NFC) beside PIV, CTAPHID PING");
+    let fido = fido::measure_fido(&client, bins, work, &daemon)?;
     if std::env::args().any(|a| a == "--auth-only") {
-        return Ok(report::auth_only(machine, bins, &auth));
+        return Ok(report::auth_only(machine, bins, &auth, &fido));
     }
     eprintln!("e2e: 2/5 ValidateToken vs Ping throughput");
     let token = client.authenticate()?;
@@ -244,6 +251,7 @@ fn bench(bins: &Binaries, work: &Path, machine: &Machine) -> Result<String> {
             throughput,
             pulls,
             idle,
+            fido,
         },
     );
     live_tokens::report(&mut report, &live);

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::auth::{AuthResults, AUTH_PER_ROUND, AUTH_WARMUP};
+use crate::fido::{self, FidoResults};
 use crate::idle::{IdleResults, IDLE_SETTLE, STRACE_WINDOW};
 use crate::machine::Machine;
 use crate::pulls::PullResults;
@@ -26,12 +27,14 @@ pub struct Results {
     pub throughput: Vec<ThroughputRound>,
     pub pulls: PullResults,
     pub idle: IdleResults,
+    pub fido: FidoResults,
 }
 
 pub fn report(machine: &Machine, bins: &Binaries, r: &Results) -> String {
     let mut s = String::new();
     header(&mut s, machine);
     auth_rows(&mut s, &r.auth);
+    fido::rows(&mut s, &r.fido);
     let pulls = &r.pulls.pulls;
     let pcscd: Vec<Duration> = pulls.iter().map(|p| p.pcscd).collect();
     let mut extra: Vec<f64> = pulls.iter().map(|p| p.extra_ms).collect();
@@ -207,10 +210,11 @@ pub fn report(machine: &Machine, bins: &Binaries, r: &Results) -> String {
 }
 
 /// The report of part 1 alone (`-- --bench --auth-only`).
-pub fn auth_only(machine: &Machine, bins: &Binaries, a: &AuthResults) -> String {
+pub fn auth_only(machine: &Machine, bins: &Binaries, a: &AuthResults, f: &FidoResults) -> String {
     let mut s = String::from("# Tessera end-to-end benchmark: authentication only\n\n");
     header(&mut s, machine);
     auth_rows(&mut s, a);
+    fido::rows(&mut s, f);
     auth_sections(&mut s, a);
     binaries(&mut s, bins);
     s
