@@ -559,3 +559,24 @@ async fn a_credential_made_for_another_relying_party_id_serves_no_login() {
         a.log()
     );
 }
+
+#[tokio::test]
+async fn a_key_that_cannot_say_what_it_holds_fails_the_request_when_no_other_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open(dir.path(), CONFIG);
+    let a = Arc::new(FakeKey::new("a"));
+    let id = attach(&svc, "/run/sim/a", &a).await;
+    enroll(&svc, &id).await;
+    svc.device_removed("/run/sim/a").await.unwrap();
+    let broken = Arc::new(FakeKey {
+        holds_fails: true,
+        ..FakeKey::new("a")
+    });
+    attach(&svc, "/run/sim/a", &broken).await;
+    // A request, not the call that starts it, fails: the device was asked.
+    let r = svc
+        .start_authentication(ROOT, "", AuthRequest::default())
+        .await
+        .unwrap();
+    assert!(matches!(r.outcome().await, Err(Error::Device(_))));
+}

@@ -25,9 +25,17 @@ pub(super) enum Found {
     /// Several devices hold an enrollment and each can be chosen by a touch: the device and the
     /// enrollment to use on each, by device id.
     Selectable(Vec<(Arc<Device>, Enrollment)>),
+    /// No device holds an enrollment, and `device` could not say what it holds: its `error` ends
+    /// the request (as a failure of the request, not of the call that started it).
+    Broken { device: String, error: Error },
 }
 
 /// The device (or the devices to choose among) and enrollment for `r` now.
+///
+/// Each device is asked for at most `timeout`. A device that cannot say what it holds counts as
+/// holding none, so that another can serve the request; when none does, its error is the answer,
+/// [`Found::Broken`] (a key that answers garbage is a device error now, not a wait for another
+/// key), unless it was only removed meanwhile.
 ///
 /// Errors: [`Error::NoDevice`] when no candidate device is present; [`Error::NotEnrolled`] when
 /// none holds an enrolled credential; [`Error::DeviceAmbiguous`] when several do and not every
@@ -39,6 +47,7 @@ pub(super) async fn find(
     r: &AuthRequest,
     interactive: bool,
     fido: FidoRules,
+    timeout: Duration,
 ) -> Result<Found> {
     let mut candidates = match &r.device {
         Some(id) => vec![svc.device(id).ok_or(Error::NoDevice)?],
@@ -51,7 +60,6 @@ pub(super) async fn find(
         return Err(Error::NoDevice);
     }
     let config = svc.config();
-    let timeout = config.device.timeout;
     // A credential is scoped to the relying-party id it was made for (WebAuthn §6.1), and logins
     // are for the configured one: a credential of another (the id was changed) serves none.
     let usable: Vec<Enrollment> = enrollments
@@ -69,12 +77,17 @@ pub(super) async fn find(
         .cloned()
         .collect();
     let mut matching: Vec<(Arc<Device>, Vec<&Enrollment>)> = Vec::new();
+    let mut failed = None;
     for d in candidates {
         let own = match held(&d, &usable, account.uid, timeout).await {
             Ok(own) => own,
+            Err(Error::Cancelled) => return Err(Error::Cancelled),
             // Another device may still serve the request.
             Err(e) => {
                 tracing::debug!(device = %d.info.id, "cannot tell which credentials the device holds: {e}");
+                if !matches!(e, Error::DeviceRemoved) {
+                    failed.get_or_insert((d.info.id.clone(), e));
+                }
                 Vec::new()
             }
         };
@@ -109,7 +122,12 @@ pub(super) async fn find(
             _ => Ok(Found::Selectable(options)),
         };
     }
-    let (device, own) = matching.pop().ok_or_else(|| not_enrolled(account))?;
+    let Some((device, own)) = matching.pop() else {
+        return match failed {
+            Some((device, error)) => Ok(Found::Broken { device, error }),
+            None => Err(not_enrolled(account)),
+        };
+    };
     let enrollment = pick(&own, with_pin, interactive, fido)?;
     Ok(Found::One(device, Box::new(enrollment)))
 }
