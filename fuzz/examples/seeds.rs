@@ -114,6 +114,155 @@ fn main() -> Result<()> {
     seeds.write_all("config", "test", &configs)?;
 
     fido_seeds(&seeds)?;
+    transport_seeds(&seeds)?;
+    Ok(())
+}
+
+/// Key answers for `ctaphid_reassembly` (HID reports, built with Tessera's own CTAPHID framing) and
+/// applet answers for `nfc_framing` (response APDUs), in the shapes of `src/fido/ctaphid_test.rs`
+/// and `src/fido/nfc_test.rs`: direct answers, multi-packet and chained ones, keepalives and status
+/// updates, busy and invalid-channel errors, the 6D00 quirk, 61xx.
+fn transport_seeds(seeds: &Seeds) -> Result<()> {
+    use tessera::fido::ctaphid::framing::{cmd, packets, BROADCAST_CID};
+
+    const CID: u32 = 0x0102_0304;
+    let message = |cid: u32, command: u8, payload: &[u8]| -> Result<Vec<Vec<u8>>> {
+        Ok(packets(cid, command, payload)?
+            .iter()
+            .map(|r| r.to_vec())
+            .collect())
+    };
+    // The nonce is filled in by the target; CID, protocol 2, version 5.4.3, CBOR | WINK.
+    let mut init_answer = vec![0u8; 8];
+    init_answer.extend_from_slice(&CID.to_be_bytes());
+    init_answer.extend_from_slice(&[2, 5, 4, 3, 0x05]);
+    let init = message(BROADCAST_CID, cmd::INIT, &init_answer)?;
+    let long: Vec<u8> = (0..600u32).map(|i| i as u8).collect();
+    let get_info = message(CID, cmd::CBOR, &[0x00, 0xA1, 0x01, 0x81, 0x66])?;
+    let sessions: Vec<(&str, Vec<Vec<Vec<u8>>>)> = vec![
+        (
+            "answers",
+            vec![
+                init.clone(),
+                get_info.clone(),
+                message(CID, cmd::PING, &long)?,
+                message(CID, cmd::MSG, &[0x69, 0x85])?,
+            ],
+        ),
+        (
+            "keepalive-cancel",
+            vec![
+                init.clone(),
+                message(CID, cmd::KEEPALIVE, &[0x01])?,
+                message(CID, cmd::KEEPALIVE, &[0x02])?,
+                message(CID, cmd::KEEPALIVE, &[0x02])?,
+                message(CID, cmd::CBOR, &[0x2D])?,
+            ],
+        ),
+        (
+            "busy",
+            vec![
+                init.clone(),
+                message(CID, cmd::ERROR, &[0x06])?,
+                get_info.clone(),
+            ],
+        ),
+        (
+            "invalid-channel",
+            vec![
+                init.clone(),
+                message(CID, cmd::ERROR, &[0x0B])?,
+                init.clone(),
+                get_info.clone(),
+            ],
+        ),
+        (
+            "other-channel",
+            vec![
+                init.clone(),
+                message(0x0A0B_0C0D, cmd::CBOR, &long)?,
+                get_info,
+            ],
+        ),
+    ];
+    for (name, messages) in sessions {
+        let reports: Vec<Vec<u8>> = messages.into_iter().flatten().collect();
+        seeds.write(
+            "ctaphid_reassembly",
+            name,
+            &encode_frames(reports.iter().map(Vec::as_slice)),
+        )?;
+    }
+
+    let h = |s: &str| -> Result<Vec<u8>> { Ok(hex::decode(s.replace(' ', ""))?) };
+    let fido_2_0 = h("46 49 44 4F 5F 32 5F 30 90 00")?;
+    let u2f_v2 = h("55 32 46 5F 56 32 90 00")?;
+    let ok = h("90 00")?;
+    let get_info = h("00 A1 01 81 66 90 00")?;
+    let mut long_answer = vec![0x00; 256];
+    long_answer.extend_from_slice(&h("61 10")?);
+    let applets: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        // SELECT, GetInfo, the long request in three chained pieces, the U2F APDU.
+        (
+            "direct",
+            vec![
+                fido_2_0.clone(),
+                get_info.clone(),
+                ok.clone(),
+                ok.clone(),
+                get_info.clone(),
+                h("69 85")?,
+            ],
+        ),
+        (
+            "status-updates",
+            vec![
+                fido_2_0.clone(),
+                h("01 91 00")?,
+                h("02 91 00")?,
+                get_info.clone(),
+            ],
+        ),
+        (
+            "p1-quirk",
+            vec![fido_2_0.clone(), h("6D 00")?, get_info.clone()],
+        ),
+        (
+            "getresponse-quirk",
+            vec![
+                fido_2_0.clone(),
+                h("01 91 00")?,
+                h("6D 00")?,
+                get_info.clone(),
+            ],
+        ),
+        (
+            "u2f-v2-probed",
+            vec![u2f_v2.clone(), get_info.clone(), get_info.clone()],
+        ),
+        (
+            "u2f-only",
+            vec![
+                u2f_v2,
+                h("6D 00")?,
+                h("6D 00")?,
+                h("6D 00")?,
+                h("6D 00")?,
+                h("90 00")?,
+            ],
+        ),
+        (
+            "get-response",
+            vec![fido_2_0, long_answer, [vec![0; 16], ok].concat()],
+        ),
+    ];
+    for (name, answers) in applets {
+        seeds.write(
+            "nfc_framing",
+            name,
+            &encode_frames(answers.iter().map(Vec::as_slice)),
+        )?;
+    }
     Ok(())
 }
 

@@ -574,3 +574,60 @@ fn framing_rejects_a_new_message_before_the_last_one_ends() {
     assert_eq!(asm.feed(&long[0]).unwrap(), Step::More);
     assert!(asm.feed(&frame(CID, cmd::CBOR, &[0])[0]).is_err());
 }
+
+/// xorshift64: a fixed, dependency-free stream of test bytes.
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Thousands of damaged answers (bytes flipped, reports dropped or repeated) never panic the
+/// session, and every call ends: the ordinary run's share of what the `ctaphid_reassembly` fuzz
+/// target does.
+#[test]
+fn damaged_answers_never_panic() {
+    let long: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+    let base: Vec<Report> = [
+        frame(CID, cmd::KEEPALIVE, &[0x02]),
+        frame(CID, cmd::CBOR, &long),
+        // Not ERR_CHANNEL_BUSY: its back-off would sleep through each run's deadline.
+        frame(CID, cmd::ERROR, &[0x0B]),
+        frame(OTHER_CID, cmd::CBOR, &long),
+        frame(CID, cmd::PING, &long),
+    ]
+    .concat();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..1500 {
+        let mut reports = base.clone();
+        for _ in 0..(next_random(&mut state) % 6) {
+            let r = (next_random(&mut state) as usize) % reports.len();
+            match next_random(&mut state) % 3 {
+                0 => {
+                    let at = (next_random(&mut state) as usize) % HID_REPORT_LEN;
+                    reports[r][at] ^= next_random(&mut state) as u8 | 1;
+                }
+                1 => {
+                    reports.remove(r);
+                }
+                _ => {
+                    let copy = reports[r];
+                    reports.insert(r, copy);
+                }
+            }
+            if reports.is_empty() {
+                break;
+            }
+        }
+        let script: Vec<Read> = std::iter::once(init(0x05))
+            .chain(reports.into_iter().map(Read::Report))
+            .chain(std::iter::once(Read::Gone))
+            .collect();
+        let (mut link, _) = key(script);
+        let (_, _) = with_ctx(Duration::from_millis(30), &CancelToken::new(), |ctx| {
+            let _ = link.cbor(&long, ctx);
+            let _ = link.ping(&long, ctx);
+        });
+    }
+}

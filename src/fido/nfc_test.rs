@@ -39,11 +39,14 @@ fn cbor(link: &mut NfcLink<'_>, request: &[u8]) -> (Result<Vec<u8>>, Vec<Keepali
     ctx_run(false, Duration::from_secs(5), |ctx| link.cbor(request, ctx))
 }
 
+/// A script of (command, answer) and the capabilities it should give: (cbor, msg).
+type Case<'a> = (Vec<(&'a str, &'a str)>, bool, bool);
+
 #[test]
 fn the_version_string_says_what_the_applet_speaks() {
     // (script, cbor, msg): CTAP2 applets; a U2F_V2 applet with CTAP2 behind; a U2F-only one that
     // refuses NFCCTAP_MSG with either P1.
-    let cases: Vec<(Vec<(&str, &str)>, bool, bool)> = vec![
+    let cases: Vec<Case> = vec![
         (vec![(SELECT, FIDO_2_0)], true, true),
         (vec![(SELECT, "46 49 44 4F 5F 32 5F 31 90 00")], true, true), // "FIDO_2_1"
         (
@@ -75,7 +78,6 @@ fn the_version_string_says_what_the_applet_speaks() {
             (want_cbor, want_msg, false),
             "{script:?}"
         );
-        drop(link);
         card.assert_done();
     }
 }
@@ -96,7 +98,6 @@ fn a_direct_answer_is_returned_as_is() {
     let (r, seen) = cbor(&mut link, &GET_INFO);
     assert_eq!(r.unwrap(), [0x00, 0xA0]);
     assert!(seen.is_empty());
-    drop(link);
     card.assert_done();
 }
 
@@ -120,7 +121,6 @@ fn status_updates_are_polled_and_become_keepalives() {
             Keepalive::UpNeeded
         ]
     );
-    drop(link);
     card.assert_done();
 }
 
@@ -135,7 +135,6 @@ fn a_key_refusing_p1_80_is_asked_again_with_p1_00_for_the_whole_session() {
     let mut link = NfcLink::select(&mut card).unwrap();
     assert_eq!(cbor(&mut link, &GET_INFO).0.unwrap(), [0x00, 0xA0]);
     assert_eq!(cbor(&mut link, &GET_INFO).0.unwrap(), [0x00, 0xA0]);
-    drop(link);
     card.assert_done();
 }
 
@@ -149,7 +148,6 @@ fn a_key_refusing_getresponse_is_asked_again_without_polling() {
     ]);
     let mut link = NfcLink::select(&mut card).unwrap();
     assert_eq!(cbor(&mut link, &[0x02]).0.unwrap(), [0x00, 0xA0]);
-    drop(link);
     card.assert_done();
 }
 
@@ -159,7 +157,6 @@ fn a_cancel_stops_the_polling_at_once() {
     let mut link = NfcLink::select(&mut card).unwrap();
     let (r, _) = ctx_run(true, Duration::from_secs(5), |ctx| link.cbor(&[0x02], ctx));
     assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
-    drop(link);
     // No NFCCTAP_GETRESPONSE after the cancel.
     card.assert_done();
 }
@@ -202,7 +199,6 @@ fn long_requests_are_chained_and_long_answers_fetched() {
     ]);
     let mut link = NfcLink::select(&mut card).unwrap();
     assert_eq!(cbor(&mut link, &request).0.unwrap(), answer);
-    drop(link);
     card.assert_done();
 }
 
@@ -233,6 +229,53 @@ fn u2f_messages_go_as_apdus_with_their_status_word() {
     assert_eq!(r.unwrap(), [0x69, 0x85]);
     let (r, _) = ctx_run(false, Duration::from_secs(5), |ctx| link.ping(b"x", ctx));
     assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
-    drop(link);
     card.assert_done();
+}
+
+/// A card answering every command with a pseudo-random pick of answers (status updates with any
+/// byte, quirks, 61xx, truncated words) never panics the link, and every call ends: the ordinary
+/// run's share of what the `nfc_framing` fuzz target does.
+#[test]
+fn hostile_answers_never_panic() {
+    struct Hostile {
+        state: u64,
+        left: usize,
+    }
+    impl CardTransport for Hostile {
+        fn transmit(&mut self, _command: &[u8]) -> Result<Vec<u8>> {
+            if self.left == 0 {
+                return Err(Error::DeviceRemoved);
+            }
+            self.left -= 1;
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            let answers: [&[u8]; 10] = [
+                b"FIDO_2_0\x90\x00",
+                b"U2F_V2\x90\x00",
+                b"\x01\x91\x00",
+                b"\x02\x91\x00",
+                b"\x91\x00",
+                b"\x6D\x00",
+                b"\x00\xA0\x61\x05",
+                b"\x00\x90\x00",
+                b"\x90",
+                b"\x6C\x02",
+            ];
+            Ok(answers[(self.state % 10) as usize].to_vec())
+        }
+    }
+    for seed in 1..400u64 {
+        let mut card = Hostile {
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            left: 40,
+        };
+        let Ok(mut link) = NfcLink::select(&mut card) else {
+            continue;
+        };
+        let _ = ctx_run(false, Duration::from_millis(30), |ctx| {
+            let _ = link.cbor(&[0x04], ctx);
+            let _ = link.msg(&[0x00, 0x02, 0x03, 0x00, 0x01, 0xAA, 0x00], ctx);
+        });
+    }
 }

@@ -211,7 +211,11 @@ impl Service {
             result = result.and(r);
         }
         if fido {
-            let fido_id = if piv { format!("{id}{FIDO_SUFFIX}") } else { id };
+            let fido_id = if piv {
+                format!("{id}{FIDO_SUFFIX}")
+            } else {
+                id
+            };
             let r = self
                 .present(Attached {
                     authenticator: fido_card_authenticator(worker.clone(), fido_id.clone()),

@@ -119,7 +119,10 @@ async fn run(
     };
     let enrolled = device.authenticator.enroll(request, &ix).await?;
     // The key later logins look for on this device is the one it showed at insertion.
-    if identified.as_ref().is_some_and(|t| *t != enrolled.thumbprint) {
+    if identified
+        .as_ref()
+        .is_some_and(|t| *t != enrolled.thumbprint)
+    {
         return Err(Error::Device(format!(
             "the credential {credential} is not the one the device showed when it was inserted"
         )));

@@ -332,7 +332,12 @@ async fn a_counter_that_goes_back_is_a_clone_whose_tokens_are_revoked() {
     }
     assert_eq!(reasons, ["cloned", "cloned"]);
     assert_eq!(
-        svc.inner.store.enrollment(&enrollment).unwrap().unwrap().sign_count,
+        svc.inner
+            .store
+            .enrollment(&enrollment)
+            .unwrap()
+            .unwrap()
+            .sign_count,
         9,
         "the clone's counter is not recorded"
     );
@@ -367,7 +372,11 @@ async fn only_the_key_that_holds_the_credential_is_asked_to_sign() {
     attach(&svc, "/run/sim/broken", &broken).await;
     login(&svc).await.unwrap();
     assert_eq!(a.log(), ["holds", "assert"]);
-    assert_eq!(other.log(), ["holds"], "no touch asked of a key holding nothing");
+    assert_eq!(
+        other.log(),
+        ["holds"],
+        "no touch asked of a key holding nothing"
+    );
     assert_eq!(broken.log(), ["holds"]);
 }
 

@@ -145,13 +145,11 @@ fn watch(events: &UnboundedSender<DeviceEvent>, stopped: oneshot::Receiver<()>) 
                         };
                         match event.event_type() {
                             udev::EventType::Add => added = true,
-                            udev::EventType::Remove => {
-                                if present.remove(&node) {
-                                    let _ = events.send(DeviceEvent::Removed {
-                                        transport: Transport::Hid,
-                                        location: node,
-                                    });
-                                }
+                            udev::EventType::Remove if present.remove(&node) => {
+                                let _ = events.send(DeviceEvent::Removed {
+                                    transport: Transport::Hid,
+                                    location: node,
+                                });
                             }
                             _ => {}
                         }

@@ -293,6 +293,10 @@ pub struct PcscConnection {
     /// `None` before the first connection succeeds (and while dropping, to disconnect by value).
     card: Option<pcsc::Card>,
     reader: String,
+    /// Whether a connection was ever attempted: the first exclusive session of a connection made
+    /// [`PcscConnection::unconnected`] connects by itself (nothing can be bound to a card never
+    /// connected to), later ones never do (see [`CardConnection::reconnect`]).
+    attempted: bool,
 }
 
 impl PcscConnection {
@@ -311,6 +315,7 @@ impl PcscConnection {
         Self {
             card: None,
             reader: reader.to_owned(),
+            attempted: false,
         }
     }
 
@@ -341,6 +346,11 @@ impl CardConnection for PcscConnection {
         &mut self,
         op: &mut dyn FnMut(&mut dyn CardTransport) -> Result<()>,
     ) -> Result<()> {
+        if self.card.is_none() && !self.attempted {
+            // The first use of a connection that connects lazily (the service probing the card's
+            // applets before anything identifies it).
+            self.reconnect()?;
+        }
         let card = self.card.as_mut().ok_or(Error::DeviceRemoved)?;
         // At most one reconnect: a card reset by someone else between our transactions is normal
         // (their disconnect resets it); a card that keeps resetting is an error.
@@ -375,6 +385,7 @@ impl CardConnection for PcscConnection {
     }
 
     fn reconnect(&mut self) -> Result<()> {
+        self.attempted = true;
         if let Some(old) = self.card.take() {
             let _ = old.disconnect(Disposition::LeaveCard);
         }
