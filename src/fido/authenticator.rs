@@ -158,6 +158,9 @@ impl FidoAuthenticator {
         let (tx, mut rx) = mpsc::unbounded_channel::<Keepalive>();
         let cancel = call.cancel.clone();
         let timeout = call.timeout;
+        // From now, not from when the worker starts the job: the link gives up (and tells the key,
+        // CTAPHID_CANCEL) no later than the caller stops waiting for it.
+        let deadline = Instant::now() + timeout;
         let session = move |link: &mut dyn CtapLink| {
             let mut keepalive = |k: Keepalive| {
                 // The async side may have stopped listening (cancelled, timed out): nothing to do.
@@ -165,7 +168,7 @@ impl FidoAuthenticator {
             };
             let mut ctx = LinkContext {
                 cancel: &cancel,
-                deadline: Instant::now() + timeout,
+                deadline,
                 keepalive: &mut keepalive,
             };
             op(link, &mut ctx)

@@ -14,8 +14,9 @@ use super::authenticator_enroll::{credential_id, rp_id_hash};
 use super::authenticator_identify::{uv_method, KeyInfo};
 use super::authenticator_pin::{self as pin, Verification};
 use super::ctap2::get_info::DEFAULT_MAX_MSG_SIZE;
-use super::link::{CtapLink, LinkContext};
+use super::link::{CtapLink, Keepalive, LinkContext};
 use crate::authenticator::{Assertion, EnrolledKey, Interaction};
+use crate::cancel::CancelToken;
 use crate::verify::challenge::Challenge;
 use crate::{Error, Result};
 
@@ -77,7 +78,7 @@ impl FidoAuthenticator {
         ids: Vec<Vec<u8>>,
         uid: u32,
         timeout: Duration,
-        cancel: &crate::cancel::CancelToken,
+        cancel: &CancelToken,
     ) -> Result<Vec<Vec<u8>>> {
         let mut call = Call::silent(uid, timeout);
         call.cancel = cancel.clone();
@@ -249,7 +250,7 @@ fn silent_chunk(
             up: false,
             check: UserCheck::Presence,
         };
-        let got = match ctap::get_assertion(link, ctx, &params)? {
+        let got = match silent_assertion(link, ctx, &params)? {
             Answered::Signed(got) => got,
             Answered::NoCredentials => break,
             Answered::SilentRefused => return Ok(None),
@@ -273,6 +274,43 @@ fn silent_chunk(
         held.push(answered);
     }
     Ok(Some(held))
+}
+
+/// One getAssertion with up = false. A key that ignores the option and waits for a touch
+/// (keepalive UPNEEDED) is cancelled at once and taken as refusing it: the pre-flight never
+/// makes the user touch a key, nor waits for one.
+fn silent_assertion(
+    link: &mut dyn CtapLink,
+    ctx: &mut LinkContext<'_>,
+    params: &GetAssertion,
+) -> Result<Answered> {
+    let stop = CancelToken::new();
+    let outer = ctx.cancel.clone();
+    let mut wants_touch = false;
+    let answer = {
+        let mut keepalive = |k: Keepalive| {
+            if k == Keepalive::UpNeeded {
+                wants_touch = true;
+                stop.cancel();
+            } else if outer.is_cancelled() {
+                // The request's own cancel, seen at the key's next keepalive.
+                stop.cancel();
+            }
+        };
+        let mut inner = LinkContext {
+            cancel: &stop,
+            deadline: ctx.deadline,
+            keepalive: &mut keepalive,
+        };
+        ctap::get_assertion(link, &mut inner, params)
+    };
+    match answer {
+        Err(Error::Cancelled) if wants_touch => {
+            tracing::debug!("the key waits for a touch despite up = false");
+            Ok(Answered::SilentRefused)
+        }
+        r => r,
+    }
 }
 
 /// Fixed bytes of a silent getAssertion besides the rp id and the list: command, map,

@@ -164,6 +164,8 @@ fn key_info(info: &Info) -> KeyInfo {
             .filter_map(|p| u8::try_from(*p).ok())
             .collect(),
         algorithms: info.algorithms.clone(),
+        min_pin_length: info.min_pin_length.and_then(|n| u32::try_from(n).ok()),
+        force_pin_change: info.force_pin_change == Some(true),
         u2f_only: false,
     }
 }

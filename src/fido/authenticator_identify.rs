@@ -37,6 +37,10 @@ pub(crate) struct KeyInfo {
     pub(crate) pin_protocols: Vec<u8>,
     /// algorithms (COSE identifiers); empty when the key does not say (then ES256, §6.4).
     pub(crate) algorithms: Vec<i64>,
+    /// minPINLength, in code points (at least 4, §6.5.1).
+    pub(crate) min_pin_length: Option<u32>,
+    /// forcePINChange: the key takes no PIN until it is changed.
+    pub(crate) force_pin_change: bool,
     /// The key speaks only CTAP1/U2F.
     pub(crate) u2f_only: bool,
 }

@@ -103,6 +103,14 @@ fn verifying(info: &KeyInfo) -> Option<Verification> {
     }
 }
 
+fn force_pin_change() -> Error {
+    Error::Device(
+        "the key requires its PIN to be changed before it is used again (forcePINChange): \
+         change it with the key vendor's tool"
+            .into(),
+    )
+}
+
 fn no_pin() -> Error {
     Error::InvalidArgument(
         "the policy requires user verification and the key has no PIN: set a PIN on the key \
@@ -151,6 +159,7 @@ impl FidoAuthenticator {
                 let token = self.pin_token(ix, info, permission, rp_id).await?;
                 Ok((UserCheck::Token(token), true))
             }
+            Verification::BuiltIn if info.force_pin_change => Err(force_pin_change()),
             Verification::BuiltIn => match self.uv_token(ix, info, permission, rp_id).await {
                 Ok(token) => Ok((UserCheck::Token(token), false)),
                 Err(e @ (Error::Cancelled | Error::Timeout { .. } | Error::DeviceRemoved)) => {
@@ -195,9 +204,13 @@ impl FidoAuthenticator {
         permission: u8,
         rp_id: &str,
     ) -> Result<PinUvAuthToken> {
+        if info.force_pin_change {
+            return Err(force_pin_change());
+        }
         let protocol = info.pin_protocol();
         let permissions = info.permissions();
         let keep_last = ix.keep_last_try();
+        let min_length = info.min_pin_length.unwrap_or(0).max(MIN_PIN_CHARS);
         // Given up front, the PIN is tried at once: the guarded try reads the counter first anyway.
         let mut retries = if ix.given_up_front(SecretKind::PinCode) {
             None
@@ -215,11 +228,17 @@ impl FidoAuthenticator {
         let mut because: Option<Error> = None;
         loop {
             let last_try = keep_last && retries == Some(1);
-            let prompt = self.prompt(retries, because.as_ref(), last_try);
+            let prompt = self.prompt(retries, because.as_ref(), last_try, min_length);
             let answer = ix
                 .secret(SecretKind::PinCode, prompt, because.take())
                 .await?;
             let pin = fido_pin(&answer.secret)?;
+            // Shorter than the key's minPINLength, it cannot be the key's PIN: not worth a try.
+            if pin.expose().chars().count() < min_length as usize {
+                return Err(Error::PinFormat(
+                    "shorter than the key's minimum PIN length",
+                ));
+            }
             self.working(ix);
             let keep = keep_last && !answer.spend_last_try;
             let accepted = answer.accepted.clone();
@@ -268,12 +287,13 @@ impl FidoAuthenticator {
         retries: Option<u8>,
         last_error: Option<&Error>,
         last_try: bool,
+        min_length: u32,
     ) -> SecretPrompt {
         SecretPrompt {
             device: self.device_id().to_owned(),
             kind: "fido".into(),
             retries: retries.map(u32::from),
-            min_length: MIN_PIN_CHARS,
+            min_length,
             max_length: MAX_PIN_BYTES,
             last_error: match last_error {
                 Some(Error::PinInvalid { .. }) => Some("PinInvalid".into()),

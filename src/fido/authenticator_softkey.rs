@@ -58,6 +58,10 @@ pub struct KeyState {
     pub pin_protocols: Vec<i64>,
     /// Refuses option up = false (CTAP2_ERR_UNSUPPORTED_OPTION), as some CTAP 2.0 keys do.
     pub refuse_silent: bool,
+    /// Ignores option up = false and waits for a touch, as some keys do.
+    pub ignore_silent: bool,
+    /// minPINLength, when the key says one.
+    pub min_pin_length: Option<i64>,
     /// The longest CBOR request seen.
     pub largest_request: usize,
 }
@@ -141,6 +145,8 @@ impl Default for KeyState {
             token_protocol: 0,
             pin_protocols: vec![2, 1],
             refuse_silent: false,
+            ignore_silent: false,
+            min_pin_length: None,
             largest_request: 0,
         }
     }
@@ -346,6 +352,9 @@ impl KeyState {
         if let Some(n) = self.max_list {
             fields.push((i(7), i(n as i64)));
             fields.push((i(8), i(128)));
+        }
+        if let Some(n) = self.min_pin_length {
+            fields.push((i(0x0D), i(n)));
         }
         if face {
             // uvModality: USER_VERIFY_FACEPRINT_INTERNAL (FIDO Registry §3.1).
@@ -567,6 +576,17 @@ impl SoftKey {
         let up = option(options, "up") != Some(false);
         if !up && self.state().refuse_silent {
             return status(0x2B);
+        }
+        if !up && self.state().ignore_silent {
+            // Waits for a touch nobody gives until the platform cancels (CTAPHID_CANCEL).
+            for _ in 0..200 {
+                (ctx.keepalive)(Keepalive::UpNeeded);
+                if ctx.cancel.is_cancelled() {
+                    return status(0x2D);
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            return status(0x2F);
         }
         let inline_uv = option(options, "uv") == Some(true);
         let uv = if let Some(param) = get(p, 6) {

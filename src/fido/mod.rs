@@ -14,13 +14,19 @@ pub mod authenticator;
 mod authenticator_assert;
 mod authenticator_ctap;
 mod authenticator_enroll;
+#[cfg(test)]
+mod authenticator_holds_test;
 mod authenticator_identify;
 mod authenticator_pin;
+#[cfg(test)]
+mod authenticator_pin_test;
 #[cfg(test)]
 mod authenticator_softkey;
 #[cfg(test)]
 mod authenticator_test;
 mod authenticator_u2f;
+#[cfg(test)]
+mod authenticator_u2f_test;
 pub mod cose;
 pub mod ctap2;
 pub mod ctaphid;
