@@ -49,7 +49,7 @@ pub enum Progress {
 pub struct SecretPrompt {
     /// The device asking.
     pub device: Option<OwnedObjectPath>,
-    /// "piv" (later "fido").
+    /// "piv" or "fido".
     pub kind: String,
     /// Tries left, when the device tells.
     pub retries: Option<u32>,

@@ -62,8 +62,9 @@ pub fn reload_config(service: &Service, path: Option<&Path>) -> Result<(), tesse
 
 #[interface(name = "org.tessera.Tessera1.Manager")]
 impl Manager {
-    /// Enroll(s user, o device, a{sv} options) -> (s enrollment_id). Options: "pin" (s), "slot" (s:
-    /// "9a" default, or "9e").
+    /// Enroll(s user, o device, a{sv} options) -> (s enrollment_id). Options: "pin" (s),
+    /// "credential" (s: PIV "9a", the default, or "9e"; FIDO "new", the default, a fresh
+    /// credential), "slot" (s: the same, v1's name).
     async fn enroll(
         &self,
         user: &str,
@@ -73,13 +74,15 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, BusError> {
         limits::user(user)?;
-        limits::options(&options, &["pin", "slot"])?;
+        limits::options(&options, &["pin", "credential", "slot"])?;
         let caller = self.callers.caller(conn, &header).await?;
         let mut opts = EnrollOptions::default();
         for (key, value) in options {
             match key.as_str() {
                 "pin" => opts.pin = Some(secret_option(&key, &value)?),
-                "slot" => opts.credential = Some(string_option(&key, &value)?.as_str().to_owned()),
+                "credential" | "slot" => {
+                    opts.credential = Some(string_option(&key, &value)?.as_str().to_owned())
+                }
                 other => return Err(unknown_option(other)),
             }
         }
@@ -140,8 +143,8 @@ impl Manager {
             .await
     }
 
-    /// StartEnrollment(s user, o device, a{sv} options) -> (o request). Options: "pin" (s), "slot"
-    /// (s), "timeout" (u).
+    /// StartEnrollment(s user, o device, a{sv} options) -> (o request). Options: "pin" (s),
+    /// "credential" (s, as Enroll), "slot" (s, v1's name for it), "timeout" (u).
     async fn start_enrollment(
         &self,
         user: &str,
@@ -299,10 +302,11 @@ impl Manager {
     }
 
     /// ListEnrollments(s user) -> (aa{sv}): the user's enrolled keys (own account, or root; root
-    /// may name an account that no longer exists). Keys: id, user, kind ("piv"), credential (the
-    /// PIV slot, e.g. "9a"; later a FIDO credential id), algorithm ("es256"), slot (the credential
-    /// of a PIV enrollment, "" for other kinds), device_name (s), card_guid (s, hex: the device
-    /// identity, "" if none), created, last_used (t, 0 = never).
+    /// may name an account that no longer exists). Keys: id, user, kind ("piv" or "fido"),
+    /// credential (the PIV slot, e.g. "9a"; a FIDO credential id, base64url), algorithm ("es256"
+    /// or "eddsa"), slot (the credential of a PIV enrollment, "" for other kinds), device_name (s),
+    /// card_guid (s, hex: the device identity, PIV CHUID GUID or FIDO AAGUID, "" if none),
+    /// created, last_used (t, 0 = never).
     async fn list_enrollments(
         &self,
         user: &str,
@@ -397,12 +401,13 @@ impl Device {
 
 #[interface(name = "org.tessera.Tessera1.Device")]
 impl Device {
-    /// "piv".
+    /// "piv", "fido", or "unknown" (a device that could not be identified).
     #[zbus(property)]
     async fn kind(&self) -> String {
         self.info.kind.clone()
     }
-    /// "pcsc".
+    /// "pcsc" (a contact card reader), "nfc" (contactless, through a PC/SC reader), "hid" (USB
+    /// HID) or "sim" (a simulated key's socket in `[device] simulated_hid_dir`).
     #[zbus(property)]
     async fn transport(&self) -> String {
         self.info.transport.clone()
@@ -412,7 +417,8 @@ impl Device {
     async fn name(&self) -> String {
         self.info.name.clone()
     }
-    /// The PC/SC reader the card is in.
+    /// Where the device is: the PC/SC reader, the hidraw node or the simulated key's socket path.
+    /// A card offering both PIV and FIDO is two devices with the same reader.
     #[zbus(property)]
     async fn reader(&self) -> String {
         self.info.reader.clone()

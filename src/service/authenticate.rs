@@ -38,7 +38,12 @@ pub(super) async fn start(
     let fido = svc.fido_rules_for(&account).await?;
     // Subscribed before the first look, so that no insertion falls between.
     let events = svc.subscribe();
-    let (first, found) = match find(svc, &account, &enrollments, &r, interactive, fido).await {
+    // The first look is bounded by the request's own cap too.
+    let look = r.timeout.map_or(svc.config().device.timeout, |t| {
+        t.min(svc.config().device.timeout)
+    });
+    let (first, found) = match find(svc, &account, &enrollments, &r, interactive, fido, look).await
+    {
         Ok(Found::One(d, e)) => {
             let p = Progress::Working {
                 device: d.info.id.clone(),
@@ -50,6 +55,12 @@ pub(super) async fn start(
                 devices: options.iter().map(|(d, _)| d.info.id.clone()).collect(),
             };
             (p, Some(Found::Selectable(options)))
+        }
+        Ok(Found::Broken { device, error }) => {
+            let p = Progress::Working {
+                device: device.clone(),
+            };
+            (p, Some(Found::Broken { device, error }))
         }
         Err(Error::DeviceAmbiguous(devices)) if r.wait => {
             (Progress::SelectingDevice { devices }, None)
@@ -128,7 +139,10 @@ async fn run(
         // What the start found is used once; every later look asks the devices again.
         let now = match found.take() {
             Some(f) => Ok(f),
-            None => find(svc, account, &enrollments, &r, interactive, fido).await,
+            None => {
+                let look = shared.capped(svc.config().device.timeout);
+                find(svc, account, &enrollments, &r, interactive, fido, look).await
+            }
         };
         match now {
             Ok(Found::One(d, e)) => break (d, *e),
@@ -140,6 +154,7 @@ async fn run(
                     Err(e) => return Err(e),
                 }
             }
+            Ok(Found::Broken { error, .. }) => return Err(error),
             Err(e @ (Error::NotEnrolled(_) | Error::NoDevice)) if r.wait => {
                 let _ = e;
                 shared.progress(Progress::WaitingForDevice);

@@ -11,9 +11,11 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::devices::{device_id, Attached, Device, DeviceAttach, HidAttach, SessionState};
+use super::devices::SessionState;
+use super::devices::{device_id, recognisable, Attached, Device, DeviceAttach, HidAttach};
 use super::devices::{DeviceInfo, UnknownCard};
 use super::{Event, Service};
+use crate::authenticator::retry::retrying;
 use crate::authenticator::{card_authenticator, fido_card_authenticator, hid_authenticator};
 use crate::fido::ctaphid::CtapHid;
 use crate::fido::link::CtapLink;
@@ -180,7 +182,12 @@ impl Service {
     /// Probes the card behind `worker` for its applets and presents a device for each kind.
     async fn card_attached(&self, place: Place, worker: DeviceWorker) -> Result<()> {
         let timeout = self.config().device.timeout;
-        let applets = match worker.run(timeout, |card| probe(card)).await {
+        // A card just inserted may be reset or held by another application at first: the probe
+        // retries on a fresh connection, as identification does.
+        let probed = retrying(&worker, timeout, false, || {
+            worker.run(timeout, |card| probe(card))
+        });
+        let applets = match probed.await {
             Ok(a) => a,
             Err(e) => {
                 // Identification says more (and lists the card as unknown, to be tried again).
@@ -281,7 +288,7 @@ impl Service {
         // either side, matches nothing (HID keys have none). A device that names neither its
         // credentials nor a device key (a FIDO key: its AAGUID is its model's) cannot be told
         // from another of its kind, so it never inherits a session.
-        let recognisable = !identity.credentials.is_empty() || identity.device_key.is_some();
+        let recognisable = recognisable(&identity);
         let matches = |s: &DeviceSession| {
             recognisable
                 && s.reader == attach.reader

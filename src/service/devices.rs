@@ -129,6 +129,14 @@ impl Devices {
     }
 }
 
+/// Whether a device can be told from another of its kind by what it showed: its credentials (PIV:
+/// the slots' certificates) or a device key. A FIDO key cannot: it lists no credentials, and its
+/// AAGUID names its model. Such a device never inherits a session from before a restart, and
+/// its owners are found by asking it which enrollments it holds.
+pub(super) fn recognisable(identity: &DeviceIdentity) -> bool {
+    !identity.credentials.is_empty() || identity.device_key.is_some()
+}
+
 /// Object-path element for a reader: ASCII letters and digits kept, every other byte as `_xx`.
 pub fn device_id(reader: &str) -> String {
     let mut id = String::with_capacity(reader.len() + 8);

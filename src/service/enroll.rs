@@ -76,7 +76,7 @@ async fn run(
     }
     if interactive {
         // Not even the retry counter of a card enrolled for someone else is read for a prompt.
-        pin_guard::may_ask(svc, caller, &device)?;
+        pin_guard::may_ask(svc, caller, &device).await?;
     }
     // Checked on what the device showed at insertion, so no PIN is spent on a device that has
     // nothing to enroll or that could not prove it holds its device key.

@@ -491,3 +491,92 @@ async fn pulling_the_key_out_revokes_its_tokens() {
         Err(Error::TokenRevoked(r)) if r.contains("device-removed")
     ));
 }
+
+/// Login latency with a key that answers at once (the commit dominates): `cargo test -p tessera
+/// --lib service::fido_test::login_latency -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn login_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open(
+        dir.path(),
+        &format!("{CONFIG}[token]\nmax_live_per_user = 1000\n"),
+    );
+    let a = Arc::new(FakeKey::new("a").counters(&(1..=400).collect::<Vec<u32>>()));
+    let id = attach(&svc, "/run/sim/a", &a).await;
+    enroll(&svc, &id).await;
+    let mut times = Vec::new();
+    for _ in 0..300 {
+        let t = std::time::Instant::now();
+        login(&svc).await.unwrap();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    println!(
+        "login p50 {:?} p99 {:?}",
+        times[times.len() / 2],
+        times[times.len() * 99 / 100]
+    );
+}
+
+#[tokio::test]
+async fn a_key_is_owned_by_the_credentials_it_holds_not_by_its_models_aaguid() {
+    const NOBODY: Caller = Caller { uid: 65534 };
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open(dir.path(), CONFIG);
+    let a = Arc::new(FakeKey::new("a"));
+    let b = Arc::new(FakeKey::new("b"));
+    let id_a = attach(&svc, "/run/sim/a", &a).await;
+    let id_b = attach(&svc, "/run/sim/b", &b).await;
+    enroll(&svc, &id_a).await;
+    // Same AAGUID, another key: not root's.
+    let r = svc
+        .start_enrollment(NOBODY, "", &id_b, EnrollRequest::default())
+        .await
+        .unwrap();
+    r.outcome().await.unwrap();
+    // Root's key takes no PIN from anyone else.
+    let r = svc
+        .start_enrollment(NOBODY, "", &id_a, EnrollRequest::default())
+        .await
+        .unwrap();
+    assert!(matches!(r.outcome().await, Err(Error::AccessDenied(_))));
+}
+
+#[tokio::test]
+async fn a_credential_made_for_another_relying_party_id_serves_no_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open(dir.path(), CONFIG);
+    let a = Arc::new(FakeKey::new("a"));
+    let id = attach(&svc, "/run/sim/a", &a).await;
+    enroll(&svc, &id).await;
+    let other = CONFIG.replace("pam://test", "pam://elsewhere");
+    svc.reload(Config::parse(&other).unwrap());
+    assert!(matches!(login(&svc).await, Err(Error::NotEnrolled(_))));
+    assert!(
+        a.log().is_empty(),
+        "the key was not even asked: {:?}",
+        a.log()
+    );
+}
+
+#[tokio::test]
+async fn a_key_that_cannot_say_what_it_holds_fails_the_request_when_no_other_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open(dir.path(), CONFIG);
+    let a = Arc::new(FakeKey::new("a"));
+    let id = attach(&svc, "/run/sim/a", &a).await;
+    enroll(&svc, &id).await;
+    svc.device_removed("/run/sim/a").await.unwrap();
+    let broken = Arc::new(FakeKey {
+        holds_fails: true,
+        ..FakeKey::new("a")
+    });
+    attach(&svc, "/run/sim/a", &broken).await;
+    // A request, not the call that starts it, fails: the device was asked.
+    let r = svc
+        .start_authentication(ROOT, "", AuthRequest::default())
+        .await
+        .unwrap();
+    assert!(matches!(r.outcome().await, Err(Error::Device(_))));
+}

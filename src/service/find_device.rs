@@ -25,9 +25,17 @@ pub(super) enum Found {
     /// Several devices hold an enrollment and each can be chosen by a touch: the device and the
     /// enrollment to use on each, by device id.
     Selectable(Vec<(Arc<Device>, Enrollment)>),
+    /// No device holds an enrollment, and `device` could not say what it holds: its `error` ends
+    /// the request (as a failure of the request, not of the call that started it).
+    Broken { device: String, error: Error },
 }
 
 /// The device (or the devices to choose among) and enrollment for `r` now.
+///
+/// Each device is asked for at most `timeout`. A device that cannot say what it holds counts as
+/// holding none, so that another can serve the request; when none does, its error is the answer,
+/// [`Found::Broken`] (a key that answers garbage is a device error now, not a wait for another
+/// key), unless it was only removed meanwhile.
 ///
 /// Errors: [`Error::NoDevice`] when no candidate device is present; [`Error::NotEnrolled`] when
 /// none holds an enrolled credential; [`Error::DeviceAmbiguous`] when several do and not every
@@ -39,6 +47,7 @@ pub(super) async fn find(
     r: &AuthRequest,
     interactive: bool,
     fido: FidoRules,
+    timeout: Duration,
 ) -> Result<Found> {
     let mut candidates = match &r.device {
         Some(id) => vec![svc.device(id).ok_or(Error::NoDevice)?],
@@ -50,10 +59,38 @@ pub(super) async fn find(
     if candidates.is_empty() {
         return Err(Error::NoDevice);
     }
-    let timeout = svc.config().device.timeout;
+    let config = svc.config();
+    // A credential is scoped to the relying-party id it was made for (WebAuthn §6.1), and logins
+    // are for the configured one: a credential of another (the id was changed) serves none.
+    let usable: Vec<Enrollment> = enrollments
+        .iter()
+        .filter(|e| {
+            let ok = e.rp_id.as_deref().is_none_or(|rp| rp == config.fido.rp_id);
+            if !ok {
+                tracing::info!(
+                    enrollment = %e.id, rp_id = ?e.rp_id, configured = %config.fido.rp_id,
+                    "skipping a credential made for another relying-party id"
+                );
+            }
+            ok
+        })
+        .cloned()
+        .collect();
     let mut matching: Vec<(Arc<Device>, Vec<&Enrollment>)> = Vec::new();
+    let mut failed = None;
     for d in candidates {
-        let own = held(&d, enrollments, account.uid, timeout).await;
+        let own = match held(&d, &usable, account.uid, timeout).await {
+            Ok(own) => own,
+            Err(Error::Cancelled) => return Err(Error::Cancelled),
+            // Another device may still serve the request.
+            Err(e) => {
+                tracing::debug!(device = %d.info.id, "cannot tell which credentials the device holds: {e}");
+                if !matches!(e, Error::DeviceRemoved) {
+                    failed.get_or_insert((d.info.id.clone(), e));
+                }
+                Vec::new()
+            }
+        };
         if !own.is_empty() {
             matching.push((d, own));
         }
@@ -85,7 +122,12 @@ pub(super) async fn find(
             _ => Ok(Found::Selectable(options)),
         };
     }
-    let (device, own) = matching.pop().ok_or_else(|| not_enrolled(account))?;
+    let Some((device, own)) = matching.pop() else {
+        return match failed {
+            Some((device, error)) => Ok(Found::Broken { device, error }),
+            None => Err(not_enrolled(account)),
+        };
+    };
     let enrollment = pick(&own, with_pin, interactive, fido)?;
     Ok(Found::One(device, Box::new(enrollment)))
 }
@@ -117,14 +159,14 @@ pub(super) fn enrolled_key(e: &Enrollment, needs_secret: bool) -> EnrolledKey<'_
     }
 }
 
-/// The enrollments among `enrollments` that `device` holds. A device that cannot answer holds
-/// none (logged): another device may still serve the request.
-async fn held<'e>(
+/// The enrollments among `enrollments` (of any kind) that `device` holds, asked on behalf of the
+/// caller `uid`. Errors: the device's, when it cannot answer.
+pub(super) async fn held<'e>(
     device: &Device,
     enrollments: &'e [Enrollment],
     uid: u32,
     timeout: Duration,
-) -> Vec<&'e Enrollment> {
+) -> Result<Vec<&'e Enrollment>> {
     let authenticator: &dyn Authenticator = device.authenticator.as_ref();
     let kind = authenticator.kind();
     let of_kind: Vec<&Enrollment> = enrollments
@@ -140,23 +182,17 @@ async fn held<'e>(
             .iter()
             .map(|e| enrolled_key(e, e.require_pin))
             .collect();
-        match authenticator
+        let refs = authenticator
             .holds(&device.identity, &keys, uid, timeout)
-            .await
-        {
-            Ok(refs) => own.extend(
-                batch
-                    .iter()
-                    .filter(|e| refs.iter().any(|c| c == &e.credential))
-                    .copied(),
-            ),
-            Err(e) => {
-                tracing::debug!(device = %device.info.id, "cannot tell which credentials the device holds: {e}");
-                return Vec::new();
-            }
-        }
+            .await?;
+        own.extend(
+            batch
+                .iter()
+                .filter(|e| refs.iter().any(|c| c == &e.credential))
+                .copied(),
+        );
     }
-    own
+    Ok(own)
 }
 
 /// `items` split, in order, into batches in which no credential reference repeats.

@@ -332,7 +332,7 @@ impl Service {
         device_id: &str,
         r: UnblockRequest,
     ) -> Result<Request> {
-        unblock::start(self, caller, device_id, r, true)
+        unblock::start(self, caller, device_id, r, true).await
     }
 
     /// Checks a token; returns its claims when it is valid now. A single-use token is consumed by

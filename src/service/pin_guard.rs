@@ -13,7 +13,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::devices::Device;
+use super::devices::{recognisable, Device};
+use super::find_device::held;
 use super::{Caller, Service};
 use crate::policy::users::Account;
 use crate::store::WriteOp;
@@ -37,7 +38,7 @@ pub(super) struct Admission {
 /// reservation cannot be recorded (then nothing is sent either).
 pub(super) async fn admit(svc: &Service, caller: Caller, device: &Device) -> Result<Admission> {
     let accepted = Arc::new(AtomicBool::new(false));
-    let owners = owners(svc, device)?;
+    let owners = owners(svc, caller, device).await?;
     if !owners.is_empty() {
         if caller.is_root() || owners.contains(&caller.uid) {
             return Ok(Admission {
@@ -57,7 +58,7 @@ pub(super) async fn admit(svc: &Service, caller: Caller, device: &Device) -> Res
             accepted,
         });
     }
-    let card = device.identity.card_id();
+    let card = guard_key(device);
     let reserved = svc
         .inner
         .store
@@ -82,8 +83,8 @@ pub(super) async fn admit(svc: &Service, caller: Caller, device: &Device) -> Res
 
 /// Refuses at once a caller who may never send a secret to `device` (it is enrolled for other
 /// accounts only), before anything is asked; [`admit`] still decides each attempt.
-pub(super) fn may_ask(svc: &Service, caller: Caller, device: &Device) -> Result<()> {
-    let owners = owners(svc, device)?;
+pub(super) async fn may_ask(svc: &Service, caller: Caller, device: &Device) -> Result<()> {
+    let owners = owners(svc, caller, device).await?;
     if owners.is_empty() || caller.is_root() || owners.contains(&caller.uid) {
         return Ok(());
     }
@@ -124,15 +125,37 @@ impl Admission {
     }
 }
 
-/// The uids of the accounts a key on `device` is enrolled for: enrollments of one of its slot keys
-/// or of its CHUID GUID, whose account still has the uid it had at enrollment.
-fn owners(svc: &Service, device: &Device) -> Result<Vec<u32>> {
+/// What the wrong-PIN reservations of `device` are counted under: its identity
+/// ([`crate::authenticator::DeviceIdentity::card_id`]), and where it is for a device whose
+/// identity is its model's (a FIDO key's AAGUID), so that one key's count is not every such key's.
+fn guard_key(device: &Device) -> String {
+    let card = device.identity.card_id();
+    if recognisable(&device.identity) {
+        card
+    } else {
+        format!("{card}@{}", device.info.reader)
+    }
+}
+
+/// The uids of the accounts a key on `device` is enrolled for: enrollments the device holds (PIV:
+/// one of its slot keys; FIDO: a credential, by its silent pre-flight) or, for a device its
+/// identity tells apart, of its GUID (CHUID), whose account still has the uid it had at
+/// enrollment. Errors: a device that cannot say what it holds is not opened to everyone.
+async fn owners(svc: &Service, caller: Caller, device: &Device) -> Result<Vec<u32>> {
     let identity = &device.identity;
+    let all = svc.inner.store.enrollments()?;
+    let timeout = svc.config().device.timeout;
+    let held: Vec<String> = held(device, &all, caller.uid, timeout)
+        .await?
+        .into_iter()
+        .map(|e| e.id.clone())
+        .collect();
+    let by_guid = recognisable(identity);
     let mut uids = Vec::new();
-    for e in svc.inner.store.enrollments()? {
-        let same_key = e.kind.as_str() == device.authenticator.kind()
-            && identity.thumbprint(&e.credential) == Some(e.key_thumbprint.as_str());
-        let same_guid = e.device_identity.is_some() && e.device_identity == identity.guid;
+    for e in &all {
+        let same_key = held.contains(&e.id);
+        let same_guid =
+            by_guid && e.device_identity.is_some() && e.device_identity == identity.guid;
         if !(same_key || same_guid) || uids.contains(&e.uid) {
             continue;
         }

@@ -3,7 +3,7 @@
 //! one is a clone. The login is refused and the enrollment's live tokens are revoked ("cloned").
 //!
 //! A counter that rose is recorded without delaying the login by a commit of its own: the write
-//! joins the store's next group commit. Should the daemon die before that commit, the stored
+//! is queued ([`crate::store::Store::apply_detached`]) and joins the store's next group commit. Should the daemon die before that commit, the stored
 //! counter is one login behind, which only lets a clone's counter pass that one step sooner; it
 //! never refuses the genuine key, whose counter is above both.
 
@@ -52,17 +52,13 @@ impl Service {
         match verdict(check, stored, new) {
             CounterVerdict::Accept(None) => Ok(()),
             CounterVerdict::Accept(Some(count)) => {
-                let svc = self.clone();
-                let op = WriteOp::SetSignCount {
+                // Measured with a key that answers at once (fido_test::login_latency, on a
+                // 2-core machine at load 7, so roughly): p50 1.55-1.7 ms this way, 1.75-1.9 ms
+                // awaiting the commit; the difference is the second commit.
+                self.inner.store.apply_detached(vec![WriteOp::SetSignCount {
                     enrollment: e.id.clone(),
                     count,
-                };
-                tokio::spawn(async move {
-                    if let Err(err) = svc.inner.store.apply(vec![op]).await {
-                        tracing::error!("recording a signature counter: {err}");
-                    }
-                });
-                Ok(())
+                }])
             }
             CounterVerdict::Cloned => {
                 tracing::warn!(

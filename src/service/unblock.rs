@@ -15,7 +15,7 @@ use crate::authenticator::SecretKind;
 use crate::{Error, Result};
 
 /// Starts unblocking the PIN of device `device_id`.
-pub(super) fn start(
+pub(super) async fn start(
     svc: &Service,
     caller: Caller,
     device_id: &str,
@@ -23,7 +23,7 @@ pub(super) fn start(
     interactive: bool,
 ) -> Result<Request> {
     let device = svc.device(device_id).ok_or(Error::NoDevice)?;
-    pin_guard::may_ask(svc, caller, &device)?;
+    pin_guard::may_ask(svc, caller, &device).await?;
     let (shared, request) = svc.open_request_on(&device, caller, r.timeout, interactive)?;
     let svc = svc.clone();
     tokio::spawn(async move {

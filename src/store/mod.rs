@@ -286,6 +286,16 @@ impl Store {
         rx.recv().map_err(|_| writer_gone())?
     }
 
+    /// Queues `ops` (applied atomically, as [`Store::apply`]) without waiting: they join the next
+    /// group commit, and a failure is logged. Only for writes whose loss in a crash is harmless
+    /// (a FIDO signature counter: see `service::sign_count`); dropping the store still commits them.
+    pub fn apply_detached(&self, ops: Vec<WriteOp>) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.submit(ops, Reply::Detached)
+    }
+
     /// All enrollments, by id.
     pub fn enrollments(&self) -> Result<Vec<Enrollment>> {
         self.query(

@@ -1224,3 +1224,17 @@ fn the_sign_count_only_rises() {
         .unwrap();
     assert_eq!(gone, vec![Outcome::Unchanged]);
 }
+
+#[test]
+fn a_detached_write_is_committed_even_when_the_store_is_dropped_at_once() {
+    let (_dir, path, store) = fixture();
+    store
+        .apply_detached(vec![WriteOp::SetSignCount {
+            enrollment: "e1".into(),
+            count: 12,
+        }])
+        .unwrap();
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.enrollment("e1").unwrap().unwrap().sign_count, 12);
+}

@@ -27,6 +27,8 @@ pub(super) struct Job {
 pub(super) enum Reply {
     Async(oneshot::Sender<Result<Vec<Outcome>>>),
     Blocking(std_mpsc::SyncSender<Result<Vec<Outcome>>>),
+    /// Nobody waits ([`super::Store::apply_detached`]): a failure is logged.
+    Detached,
 }
 
 impl Reply {
@@ -38,6 +40,11 @@ impl Reply {
             }
             Reply::Blocking(tx) => {
                 let _ = tx.send(result);
+            }
+            Reply::Detached => {
+                if let Err(e) = result {
+                    tracing::error!("a detached store write failed: {e}");
+                }
             }
         }
     }

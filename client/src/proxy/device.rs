@@ -8,16 +8,16 @@ use zbus::proxy;
     default_service = "org.tessera.Tessera1"
 )]
 pub trait Device {
-    /// "piv" (later "fido").
+    /// "piv", "fido", or "unknown".
     #[zbus(property)]
     fn kind(&self) -> zbus::Result<String>;
-    /// "pcsc" (later "hid").
+    /// "pcsc", "nfc", "hid" or "sim".
     #[zbus(property)]
     fn transport(&self) -> zbus::Result<String>;
     /// Human-readable name.
     #[zbus(property)]
     fn name(&self) -> zbus::Result<String>;
-    /// The PC/SC reader the card is in.
+    /// Where the device is: the PC/SC reader, the hidraw node or the simulated key's socket path.
     #[zbus(property)]
     fn reader(&self) -> zbus::Result<String>;
 }

@@ -37,9 +37,10 @@ pub fn auth_request(options: &HashMap<String, OwnedValue>) -> Result<AuthRequest
     Ok(r)
 }
 
-/// StartEnrollment's options: "pin" (s), "slot" (s: "9a" or "9e", as Enroll), "timeout" (u).
+/// StartEnrollment's options: "pin" (s), "credential" (s: PIV "9a" or "9e"; FIDO "new", the
+/// default), "slot" (s: v1's name for "credential"), "timeout" (u).
 pub fn enroll_request(options: &HashMap<String, OwnedValue>) -> Result<EnrollRequest, BusError> {
-    limits::options(options, &["pin", "slot", "timeout"])?;
+    limits::options(options, &["pin", "credential", "slot", "timeout"])?;
     let mut r = EnrollRequest {
         pin: None,
         credential: None,
@@ -48,8 +49,8 @@ pub fn enroll_request(options: &HashMap<String, OwnedValue>) -> Result<EnrollReq
     for (key, value) in options {
         match (key.as_str(), &**value) {
             ("pin", v) => r.pin = Some(secret(key, v)?),
-            ("slot", Value::Str(s)) => r.credential = Some(s.as_str().to_owned()),
-            ("slot", _) => return Err(wrong_type(key, "a string (s)")),
+            ("credential" | "slot", Value::Str(s)) => r.credential = Some(s.as_str().to_owned()),
+            ("credential" | "slot", _) => return Err(wrong_type(key, "a string (s)")),
             ("timeout", v) => r.timeout = Some(timeout(v)?),
             (other, _) => return Err(unknown(other)),
         }

@@ -42,7 +42,7 @@ pub struct PinArgs {
 pub enum Command {
     /// Show the present devices and who is enrolled with each.
     Status,
-    /// Enroll a card's key for a user (the PIN is checked on the card).
+    /// Enroll a card's key or a FIDO security key for a user (the PIN is checked on the device).
     Enroll {
         /// Account to enroll [default: your own].
         #[arg(long)]
@@ -50,9 +50,10 @@ pub enum Command {
         /// Device id, object path or reader name [default: the only present device].
         #[arg(long)]
         device: Option<String>,
-        /// Key slot: 9a (PIN at every login) or 9e (card authentication, no PIN).
-        #[arg(long, default_value = "9a")]
-        slot: String,
+        /// Which credential: a PIV card's slot, 9a (PIN at every login, the default) or 9e (card
+        /// authentication, no PIN); a FIDO key makes a new one ("new", the default).
+        #[arg(long, alias = "slot")]
+        credential: Option<String>,
         #[command(flatten)]
         pin: PinArgs,
     },

@@ -88,7 +88,7 @@ pub async fn only(conn: &Connection) -> Result<OwnedObjectPath, Error> {
     match present.len() {
         0 => Err(Error::Daemon {
             name: ErrorName::NoDevice,
-            message: "no device present; insert a card".into(),
+            message: "no device present; insert a card or plug in a key".into(),
         }),
         1 => {
             let d = present.remove(0);

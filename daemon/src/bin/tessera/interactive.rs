@@ -26,7 +26,8 @@ pub enum Start<'a> {
     Enrollment {
         user: &'a str,
         device: &'a ObjectPath<'a>,
-        slot: &'a str,
+        /// The credential (PIV slot, FIDO "new"); `None`: the device kind's default.
+        credential: Option<&'a str>,
     },
     Unblock {
         device: &'a ObjectPath<'a>,
@@ -137,8 +138,15 @@ async fn start_request(
             }
             manager.start_authentication(user, opts).await?
         }
-        Start::Enrollment { user, device, slot } => {
-            opts.insert("slot", Value::from(*slot));
+        Start::Enrollment {
+            user,
+            device,
+            credential,
+        } => {
+            // "slot" is the name every daemon version knows.
+            if let Some(c) = credential {
+                opts.insert("slot", Value::from(*c));
+            }
             if let Some(p) = how.pin {
                 opts.insert("pin", Value::from(p));
             }

@@ -80,7 +80,7 @@ async fn run(cli: Cli) -> Result<Done, Error> {
         Command::Enroll {
             user,
             device,
-            slot,
+            credential,
             pin,
         } => {
             let user = user.unwrap_or_default();
@@ -91,7 +91,7 @@ async fn run(cli: Cli) -> Result<Done, Error> {
             let start = Start::Enrollment {
                 user: &user,
                 device: &device,
-                slot: &slot,
+                credential: credential.as_deref(),
             };
             return finish(&conn, start, &user, pin, false, |id| {
                 if json {
@@ -229,11 +229,11 @@ async fn run(cli: Cli) -> Result<Done, Error> {
             } else {
                 for e in &enrollments {
                     println!(
-                        "{}  {}  {} slot {} on {}  enrolled {}  last used {}",
+                        "{}  {}  {} {} on {}  enrolled {}  last used {}",
                         output::field(e, "id"),
                         output::field(e, "user"),
                         output::field(e, "kind"),
-                        output::field(e, "slot"),
+                        output::field(e, "credential"),
                         output::field(e, "device_name"),
                         output::field(e, "created"),
                         output::field(e, "last_used"),

@@ -39,8 +39,14 @@ pub async fn call(
             }
             Ok(Zeroizing::new(manager.authenticate(user, opts).await?))
         }
-        Start::Enrollment { user, device, slot } => {
-            opts.insert("slot", Value::from(*slot));
+        Start::Enrollment {
+            user,
+            device,
+            credential,
+        } => {
+            if let Some(c) = credential {
+                opts.insert("slot", Value::from(*c));
+            }
             Ok(Zeroizing::new(manager.enroll(user, device, opts).await?))
         }
         Start::Unblock { .. } => Err(Error::Usage(
