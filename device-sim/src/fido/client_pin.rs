@@ -140,9 +140,10 @@ impl PinSession {
         }
     }
 
-    /// After a token vouched for an operation that collected user presence: clearUserVerifiedFlag
-    /// and clearPinUvAuthTokenPermissionsExceptLbw (§6.1.2 step 14, §6.2.2 step 9). A token serves
-    /// one makeCredential or one user-present getAssertion; the next needs a new token.
+    /// After makeCredential or getAssertion collected user presence: clearUserVerifiedFlag and
+    /// clearPinUvAuthTokenPermissionsExceptLbw (§6.1.2 step 14, §6.2.2 step 9), whether the
+    /// request used the token or not. A token serves one makeCredential or one user-present
+    /// getAssertion; the next needs a new token.
     pub(super) fn token_used(&mut self) {
         if let Some(token) = self.token.as_mut() {
             token.user_verified = false;

@@ -5,6 +5,7 @@
 //! and pinUvAuthToken checks that makeCredential and getAssertion share are here too.
 
 use super::cbor::{self, Parameters, Value};
+use super::pin_protocol::Protocol;
 use super::status::Status;
 use super::{client_pin, get_assertion, make_credential, FidoKey, Presence, Touch};
 
@@ -276,10 +277,50 @@ pub(super) fn credential_list(value: Option<Value>) -> Result<Vec<Vec<u8>>, Stat
     Ok(ids)
 }
 
+/// pinUvAuthParam and pinUvAuthProtocol of makeCredential and getAssertion, type-checked.
+pub(super) struct PinUvAuth {
+    pub param: Option<Vec<u8>>,
+    protocol: Option<u64>,
+}
+
+impl PinUvAuth {
+    /// The two parameters under their keys in `params`.
+    pub(super) fn take(
+        params: &mut Parameters,
+        param_key: u64,
+        protocol_key: u64,
+    ) -> Result<PinUvAuth, Status> {
+        Ok(PinUvAuth {
+            param: params.take(param_key).map(cbor::bytes).transpose()?,
+            protocol: params
+                .take(protocol_key)
+                .map(|v| cbor::uint(&v))
+                .transpose()?,
+        })
+    }
+
+    /// Steps 1 and 2 of §6.1.2 and §6.2.2: a zero-length pinUvAuthParam ends the request after a
+    /// touch ([`touch_to_select`]); a pinUvAuthParam needs a protocol this key knows (absent →
+    /// MISSING_PARAMETER, unknown → INVALID_PARAMETER). The protocol, if a param is given.
+    pub(super) fn check(
+        &self,
+        key: &FidoKey,
+        presence: &mut dyn Presence,
+    ) -> Result<Option<Protocol>, Status> {
+        match &self.param {
+            None => Ok(None),
+            Some(param) if param.is_empty() => Err(touch_to_select(key, presence)),
+            Some(_) => {
+                Protocol::from_number(self.protocol.ok_or(Status::MISSING_PARAMETER)?).map(Some)
+            }
+        }
+    }
+}
+
 /// A zero-length pinUvAuthParam (§6.1.2 step 1, §6.2.2 step 1): the platform asks the user to
 /// pick a key by touching it; after the touch the key answers PIN_INVALID if a PIN is set,
 /// PIN_NOT_SET otherwise.
-pub(super) fn touch_to_select(key: &FidoKey, presence: &mut dyn Presence) -> Status {
+fn touch_to_select(key: &FidoKey, presence: &mut dyn Presence) -> Status {
     if let Err(status) = user_presence(presence) {
         return status;
     }

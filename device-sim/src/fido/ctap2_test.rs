@@ -228,3 +228,26 @@ fn fault_spellings_parse() {
     assert!("stall-on-sign=x".parse::<FidoFault>().is_err());
     assert!("nope".parse::<FidoFault>().is_err());
 }
+
+#[test]
+fn algorithms_in_the_order_given_without_unknown_or_repeated_ones() {
+    let mut key = FidoKey::in_memory(FidoOptions {
+        algorithms: vec![ALG_EDDSA, -257, ALG_EDDSA, ALG_ES256],
+        ..FidoOptions::default()
+    });
+    let info = decode(&key.cbor(&[0x04], &mut Script::touching())[1..]);
+    let algs: Vec<_> = field(&info, 0x0A)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| text_field(a, "alg").unwrap().clone())
+        .collect();
+    assert_eq!(algs, [int(-8), int(-7)]);
+    let mut none = FidoKey::in_memory(FidoOptions {
+        algorithms: vec![],
+        ..FidoOptions::default()
+    });
+    let info = decode(&none.cbor(&[0x04], &mut Script::touching())[1..]);
+    assert_eq!(field(&info, 0x0A).unwrap().as_array().unwrap().len(), 1);
+}

@@ -6,7 +6,6 @@ use super::cbor::{self, Parameters, Value};
 use super::client_pin::PERMISSION_GA;
 use super::ctap2::{self, Options, Reply, FLAG_UP, FLAG_UV};
 use super::key::{self, CredentialKey};
-use super::pin_protocol::Protocol;
 use super::status::Status;
 use super::{FidoFault, FidoKey, Presence};
 
@@ -34,28 +33,13 @@ pub(super) fn get_assertion(
     let allow = ctap2::credential_list(params.take(P_ALLOW_LIST))?;
     params.take(P_EXTENSIONS).map(cbor::map).transpose()?;
     let options = Options::parse(params.take(P_OPTIONS))?;
-    let pin_uv_auth_param = params
-        .take(P_PIN_UV_AUTH_PARAM)
-        .map(cbor::bytes)
-        .transpose()?;
-    let pin_uv_auth_protocol = params
-        .take(P_PIN_UV_AUTH_PROTOCOL)
-        .map(|v| cbor::uint(&v))
-        .transpose()?;
+    let pin_uv_auth =
+        ctap2::PinUvAuth::take(&mut params, P_PIN_UV_AUTH_PARAM, P_PIN_UV_AUTH_PROTOCOL)?;
 
     let mut flags = 0u8;
-    // Step 1: a zero-length pinUvAuthParam is a touch to pick this key.
-    if pin_uv_auth_param.as_deref() == Some(&[]) {
-        return Err(ctap2::touch_to_select(key, presence));
-    }
-    // Step 2: the protocol of a pinUvAuthParam.
-    let protocol = match &pin_uv_auth_param {
-        Some(_) => Some(Protocol::from_number(
-            pin_uv_auth_protocol.ok_or(Status::MISSING_PARAMETER)?,
-        )?),
-        None => None,
-    };
-    // Steps 3-5: options. "rk" means nothing to getAssertion; no built-in user verification.
+    // Steps 1-2: a touch to pick this key; the protocol of a pinUvAuthParam.
+    let protocol = pin_uv_auth.check(key, presence)?;
+    // Step 4: options. "rk" means nothing to getAssertion; no built-in user verification.
     if options.rk.is_some() {
         return Err(Status::UNSUPPORTED_OPTION);
     }
@@ -65,13 +49,13 @@ pub(super) fn get_assertion(
     let up = options.up.unwrap_or(true);
     // Step 6: the pinUvAuthToken, with permission ga for this RP, verifies the user; on a key
     // without a PIN (not "protected by some form of user verification") it is ignored.
-    if let (Some(param), Some(protocol), true) = (&pin_uv_auth_param, protocol, key.state.pin_set())
+    if let (Some(param), Some(protocol), true) = (&pin_uv_auth.param, protocol, key.state.pin_set())
     {
         key.pin
             .verify_token(protocol, &client_data_hash, param, PERMISSION_GA, &rp_id)?;
         flags |= FLAG_UV;
     }
-    // Steps 7-8: the first credential of the allowList that is ours and made for this RP; ids of
+    // Step 7: the first credential of the allowList that is ours and made for this RP; ids of
     // other keys or RPs are skipped. No allowList: no resident credentials to look in.
     let rp_id_hash = ctap2::rp_id_hash(&rp_id);
     let master = key.state.master_secret().ok_or(Status::OTHER)?;
@@ -80,13 +64,12 @@ pub(super) fn get_assertion(
         .find_map(|id| key::unwrap(&master, id, &rp_id_hash).map(|c| (id.clone(), c)))
         .ok_or(Status::NO_CREDENTIALS)?;
     // Step 9: user presence unless the platform asked for a silent check (up=false, a pre-flight
-    // that finds which key holds a credential); the token vouched for this one operation.
+    // that finds which key holds a credential). Any user-present assertion, with a token or not,
+    // ends the current token's permissions (clearPinUvAuthTokenPermissionsExceptLbw).
     if up {
         ctap2::user_presence(presence)?;
         flags |= FLAG_UP;
-        if protocol.is_some() {
-            key.pin.token_used();
-        }
+        key.pin.token_used();
     }
     sign(
         key,
@@ -99,7 +82,8 @@ pub(super) fn get_assertion(
     )
 }
 
-/// Steps 10-12: the counter, the authenticator data, the signature, the response. The signing
+/// Steps 11-13: the counter, the authenticator data, the signature, the response (no extensions:
+/// step 10 has nothing to do). The signing
 /// faults act on user-present assertions only: a silent pre-flight identifies the key, as PIV's
 /// card authentication key does, and is not the signature a test wants to disturb.
 fn sign(

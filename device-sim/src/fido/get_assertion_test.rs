@@ -477,3 +477,31 @@ fn timing_of_a_persisted_assertion() {
     }
     eprintln!("in memory: {:?}", start.elapsed() / 50);
 }
+
+#[test]
+fn any_user_present_assertion_ends_the_token() {
+    let mut key = FidoKey::in_memory(FidoOptions::default());
+    let made = make_with_pin(&mut key);
+    let token = token(&mut key, 2, "1234", Some(0x02), Some(RP)).unwrap();
+    // Without the token, with a touch: the token's permissions go (§6.2.2 step 9).
+    assert_eq!(
+        ga(
+            &mut key,
+            ga_params(&client_data_hash(), &[&made.id], vec![]),
+            &mut Script::touching()
+        )
+        .0,
+        0
+    );
+    let cdh = client_data_hash();
+    let with = vec![(6, bytes(&authenticate(2, &token, &cdh))), (7, int(2))];
+    assert_eq!(
+        ga(
+            &mut key,
+            ga_params(&cdh, &[&made.id], with),
+            &mut Script::touching()
+        )
+        .0,
+        0x33
+    );
+}

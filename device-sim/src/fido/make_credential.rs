@@ -5,7 +5,6 @@ use super::cbor::{self, Parameters, Value};
 use super::client_pin::PERMISSION_MC;
 use super::ctap2::{self, Options, Reply, FLAG_AT, FLAG_UP, FLAG_UV};
 use super::key::{self, CredentialKey};
-use super::pin_protocol::Protocol;
 use super::status::Status;
 use super::{FidoKey, Presence, Touch};
 
@@ -31,8 +30,7 @@ struct Request {
     algorithms: Vec<i64>,
     exclude: Vec<Vec<u8>>,
     options: Options,
-    pin_uv_auth_param: Option<Vec<u8>>,
-    pin_uv_auth_protocol: Option<u64>,
+    pin_uv_auth: ctap2::PinUvAuth,
     enterprise_attestation: bool,
 }
 
@@ -43,19 +41,8 @@ pub(super) fn make_credential(
 ) -> Result<Reply, Status> {
     let request = parse(params)?;
     let mut flags = 0u8;
-    // Step 1: a zero-length pinUvAuthParam is a touch to pick this key.
-    if request.pin_uv_auth_param.as_deref() == Some(&[]) {
-        return Err(ctap2::touch_to_select(key, presence));
-    }
-    // Step 2: the protocol of a pinUvAuthParam.
-    let protocol = match &request.pin_uv_auth_param {
-        Some(_) => Some(Protocol::from_number(
-            request
-                .pin_uv_auth_protocol
-                .ok_or(Status::MISSING_PARAMETER)?,
-        )?),
-        None => None,
-    };
+    // Steps 1-2: a touch to pick this key; the protocol of a pinUvAuthParam.
+    let protocol = request.pin_uv_auth.check(key, presence)?;
     // Step 3: the first of the platform's algorithms this key supports.
     let algorithm = request
         .algorithms
@@ -63,7 +50,7 @@ pub(super) fn make_credential(
         .copied()
         .find(|alg| key.options.algorithms.contains(alg))
         .ok_or(Status::UNSUPPORTED_ALGORITHM)?;
-    // Steps 4-5: options. No resident credentials; user presence cannot be switched off for a
+    // Step 5: options. No resident credentials; user presence cannot be switched off for a
     // new credential; no built-in user verification (uv is ignored when pinUvAuthParam is given).
     if request.options.rk == Some(true) {
         return Err(Status::UNSUPPORTED_OPTION);
@@ -87,7 +74,7 @@ pub(super) fn make_credential(
     // without a PIN is not "protected by some form of user verification": the parameter is
     // ignored and the credential is made without UV.
     if let (Some(param), Some(protocol), true) =
-        (&request.pin_uv_auth_param, protocol, key.state.pin_set())
+        (&request.pin_uv_auth.param, protocol, key.state.pin_set())
     {
         key.pin.verify_token(
             protocol,
@@ -113,12 +100,11 @@ pub(super) fn make_credential(
             Touch::Touched | Touch::TimedOut => Status::CREDENTIAL_EXCLUDED,
         });
     }
-    // Step 14: user presence; the token vouched for this one operation.
+    // Step 14: user presence. It ends the current token's permissions, whether this request used
+    // it or not (clearPinUvAuthTokenPermissionsExceptLbw): one token, one credential.
     ctap2::user_presence(presence)?;
     flags |= FLAG_UP;
-    if protocol.is_some() {
-        key.pin.token_used();
-    }
+    key.pin.token_used();
     // Steps 15-17: the credential, its id, the authenticator data and the attestation.
     let credential = CredentialKey::generate(algorithm).ok_or(Status::UNSUPPORTED_ALGORITHM)?;
     let id = key::wrap(&master, &credential, &rp_id_hash)?;
@@ -186,14 +172,8 @@ fn parse(mut params: Parameters) -> Result<Request, Status> {
     // No extensions are supported; unknown ones are ignored (WebAuthn §9), but it is a map.
     params.take(P_EXTENSIONS).map(cbor::map).transpose()?;
     let options = Options::parse(params.take(P_OPTIONS))?;
-    let pin_uv_auth_param = params
-        .take(P_PIN_UV_AUTH_PARAM)
-        .map(cbor::bytes)
-        .transpose()?;
-    let pin_uv_auth_protocol = params
-        .take(P_PIN_UV_AUTH_PROTOCOL)
-        .map(|v| cbor::uint(&v))
-        .transpose()?;
+    let pin_uv_auth =
+        ctap2::PinUvAuth::take(&mut params, P_PIN_UV_AUTH_PARAM, P_PIN_UV_AUTH_PROTOCOL)?;
     let enterprise_attestation = params
         .take(P_ENTERPRISE_ATTESTATION)
         .map(|v| cbor::uint(&v))
@@ -205,8 +185,7 @@ fn parse(mut params: Parameters) -> Result<Request, Status> {
         algorithms,
         exclude,
         options,
-        pin_uv_auth_param,
-        pin_uv_auth_protocol,
+        pin_uv_auth,
         enterprise_attestation,
     })
 }

@@ -204,10 +204,12 @@ impl FidoKey {
     }
 
     fn with_state(state: KeyState, path: Option<PathBuf>, mut options: FidoOptions) -> FidoKey {
-        options
-            .algorithms
-            .retain(|a| *a == ALG_ES256 || *a == ALG_EDDSA);
-        options.algorithms.dedup();
+        let mut seen = Vec::new();
+        options.algorithms.retain(|a| {
+            let keep = (*a == ALG_ES256 || *a == ALG_EDDSA) && !seen.contains(a);
+            seen.push(*a);
+            keep
+        });
         if options.algorithms.is_empty() {
             options.algorithms.push(ALG_ES256);
         }
@@ -281,13 +283,26 @@ impl FidoKey {
     /// Writes the state file after a change (no-op in memory). A failure is the key's memory
     /// failing: CTAP1_ERR_OTHER.
     fn persist(&self) -> Result<(), status::Status> {
-        if let Some(path) = &self.path {
-            self.state.save(path).map_err(|e| {
+        self.save_with(KeyState::save)
+    }
+
+    /// Writes the state file after the signature counter moved: in place, without waiting for
+    /// the disk ([`KeyState::save_counter`]).
+    fn persist_counter(&self) -> Result<(), status::Status> {
+        self.save_with(KeyState::save_counter)
+    }
+
+    fn save_with(
+        &self,
+        save: impl Fn(&KeyState, &Path) -> anyhow::Result<()>,
+    ) -> Result<(), status::Status> {
+        match &self.path {
+            Some(path) => save(&self.state, path).map_err(|e| {
                 tracing::error!("saving the key state: {e:#}");
                 status::Status::OTHER
-            })?;
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Tests: the key was plugged in `ago` before now.
@@ -296,18 +311,6 @@ impl FidoKey {
         if let Some(then) = Instant::now().checked_sub(ago) {
             self.powered_at = then;
         }
-    }
-
-    /// Writes the state file after the signature counter moved: in place, without waiting for
-    /// the disk ([`KeyState::save_counter`]).
-    fn persist_counter(&self) -> Result<(), status::Status> {
-        if let Some(path) = &self.path {
-            self.state.save_counter(path).map_err(|e| {
-                tracing::error!("saving the key state: {e:#}");
-                status::Status::OTHER
-            })?;
-        }
-        Ok(())
     }
 
     fn in_reset_window(&self) -> bool {

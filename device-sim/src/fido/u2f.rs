@@ -206,13 +206,13 @@ fn attestation(master: &[u8; 32]) -> Result<(SigningKey, Vec<u8>), u16> {
         .map_err(|_| SW_UNKNOWN)?;
     let signing_key = SigningKey::from_slice(scalar.as_ref()).map_err(|_| SW_UNKNOWN)?;
     let certificate = self_signed(&signing_key).map_err(|e| {
-        tracing::error!("U2F attestation certificate: {e}");
+        tracing::error!("U2F attestation certificate: {e:#}");
         SW_UNKNOWN
     })?;
     Ok((signing_key, certificate))
 }
 
-fn self_signed(key: &SigningKey) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+fn self_signed(key: &SigningKey) -> anyhow::Result<Vec<u8>> {
     let serial = SerialNumber::new(&[0x01])?;
     let validity = Validity::from_now(Duration::from_secs(10 * 365 * 24 * 3600))?;
     let subject = Name::from_str("CN=Tessera simulated FIDO key U2F attestation,O=Tessera")?;
