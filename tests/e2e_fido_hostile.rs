@@ -20,7 +20,7 @@ use zbus::zvariant::Value;
 
 use common::fido::{KeyOptions, SimKey};
 use common::stack::Stack;
-use e2e_fido_flow::{authenticate, enrolled, enrolled_device, error, jti, Pins, Revocations, Run};
+use e2e_fido_flow::{authenticate, enrolled, error, jti, Pins, Revocations, Run};
 use e2e_requests_client::Client;
 
 /// Longest a hostile key may hold a request (the daemon's default device timeout is 10 s).
@@ -130,46 +130,17 @@ async fn hostile(fault: &str, names: &[&str]) {
     daemon_and_key_still_fine(&mut stack, hostile, &mut client).await;
 }
 
-/// The weaker check for the faults whose error is not clear yet (see the ignored tests): the
-/// request fails, the daemon survives and the honest key works after. Device operations are
-/// bounded to 4 s so that a key that never finishes its answer costs little.
-async fn survives(fault: &str) {
-    let (mut stack, key, _device, mut client, _) =
-        enrolled_device(&KeyOptions::default(), "timeout = \"4s\"", "").await;
-    let hostile = replug_with(&mut stack, key, fault);
-    let options = HashMap::from([("timeout", Value::from(2u32))]);
-    let run = authenticate(&mut client, "", options, Pins::right(), None).await;
-    run.failure();
-    daemon_and_key_still_fine(&mut stack, hostile, &mut client).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_cbor_from_a_key_is_a_device_error() {
     hostile("malformed-cbor", &["DeviceError"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_truncated_ctaphid_message_fails_the_request_and_the_daemon_carries_on() {
-    survives("truncated-message").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversized_ctaphid_message_fails_the_request_and_the_daemon_carries_on() {
-    survives("oversized-message").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "product bug: the silent pre-flight (holds) meets the fault first; find_device logs it at \
-            debug and waits for another device, so the request ends 20 s later (twice the device \
-            timeout, past its own 10 s) in Timeout \"no enrolled device was inserted\""]
 async fn a_truncated_ctaphid_message_is_a_device_error_or_a_timeout() {
     hostile("truncated-message", &["DeviceError", "Timeout"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "product bug: the pre-flight's DeviceError (a 7610-byte message announced) is logged at \
-            debug and the request waits for another device: Timeout \"no enrolled device was \
-            inserted\" while the enrolled key is present"]
 async fn an_oversized_ctaphid_message_is_a_device_error() {
     hostile("oversized-message", &["DeviceError"]).await;
 }

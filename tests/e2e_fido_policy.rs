@@ -140,9 +140,6 @@ async fn a_key_enrolled_for_another_user_does_not_authenticate_root() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "product gap: each enrollment keeps the rp id it was made with and is asserted against \
-            that one, so after a change of [fido] rp_id the old credentials still authenticate; \
-            issue 8 §1 says rpIdHash = SHA-256 of the configured id (reported to the lead)"]
 async fn a_credential_made_for_another_relying_party_id_is_refused() {
     let (mut stack, key, _device, mut client, _) = enrolled(&KeyOptions::default(), "").await;
     stack.stop_daemon();

@@ -55,12 +55,15 @@ pub struct FidoResults {
     pub ping: Vec<Duration>,
 }
 
-/// The `[device]` line that lets the daemon see the bench's HID key.
-pub fn device_config(work: &Path) -> String {
-    format!(
+/// The `[device]` line that lets the daemon see the bench's HID key; creates the directory,
+/// which the daemon must be able to watch when it starts.
+pub fn device_config(work: &Path) -> Result<String> {
+    let dir = work.join(HID_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(format!(
         "[device]\nsimulated_hid_dir = {:?}\n",
-        work.join(HID_DIR).display().to_string()
-    )
+        dir.display().to_string()
+    ))
 }
 
 /// Plugs both keys in, enrolls them, measures, and pulls them.
@@ -265,7 +268,7 @@ fn wait_fido_device(
     wait_for(
         START_TIMEOUT,
         daemon,
-        &format!("a {transport} FIDO key on the bus"),
+        &format!("{transport} FIDO key on the bus"),
         || {
             for path in rt.block_on(om.get_managed_objects())?.into_keys() {
                 if !path.as_str().starts_with("/org/tessera/Tessera1/devices/") {

@@ -170,7 +170,7 @@ fn bench(bins: &Binaries, work: &Path, machine: &Machine) -> Result<String> {
         format!(
             "{}[token]\nrevoke_on_removal = true\nmax_live_per_user = 100000\n\
              [users.{LIMIT_USER}.token]\nmax_live_per_user = 32\n",
-            fido::device_config(work)
+            fido::device_config(work)?
         ),
     )?;
     let daemon = Proc::spawn(
