@@ -322,8 +322,8 @@ until_ready tesserad key_listed
 show tessera status
 
 step "Enroll $user with the key: the PIN, then a touch"
-printf '    $ echo %s | tessera enroll --user %s --slot new --pin-stdin\n' "$pin" "$user"
-in_background enroll-key enroll --user "$user" --slot new --pin-stdin
+printf '    $ echo %s | tessera enroll --user %s --pin-stdin\n' "$pin" "$user"
+in_background enroll-key enroll --user "$user" --pin-stdin
 touch_when_asked enroll-key
 info "enrollment id: $(cat "$work/enroll-key.out")"
 

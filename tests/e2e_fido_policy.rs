@@ -59,16 +59,14 @@ async fn a_key_without_a_pin_is_refused_when_verification_is_required() {
     let device = stack.wait_key(&_key);
     let run = authenticate(&mut client, "", on_device(&device.path), Pins::None, None).await;
     // The message must say what to do. (The name is DeviceError today, where enrollment says
-    // InvalidArgument for the same key under the same policy: reported to the lead.)
+    // InvalidArgument for the same key under the same policy: a known inconsistency, in the
+    // closing note of issue 8.)
     let (_, msg) = run.failure();
     assert!(msg.contains("set a PIN"), "{msg}");
     assert!(stack.ok(&["--json", "sessions"], "").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "product bug: under \"discouraged\" the daemon makes the credential without the PIN, and a \
-            key with a PIN set and no makeCredUvNotRqd answers PUAT_REQUIRED (CTAP 2.1 §6.1.2 \
-            step 6): Failed PinRequired instead of a pin-needed prompt"]
 async fn a_key_with_a_pin_is_asked_no_pin_when_verification_is_discouraged() {
     // Enrollment may ask for the PIN (the key requires it for makeCredential); the assertion not.
     let (stack, _key, _device, mut client, _) =

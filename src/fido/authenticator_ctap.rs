@@ -166,6 +166,7 @@ fn key_info(info: &Info) -> KeyInfo {
         algorithms: info.algorithms.clone(),
         min_pin_length: info.min_pin_length.and_then(|n| u32::try_from(n).ok()),
         force_pin_change: info.force_pin_change == Some(true),
+        make_cred_uv_not_rqd: info.option("makeCredUvNotRqd") == Some(true),
         u2f_only: false,
     }
 }

@@ -104,7 +104,13 @@ impl FidoAuthenticator {
         let algorithms = algorithms(&info, request.algorithms)?;
         let exclude = self.exclude_list(&info, &request, ix).await?;
         let (check, _pin_used) = self
-            .user_check(ix, &info, verification, PERMISSION_MC, request.rp_id)
+            .user_check(
+                ix,
+                &info,
+                pin::for_make_credential(&info, verification),
+                PERMISSION_MC,
+                request.rp_id,
+            )
             .await?;
         let mut user_id = vec![0u8; USER_HANDLE_LEN];
         OsRng

@@ -41,6 +41,9 @@ pub(crate) struct KeyInfo {
     pub(crate) min_pin_length: Option<u32>,
     /// forcePINChange: the key takes no PIN until it is changed.
     pub(crate) force_pin_change: bool,
+    /// options.makeCredUvNotRqd: the key makes a (non-discoverable) credential without user
+    /// verification even when it is protected by a PIN or built-in UV (CTAP 2.1 §6.1.2 step 6).
+    pub(crate) make_cred_uv_not_rqd: bool,
     /// The key speaks only CTAP1/U2F.
     pub(crate) u2f_only: bool,
 }

@@ -76,12 +76,23 @@ pub(super) fn for_enrollment(
     }
 }
 
+/// How the makeCredential of an enrollment that settled on `verification` verifies the user: a
+/// key protected by a PIN or built-in UV makes no credential without it unless it says
+/// makeCredUvNotRqd (CTAP 2.1 §6.1.2 step 6, PUAT_REQUIRED otherwise), so even a touch-only
+/// enrollment verifies the user once, at enrollment; its logins still need only a touch.
+pub(super) fn for_make_credential(info: &KeyInfo, verification: Verification) -> Verification {
+    if verification.verifies() || info.u2f_only || info.make_cred_uv_not_rqd {
+        return verification;
+    }
+    verifying(info).unwrap_or(verification)
+}
+
 /// How an assertion with a credential enrolled with user verification verifies the user now.
 pub(super) fn for_assertion(info: &KeyInfo) -> Result<Verification> {
     verifying(info).ok_or_else(|| {
         Error::Device(
-            "the credential was enrolled with user verification, and the key has neither a PIN \
-             nor built-in verification now; set a PIN on the key"
+            "user verification is required (by the enrollment, or by the policy now in force), \
+             and the key has neither a PIN nor built-in verification; set a PIN on the key"
                 .into(),
         )
     })

@@ -314,3 +314,24 @@ async fn a_pin_shorter_than_the_keys_minimum_is_not_tried() {
     assert_eq!(ix.prompts()[0].min_length, 6);
     assert_eq!(soft.state().retries, 8);
 }
+
+#[tokio::test]
+async fn a_key_that_wants_verification_for_every_credential_gets_the_pin_once_at_enrollment() {
+    // No makeCredUvNotRqd: the key answers PUAT_REQUIRED to an unverified makeCredential
+    // (CTAP 2.1 §6.1.2 step 6), so even a touch-only enrollment sends the PIN once; its logins
+    // still need only a touch.
+    let (soft, fido) = key(KeyState {
+        make_cred_uv_not_rqd: false,
+        ..KeyState::default()
+    });
+    let ix = Ix::with_pins(&["1234"]);
+    let c = fido
+        .enroll(request(UserVerification::Discouraged, &["es256"]), &ix)
+        .await
+        .unwrap();
+    assert!(!c.needs_secret);
+    assert!(
+        soft.state().log.iter().any(|l| l.starts_with("clientPin")),
+        "no PIN token was asked"
+    );
+}

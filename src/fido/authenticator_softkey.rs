@@ -36,6 +36,9 @@ pub struct KeyState {
     pub max_list: Option<usize>,
     pub algorithms: Vec<i64>,
     pub u2f_only: bool,
+    /// getInfo option makeCredUvNotRqd (CTAP 2.1 §6.4): without it, a key with a PIN or UV makes
+    /// no credential unverified (§6.1.2 step 6: PUAT_REQUIRED).
+    pub make_cred_uv_not_rqd: bool,
     /// Keepalives UPNEEDED (CTAP2) or 6985 answers (U2F) before the touch.
     pub touch_after: usize,
     pub counter: u32,
@@ -129,6 +132,7 @@ impl Default for KeyState {
             max_list: Some(8),
             algorithms: vec![-7, -8],
             u2f_only: false,
+            make_cred_uv_not_rqd: true,
             touch_after: 2,
             counter: 41,
             credentials: Vec::new(),
@@ -336,6 +340,9 @@ impl KeyState {
         if self.versions.contains(&"FIDO_2_1") {
             options.push((t("pinUvAuthToken"), Value::Bool(true)));
         }
+        if self.make_cred_uv_not_rqd {
+            options.push((t("makeCredUvNotRqd"), Value::Bool(true)));
+        }
         let mut fields = vec![
             (
                 i(1),
@@ -520,6 +527,12 @@ impl SoftKey {
         } else {
             inline_uv
         };
+        {
+            let s = self.state();
+            if !uv && !s.make_cred_uv_not_rqd && (s.pin.is_some() || s.uv) {
+                return status(0x36);
+            }
+        }
         let algs: Vec<i64> = match get(p, 4) {
             Some(Value::Array(a)) => a.iter().map(|e| int(get_text_i(e, "alg"))).collect(),
             other => panic!("pubKeyCredParams {other:?}"),
