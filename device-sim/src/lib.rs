@@ -15,4 +15,5 @@
 
 pub mod fido;
 pub mod piv;
+pub mod state_file;
 pub mod vpcd;

@@ -3,8 +3,7 @@
 //! atomically after every change). Session state (key agreement key, pinUvAuthToken, the
 //! three-wrong-PINs block) is in [`super::client_pin`], never here.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -152,33 +151,8 @@ impl KeyState {
     }
 
     fn replace(&self, path: &Path, json: &[u8], durability: Durability) -> anyhow::Result<()> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let name = path
-            .file_name()
-            .ok_or_else(|| anyhow::anyhow!("{}: not a file name", path.display()))?;
-        let tmp = dir.join(format!(
-            ".{}.tmp.{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        // A stale temporary file from a crashed run may have other permissions: start afresh.
-        match fs::remove_file(&tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-            _ => {}
-        }
-        let sync = durability == Durability::Synced;
-        let written = write_new(&tmp, json, sync).and_then(|()| fs::rename(&tmp, path));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(anyhow::Error::new(e).context(path.display().to_string()));
-        }
-        if sync {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        crate::state_file::replace(path, json, durability == Durability::Synced)
+            .with_context(|| path.display().to_string())
     }
 
     /// The 32-byte master secret.
@@ -285,22 +259,4 @@ enum Durability {
     Synced,
     /// Whole and in place (rename), left to the page cache.
     Atomic,
-}
-
-/// Creates `path` owner-only before anything is written to it, writes `bytes` and, if `sync`,
-/// syncs them.
-fn write_new(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    // The mode given to open() is filtered by the umask; set it explicitly so that an odd umask
-    // cannot change it.
-    file.set_permissions(fs::Permissions::from_mode(0o600))?;
-    file.write_all(bytes)?;
-    if sync {
-        file.sync_all()?;
-    }
-    Ok(())
 }

@@ -3,9 +3,8 @@
 //! [`super::card`], never here.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use p256::ecdsa::SigningKey;
@@ -134,29 +133,7 @@ impl CardState {
         let json = Zeroizing::new(
             serde_json::to_vec_pretty(self).map_err(|e| SimError::State(e.to_string()))?,
         );
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let name = path
-            .file_name()
-            .ok_or_else(|| SimError::State(format!("{}: not a file name", path.display())))?;
-        let tmp = dir.join(format!(
-            ".{}.tmp.{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        // A stale temporary file from a crashed run may have other permissions: start afresh.
-        match fs::remove_file(&tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-            _ => {}
-        }
-        let written = write_new(&tmp, &json).and_then(|()| fs::rename(&tmp, path));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e.into());
-        }
-        File::open(dir)?.sync_all()?;
+        crate::state_file::replace(path, &json, true)?;
         Ok(())
     }
 
@@ -303,20 +280,6 @@ impl std::fmt::Debug for CardState {
             .field("slots", &self.keys.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
-}
-
-/// Creates `path` owner-only before anything is written to it, writes `bytes` and syncs them.
-fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    // The mode given to open() is filtered by the umask; set it explicitly so that an odd umask
-    // cannot change it.
-    file.set_permissions(fs::Permissions::from_mode(0o600))?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 /// A PIV PIN: 6 to 8 ASCII digits (SP 800-73-4 Part 2 §2.4.3).
