@@ -117,7 +117,7 @@ impl Service {
         };
         let mut result = Ok(());
         for u in unknown {
-            tracing::info!(reader = %reader, "identifying the unidentified device again (it changed or was reset)");
+            tracing::info!(reader = %reader, "identifying the unidentified card again (it changed or was reset)");
             self.publish(Event::DeviceRemoved {
                 id: u.info.id.clone(),
             });
@@ -249,13 +249,15 @@ impl Service {
         let identity = match authenticator.identify(timeout).await {
             Ok(i) => i,
             Err(e) => {
+                // A card in a reader, or a security key (HID).
+                let what = if attach.card.is_some() { "card" } else { "key" };
                 // Logged once per insertion (re-identification after a change logs again).
-                tracing::warn!(reader = %attach.reader, device = %id, "cannot identify the device: {e}; listed as unknown");
+                tracing::warn!(reader = %attach.reader, device = %id, "cannot identify the {what}: {e}; listed as unknown");
                 let info = DeviceInfo {
                     id: id.clone(),
                     kind: "unknown".into(),
                     transport: attach.transport.clone(),
-                    name: format!("unidentified device in {} ({e})", attach.reader),
+                    name: format!("unidentified {what} in {} ({e})", attach.reader),
                     reader: attach.reader.clone(),
                 };
                 let unknown = UnknownCard {
