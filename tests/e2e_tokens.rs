@@ -99,14 +99,17 @@ fn only_the_owner_or_root_may_refresh_and_refresh_is_rate_limited() {
 
 #[test]
 fn the_refresh_limit_lifts_after_the_interval_and_max_age_asks_for_step_up() {
-    let (env, _card) = Stack::with_card(&[], "[token]\nmin_refresh_interval = \"1s\"\n");
+    // The interval is counted in whole seconds: with "1s", two refreshes a few milliseconds apart
+    // on either side of a second boundary are 1 s apart, and the second one passed (a flake under
+    // load). With "2s", back-to-back refreshes are at most 1 s apart, always refused.
+    let (env, _card) = Stack::with_card(&[], "[token]\nmin_refresh_interval = \"2s\"\n");
     env.enroll(PIN, &["--user", "root"]);
     let first = env.authenticate(&["--user", "root"]);
     let second = env.ok(&["refresh", "-"], &format!("{first}\n"));
     assert_eq!(env.err(&["refresh", "-"], &second).0, "RateLimited");
     assert!(check(&env, &second, &["--max-age", "3600"]).is_ok());
-    // Whole seconds: after 1.1 s the clock has passed at least one second boundary.
-    std::thread::sleep(Duration::from_millis(1100));
+    // Whole seconds: after 2.1 s the clock has passed at least two second boundaries.
+    std::thread::sleep(Duration::from_millis(2100));
     let third = env.ok(&["refresh", "-"], &format!("{second}\n"));
     // A refresh keeps auth_time: the session is older than 0 s, whatever the token's age.
     let (name, msg) = check(&env, &third, &["--max-age", "0"]).unwrap_err();
