@@ -3,6 +3,8 @@
 //! codec: a [`CtapLink`] that answers what a key would, with switches for the ways a real or
 //! hostile key misbehaves. Not the simulator (`tessera-sim`), which is written independently.
 
+// Compiled only for tests (`#[cfg(test)]` at its `mod` line): a test key that cannot do what the test
+// scripted is a broken test, so panicking is its error handling; no device or bus input reaches it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::{Arc, Mutex};
