@@ -184,8 +184,10 @@ impl FidoAuthenticator {
             }
             Connection::Card(worker) => {
                 let mut session = session;
+                // Identification learned whether the key speaks CTAP2; SELECT need not ask again.
+                let speaks_cbor = lock(&self.info).as_ref().map(|i| !i.u2f_only);
                 let in_session = move |card: &mut dyn CardTransport| {
-                    let mut link = NfcLink::select(card)?;
+                    let mut link = NfcLink::select_knowing(card, speaks_cbor)?;
                     session(&mut link)
                 };
                 let work =

@@ -62,6 +62,16 @@ impl<'a> NfcLink<'a> {
     /// Errors: the card's; [`Error::Device`] when there is no FIDO applet or its version string is
     /// unknown.
     pub fn select(card: &'a mut dyn CardTransport) -> Result<NfcLink<'a>> {
+        Self::select_knowing(card, None)
+    }
+
+    /// [`NfcLink::select`] for a key whose CTAP2 support is already known (`Some`: learned when
+    /// it was identified), so that a key answering "U2F_V2" is not asked authenticatorGetInfo
+    /// again on every operation.
+    pub fn select_knowing(
+        card: &'a mut dyn CardTransport,
+        speaks_cbor: Option<bool>,
+    ) -> Result<NfcLink<'a>> {
         let answer = Exchange::new(&mut *card).transmit(&select_command(&FIDO_AID))?;
         if !answer.sw.is_success() {
             return Err(Error::Device(format!(
@@ -90,7 +100,10 @@ impl<'a> NfcLink<'a> {
             polls: true,
         };
         if probe {
-            link.capabilities.cbor = link.speaks_cbor()?;
+            link.capabilities.cbor = match speaks_cbor {
+                Some(known) => known,
+                None => link.speaks_cbor()?,
+            };
         }
         Ok(link)
     }
