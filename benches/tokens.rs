@@ -24,6 +24,8 @@ fn claims() -> Claims {
         },
         sid: new_jti(),
         enr: new_jti(),
+        lsid: None,
+        seat: None,
     }
 }
 

@@ -30,6 +30,9 @@ readonly REQUIREMENTS=(
     "util-linux|flock"                                            # demo/test pcscd lock
     "python3|python3"                                             # python-fido2 checks of the FIDO simulator
     "python3-venv|/usr/lib/python3*/ensurepip/__init__.py"        # ... in a venv (scripts/python-venv.sh)
+    "pamtester|pamtester"                                         # drives pam_tessera.so in the tests
+    "python3-dbusmock|/usr/lib/python3/dist-packages/dbusmock/__init__.py" # mock logind and polkit
+    "libxml2-utils|xmllint"                                       # checks the polkit policy file
 )
 
 # Root shells started without a login do not always have the sbin directories in PATH.

@@ -95,6 +95,14 @@ pub enum Error {
     /// More than one present device could serve the request: name one with the "device" option.
     #[error("more than one device could be used: {}", .0.join(", "))]
     DeviceAmbiguous(Vec<String>),
+    /// No login session fits: logind knows no such session (or none for the caller), it is not the
+    /// token owner's, or no live token of that session meets the requirements (session reuse).
+    #[error("no login session: {0}")]
+    NoLoginSession(String),
+    /// The device holds credentials enrolled for more than one account, so it cannot say who is
+    /// logging in: name the user.
+    #[error("the device is enrolled for more than one account: {0}")]
+    UserAmbiguous(String),
     /// A request argument is malformed.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

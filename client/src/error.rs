@@ -81,6 +81,11 @@ error_names! {
     StepUpRequired,
     /// More than one present device could serve: name one.
     DeviceAmbiguous,
+    /// No login session fits (logind has none, it is another user's, or no live token of it
+    /// meets the requirements).
+    NoLoginSession,
+    /// The device is enrolled for more than one account: name the user.
+    UserAmbiguous,
     /// The device answered something Tessera cannot use.
     DeviceError,
     /// The configuration is invalid.

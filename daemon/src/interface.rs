@@ -443,7 +443,7 @@ impl CallerCache {
             .to_owned();
         let sender = OwnedUniqueName::from(sender);
         if let Some(uid) = lock(&self.uids).get(&sender).copied() {
-            return Ok(Caller { uid });
+            return Ok(Caller::uid(uid));
         }
         let dbus = DBusProxy::new(conn).await?;
         let uid = dbus
@@ -455,7 +455,7 @@ impl CallerCache {
             uids.clear();
         }
         uids.insert(sender, uid);
-        Ok(Caller { uid })
+        Ok(Caller::uid(uid))
     }
 }
 
@@ -636,6 +636,12 @@ pub struct ClaimsDict {
     sid: String,
     #[serde(with = "as_value")]
     enr: String,
+    /// The logind session the token is bound to; "" while unbound.
+    #[serde(with = "as_value")]
+    login_session: String,
+    /// That session's seat; "" when unbound or seatless.
+    #[serde(with = "as_value")]
+    seat: String,
 }
 
 /// The `cnf` claim as a{sv}.
@@ -660,6 +666,8 @@ impl From<Claims> for ClaimsDict {
             cnf: CnfDict { jkt: c.cnf.jkt },
             sid: c.sid,
             enr: c.enr,
+            login_session: c.lsid.unwrap_or_default(),
+            seat: c.seat.unwrap_or_default(),
         }
     }
 }

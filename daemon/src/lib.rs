@@ -276,7 +276,7 @@ async fn publish(conn: Connection, service: Service, mut events: broadcast::Rece
         match &event {
             Event::DeviceAdded(info) => shown.push(info.id.clone()),
             Event::DeviceRemoved { id } => shown.retain(|s| s != id),
-            Event::TokenRevoked { .. } => {}
+            Event::TokenRevoked { .. } | Event::LoginSessionDeviceRemoved { .. } => {}
         }
         if let Err(e) = publish_one(&conn, event).await {
             tracing::warn!("publishing an event on the bus failed: {e}");
@@ -323,6 +323,8 @@ async fn publish_one(conn: &Connection, event: Event) -> zbus::Result<()> {
             let emitter = SignalEmitter::new(conn, MANAGER_PATH)?;
             interface::Manager::token_revoked(&emitter, &jti, &user, &reason).await?;
         }
+        // Not a bus signal: the login-session listener acts on it (logind).
+        Event::LoginSessionDeviceRemoved { .. } => {}
     }
     Ok(())
 }

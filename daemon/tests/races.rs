@@ -21,7 +21,7 @@ use tessera_sim::piv::{PivCard, SimOptions};
 use zeroize::Zeroizing;
 
 const READER: &str = "Sim Reader 0";
-const ROOT: Caller = Caller { uid: 0 };
+const ROOT: Caller = Caller::uid(0);
 
 fn clock() -> ManualClock {
     ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000))

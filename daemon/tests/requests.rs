@@ -22,7 +22,7 @@ use tessera::{Error, Secret};
 use tessera_sim::piv::{PivCard, SimOptions};
 use zeroize::Zeroizing;
 
-const ROOT: Caller = Caller { uid: 0 };
+const ROOT: Caller = Caller::uid(0);
 const PIN: &str = "123456";
 const PUK: &str = "12345678";
 const INS_VERIFY: u8 = 0x20;
@@ -617,7 +617,7 @@ async fn each_wrong_pin_counts_toward_the_lockout_which_ends_the_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_pin_guard_ends_a_request_on_a_card_enrolled_for_nobody() {
-    const NOBODY: Caller = Caller { uid: 65534 };
+    const NOBODY: Caller = Caller::uid(65534);
     let dir = tempfile::tempdir().unwrap();
     let (_svc, spy, mut r) = start_enrollment_on_new_card(dir.path(), NOBODY).await;
     match next_not_working(&mut r).await {

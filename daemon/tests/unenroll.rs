@@ -18,7 +18,7 @@ use tessera::Secret;
 use tessera_sim::piv::{PivCard, SimOptions};
 use zeroize::Zeroizing;
 
-const ROOT: Caller = Caller { uid: 0 };
+const ROOT: Caller = Caller::uid(0);
 /// GENERAL AUTHENTICATE (NIST SP 800-73-4 Part 2, 3.2.4): the card signing the challenge.
 const INS_GENERAL_AUTHENTICATE: u8 = 0x87;
 

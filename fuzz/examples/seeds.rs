@@ -448,5 +448,7 @@ fn sample_claims() -> Claims {
         },
         sid: "ds-1".into(),
         enr: "en-1".into(),
+        lsid: None,
+        seat: None,
     }
 }

@@ -87,6 +87,20 @@ pub struct Config {
     pub fido: FidoPolicy,
 }
 
+/// What happens to a login session when the device its token came from is removed
+/// (`[session] on_removal`, per user and group; among groups the strictest wins: terminate, lock,
+/// none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum OnRemoval {
+    /// "none": nothing beyond what `revoke_on_removal` does to the token.
+    None,
+    /// "lock": logind locks the session (the default).
+    #[default]
+    Lock,
+    /// "terminate": logind ends the session.
+    Terminate,
+}
+
 /// Which PIV keys may be enrolled.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PivPolicy {

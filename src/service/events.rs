@@ -18,6 +18,14 @@ pub enum Event {
         user: String,
         reason: String,
     },
+    /// The device behind a live token bound to this logind session left: the session must be
+    /// locked or ended, as the user's `[session] on_removal` says (never sent for "none"). Sent
+    /// once per session and removal, whether or not the token itself dies with the device.
+    LoginSessionDeviceRemoved {
+        login_session: String,
+        user: String,
+        action: crate::policy::config::OnRemoval,
+    },
 }
 
 /// How many events may wait for a slow listener before it misses some.

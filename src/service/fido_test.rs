@@ -23,7 +23,7 @@ use crate::clock::ManualClock;
 use crate::store::{DeviceKind, KeyAlgorithm};
 use crate::verify::challenge::Challenge;
 
-const ROOT: Caller = Caller { uid: 0 };
+const ROOT: Caller = Caller::uid(0);
 const AAGUID: [u8; 16] = [0xAA; 16];
 
 /// What the scripted key was asked to enroll with.
@@ -521,7 +521,7 @@ async fn login_latency() {
 
 #[tokio::test]
 async fn a_key_is_owned_by_the_credentials_it_holds_not_by_its_models_aaguid() {
-    const NOBODY: Caller = Caller { uid: 65534 };
+    const NOBODY: Caller = Caller::uid(65534);
     let dir = tempfile::tempdir().unwrap();
     let svc = open(dir.path(), CONFIG);
     let a = Arc::new(FakeKey::new("a"));

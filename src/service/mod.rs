@@ -27,6 +27,7 @@ mod events;
 mod find_device;
 mod key_upkeep;
 mod lockout;
+mod login_session;
 mod pin_guard;
 mod refresh_limit;
 mod request_interaction;
@@ -62,6 +63,7 @@ pub use crate::authenticator::{Progress, SecretPrompt};
 pub use devices::{DeviceAttach, DeviceInfo, HidAttach};
 pub use enrollments::{EnrollmentInfo, UNENROLLED};
 pub use events::Event;
+pub use login_session::{LoginSession, ReuseQuery};
 pub use requests::{
     AuthRequest, EnrollRequest, Request, RequestHandle, UnblockRequest, Update,
     MAX_LIVE_REQUESTS_PER_CALLER,
@@ -93,17 +95,30 @@ pub struct SessionInfo {
     pub sid: String,
 }
 
-/// Who is calling: the uid the bus (not the message) vouches for.
+/// Who is calling: the uid the bus (not the message) vouches for, and whether the caller may act
+/// as an administrator for this one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller {
     /// Unix uid of the calling process.
     pub uid: u32,
+    /// Root, or a caller that polkit authorised for the administrative action of this call
+    /// (`org.tessera.Tessera1.manage` or `...authenticate-other-user`): acts for any account.
+    pub admin: bool,
 }
 
 impl Caller {
-    /// The superuser may act for any account.
+    /// A caller with the rights of its uid alone: root is an administrator, everyone else acts
+    /// for their own account.
+    pub const fn uid(uid: u32) -> Caller {
+        Caller {
+            uid,
+            admin: uid == 0,
+        }
+    }
+
+    /// A caller that may act for any account: root, or authorised by polkit for this call.
     pub fn is_root(self) -> bool {
-        self.uid == 0
+        self.uid == 0 || self.admin
     }
 }
 
@@ -292,7 +307,7 @@ impl Service {
             kinds: None,
             pin: opts.pin,
             wait: false,
-            timeout: None,
+            ..AuthRequest::default()
         };
         authenticate::start(self, caller, account, r, false)
             .await?

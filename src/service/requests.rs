@@ -33,6 +33,11 @@ pub struct AuthRequest {
     pub wait: bool,
     /// Cap on the whole request.
     pub timeout: Option<Duration>,
+    /// The `aud` of the token, instead of `[token] audience` (PAM asks for "pam:SERVICE").
+    pub audience: Option<String>,
+    /// Greeter login: no user is named (`user` is ""); the user is the one account the present
+    /// device holds an enrollment of (administrators only; UserAmbiguous if it holds several).
+    pub any_user: bool,
 }
 
 impl Default for AuthRequest {
@@ -43,6 +48,8 @@ impl Default for AuthRequest {
             pin: None,
             wait: true,
             timeout: None,
+            audience: None,
+            any_user: false,
         }
     }
 }

@@ -230,6 +230,8 @@ impl Entry {
             cnf: Confirmation { jkt: i.jkt.clone() },
             sid: self.origin.device_session.clone(),
             enr: self.origin.enrollment.clone(),
+            lsid: None,
+            seat: None,
         })
     }
 }

@@ -69,6 +69,8 @@ pub(super) async fn prepare(
         },
         sid: grant.session_id.to_owned(),
         enr: grant.enrollment.id.clone(),
+        lsid: None,
+        seat: None,
     };
     let (token, kid) = {
         let keys = read(&svc.inner.keys);

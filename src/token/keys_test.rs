@@ -25,6 +25,8 @@ fn claims() -> Claims {
         },
         sid: "ds-1".into(),
         enr: "en-1".into(),
+        lsid: None,
+        seat: None,
     }
 }
 

@@ -47,6 +47,13 @@ pub struct Claims {
     pub sid: String,
     /// Tessera-private claim: the enrollment id of the device key that authenticated.
     pub enr: String,
+    /// Tessera-private claim: the logind session the token is bound to (PAM `open_session`,
+    /// BindSession); absent until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lsid: Option<String>,
+    /// Tessera-private claim: the seat of that logind session ("seat0"), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seat: Option<String>,
 }
 
 /// The `cnf` claim (RFC 7800 §3.1) holding a JWK SHA-256 thumbprint (`jkt`, RFC 9449 §6.1).
@@ -137,6 +144,8 @@ mod tests {
             },
             sid: "ds-1".into(),
             enr: "en-1".into(),
+            lsid: None,
+            seat: None,
         }
     }
 

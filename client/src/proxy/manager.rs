@@ -102,4 +102,23 @@ pub trait Manager {
         token: &str,
         requirements: HashMap<&str, Value<'_>>,
     ) -> zbus::Result<HashMap<String, OwnedValue>>;
+
+    /// Ties a token to a logind session (PAM open_session; root only): a new token carrying the
+    /// session and its seat (claims "login_session", "seat"), same expiry; the old one dies
+    /// ("bound"). Options: "session" (s, the logind session id, required).
+    fn bind_session(&self, token: &str, options: HashMap<&str, Value<'_>>) -> zbus::Result<String>;
+
+    /// Verify once: the claims of a live token bound to the caller's own logind session (found
+    /// by the caller's pid through logind, never by anything the caller says) for `user`, if it
+    /// meets the options: "service" (s, the PAM service, for `[pam.services.NAME]`), "max_age" (u
+    /// seconds since the device authentication; the stricter of this and the policy's applies).
+    /// Root or `user` itself only. NoLoginSession when nothing fits.
+    fn reuse_session(
+        &self,
+        user: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<HashMap<String, OwnedValue>>;
+
+    /// Ends a token at logout (PAM close_session): revoked with reason "logout".
+    fn end_session(&self, token: &str) -> zbus::Result<()>;
 }

@@ -354,6 +354,8 @@ impl Compute {
             },
             sid: new_jti(),
             enr: new_jti(),
+            lsid: None,
+            seat: None,
         };
         // The probe lives in the work directory, next to the daemon's state directory.
         let probe = OpenOptions::new()

@@ -16,13 +16,7 @@ use crate::limits;
 /// StartAuthentication's options: "device" (o), "kinds" (as), "pin" (s), "wait" (b), "timeout" (u).
 pub fn auth_request(options: &HashMap<String, OwnedValue>) -> Result<AuthRequest, BusError> {
     limits::options(options, &["device", "kinds", "pin", "wait", "timeout"])?;
-    let mut r = AuthRequest {
-        device: None,
-        kinds: None,
-        pin: None,
-        wait: true,
-        timeout: None,
-    };
+    let mut r = AuthRequest::default();
     for (key, value) in options {
         match (key.as_str(), &**value) {
             ("device", v) => r.device = Some(device_id(key, v)?),
