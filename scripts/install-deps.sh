@@ -49,7 +49,20 @@ for req in "${REQUIREMENTS[@]}"; do
     fi
 done
 
+# Cargo tools the build and tests run (not Debian packages): cargo-deb builds the .deb
+# (`make deb`, and the package test installs one). Pinned, so every machine builds the same package.
+readonly CARGO_DEB_VERSION=3.8.0
+cargo_tools() {
+    if command -v cargo-deb >/dev/null 2>&1 \
+        && [[ "$(cargo-deb --version 2>/dev/null)" == *"$CARGO_DEB_VERSION"* ]]; then
+        return 0
+    fi
+    echo "install-deps: cargo install cargo-deb $CARGO_DEB_VERSION"
+    cargo install --locked --quiet cargo-deb --version "$CARGO_DEB_VERSION"
+}
+
 if [[ ${#missing[@]} -eq 0 ]]; then
+    cargo_tools
     exit 0
 fi
 
@@ -69,4 +82,5 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -q -y --no-install-recommends "${missing[@]}"
+cargo_tools
 echo "install-deps: done"
