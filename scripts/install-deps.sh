@@ -33,6 +33,8 @@ readonly REQUIREMENTS=(
     "pamtester|pamtester"                                         # drives pam_tessera.so in the tests
     "python3-dbusmock|/usr/lib/python3/dist-packages/dbusmock/__init__.py" # mock logind and polkit
     "libxml2-utils|xmllint"                                       # checks the polkit policy file
+    "dpkg-dev|dpkg-shlibdeps"                                     # cargo-deb (make deb, the package test)
+    "polkitd|/usr/share/polkit-1/policyconfig-1.dtd"              # the DTD the policy file is checked against
 )
 
 # Root shells started without a login do not always have the sbin directories in PATH.
