@@ -181,7 +181,11 @@ async fn run(
     // The caller is the account or root (resolve_user) and the device holds a key enrolled for
     // the account, so the caller owns it: no PIN guard look-up on the login path.
     check_enrolled_device(&device, &enrollment)?;
-    let rules = svc.rules_for(account).await?;
+    let mut rules = svc.rules_for(account).await?;
+    if let Some(aud) = &r.audience {
+        // The caller's audience ("pam:login") for this token only; its other rules stay the user's.
+        rules.audience.clone_from(aud);
+    }
     let needs_secret = needs_secret(&enrollment, fido);
     let amr = device.authenticator.methods(needs_secret);
     let slot = Arc::new(Mutex::new(None::<Ahead>));
@@ -259,6 +263,7 @@ impl Ahead {
                 session_id,
                 amr,
                 auth_time: svc.inner.clock.unix_secs(),
+                carried: None,
             },
             rules,
         )

@@ -42,6 +42,8 @@ mod user_locks;
 
 #[cfg(test)]
 mod fido_test;
+#[cfg(test)]
+mod login_session_test;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -63,7 +65,7 @@ pub use crate::authenticator::{Progress, SecretPrompt};
 pub use devices::{DeviceAttach, DeviceInfo, HidAttach};
 pub use enrollments::{EnrollmentInfo, UNENROLLED};
 pub use events::Event;
-pub use login_session::{LoginSession, ReuseQuery};
+pub use login_session::{LoginSession, ReuseQuery, MAX_SESSION_ID_LEN};
 pub use requests::{
     AuthRequest, EnrollRequest, Request, RequestHandle, UnblockRequest, Update,
     MAX_LIVE_REQUESTS_PER_CALLER,
