@@ -41,7 +41,7 @@ pub(super) struct FakeKey {
     name: &'static str,
     key: p256::PublicKey,
     /// Credentials it holds (base64url ids).
-    held: Mutex<Vec<String>>,
+    pub(super) held: Mutex<Vec<String>>,
     /// Signature counters its assertions report, in order (then 0).
     counters: Mutex<VecDeque<u32>>,
     selectable: bool,

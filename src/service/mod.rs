@@ -25,6 +25,7 @@ mod enroll;
 mod enrollments;
 mod events;
 mod find_device;
+mod greeter;
 mod key_upkeep;
 mod lockout;
 mod login_session;
@@ -42,6 +43,8 @@ mod user_locks;
 
 #[cfg(test)]
 mod fido_test;
+#[cfg(test)]
+mod greeter_test;
 #[cfg(test)]
 mod login_session_test;
 
@@ -326,6 +329,15 @@ impl Service {
         user: &str,
         r: AuthRequest,
     ) -> Result<Request> {
+        if r.any_user {
+            if !user.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "any_user authenticates whoever the device is enrolled for: name no user"
+                        .into(),
+                ));
+            }
+            return greeter::start(self, caller, r, true).await;
+        }
         let account = self.resolve_user(caller, user).await?;
         authenticate::start(self, caller, account, r, true).await
     }
