@@ -25,6 +25,7 @@ mod enroll;
 mod enrollments;
 mod events;
 mod find_device;
+mod greeter;
 mod key_upkeep;
 mod lockout;
 mod login_session;
@@ -42,6 +43,10 @@ mod user_locks;
 
 #[cfg(test)]
 mod fido_test;
+#[cfg(test)]
+mod greeter_test;
+#[cfg(test)]
+mod login_session_test;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -63,7 +68,7 @@ pub use crate::authenticator::{Progress, SecretPrompt};
 pub use devices::{DeviceAttach, DeviceInfo, HidAttach};
 pub use enrollments::{EnrollmentInfo, UNENROLLED};
 pub use events::Event;
-pub use login_session::{LoginSession, ReuseQuery};
+pub use login_session::{LoginSession, ReuseQuery, MAX_SESSION_ID_LEN};
 pub use requests::{
     AuthRequest, EnrollRequest, Request, RequestHandle, UnblockRequest, Update,
     MAX_LIVE_REQUESTS_PER_CALLER,
@@ -120,6 +125,22 @@ impl Caller {
     pub fn is_root(self) -> bool {
         self.uid == 0 || self.admin
     }
+}
+
+/// The longest audience a caller may ask for.
+pub const MAX_AUDIENCE_LEN: usize = 128;
+
+/// A requested `aud`: 1 to [`MAX_AUDIENCE_LEN`] bytes of printable ASCII.
+fn check_audience(aud: &str) -> Result<()> {
+    if aud.is_empty()
+        || aud.len() > MAX_AUDIENCE_LEN
+        || !aud.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    {
+        return Err(Error::InvalidArgument(format!(
+            "an audience is 1 to {MAX_AUDIENCE_LEN} bytes of printable ASCII"
+        )));
+    }
+    Ok(())
 }
 
 /// Options of [`Service::enroll`].
@@ -324,6 +345,18 @@ impl Service {
         user: &str,
         r: AuthRequest,
     ) -> Result<Request> {
+        if let Some(aud) = &r.audience {
+            check_audience(aud)?;
+        }
+        if r.any_user {
+            if !user.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "any_user authenticates whoever the device is enrolled for: name no user"
+                        .into(),
+                ));
+            }
+            return greeter::start(self, caller, r, true).await;
+        }
         let account = self.resolve_user(caller, user).await?;
         authenticate::start(self, caller, account, r, true).await
     }
