@@ -484,3 +484,4 @@ fn logind_ending_the_session_and_end_session_revoke_with_logout() {
     monitor.wait_for_line("string \"logout\"", WAIT);
     assert_eq!(w.stack.token_state(&jti), (1, Some("logout".to_owned())));
 }
+

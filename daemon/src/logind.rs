@@ -53,7 +53,7 @@ pub enum LogindError {
     #[error("logind (org.freedesktop.login1) is not on the bus")]
     Absent,
     /// logind knows no such session, or the process is in none.
-    #[error("logind: {0}")]
+    #[error("{0}")]
     NoSession(String),
     /// logind did not answer in time.
     #[error("logind did not answer {member} within {} s", CALL_TIMEOUT.as_secs())]
@@ -97,14 +97,30 @@ pub fn session_id(id: &str) -> Result<&str, BusError> {
 
 /// The session logind knows as `id` (`GetSession`, then its properties).
 pub async fn session(conn: &Connection, id: &str) -> Result<SessionFacts, LogindError> {
-    let path: OwnedObjectPath = call_manager(conn, "GetSession", &(id,)).await?;
-    facts(conn, path).await
+    let found = async {
+        let path: OwnedObjectPath = call_manager(conn, "GetSession", &(id,)).await?;
+        facts(conn, path).await
+    };
+    found.await.map_err(|e| match e {
+        LogindError::NoSession(why) => {
+            LogindError::NoSession(format!("logind knows no session {id:?} ({why})"))
+        }
+        other => other,
+    })
 }
 
 /// The session the process `pid` belongs to (`GetSessionByPID`, then its properties).
 pub async fn session_of_pid(conn: &Connection, pid: u32) -> Result<SessionFacts, LogindError> {
-    let path: OwnedObjectPath = call_manager(conn, "GetSessionByPID", &(pid,)).await?;
-    facts(conn, path).await
+    let found = async {
+        let path: OwnedObjectPath = call_manager(conn, "GetSessionByPID", &(pid,)).await?;
+        facts(conn, path).await
+    };
+    found.await.map_err(|e| match e {
+        LogindError::NoSession(why) => LogindError::NoSession(format!(
+            "the calling process is in no login session ({why})"
+        )),
+        other => other,
+    })
 }
 
 /// Asks logind to lock the session `id` (its screen locker takes over).
