@@ -90,6 +90,10 @@ pub struct TokenRecord {
     pub reason: Option<String>,
     /// When the state left `Live`, Unix seconds.
     pub changed_at: Option<u64>,
+    /// The logind session the token is bound to (its `lsid` claim); `None` until bound.
+    pub login_session: Option<String>,
+    /// The seat of that session (its `seat` claim), when it has one.
+    pub seat: Option<String>,
 }
 
 /// One card insertion in one reader, from insertion to removal.
@@ -394,7 +398,7 @@ impl Drop for Store {
 /// The columns of a token row, in the order of [`token_row`].
 const TOK: &str = "jti, token_hash, user, enrollment_id, device_session, kid, iat, exp, \
                    single_use, state, reason, changed_at, auth_time, idle_timeout, last_used, \
-                   revoke_on_removal";
+                   revoke_on_removal, login_session, seat";
 /// The columns of a device session row, in the order of [`session_row`].
 const SES: &str = "id, reader, card_id, event_counter, started, ended, source_instance";
 
@@ -416,6 +420,8 @@ fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
         idle_timeout: r.get(13)?,
         last_used: r.get(14)?,
         revoke_on_removal: r.get(15)?,
+        login_session: r.get(16)?,
+        seat: r.get(17)?,
     })
 }
 

@@ -91,6 +91,13 @@ ALTER TABLE enrollments ADD COLUMN rp_id TEXT;                               -- 
 ALTER TABLE enrollments ADD COLUMN sign_count INTEGER NOT NULL DEFAULT 0    -- FIDO counter, u32
     CHECK (sign_count BETWEEN 0 AND 4294967295);
 ",
+    // Tokens bound to a logind session (PAM open_session, BindSession): the binding outlives a
+    // restart, and logout of the session finds its tokens. NULL: not bound.
+    "
+ALTER TABLE tokens ADD COLUMN login_session TEXT;                  -- logind session id (lsid)
+ALTER TABLE tokens ADD COLUMN seat TEXT;                           -- its seat, if it has one
+CREATE INDEX tokens_login_session ON tokens (login_session);
+",
 ];
 
 /// Brings the schema to [`SCHEMA_VERSION`]; refuses a newer database rather than misreading it.

@@ -74,6 +74,8 @@ fn token(jti: &str, user: &str, enr: &str, ses: &str, exp: u64) -> TokenRecord {
         state: TokenState::Live,
         reason: None,
         changed_at: None,
+        login_session: None,
+        seat: None,
     }
 }
 
@@ -707,8 +709,8 @@ fn newer_schema_is_refused() {
 fn migration_sets_the_version() {
     let (_dir, path, store) = fixture();
     drop(store);
-    assert_eq!(user_version(&path), 3);
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(user_version(&path), 4);
+    assert_eq!(SCHEMA_VERSION, 4);
 }
 
 fn user_version(path: &Path) -> u32 {

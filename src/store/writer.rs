@@ -135,7 +135,7 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> Result<Outcome> {
         }
         WriteOp::InsertToken(t) => {
             let sql = format!(
-                "INSERT INTO tokens ({TOK}) SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16 \
+                "INSERT INTO tokens ({TOK}) SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18 \
                  WHERE EXISTS \
                  (SELECT 1 FROM device_sessions WHERE id = ?5 AND ended IS NULL)"
             );
@@ -155,7 +155,9 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> Result<Outcome> {
                 t.auth_time,
                 t.idle_timeout,
                 t.last_used,
-                t.revoke_on_removal
+                t.revoke_on_removal,
+                t.login_session,
+                t.seat
             ];
             match run(&sql, p)? {
                 0 => return Err(Error::DeviceRemoved),
