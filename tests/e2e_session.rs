@@ -16,7 +16,7 @@
 mod common;
 
 use std::process::{Command, Output};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::logind::{MockLogind, SESSION_ENV};
 use common::stack::{Stack, BUS_NAME, CLI_TIMEOUT, MANAGER_PATH, PIN, WAIT};
@@ -488,4 +488,27 @@ fn logind_ending_the_session_and_end_session_revoke_with_logout() {
     monitor.wait_for_line(&format!("string \"{jti}\""), WAIT);
     monitor.wait_for_line("string \"logout\"", WAIT);
     assert_eq!(w.stack.token_state(&jti), (1, Some("logout".to_owned())));
+}
+
+#[test]
+fn a_hung_logind_fails_reuse_within_the_deadline() {
+    let w = World::new("");
+    let bound = w.bind(&w.token(), "c1");
+    ok(reuse(&w, As::Root, Some("c1"), &reuse_opts("sudo", None)));
+    // logind stops answering GetSessionByPID (and, while it hangs, everything else).
+    w.logind.hang("GetSessionByPID", "u", "o", 30);
+    let started = Instant::now();
+    let out = reuse(&w, As::Root, Some("c1"), &reuse_opts("sudo", None));
+    let took = started.elapsed();
+    let (name, msg) = err(out);
+    assert_eq!(name, "NoLoginSession", "{msg}");
+    assert!(msg.contains("did not answer"), "{msg}");
+    // The daemon's deadline is 5 s; gdbus's own would be 25 s.
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(10),
+        "ReuseSession took {took:?}"
+    );
+    // The daemon itself is not stuck.
+    let claims = w.stack.validate(&bound).unwrap();
+    assert_eq!(claims["login_session"], "c1");
 }
