@@ -512,3 +512,48 @@ fn a_hung_logind_fails_reuse_within_the_deadline() {
     let claims = w.stack.validate(&bound).unwrap();
     assert_eq!(claims["login_session"], "c1");
 }
+
+/// The client crate's proxy (what pam_tessera uses) against the real server: names, argument and
+/// reply types of BindSession, ReuseSession and EndSession agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_proxy_speaks_the_session_methods() {
+    use std::collections::HashMap;
+    use zbus::zvariant::{OwnedValue, Value};
+
+    let w = World::new("");
+    let conn = zbus::connection::Builder::address(w.stack.bus_address())
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let manager = tessera_client::ManagerProxy::new(&conn).await.unwrap();
+    let token = w.token();
+    let bound = manager
+        .bind_session(&token, HashMap::from([("session", Value::from("c1"))]))
+        .await
+        .unwrap();
+    let claims: HashMap<String, OwnedValue> = manager.validate_token(&bound).await.unwrap();
+    assert_eq!(
+        String::try_from(claims["login_session"].try_clone().unwrap()).unwrap(),
+        "c1"
+    );
+    // This test process is in no mock session: its own pid decides, whatever it asks for.
+    let err = manager
+        .reuse_session(
+            ALICE,
+            HashMap::from([
+                ("service", Value::from("sudo")),
+                ("max_age", Value::from(60u32)),
+            ]),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, zbus::Error::MethodError(name, _, _)
+            if name.as_str() == "org.tessera.Tessera1.Error.NoLoginSession"),
+        "{err:?}"
+    );
+    manager.end_session(&bound).await.unwrap();
+    let jti = String::try_from(claims["jti"].try_clone().unwrap()).unwrap();
+    assert_eq!(w.stack.token_state(&jti), (1, Some("logout".to_owned())));
+}
