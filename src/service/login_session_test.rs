@@ -290,12 +290,13 @@ async fn logind_ending_the_session_logs_its_tokens_out() {
 #[tokio::test]
 async fn the_binding_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
+    const CONFIG: &str = "[token]\nrevoke_on_removal = false\n";
     let bound_token = {
-        let (svc, _clock, bound) = bound_service(dir.path(), "").await;
+        let (svc, _clock, bound) = bound_service(dir.path(), CONFIG).await;
         svc.validate(&bound).await.unwrap();
         bound
     };
-    let (svc, _clock) = open_with(dir.path(), "");
+    let (svc, _clock) = open_with(dir.path(), CONFIG);
     let row = svc
         .inner
         .store
@@ -304,6 +305,25 @@ async fn the_binding_survives_a_restart() {
         .unwrap();
     assert_eq!(row.login_session.as_deref(), Some("c7"));
     assert_eq!(row.seat.as_deref(), Some("seat0"));
+    // The first scan finds the key gone: the session is locked, as for a removal seen live (the
+    // token survives it: revoke_on_removal is off).
+    let mut events = svc.subscribe();
+    svc.enumeration_complete().await.unwrap();
+    let mut locked = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let Event::LoginSessionDeviceRemoved { login_session, .. } = e {
+            locked.push(login_session);
+        }
+    }
+    assert_eq!(locked, ["c7"]);
+    // sudo reuses the token before anyone has shown it to the new daemon: the row alone answers.
+    let claims = svc
+        .reuse_session(ROOT, "root", root_session(), query("sudo"))
+        .await
+        .unwrap();
+    assert_eq!(claims.lsid.as_deref(), Some("c7"));
+    assert_eq!(claims.seat.as_deref(), Some("seat0"));
+    assert_eq!(claims, svc.validate(&bound_token).await.unwrap());
     // The session ends while the daemon was down or after: found by its id all the same.
     assert_eq!(svc.logout_login_session("c7").await.unwrap(), 1);
 }
@@ -380,4 +400,22 @@ async fn on_removal_follows_the_users_policy_and_none_announces_nothing() {
             Err(Error::TokenRevoked(r)) if r == "device-removed"
         ));
     }
+}
+
+#[tokio::test]
+async fn a_refresh_keeps_the_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, clock, bound) = bound_service(dir.path(), "").await;
+    clock.advance(Duration::from_secs(60));
+    let refreshed = svc.refresh(ROOT, &bound).await.unwrap();
+    let claims = svc.validate(&refreshed).await.unwrap();
+    assert_eq!(claims.lsid.as_deref(), Some("c7"));
+    assert_eq!(claims.seat.as_deref(), Some("seat0"));
+    let reused = svc
+        .reuse_session(ROOT, "root", root_session(), query("sudo"))
+        .await
+        .unwrap();
+    assert_eq!(reused.jti, claims.jti);
+    assert_eq!(svc.logout_login_session("c7").await.unwrap(), 1);
+    assert!(svc.validate(&refreshed).await.is_err());
 }

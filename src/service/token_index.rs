@@ -339,6 +339,14 @@ impl TokenIndex {
         let issued = OnceLock::new();
         if let Some(c) = claims {
             let _ = issued.set(m.intern_issued(c));
+        } else if let Some(i) = &r.issued {
+            // Restored from a row that holds them: known without the token.
+            let _ = issued.set(m.intern(IssuedAs {
+                iss: i.iss.clone(),
+                aud: i.aud.clone(),
+                amr: i.amr.clone(),
+                jkt: i.jkt.clone(),
+            }));
         }
         let dead = fate != Fate::Live;
         let e = Arc::new(Entry {
@@ -628,12 +636,15 @@ impl IndexMaps {
     }
 
     fn intern_issued(&mut self, c: &Claims) -> Arc<IssuedAs> {
-        let i = IssuedAs {
+        self.intern(IssuedAs {
             iss: c.iss.clone(),
             aud: c.aud.clone(),
             amr: c.amr.clone(),
             jkt: c.cnf.jkt.clone(),
-        };
+        })
+    }
+
+    fn intern(&mut self, i: IssuedAs) -> Arc<IssuedAs> {
         if let Some(found) = self.issued.get(&i) {
             return found.clone();
         }

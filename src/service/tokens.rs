@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use super::token_index::{Entry, Fate, Ticket, MAX_DEAD_PER_USER, SETTLED};
 use super::{Caller, Service, TokenRequirements};
 use crate::policy::config::TokenPolicy;
-use crate::store::{Enrollment, TokenRecord, TokenState, WriteOp};
+use crate::store::{Enrollment, IssuedClaims, TokenRecord, TokenState, WriteOp};
 use crate::token::{token_hash, Claims, Confirmation, MAX_TOKEN_LEN};
 use crate::{Error, Result};
 
@@ -120,6 +120,12 @@ pub(super) async fn prepare(
         changed_at: None,
         login_session: claims.lsid.clone(),
         seat: claims.seat.clone(),
+        issued: Some(IssuedClaims {
+            iss: claims.iss.clone(),
+            aud: claims.aud.clone(),
+            amr: claims.amr.clone(),
+            jkt: claims.cnf.jkt.clone(),
+        }),
     };
     Ok(Prepared {
         token,
