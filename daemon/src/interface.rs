@@ -26,6 +26,7 @@ use zeroize::Zeroizing;
 use crate::announce::Announce;
 use crate::errors::BusError;
 use crate::limits;
+use crate::polkit::{self, Action};
 use crate::requests::{self, Requests};
 use crate::DEVICES_PATH;
 
@@ -75,7 +76,7 @@ impl Manager {
     ) -> Result<String, BusError> {
         limits::user(user)?;
         limits::options(&options, &["pin", "credential", "slot"])?;
-        let caller = self.callers.caller(conn, &header).await?;
+        let caller = self.authorize(conn, &header, Needs::enroll(user)).await?;
         let mut opts = EnrollOptions::default();
         for (key, value) in options {
             match key.as_str() {
@@ -102,7 +103,9 @@ impl Manager {
     ) -> Result<SecretString, BusError> {
         limits::user(user)?;
         limits::options(&options, &["pin", "device"])?;
-        let caller = self.callers.caller(conn, &header).await?;
+        let caller = self
+            .authorize(conn, &header, Needs::authenticate(user))
+            .await?;
         let mut opts = AuthOptions::default();
         for (key, value) in options {
             match key.as_str() {
@@ -133,7 +136,12 @@ impl Manager {
     ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, BusError> {
         limits::user(user)?;
         let request = requests::options::auth_request(&options)?;
-        let (caller, owner) = self.owner(conn, &header).await?;
+        let needs = if request.any_user {
+            Needs::Always(Action::AuthenticateOtherUser)
+        } else {
+            Needs::authenticate(user)
+        };
+        let (caller, owner) = self.owner(conn, &header, needs).await?;
         let started = self
             .service
             .start_authentication(caller, user, request)
@@ -156,7 +164,7 @@ impl Manager {
         limits::user(user)?;
         let request = requests::options::enroll_request(&options)?;
         let device = device_id_of(&device)?;
-        let (caller, owner) = self.owner(conn, &header).await?;
+        let (caller, owner) = self.owner(conn, &header, Needs::enroll(user)).await?;
         let started = self
             .service
             .start_enrollment(caller, user, device, request)
@@ -177,7 +185,7 @@ impl Manager {
     ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, BusError> {
         let request = requests::options::unblock_request(&options)?;
         let device = device_id_of(&device)?;
-        let (caller, owner) = self.owner(conn, &header).await?;
+        let (caller, owner) = self.owner(conn, &header, Needs::UidRights).await?;
         let started = self.service.start_unblock(caller, device, request).await?;
         self.requests
             .publish(conn, owner, started, Announce::Nothing)
@@ -235,7 +243,7 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<HashMap<String, OwnedValue>>, BusError> {
         limits::user(user)?;
-        let caller = self.callers.caller(conn, &header).await?;
+        let caller = self.authorize(conn, &header, Needs::manage(user)).await?;
         let sessions = self.service.sessions(caller, user).await?;
         sessions.iter().map(session_dict).collect()
     }
@@ -248,7 +256,7 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), BusError> {
         limits::user(user)?;
-        let caller = self.callers.caller(conn, &header).await?;
+        let caller = self.authorize(conn, &header, Needs::manage(user)).await?;
         self.service.revoke_sessions(caller, user).await?;
         Ok(())
     }
@@ -259,7 +267,9 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), BusError> {
-        let caller = self.callers.caller(conn, &header).await?;
+        let caller = self
+            .authorize(conn, &header, Needs::Always(Action::Manage))
+            .await?;
         self.service.rotate_key(caller).await?;
         Ok(())
     }
@@ -271,10 +281,14 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), BusError> {
-        let caller = self.callers.caller(conn, &header).await?;
+        let caller = self
+            .authorize(conn, &header, Needs::Always(Action::Manage))
+            .await?;
         if !caller.is_root() {
             return Err(BusError::AccessDenied(
-                "only root may reload the configuration".into(),
+                "only root, or a caller polkit authorises for org.tessera.Tessera1.manage, may reload \
+                 the configuration"
+                    .into(),
             ));
         }
         reload_config(&self.service, self.config_path.as_deref()).map_err(|e| {
@@ -291,7 +305,7 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<(String, String, String)>, BusError> {
         limits::user(user)?;
-        let caller = self.callers.caller(conn, &header).await?;
+        let caller = self.authorize(conn, &header, Needs::manage(user)).await?;
         Ok(self
             .service
             .explain_policy(caller, user)
@@ -314,7 +328,7 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<HashMap<String, OwnedValue>>, BusError> {
         limits::user(user)?;
-        let caller = self.callers.caller(conn, &header).await?;
+        let caller = self.authorize(conn, &header, Needs::manage(user)).await?;
         let enrollments = self.service.enrollments(caller, user).await?;
         enrollments.iter().map(enrollment_dict).collect()
     }
@@ -329,10 +343,20 @@ impl Manager {
     ) -> Result<(), BusError> {
         limits::enrollment_id(enrollment_id)?;
         let caller = self.callers.caller(conn, &header).await?;
-        Ok(self
-            .service
-            .remove_enrollment(caller, enrollment_id)
-            .await?)
+        match self.service.remove_enrollment(caller, enrollment_id).await {
+            // Whose enrollment it is, the core knows: only its refusal of another account's asks
+            // polkit, and only an administrator's second attempt can succeed.
+            Err(tessera::Error::AccessDenied(why)) if !caller.is_root() => {
+                let admin = self
+                    .authorize(conn, &header, Needs::Always(Action::Manage))
+                    .await?;
+                if !admin.is_root() {
+                    return Err(BusError::AccessDenied(why));
+                }
+                Ok(self.service.remove_enrollment(admin, enrollment_id).await?)
+            }
+            done => Ok(done?),
+        }
     }
 
     /// The public signing keys as a JWK Set (RFC 7517). Keys come and go lazily (rotation,
@@ -372,19 +396,114 @@ impl Manager {
 }
 
 impl Manager {
-    /// The caller's uid and unique name: a request belongs to the connection that started it.
+    /// The caller's rights and unique name: a request belongs to the connection that started it.
     async fn owner(
         &self,
         conn: &Connection,
         header: &Header<'_>,
+        needs: Needs<'_>,
     ) -> Result<(Caller, OwnedUniqueName), BusError> {
-        let caller = self.callers.caller(conn, header).await?;
-        let owner = header
-            .sender()
-            .ok_or_else(|| BusError::AccessDenied("message has no sender".into()))?
-            .to_owned();
-        Ok((caller, OwnedUniqueName::from(owner)))
+        let caller = self.authorize(conn, header, needs).await?;
+        Ok((caller, sender_of(header)?))
     }
+
+    /// The caller's rights for a call that `needs` them: root's own, or the uid's own where no
+    /// polkit action applies; otherwise what polkit says about the sender ([`polkit::caller_for`]:
+    /// the uid rules when polkit is absent, AccessDenied when it refuses). Root never asks polkit.
+    async fn authorize(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+        needs: Needs<'_>,
+    ) -> Result<Caller, BusError> {
+        let caller = self.callers.caller(conn, header).await?;
+        if caller.is_root() {
+            return Ok(caller);
+        }
+        let action = match needs {
+            Needs::UidRights => None,
+            Needs::Always(action) => Some(action),
+            Needs::Account { user, own, other } => {
+                if is_own_account(user, caller.uid) {
+                    own
+                } else {
+                    Some(other)
+                }
+            }
+        };
+        match action {
+            None => Ok(caller),
+            Some(action) => {
+                let sender = sender_of(header)?;
+                polkit::caller_for(conn, &sender, caller.uid, action).await
+            }
+        }
+    }
+}
+
+/// What a call asks polkit for, beyond the rights of the caller's uid.
+#[derive(Debug, Clone, Copy)]
+enum Needs<'a> {
+    /// Nothing: the uid's rights decide (StartUnblock, RefreshToken).
+    UidRights,
+    /// `action`, whatever the call names (RotateKey, ReloadConfig, any_user).
+    Always(Action),
+    /// A call on `user`'s account ("" = the caller's): `own` for the caller's own (None: nothing
+    /// to ask), `other` for another account.
+    Account {
+        user: &'a str,
+        own: Option<Action>,
+        other: Action,
+    },
+}
+
+impl<'a> Needs<'a> {
+    /// Enroll, StartEnrollment: the enroll action for oneself, manage for anyone else.
+    fn enroll(user: &'a str) -> Self {
+        Needs::Account {
+            user,
+            own: Some(Action::Enroll),
+            other: Action::Manage,
+        }
+    }
+
+    /// Authenticate, StartAuthentication: nothing for oneself.
+    fn authenticate(user: &'a str) -> Self {
+        Needs::Account {
+            user,
+            own: None,
+            other: Action::AuthenticateOtherUser,
+        }
+    }
+
+    /// Sessions, enrollments, policy: nothing for oneself, manage for anyone else.
+    fn manage(user: &'a str) -> Self {
+        Needs::Account {
+            user,
+            own: None,
+            other: Action::Manage,
+        }
+    }
+}
+
+/// Whether `user` names the account of `uid` ("" does). Found by uid, as the core does: a name the
+/// caller typed is never looked up here. An unknown uid owns no account, so its calls count as
+/// "another account" (polkit then decides, or the core refuses).
+fn is_own_account(user: &str, uid: u32) -> bool {
+    user.is_empty()
+        || matches!(
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)),
+            Ok(Some(own)) if own.name == user
+        )
+}
+
+/// The unique name of the call's sender.
+fn sender_of(header: &Header<'_>) -> Result<OwnedUniqueName, BusError> {
+    let sender = header
+        .sender()
+        .ok_or_else(|| BusError::AccessDenied("message has no sender".into()))?
+        .to_owned();
+    Ok(OwnedUniqueName::from(sender))
 }
 
 /// `org.tessera.Tessera1.Device`: one present device.

@@ -10,6 +10,7 @@ pub mod device_feed;
 pub mod errors;
 pub mod interface;
 pub mod limits;
+pub mod polkit;
 pub mod requests;
 
 use std::path::PathBuf;
