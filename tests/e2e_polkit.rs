@@ -456,15 +456,84 @@ fn other_accounts_sessions_and_enrollments_need_manage() {
     assert_eq!(world.validate(&token), Err("TokenRevoked".to_owned()));
     world.ok_as(BOB, &["unenroll", &enrollment], "");
     assert!(json_lines(&world.ok_as("root", &["enrollments", "--json"], "")).is_empty());
+}
 
-    // Authenticating as root is authenticate-other-user's, which manage does not grant.
-    world.forget_calls();
-    world.denied_as(
-        BOB,
-        &["authenticate", "--user", "root", "--pin-stdin"],
-        &format!("{PIN}\n"),
+#[test]
+fn authenticating_as_another_user_needs_authenticate_other_user() {
+    let world = World::start(true, true);
+    world.ok_as(
+        "root",
+        &["enroll", "--pin-stdin"],
+        &format!(
+            "{PIN}
+"
+        ),
     );
-    assert_eq!(world.asked(), [AUTHENTICATE_OTHER]);
+    let as_root = ["authenticate", "--user", "root", "--pin-stdin"];
+    let pin = format!(
+        "{PIN}
+"
+    );
+
+    // Refused, and manage is no substitute.
+    world.denied_as(BOB, &as_root, &pin);
+    world.allow(&[MANAGE]);
+    world.denied_as(BOB, &as_root, &pin);
+    assert_eq!(world.asked(), [AUTHENTICATE_OTHER; 2]);
+
+    // Authorised: bob gets a token for root, from root's card.
+    world.allow(&[AUTHENTICATE_OTHER]);
+    let token = world.ok_as(BOB, &as_root, &pin).trim().to_owned();
+    let out = world.cli_as(
+        "root",
+        &["validate", "--json", "-"],
+        &format!(
+            "{token}
+"
+        ),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let claims: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(claims["sub"], "root", "{claims}");
+
+    // His own account needs no action (he has no enrollment, which the core says).
+    world.forget_calls();
+    let out = world.cli_as(BOB, &["authenticate", "--pin-stdin", "--no-wait"], &pin);
+    assert_eq!(parse_err(&out).0, "NotEnrolled");
+    assert!(world.asked().is_empty(), "{:?}", world.asked());
+}
+
+/// A caller whose polkit check waits (a person typing a password into their agent) holds up
+/// nobody else, and gets the answer when it comes.
+#[test]
+fn a_caller_waiting_for_polkit_holds_up_nobody_else() {
+    let world = World::start(false, true);
+    world.allow(&[MANAGE]);
+    world.mock("SimulateHangActions", serde_json::json!([[MANAGE]]));
+    let mut waiting = Child::spawn(
+        "bob-waiting",
+        Command::new("runuser")
+            .args(["-u", BOB, "--"])
+            .arg(bin("tessera"))
+            .args(["--bus", &world.address, "sessions", "--json", "root"]),
+        world.dir.path(),
+    );
+    assert!(wait_until(WAIT, || world.asked() == [MANAGE]));
+    // Meanwhile the daemon answers others at once.
+    let started = std::time::Instant::now();
+    world.ok_as("root", &["jwks"], "");
+    world.ok_as(BOB, &["sessions"], "");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(waiting.try_wait().is_none(), "answered before polkit did");
+    world.mock("ReleaseHangingCalls", serde_json::json!([]));
+    let status = waiting
+        .wait_exit(WAIT)
+        .expect("still waiting after polkit answered");
+    assert!(status.success(), "{}", waiting.stderr_text());
 }
 
 #[test]
