@@ -235,7 +235,8 @@ impl Manager {
         Ok(SecretString(token))
     }
 
-    /// ListSessions(s user) -> (aa{sv}): the user's live tokens (own account, or root).
+    /// ListSessions(s user) -> (aa{sv}): the user's live tokens (own account, or root or polkit's
+    /// manage).
     async fn list_sessions(
         &self,
         user: &str,
@@ -248,7 +249,8 @@ impl Manager {
         sessions.iter().map(session_dict).collect()
     }
 
-    /// RevokeSessions(s user): ends every live token of the user (own account, or root).
+    /// RevokeSessions(s user): ends every live token of the user (own account, or root or polkit's
+    /// manage).
     async fn revoke_sessions(
         &self,
         user: &str,
@@ -261,7 +263,7 @@ impl Manager {
         Ok(())
     }
 
-    /// RotateKey(): sign new tokens with a new key now (root).
+    /// RotateKey(): sign new tokens with a new key now (root, or polkit's manage).
     async fn rotate_key(
         &self,
         #[zbus(header)] header: Header<'_>,
@@ -274,8 +276,8 @@ impl Manager {
         Ok(())
     }
 
-    /// ReloadConfig(): read the configuration file again (root). A bad file keeps the old policy
-    /// and the error says why.
+    /// ReloadConfig(): read the configuration file again (root, or polkit's manage). A bad file
+    /// keeps the old policy and the error says why.
     async fn reload_config(
         &self,
         #[zbus(header)] header: Header<'_>,
@@ -315,8 +317,8 @@ impl Manager {
             .collect())
     }
 
-    /// ListEnrollments(s user) -> (aa{sv}): the user's enrolled keys (own account, or root; root
-    /// may name an account that no longer exists). Keys: id, user, kind ("piv" or "fido"),
+    /// ListEnrollments(s user) -> (aa{sv}): the user's enrolled keys (own account, or root or
+    /// polkit's manage, who may name an account that no longer exists). Keys: id, user, kind ("piv" or "fido"),
     /// credential (the PIV slot, e.g. "9a"; a FIDO credential id, base64url), algorithm ("es256"
     /// or "eddsa"), slot (the credential of a PIV enrollment, "" for other kinds), device_name (s),
     /// card_guid (s, hex: the device identity, PIV CHUID GUID or FIDO AAGUID, "" if none),
@@ -333,8 +335,8 @@ impl Manager {
         enrollments.iter().map(enrollment_dict).collect()
     }
 
-    /// RemoveEnrollment(s enrollment_id): forgets an enrolled key (own enrollments, or root); its
-    /// live tokens are revoked with reason "unenrolled".
+    /// RemoveEnrollment(s enrollment_id): forgets an enrolled key (own enrollments, or root or
+    /// polkit's manage); its live tokens are revoked with reason "unenrolled".
     async fn remove_enrollment(
         &self,
         enrollment_id: &str,
