@@ -318,11 +318,11 @@ impl Manager {
     }
 
     /// ListEnrollments(s user) -> (aa{sv}): the user's enrolled keys (own account, or root or
-    /// polkit's manage, who may name an account that no longer exists). Keys: id, user, kind ("piv" or "fido"),
-    /// credential (the PIV slot, e.g. "9a"; a FIDO credential id, base64url), algorithm ("es256"
-    /// or "eddsa"), slot (the credential of a PIV enrollment, "" for other kinds), device_name (s),
-    /// card_guid (s, hex: the device identity, PIV CHUID GUID or FIDO AAGUID, "" if none),
-    /// created, last_used (t, 0 = never).
+    /// polkit's manage, who may name an account that no longer exists). Keys: id, user, kind
+    /// ("piv" or "fido"), credential (the PIV slot, e.g. "9a"; a FIDO credential id, base64url),
+    /// algorithm ("es256" or "eddsa"), slot (the credential of a PIV enrollment, "" for other
+    /// kinds), device_name (s), card_guid (s, hex: the device identity, PIV CHUID GUID or FIDO
+    /// AAGUID, "" if none), created, last_used (t, 0 = never).
     async fn list_enrollments(
         &self,
         user: &str,
