@@ -288,8 +288,8 @@ impl Manager {
             .await?;
         if !caller.is_root() {
             return Err(BusError::AccessDenied(
-                "only root, or a caller polkit authorises for org.tessera.Tessera1.manage, may reload \
-                 the configuration"
+                "only root, or a caller polkit authorises for org.tessera.Tessera1.manage, may \
+                 reload the configuration"
                     .into(),
             ));
         }

@@ -23,8 +23,9 @@ pub const POLKIT_NAME: &str = "org.freedesktop.PolicyKit1";
 const AUTHORITY_PATH: &str = "/org/freedesktop/PolicyKit1/Authority";
 const AUTHORITY_INTERFACE: &str = "org.freedesktop.PolicyKit1.Authority";
 
-/// `CheckAuthorizationFlags.AllowUserInteraction` (polkit(8), org.freedesktop.PolicyKit1.Authority):
-/// polkit may ask the subject's authentication agent for a password before it answers.
+/// `CheckAuthorizationFlags.AllowUserInteraction` (polkit(8), interface
+/// org.freedesktop.PolicyKit1.Authority): polkit may ask the subject's authentication agent for a
+/// password before it answers.
 const ALLOW_USER_INTERACTION: u32 = 0x1;
 
 /// The longest CheckAuthorization may take. With user interaction allowed the answer waits for a
@@ -111,8 +112,8 @@ pub async fn caller_for(
 ///
 /// The subject is the caller's unique bus name (polkit(8): subject kind "system-bus-name"), which
 /// polkit resolves to the process and user itself; never the daemon's own pid. Whether polkit runs
-/// is asked afresh each call (NameHasOwner); the call itself never starts polkit (NO_AUTO_START), so
-/// that a bus where polkit merely could be activated, but cannot start, does not hang callers.
+/// is asked afresh each call (NameHasOwner); the call itself never starts polkit (NO_AUTO_START),
+/// so that a bus where polkit merely could be activated, but cannot start, does not hang callers.
 pub async fn check(
     conn: &Connection,
     sender: &UniqueName<'_>,
