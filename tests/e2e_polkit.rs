@@ -439,7 +439,9 @@ fn other_accounts_sessions_and_enrollments_need_manage() {
     // Bob's own account needs nothing from polkit.
     world.forget_calls();
     assert!(json_lines(&world.ok_as(BOB, &["sessions", "--json"], "")).is_empty());
+    assert!(json_lines(&world.ok_as(BOB, &["sessions", "--json", BOB], "")).is_empty());
     world.ok_as(BOB, &["policy", "show"], "");
+    world.ok_as(BOB, &["enrollments", BOB], "");
     assert!(world.asked().is_empty(), "{:?}", world.asked());
 
     // Authorised for manage: bob sees root's session, ends it, and removes root's enrollment.

@@ -426,7 +426,7 @@ impl Manager {
             Needs::UidRights => None,
             Needs::Always(action) => Some(action),
             Needs::Account { user, own, other } => {
-                if is_own_account(user, caller.uid) {
+                if is_own_account(user, caller.uid).await {
                     own
                 } else {
                     Some(other)
@@ -490,13 +490,17 @@ impl<'a> Needs<'a> {
 
 /// Whether `user` names the account of `uid` ("" does). Found by uid, as the core does: a name the
 /// caller typed is never looked up here. An unknown uid owns no account, so its calls count as
-/// "another account" (polkit then decides, or the core refuses).
-fn is_own_account(user: &str, uid: u32) -> bool {
-    user.is_empty()
-        || matches!(
-            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)),
-            Ok(Some(own)) if own.name == user
-        )
+/// "another account" (polkit then decides, or the core refuses). The look-up (NSS, perhaps LDAP)
+/// runs off the event loop.
+async fn is_own_account(user: &str, uid: u32) -> bool {
+    if user.is_empty() {
+        return true;
+    }
+    let own = tokio::task::spawn_blocking(move || {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+    })
+    .await;
+    matches!(own, Ok(Ok(Some(own))) if own.name == user)
 }
 
 /// The unique name of the call's sender.
