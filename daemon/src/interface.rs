@@ -26,6 +26,7 @@ use zeroize::Zeroizing;
 use crate::announce::Announce;
 use crate::errors::BusError;
 use crate::limits;
+use crate::polkit::{self, Action};
 use crate::requests::{self, Requests};
 use crate::DEVICES_PATH;
 
@@ -75,7 +76,7 @@ impl Manager {
     ) -> Result<String, BusError> {
         limits::user(user)?;
         limits::options(&options, &["pin", "credential", "slot"])?;
-        let caller = self.callers.caller(conn, &header).await?;
+        let caller = self.authorize(conn, &header, Needs::enroll(user)).await?;
         let mut opts = EnrollOptions::default();
         for (key, value) in options {
             match key.as_str() {
@@ -102,7 +103,9 @@ impl Manager {
     ) -> Result<SecretString, BusError> {
         limits::user(user)?;
         limits::options(&options, &["pin", "device"])?;
-        let caller = self.callers.caller(conn, &header).await?;
+        let caller = self
+            .authorize(conn, &header, Needs::authenticate(user))
+            .await?;
         let mut opts = AuthOptions::default();
         for (key, value) in options {
             match key.as_str() {
@@ -139,7 +142,12 @@ impl Manager {
                 "option \"any_user\" is for a request that names no user (user \"\")".into(),
             ));
         }
-        let (caller, owner) = self.owner(conn, &header).await?;
+        let needs = if request.any_user {
+            Needs::Always(Action::AuthenticateOtherUser)
+        } else {
+            Needs::authenticate(user)
+        };
+        let (caller, owner) = self.owner(conn, &header, needs).await?;
         let started = self
             .service
             .start_authentication(caller, user, request)
@@ -162,7 +170,7 @@ impl Manager {
         limits::user(user)?;
         let request = requests::options::enroll_request(&options)?;
         let device = device_id_of(&device)?;
-        let (caller, owner) = self.owner(conn, &header).await?;
+        let (caller, owner) = self.owner(conn, &header, Needs::enroll(user)).await?;
         let started = self
             .service
             .start_enrollment(caller, user, device, request)
@@ -183,7 +191,7 @@ impl Manager {
     ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, BusError> {
         let request = requests::options::unblock_request(&options)?;
         let device = device_id_of(&device)?;
-        let (caller, owner) = self.owner(conn, &header).await?;
+        let (caller, owner) = self.owner(conn, &header, Needs::UidRights).await?;
         let started = self.service.start_unblock(caller, device, request).await?;
         self.requests
             .publish(conn, owner, started, Announce::Nothing)
@@ -233,7 +241,8 @@ impl Manager {
         Ok(SecretString(token))
     }
 
-    /// ListSessions(s user) -> (aa{sv}): the user's live tokens (own account, or root).
+    /// ListSessions(s user) -> (aa{sv}): the user's live tokens (own account, or root or polkit's
+    /// manage).
     async fn list_sessions(
         &self,
         user: &str,
@@ -241,12 +250,13 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<HashMap<String, OwnedValue>>, BusError> {
         limits::user(user)?;
-        let caller = self.callers.caller(conn, &header).await?;
+        let caller = self.authorize(conn, &header, Needs::manage(user)).await?;
         let sessions = self.service.sessions(caller, user).await?;
         sessions.iter().map(session_dict).collect()
     }
 
-    /// RevokeSessions(s user): ends every live token of the user (own account, or root).
+    /// RevokeSessions(s user): ends every live token of the user (own account, or root or polkit's
+    /// manage).
     async fn revoke_sessions(
         &self,
         user: &str,
@@ -254,33 +264,39 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), BusError> {
         limits::user(user)?;
-        let caller = self.callers.caller(conn, &header).await?;
+        let caller = self.authorize(conn, &header, Needs::manage(user)).await?;
         self.service.revoke_sessions(caller, user).await?;
         Ok(())
     }
 
-    /// RotateKey(): sign new tokens with a new key now (root).
+    /// RotateKey(): sign new tokens with a new key now (root, or polkit's manage).
     async fn rotate_key(
         &self,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), BusError> {
-        let caller = self.callers.caller(conn, &header).await?;
+        let caller = self
+            .authorize(conn, &header, Needs::Always(Action::Manage))
+            .await?;
         self.service.rotate_key(caller).await?;
         Ok(())
     }
 
-    /// ReloadConfig(): read the configuration file again (root). A bad file keeps the old policy
-    /// and the error says why.
+    /// ReloadConfig(): read the configuration file again (root, or polkit's manage). A bad file
+    /// keeps the old policy and the error says why.
     async fn reload_config(
         &self,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), BusError> {
-        let caller = self.callers.caller(conn, &header).await?;
+        let caller = self
+            .authorize(conn, &header, Needs::Always(Action::Manage))
+            .await?;
         if !caller.is_root() {
             return Err(BusError::AccessDenied(
-                "only root may reload the configuration".into(),
+                "only root, or a caller polkit authorises for org.tessera.Tessera1.manage, may \
+                 reload the configuration"
+                    .into(),
             ));
         }
         reload_config(&self.service, self.config_path.as_deref()).map_err(|e| {
@@ -297,7 +313,7 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<(String, String, String)>, BusError> {
         limits::user(user)?;
-        let caller = self.callers.caller(conn, &header).await?;
+        let caller = self.authorize(conn, &header, Needs::manage(user)).await?;
         Ok(self
             .service
             .explain_policy(caller, user)
@@ -307,12 +323,12 @@ impl Manager {
             .collect())
     }
 
-    /// ListEnrollments(s user) -> (aa{sv}): the user's enrolled keys (own account, or root; root
-    /// may name an account that no longer exists). Keys: id, user, kind ("piv" or "fido"),
-    /// credential (the PIV slot, e.g. "9a"; a FIDO credential id, base64url), algorithm ("es256"
-    /// or "eddsa"), slot (the credential of a PIV enrollment, "" for other kinds), device_name (s),
-    /// card_guid (s, hex: the device identity, PIV CHUID GUID or FIDO AAGUID, "" if none),
-    /// created, last_used (t, 0 = never).
+    /// ListEnrollments(s user) -> (aa{sv}): the user's enrolled keys (own account, or root or
+    /// polkit's manage, who may name an account that no longer exists). Keys: id, user, kind
+    /// ("piv" or "fido"), credential (the PIV slot, e.g. "9a"; a FIDO credential id, base64url),
+    /// algorithm ("es256" or "eddsa"), slot (the credential of a PIV enrollment, "" for other
+    /// kinds), device_name (s), card_guid (s, hex: the device identity, PIV CHUID GUID or FIDO
+    /// AAGUID, "" if none), created, last_used (t, 0 = never).
     async fn list_enrollments(
         &self,
         user: &str,
@@ -320,13 +336,13 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<HashMap<String, OwnedValue>>, BusError> {
         limits::user(user)?;
-        let caller = self.callers.caller(conn, &header).await?;
+        let caller = self.authorize(conn, &header, Needs::manage(user)).await?;
         let enrollments = self.service.enrollments(caller, user).await?;
         enrollments.iter().map(enrollment_dict).collect()
     }
 
-    /// RemoveEnrollment(s enrollment_id): forgets an enrolled key (own enrollments, or root); its
-    /// live tokens are revoked with reason "unenrolled".
+    /// RemoveEnrollment(s enrollment_id): forgets an enrolled key (own enrollments, or root or
+    /// polkit's manage); its live tokens are revoked with reason "unenrolled".
     async fn remove_enrollment(
         &self,
         enrollment_id: &str,
@@ -335,10 +351,20 @@ impl Manager {
     ) -> Result<(), BusError> {
         limits::enrollment_id(enrollment_id)?;
         let caller = self.callers.caller(conn, &header).await?;
-        Ok(self
-            .service
-            .remove_enrollment(caller, enrollment_id)
-            .await?)
+        match self.service.remove_enrollment(caller, enrollment_id).await {
+            // Whose enrollment it is, the core knows: only its refusal of another account's asks
+            // polkit, and only an administrator's second attempt can succeed.
+            Err(tessera::Error::AccessDenied(why)) if !caller.is_root() => {
+                let admin = self
+                    .authorize(conn, &header, Needs::Always(Action::Manage))
+                    .await?;
+                if !admin.is_root() {
+                    return Err(BusError::AccessDenied(why));
+                }
+                Ok(self.service.remove_enrollment(admin, enrollment_id).await?)
+            }
+            done => Ok(done?),
+        }
     }
 
     /// BindSession(s token, a{sv} options) -> (s token): ties a live token to a logind session
@@ -354,8 +380,11 @@ impl Manager {
     ) -> Result<SecretString, BusError> {
         limits::token(token)?;
         let id = requests::options::bind_session(&options)?;
-        let caller = self.callers.caller(conn, &header).await?;
-        // Before logind is asked: an ordinary user cannot make the daemon look sessions up.
+        // Root, or polkit's manage (another user's session); asked before logind is, so an
+        // ordinary user cannot make the daemon look sessions up.
+        let caller = self
+            .authorize(conn, &header, Needs::Always(Action::Manage))
+            .await?;
         if !caller.is_root() {
             return Err(BusError::AccessDenied(
                 "only an administrator may bind a token to a login session".into(),
@@ -437,19 +466,118 @@ impl Manager {
 }
 
 impl Manager {
-    /// The caller's uid and unique name: a request belongs to the connection that started it.
+    /// The caller's rights and unique name: a request belongs to the connection that started it.
     async fn owner(
         &self,
         conn: &Connection,
         header: &Header<'_>,
+        needs: Needs<'_>,
     ) -> Result<(Caller, OwnedUniqueName), BusError> {
-        let caller = self.callers.caller(conn, header).await?;
-        let owner = header
-            .sender()
-            .ok_or_else(|| BusError::AccessDenied("message has no sender".into()))?
-            .to_owned();
-        Ok((caller, OwnedUniqueName::from(owner)))
+        let caller = self.authorize(conn, header, needs).await?;
+        Ok((caller, sender_of(header)?))
     }
+
+    /// The caller's rights for a call that `needs` them: root's own, or the uid's own where no
+    /// polkit action applies; otherwise what polkit says about the sender ([`polkit::caller_for`]:
+    /// the uid rules when polkit is absent, AccessDenied when it refuses). Root never asks polkit.
+    async fn authorize(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+        needs: Needs<'_>,
+    ) -> Result<Caller, BusError> {
+        let caller = self.callers.caller(conn, header).await?;
+        if caller.is_root() {
+            return Ok(caller);
+        }
+        let action = match needs {
+            Needs::UidRights => None,
+            Needs::Always(action) => Some(action),
+            Needs::Account { user, own, other } => {
+                if is_own_account(user, caller.uid).await {
+                    own
+                } else {
+                    Some(other)
+                }
+            }
+        };
+        match action {
+            None => Ok(caller),
+            Some(action) => {
+                let sender = sender_of(header)?;
+                polkit::caller_for(conn, &sender, caller.uid, action).await
+            }
+        }
+    }
+}
+
+/// What a call asks polkit for, beyond the rights of the caller's uid.
+#[derive(Debug, Clone, Copy)]
+enum Needs<'a> {
+    /// Nothing: the uid's rights decide (StartUnblock, RefreshToken).
+    UidRights,
+    /// `action`, whatever the call names (RotateKey, ReloadConfig, any_user).
+    Always(Action),
+    /// A call on `user`'s account ("" = the caller's): `own` for the caller's own (None: nothing
+    /// to ask), `other` for another account.
+    Account {
+        user: &'a str,
+        own: Option<Action>,
+        other: Action,
+    },
+}
+
+impl<'a> Needs<'a> {
+    /// Enroll, StartEnrollment: the enroll action for oneself, manage for anyone else.
+    fn enroll(user: &'a str) -> Self {
+        Needs::Account {
+            user,
+            own: Some(Action::Enroll),
+            other: Action::Manage,
+        }
+    }
+
+    /// Authenticate, StartAuthentication: nothing for oneself.
+    fn authenticate(user: &'a str) -> Self {
+        Needs::Account {
+            user,
+            own: None,
+            other: Action::AuthenticateOtherUser,
+        }
+    }
+
+    /// Sessions, enrollments, policy: nothing for oneself, manage for anyone else.
+    fn manage(user: &'a str) -> Self {
+        Needs::Account {
+            user,
+            own: None,
+            other: Action::Manage,
+        }
+    }
+}
+
+/// Whether `user` names the account of `uid` ("" does). Found by uid, as the core does: a name the
+/// caller typed is never looked up here. An unknown uid owns no account, so its calls count as
+/// "another account" (polkit then decides, or the core refuses). The look-up (NSS, perhaps LDAP)
+/// runs off the event loop.
+async fn is_own_account(user: &str, uid: u32) -> bool {
+    if user.is_empty() {
+        return true;
+    }
+    let own = tokio::task::spawn_blocking(move || {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+    })
+    .await;
+    matches!(own, Ok(Ok(Some(own))) if own.name == user)
+}
+
+/// The unique name of the call's sender.
+fn sender_of(header: &Header<'_>) -> Result<OwnedUniqueName, BusError> {
+    let sender = header
+        .sender()
+        .ok_or_else(|| BusError::AccessDenied("message has no sender".into()))?
+        .to_owned();
+    Ok(OwnedUniqueName::from(sender))
 }
 
 /// `org.tessera.Tessera1.Device`: one present device.

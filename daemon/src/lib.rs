@@ -11,6 +11,7 @@ pub mod errors;
 pub mod interface;
 pub mod limits;
 pub mod logind;
+pub mod polkit;
 pub mod requests;
 pub mod session_events;
 
