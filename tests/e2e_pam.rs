@@ -1,6 +1,6 @@
 //! pam_tessera.so through pamtester against the real stack (private bus, pcscd+vpcd, the
 //! simulated card, tesserad): a PIV login with the PIN from the conversation, and every row of the
-//! module's fail-closed table (pam/src/outcome.rs, docs/pam.md), with no hang past `timeout=`.
+//! module's fail-closed table (pam/src/outcome.rs, pam/README.md), with no hang past `timeout=`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -316,4 +316,31 @@ fn a_remote_login_is_refused_unless_allowed() {
         PAM_WAIT,
     )
     .assert_ok();
+}
+
+#[test]
+fn a_bus_that_never_answers_does_not_hang_the_application() {
+    // A socket that takes connections and never says a word: the bus's authentication never ends.
+    let dir = common::TestDir::new();
+    let socket = dir.path().join("silent-bus");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let service = PamService::auth("timeout=2");
+    let started = Instant::now();
+    let run = pamtester(
+        &format!("unix:path={}", socket.display()),
+        &service,
+        "root",
+        &["authenticate"],
+        &[],
+        "",
+        PAM_WAIT,
+    );
+    assert!(!run.succeeded(), "{}", run.text());
+    let took = started.elapsed();
+    // timeout=2 plus the module's 5 s margin, and pamtester's own start.
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "gave up before timeout=: {took:?}"
+    );
 }

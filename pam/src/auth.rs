@@ -27,7 +27,7 @@ use crate::{bus, remote, runtime};
 const MARGIN: Duration = Duration::from_secs(5);
 
 /// The whole authentication.
-pub fn authenticate(h: &Handle, _flags: c_int, args: &[String]) -> Result<Verified, Failure> {
+pub fn authenticate(h: &Handle, flags: c_int, args: &[String]) -> Result<Verified, Failure> {
     // A failure now must not leave the success of an earlier call in this handle standing.
     h.clear_state();
     let opts = Options::parse(args).map_err(|e| Failure::ServiceErr(e.to_string()))?;
@@ -37,6 +37,8 @@ pub fn authenticate(h: &Handle, _flags: c_int, args: &[String]) -> Result<Verifi
         .ok_or_else(|| Failure::ServiceErr("PAM_SERVICE is not set".into()))?;
     let user = h.user().filter(|u| !u.is_empty());
     let rhost = h.rhost();
+    // PAM_SILENT: no informational messages; the PIN prompt is still a prompt.
+    let silent = flags & ffi::PAM_SILENT != 0;
     if opts.debug {
         ffi::syslog(
             Level::Debug,
@@ -59,7 +61,12 @@ pub fn authenticate(h: &Handle, _flags: c_int, args: &[String]) -> Result<Verifi
             if opts.reuse {
                 reuse(h, &manager, &opts, &service, user.as_deref()).await
             } else {
-                device_login(h, &conn, &manager, owner, &opts, &service, user.as_deref()).await
+                let who = Who {
+                    service: &service,
+                    user: user.as_deref(),
+                    silent,
+                };
+                device_login(h, &conn, &manager, owner, &opts, who).await
             }
         };
         match tokio::time::timeout(bound, login).await {
@@ -105,6 +112,14 @@ async fn reuse(
     Ok(verified)
 }
 
+/// Whose login, for which service, and whether the application asked for silence.
+struct Who<'a> {
+    service: &'a str,
+    /// `None`: the greeter's empty PAM_USER.
+    user: Option<&'a str>,
+    silent: bool,
+}
+
 /// A device login: StartAuthentication, the conversation, then CheckToken with our audience.
 async fn device_login(
     h: &Handle,
@@ -112,9 +127,13 @@ async fn device_login(
     manager: &ManagerProxy<'static>,
     owner: OwnedUniqueName,
     opts: &Options,
-    service: &str,
-    user: Option<&str>,
+    who: Who<'_>,
 ) -> Result<Verified, Failure> {
+    let Who {
+        service,
+        user,
+        silent,
+    } = who;
     let nouser = opts.nouser;
     let audience = opts.audience_for(service);
     // Subscribed before the call, so no Progress is missed; and the daemon leaving the bus.
@@ -155,6 +174,7 @@ async fn device_login(
         owner,
         names: HashMap::new(),
         nouser,
+        silent,
     };
     let deadline = tokio::time::sleep(opts.timeout + MARGIN);
     tokio::pin!(deadline);
@@ -220,6 +240,8 @@ struct Conversation<'a> {
     /// Device names already asked for.
     names: HashMap<OwnedObjectPath, String>,
     nouser: NoUser,
+    /// PAM_SILENT: messages are not shown, prompts still are.
+    silent: bool,
 }
 
 impl Conversation<'_> {
@@ -257,6 +279,9 @@ impl Conversation<'_> {
     }
 
     fn say(&self, style: Style, text: &str) -> Step {
+        if self.silent {
+            return Step::Continue;
+        }
         match self.h.converse(style, text) {
             Ok(_) => Step::Continue,
             Err(rc) => Step::Cancel(Failure::ConvErr(format!("the conversation failed ({rc})"))),

@@ -30,6 +30,9 @@ pub const PAM_SESSION_ERR: c_int = 14;
 pub const PAM_CRED_ERR: c_int = 17;
 pub const PAM_CONV_ERR: c_int = 19;
 
+/// Flag: the application wants no informational messages.
+pub const PAM_SILENT: c_int = 0x8000;
+
 // Item types.
 const PAM_SERVICE: c_int = 1;
 const PAM_USER: c_int = 2;

@@ -13,7 +13,8 @@
 //! else is refused with PAM_SERVICE_ERR and a syslog line.
 //!
 //! The return codes follow one table, in [`outcome`]: PAM_SUCCESS only from a token the daemon
-//! checked for this user, never PAM_IGNORE. See also `docs/pam.md`.
+//! checked for this user, never PAM_IGNORE. `pam/README.md` has the options, the table, the session
+//! phase and example stacks.
 //!
 //! `unsafe` lives in [`ffi`] only; every other module forbids it.
 
