@@ -7,6 +7,8 @@
 //!   locks c1 (the mock records LockSession), reuse then fails, and a fresh card login works;
 //! - open_session / close_session: the token file (0600, the user's), `tessera token` from the
 //!   keyring and from the file, EndSession's TokenRevoked "logout", the file gone;
+//! - another user's token: their file and directory, read by them with `tessera token`; a
+//!   runtime directory others can write to, or a symlinked token directory, is not written to;
 //! - a greeter login with an empty user name sets PAM_USER; several users on one card is a failure;
 //! - a session logind calls Remote is refused without `allow_remote`.
 
@@ -157,7 +159,8 @@ fn login_bind_reuse_pull_lock_and_login_again() {
     assert_eq!(c["seat"], "seat0", "{c}");
     assert_eq!(c["sub"], "root", "{c}");
 
-    // sudo-like: verify once, no device touched (no prompt), in the same login session.
+    // sudo-like: verify once, in the same login session. No device is touched: the card's key is
+    // the PIN slot's, which cannot sign without the PIN, and no PIN is asked for or given.
     let sudo = PamService::auth("reuse max_age=5m");
     let reuse = pamtester_in(&stack, "c1", &sudo, "root", &["authenticate"], "");
     reuse.assert_ok();
@@ -275,6 +278,79 @@ fn open_and_close_session_write_the_token_and_end_it() {
     let from_file = tessera_token_without_keyring(&stack);
     assert!(from_file.status.success(), "{from_file:?}");
     assert_eq!(stdout(&from_file).trim(), read_token(&file));
+}
+
+#[test]
+fn the_token_of_another_user_is_theirs_alone() {
+    let mut stack = system_stack();
+    let logind = MockLogind::start(stack.bus_address(), &stack.path("."));
+    let (uid, gid) = test_user("tessera-pam-user");
+    logind.add_session("u1", "seat0", uid, "tessera-pam-user");
+    let card = stack.path("card.json");
+    stack.start_sim(&card, &[]);
+    stack.start_daemon(CONFIG);
+    stack.wait_device(true);
+    stack.enroll(PIN, &["--user", "tessera-pam-user"]);
+    // The user's runtime directory, as logind makes it.
+    let run_dir = runtime_dir(&stack);
+    std::os::unix::fs::chown(&run_dir, Some(uid), Some(gid)).unwrap();
+    let login = login_service(&stack, "u1", "timeout=20");
+    pamtester_in(
+        &stack,
+        "u1",
+        &login,
+        "tessera-pam-user",
+        &["authenticate", "open_session"],
+        &format!("{PIN}\n"),
+    )
+    .assert_ok();
+    let file = token_file(&stack);
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (uid, gid, 0o600)
+    );
+    let dir = std::fs::metadata(file.parent().unwrap()).unwrap();
+    assert_eq!((dir.uid(), dir.mode() & 0o7777), (uid, 0o700));
+    let token = read_token(&file);
+    assert_eq!(claims(&stack, &token)["login_session"], "u1");
+    assert_eq!(claims(&stack, &token)["sub"], "tessera-pam-user");
+    // The user reads it with `tessera token`.
+    let out = run(
+        Command::new("runuser")
+            .args(["-u", "tessera-pam-user", "--", "env"])
+            .arg(format!("XDG_RUNTIME_DIR={}", run_dir.display()))
+            .arg(bin("tessera"))
+            .arg("token"),
+        b"",
+        WAIT,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out).trim(), token);
+    // A runtime directory another user could write to is refused.
+    std::fs::set_permissions(
+        &run_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let run = pamtester_in(
+        &stack,
+        "u1",
+        &login,
+        "tessera-pam-user",
+        &["authenticate", "open_session"],
+        &format!("{PIN}\n"),
+    );
+    assert!(
+        !run.succeeded(),
+        "wrote into a world-writable directory:\n{}",
+        run.text()
+    );
+    std::fs::set_permissions(
+        &run_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
 }
 
 #[test]
