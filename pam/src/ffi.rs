@@ -296,7 +296,6 @@ pub enum Level {
     Err,
     Warning,
     Notice,
-    Info,
     Debug,
 }
 
@@ -307,7 +306,6 @@ pub fn syslog(level: Level, message: &str) {
         Level::Err => libc::LOG_ERR,
         Level::Warning => libc::LOG_WARNING,
         Level::Notice => libc::LOG_NOTICE,
-        Level::Info => libc::LOG_INFO,
         Level::Debug => libc::LOG_DEBUG,
     };
     let Ok(line) = CString::new(format!("pam_tessera: {}", message.replace('\0', " "))) else {

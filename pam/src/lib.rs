@@ -12,19 +12,19 @@
 //! `nouser=unknown|unavail`, `allow_remote`, `reuse`, `max_age=DURATION` (15m), `debug`. Anything
 //! else is refused with PAM_SERVICE_ERR and a syslog line.
 //!
-//! The return codes follow one table, in [`outcome`]: PAM_SUCCESS only from a token the daemon
+//! The return codes follow one table, in `outcome.rs`: PAM_SUCCESS only from a token the daemon
 //! checked for this user, never PAM_IGNORE. `pam/README.md` has the options, the table, the session
 //! phase and example stacks.
 //!
-//! `unsafe` lives in [`ffi`] only; every other module forbids it.
+//! `unsafe` lives in `ffi.rs` only; every other module forbids it.
 
 #![deny(unsafe_code)]
 
 mod auth;
 mod bus;
-pub mod ffi;
-pub mod options;
-pub mod outcome;
+mod ffi;
+mod options;
+mod outcome;
 mod remote;
 mod session;
 
