@@ -344,3 +344,38 @@ fn a_bus_that_never_answers_does_not_hang_the_application() {
         "gave up before timeout=: {took:?}"
     );
 }
+
+#[test]
+fn a_setuid_application_never_takes_the_bus_from_the_environment() {
+    let stack = enrolled_stack("");
+    let (_uid, _gid) = test_user("tessera-pam-suid");
+    let service = PamService::auth("timeout=10");
+    // pamtester made setuid root, as sudo is, run by an ordinary user who names the test bus.
+    let suid = stack.path("pamtester-suid");
+    std::fs::copy("/usr/bin/pamtester", &suid).unwrap();
+    std::os::unix::fs::chown(&suid, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&suid, std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
+    let plain = stack.path("pamtester-plain");
+    std::fs::copy("/usr/bin/pamtester", &plain).unwrap();
+    let as_user = |program: &std::path::Path| {
+        let output = common::run(
+            Command::new("runuser")
+                .args(["-u", "tessera-pam-suid", "--", "env"])
+                .arg(format!("DBUS_SYSTEM_BUS_ADDRESS={}", stack.bus_address()))
+                .arg(program)
+                .args(["-v", service.name(), "root", "authenticate"]),
+            format!("{PIN}\n").as_bytes(),
+            PAM_WAIT,
+        );
+        common::pam::PamRun { output }
+    };
+    // Not setuid: the module follows the variable to the test bus, where the daemon refuses an
+    // ordinary user's request for root.
+    let run = as_user(&plain);
+    run.assert_failed(PamCode::AuthErr);
+    // Setuid: the variable is ignored, the machine's system bus (none here, or one without
+    // Tessera) is asked instead; the test bus's daemon is never reached.
+    let run = as_user(&suid);
+    run.assert_failed(PamCode::AuthinfoUnavail);
+    assert!(!run.text().contains("PIN for"), "{}", run.text());
+}
