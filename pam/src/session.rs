@@ -237,25 +237,29 @@ fn refuse(what: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::PermissionDenied, what)
 }
 
-/// The tessera directory below the runtime directory `base`: both must be the user's (or root's)
-/// and writable by nobody else; created 0700 and handed to the user if missing.
+/// The tessera directory below the runtime directory `base`: both must be the user's and
+/// writable by nobody else; created 0700 and handed to the user if missing.
+///
+/// The runtime directory must be the user's own (as logind makes `/run/user/<uid>`), never a
+/// directory of root's: a PAM environment naming `/etc` would otherwise have root create
+/// `/etc/tessera` and hand it to the user.
 fn token_dir(base: &std::path::Path, uid: u32, gid: u32) -> std::io::Result<Dir> {
     let base = Dir::open(base)?;
     let (owner, mode) = base.owner()?;
-    if (owner != uid && owner != 0) || mode & 0o022 != 0 {
+    if owner != uid || mode & 0o022 != 0 {
         return Err(refuse(format!(
             "the runtime directory belongs to uid {owner} with mode {:o}",
             mode & 0o7777
         )));
     }
-    match fs::DirBuilder::new().mode(0o700).create(base.at(TOKEN_DIR)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+    let created = match fs::DirBuilder::new().mode(0o700).create(base.at(TOKEN_DIR)) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
         Err(e) => return Err(e),
-    }
+    };
     let dir = Dir::open(&base.at(TOKEN_DIR))?;
     let (owner, mode) = dir.owner()?;
-    if owner == 0 && uid != 0 {
+    if created && owner != uid {
         // Ours, just made: the user's from now on.
         std::os::unix::fs::fchown(&dir.file, Some(uid), Some(gid))?;
     } else if owner != uid {
@@ -360,4 +364,90 @@ fn remove_from_keyring(token: &str) -> Result<(), String> {
         ring.unlink_key(key).map_err(key_error)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A fresh directory of this process's uid, mode 0700.
+    fn base(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pam-tessera-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        dir
+    }
+
+    fn me() -> (u32, u32) {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    }
+
+    #[test]
+    fn writes_0600_in_0700_and_removes_only_its_own() {
+        let (uid, gid) = me();
+        let dir = base("write");
+        write_token(&dir, uid, gid, "tok-1").unwrap();
+        let file = dir.join(TOKEN_DIR).join(TOKEN_FILE);
+        let meta = fs::metadata(&file).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o7777), (uid, 0o600));
+        let d = fs::metadata(dir.join(TOKEN_DIR)).unwrap();
+        assert_eq!(d.mode() & 0o7777, 0o700);
+        assert_eq!(fs::read_to_string(&file).unwrap(), "tok-1\n");
+        // Replaced, never written through.
+        write_token(&dir, uid, gid, "tok-2").unwrap();
+        assert_eq!(fs::read_to_string(&file).unwrap(), "tok-2\n");
+        remove_token(&dir, uid, "tok-1").unwrap();
+        assert!(file.exists(), "removed another login's token");
+        remove_token(&dir, uid, "tok-2").unwrap();
+        assert!(!file.exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_a_runtime_directory_that_is_not_the_users() {
+        let (uid, gid) = me();
+        let dir = base("owner");
+        // The directory is ours; for any other uid it is someone else's (root's, for a user).
+        let other = uid.wrapping_add(1);
+        assert!(write_token(&dir, other, gid, "tok").is_err());
+        assert!(
+            !dir.join(TOKEN_DIR).exists(),
+            "created a directory for the wrong user"
+        );
+        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        assert!(write_token(&dir, uid, gid, "tok").is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_a_symlinked_token_directory_or_file() {
+        let (uid, gid) = me();
+        let dir = base("links");
+        let target = base("links-target");
+        std::os::unix::fs::symlink(&target, dir.join(TOKEN_DIR)).unwrap();
+        assert!(write_token(&dir, uid, gid, "tok").is_err());
+        assert!(
+            fs::read_dir(&target).unwrap().next().is_none(),
+            "wrote through the link"
+        );
+        fs::remove_file(dir.join(TOKEN_DIR)).unwrap();
+        // A symlink as the token file is replaced by the rename, its target untouched.
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir.join(TOKEN_DIR))
+            .unwrap();
+        let victim = target.join("victim");
+        fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join(TOKEN_DIR).join(TOKEN_FILE)).unwrap();
+        write_token(&dir, uid, gid, "tok").unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        let meta = fs::symlink_metadata(dir.join(TOKEN_DIR).join(TOKEN_FILE)).unwrap();
+        assert!(meta.is_file());
+        fs::remove_dir_all(&dir).unwrap();
+        fs::remove_dir_all(&target).unwrap();
+    }
 }
