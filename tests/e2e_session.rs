@@ -16,7 +16,7 @@
 mod common;
 
 use std::process::{Command, Output};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::logind::{MockLogind, SESSION_ENV};
 use common::stack::{Stack, BUS_NAME, CLI_TIMEOUT, MANAGER_PATH, PIN, WAIT};
@@ -307,13 +307,12 @@ fn reuse_accepts_only_a_token_of_the_callers_own_session() {
     assert_eq!(single_bound.split('.').count(), 3, "{single_bound}");
     let out = reuse(&w, As::Root, Some("c2"), &reuse_opts("sudo", None));
     assert_eq!(err_name(out), "NoLoginSession");
-    // The binding of c1's token (issued before single_use) survived the restart; the core
-    // counts the token again once its holder has shown it.
-    let out = reuse(&w, As::Root, Some("c1"), &reuse_opts("sudo", None));
-    assert_eq!(err_name(out), "NoLoginSession");
+    // The binding of c1's token (issued before single_use) survived the restart, and counts
+    // before its holder shows the token again.
+    let out = ok(reuse(&w, As::Root, Some("c1"), &reuse_opts("sudo", None)));
+    assert!(out.contains("'login_session': <'c1'>"), "{out}");
     let claims = w.stack.validate(&bound).unwrap();
     assert_eq!(claims["login_session"], "c1", "{claims}");
-    ok(reuse(&w, As::Root, Some("c1"), &reuse_opts("sudo", None)));
 }
 
 /// Pulls the card and returns (when the daemon noticed, by its log; when logind was asked
@@ -487,5 +486,73 @@ fn logind_ending_the_session_and_end_session_revoke_with_logout() {
     ok(call(&w.stack, As::User(BOB), None, "EndSession", &[&other]));
     monitor.wait_for_line(&format!("string \"{jti}\""), WAIT);
     monitor.wait_for_line("string \"logout\"", WAIT);
+    assert_eq!(w.stack.token_state(&jti), (1, Some("logout".to_owned())));
+}
+
+#[test]
+fn a_hung_logind_fails_reuse_within_the_deadline() {
+    let w = World::new("");
+    let bound = w.bind(&w.token(), "c1");
+    ok(reuse(&w, As::Root, Some("c1"), &reuse_opts("sudo", None)));
+    // logind stops answering GetSessionByPID (and, while it hangs, everything else).
+    w.logind.hang("GetSessionByPID", "u", "o", 30);
+    let started = Instant::now();
+    let out = reuse(&w, As::Root, Some("c1"), &reuse_opts("sudo", None));
+    let took = started.elapsed();
+    let (name, msg) = err(out);
+    assert_eq!(name, "NoLoginSession", "{msg}");
+    assert!(msg.contains("did not answer"), "{msg}");
+    // The daemon's deadline is 5 s; gdbus's own would be 25 s.
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(10),
+        "ReuseSession took {took:?}"
+    );
+    // The daemon itself is not stuck.
+    let claims = w.stack.validate(&bound).unwrap();
+    assert_eq!(claims["login_session"], "c1");
+}
+
+/// The client crate's proxy (what pam_tessera uses) against the real server: names, argument and
+/// reply types of BindSession, ReuseSession and EndSession agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_proxy_speaks_the_session_methods() {
+    use std::collections::HashMap;
+    use zbus::zvariant::{OwnedValue, Value};
+
+    let w = World::new("");
+    let conn = zbus::connection::Builder::address(w.stack.bus_address())
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let manager = tessera_client::ManagerProxy::new(&conn).await.unwrap();
+    let token = w.token();
+    let bound = manager
+        .bind_session(&token, HashMap::from([("session", Value::from("c1"))]))
+        .await
+        .unwrap();
+    let claims: HashMap<String, OwnedValue> = manager.validate_token(&bound).await.unwrap();
+    assert_eq!(
+        String::try_from(claims["login_session"].try_clone().unwrap()).unwrap(),
+        "c1"
+    );
+    // This test process is in no mock session: its own pid decides, whatever it asks for.
+    let err = manager
+        .reuse_session(
+            ALICE,
+            HashMap::from([
+                ("service", Value::from("sudo")),
+                ("max_age", Value::from(60u32)),
+            ]),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, zbus::Error::MethodError(name, _, _)
+            if name.as_str() == "org.tessera.Tessera1.Error.NoLoginSession"),
+        "{err:?}"
+    );
+    manager.end_session(&bound).await.unwrap();
+    let jti = String::try_from(claims["jti"].try_clone().unwrap()).unwrap();
     assert_eq!(w.stack.token_state(&jti), (1, Some("logout".to_owned())));
 }

@@ -1,6 +1,7 @@
 //! The administrator's configuration (`/etc/tessera/tessera.toml`): token lifetimes and limits, PIN,
-//! PIV, lockout, key-rotation and device rules, with per-user and per-group overrides of the token
-//! rules and of `[piv] allow_pinless`.
+//! PIV, lockout, key-rotation, device, PAM-reuse and login-session rules, with per-user and
+//! per-group overrides of the token rules, of `[piv] allow_pinless`, of `[fido]` user verification
+//! and of `[session] on_removal`.
 //! Reading the file and resolving the effective policy of one user live here; enforcing it lives in
 //! the service.
 //!
@@ -31,6 +32,16 @@
 //!
 //! `allow_pinless` follows the same order (`[users.NAME.piv]`, then `[groups.NAME.piv]`, then
 //! `[piv]`, then the default false); among groups that disagree, false wins.
+//!
+//! `[session] on_removal` ("lock", the default; "terminate"; "none": what a device removal does to
+//! the logind sessions its tokens are bound to) follows the same order too (`[users.NAME.session]`,
+//! then `[groups.NAME.session]`, then `[session]`); among groups the strictest wins: terminate over
+//! lock over none. See [`Config::on_removal_for`].
+//!
+//! `[pam]` `reuse` (default true) and `max_age` (default "15m") rule verify-once session reuse
+//! by the PAM module; `[pam.services.NAME]` sets either for one PAM service, key by key over
+//! `[pam]`. The module's own `max_age=` can only make the limit stricter. See
+//! [`Config::reuse_rules_for`].
 //!
 //! # Validation
 //!

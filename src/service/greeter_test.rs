@@ -179,3 +179,22 @@ async fn the_requested_audience_is_the_tokens() {
         .unwrap();
     assert_eq!(svc.validate(&plain).await.unwrap().aud, "tessera");
 }
+
+#[tokio::test]
+async fn a_malformed_audience_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open(dir.path());
+    for aud in ["", "a\nb", "\u{e9}t\u{e9}", &"x".repeat(129)] {
+        let r = AuthRequest {
+            audience: Some(aud.to_owned()),
+            ..AuthRequest::default()
+        };
+        assert!(
+            matches!(
+                svc.start_authentication(ROOT, "", r).await,
+                Err(Error::InvalidArgument(_))
+            ),
+            "{aud:?}"
+        );
+    }
+}

@@ -216,24 +216,26 @@ impl Service {
         }
         let config = self.config();
         for (login_session, user) in bound {
-            let action = if config.session.groups.is_empty() {
-                config.on_removal_for(&user, &[])
-            } else {
-                match self.inner.accounts.by_name(&user).await {
-                    Ok(account) => match self.inner.accounts.groups(&account).await {
-                        Ok(groups) => config.on_removal_for(&user, &groups),
+            // The user's own table, or no group rules at all, need no group look-up.
+            let action =
+                if config.session.groups.is_empty() || config.session.users.contains_key(&user) {
+                    config.on_removal_for(&user, &[])
+                } else {
+                    match self.inner.accounts.by_name(&user).await {
+                        Ok(account) => match self.inner.accounts.groups(&account).await {
+                            Ok(groups) => config.on_removal_for(&user, &groups),
+                            Err(e) => {
+                                // Fail towards the strictest rule any group could have set.
+                                tracing::warn!(%user, "groups for on_removal: {e}");
+                                strictest_any(&config)
+                            }
+                        },
                         Err(e) => {
-                            // Fail towards the strictest rule any group could have set.
-                            tracing::warn!(%user, "groups for on_removal: {e}");
+                            tracing::warn!(%user, "account for on_removal: {e}");
                             strictest_any(&config)
                         }
-                    },
-                    Err(e) => {
-                        tracing::warn!(%user, "account for on_removal: {e}");
-                        strictest_any(&config)
                     }
-                }
-            };
+                };
             if action == crate::policy::config::OnRemoval::None {
                 continue;
             }

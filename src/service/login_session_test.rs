@@ -401,3 +401,21 @@ async fn on_removal_follows_the_users_policy_and_none_announces_nothing() {
         ));
     }
 }
+
+#[tokio::test]
+async fn a_refresh_keeps_the_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, clock, bound) = bound_service(dir.path(), "").await;
+    clock.advance(Duration::from_secs(60));
+    let refreshed = svc.refresh(ROOT, &bound).await.unwrap();
+    let claims = svc.validate(&refreshed).await.unwrap();
+    assert_eq!(claims.lsid.as_deref(), Some("c7"));
+    assert_eq!(claims.seat.as_deref(), Some("seat0"));
+    let reused = svc
+        .reuse_session(ROOT, "root", root_session(), query("sudo"))
+        .await
+        .unwrap();
+    assert_eq!(reused.jti, claims.jti);
+    assert_eq!(svc.logout_login_session("c7").await.unwrap(), 1);
+    assert!(svc.validate(&refreshed).await.is_err());
+}

@@ -127,6 +127,22 @@ impl Caller {
     }
 }
 
+/// The longest audience a caller may ask for.
+pub const MAX_AUDIENCE_LEN: usize = 128;
+
+/// A requested `aud`: 1 to [`MAX_AUDIENCE_LEN`] bytes of printable ASCII.
+fn check_audience(aud: &str) -> Result<()> {
+    if aud.is_empty()
+        || aud.len() > MAX_AUDIENCE_LEN
+        || !aud.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    {
+        return Err(Error::InvalidArgument(format!(
+            "an audience is 1 to {MAX_AUDIENCE_LEN} bytes of printable ASCII"
+        )));
+    }
+    Ok(())
+}
+
 /// Options of [`Service::enroll`].
 #[derive(Debug, Default)]
 pub struct EnrollOptions {
@@ -329,6 +345,9 @@ impl Service {
         user: &str,
         r: AuthRequest,
     ) -> Result<Request> {
+        if let Some(aud) = &r.audience {
+            check_audience(aud)?;
+        }
         if r.any_user {
             if !user.is_empty() {
                 return Err(Error::InvalidArgument(

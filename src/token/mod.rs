@@ -224,6 +224,24 @@ mod tests {
     }
 
     #[test]
+    fn login_session_claims_are_absent_until_bound() {
+        let unbound = serde_json::to_value(sample_claims()).unwrap();
+        assert!(unbound.get("lsid").is_none() && unbound.get("seat").is_none());
+        let mut bound = sample_claims();
+        bound.lsid = Some("c7".into());
+        bound.seat = Some("seat0".into());
+        let json = serde_json::to_value(&bound).unwrap();
+        assert_eq!(
+            (json["lsid"].as_str(), json["seat"].as_str()),
+            (Some("c7"), Some("seat0"))
+        );
+        assert_eq!(serde_json::from_value::<Claims>(json).unwrap(), bound);
+        let mut mistyped = unbound;
+        mistyped["lsid"] = serde_json::json!(7);
+        assert!(serde_json::from_value::<Claims>(mistyped).is_err());
+    }
+
+    #[test]
     fn claims_reject_unknown_missing_and_mistyped_members() {
         let good = serde_json::to_value(sample_claims()).unwrap();
 

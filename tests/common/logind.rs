@@ -124,6 +124,21 @@ impl MockLogind {
         ]);
     }
 
+    /// Makes the Manager's `method` (signature `in_sig` → `out_sig`) hang for `secs` seconds
+    /// before failing: a logind that stopped answering. The mock answers nothing else meanwhile.
+    pub fn hang(&self, method: &str, in_sig: &str, out_sig: &str, secs: u32) {
+        let code = format!("time.sleep({secs})\nraise dbus.exceptions.DBusException('hung', name='org.freedesktop.DBus.Error.Failed')");
+        self.mock_call(&[
+            "AddMethod",
+            "sssss",
+            LOGIN1_MANAGER,
+            method,
+            in_sig,
+            out_sig,
+            &code,
+        ]);
+    }
+
     /// Forgets the calls logged so far (GetCalls; the log lines stay).
     pub fn clear_calls(&self) {
         self.mock_call(&["ClearCalls"]);
