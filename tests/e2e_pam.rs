@@ -379,3 +379,70 @@ fn a_setuid_application_never_takes_the_bus_from_the_environment() {
     run.assert_failed(PamCode::AuthinfoUnavail);
     assert!(!run.text().contains("PIN for"), "{}", run.text());
 }
+
+/// A PAM application (Python, libpam through ctypes) whose conversation fails at the secret
+/// prompt (returns PAM_CONV_ERR) and answers messages; prints `pam_authenticate <rc>`.
+const FAILING_CONVERSATION: &str = r#"import ctypes, ctypes.util, os, sys
+libpam = ctypes.CDLL(ctypes.util.find_library("pam"))
+libc = ctypes.CDLL(None)
+libc.calloc.restype = ctypes.c_void_p
+libc.calloc.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
+class PamMessage(ctypes.Structure):
+    _fields_ = [("msg_style", ctypes.c_int), ("msg", ctypes.c_char_p)]
+class PamResponse(ctypes.Structure):
+    _fields_ = [("resp", ctypes.c_void_p), ("resp_retcode", ctypes.c_int)]
+CONV = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.POINTER(PamMessage)),
+                        ctypes.POINTER(ctypes.POINTER(PamResponse)), ctypes.c_void_p)
+class PamConv(ctypes.Structure):
+    _fields_ = [("conv", CONV), ("appdata_ptr", ctypes.c_void_p)]
+def conv(n, msgs, resp, _):
+    for i in range(n):
+        m = msgs[i].contents
+        print("message", m.msg_style, m.msg.decode(), flush=True)
+        if m.msg_style == 1:
+            return 19  # PAM_CONV_ERR: the application's conversation fails at the PIN prompt
+    arr = libc.calloc(n, ctypes.sizeof(PamResponse))
+    resp[0] = ctypes.cast(arr, ctypes.POINTER(PamResponse))
+    return 0
+c = PamConv(CONV(conv), None)
+h = ctypes.c_void_p()
+rc = libpam.pam_start(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(c), ctypes.byref(h))
+assert rc == 0, rc
+rc = libpam.pam_authenticate(h, 0)
+print("pam_authenticate", rc, flush=True)
+libpam.pam_end(h, rc)
+"#;
+
+#[test]
+fn a_failing_conversation_is_conv_err_and_cancels_the_request() {
+    let stack = enrolled_stack("");
+    let service = PamService::auth("timeout=20");
+    let out = common::run(
+        Command::new("/usr/bin/python3")
+            .args(["-c", FAILING_CONVERSATION, service.name(), "root"])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", stack.bus_address()),
+        b"",
+        PAM_WAIT,
+    );
+    let text = common::stdout(&out);
+    assert!(
+        text.contains("message 1 PIN for "),
+        "no PIN prompt:\n{text}{}",
+        common::stderr(&out)
+    );
+    // PAM_CONV_ERR is 19 (Linux-PAM _pam_types.h).
+    assert!(
+        text.contains("pam_authenticate 19"),
+        "{text}{}",
+        common::stderr(&out)
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || live_requests(&stack).is_empty()),
+        "a request was left: {:?}",
+        live_requests(&stack)
+    );
+    // The cancelled request spent no PIN try.
+    let run = auth(&stack, &service, "root", &format!("{PIN}\n"));
+    run.assert_ok();
+    assert!(run.text().contains("(3 tries left): "), "{}", run.text());
+}
