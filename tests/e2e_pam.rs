@@ -380,9 +380,10 @@ fn a_setuid_application_never_takes_the_bus_from_the_environment() {
     assert!(!run.text().contains("PIN for"), "{}", run.text());
 }
 
-/// A PAM application (Python, libpam through ctypes) whose conversation fails at the secret
-/// prompt (returns PAM_CONV_ERR) and answers messages; prints `pam_authenticate <rc>`.
-const FAILING_CONVERSATION: &str = r#"import ctypes, ctypes.util, os, sys
+/// A PAM application (Python, libpam through ctypes): `SERVICE USER FLAGS [PIN...]`. Its
+/// conversation prints each message (`message <style> <text>`), answers secret prompts with the
+/// PINs in turn and fails (PAM_CONV_ERR) when none is left; prints `pam_authenticate <rc>`.
+const CTYPES_APP: &str = r#"import ctypes, ctypes.util, os, sys
 libpam = ctypes.CDLL(ctypes.util.find_library("pam"))
 libc = ctypes.CDLL(None)
 libc.calloc.restype = ctypes.c_void_p
@@ -395,20 +396,25 @@ CONV = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.POINTE
                         ctypes.POINTER(ctypes.POINTER(PamResponse)), ctypes.c_void_p)
 class PamConv(ctypes.Structure):
     _fields_ = [("conv", CONV), ("appdata_ptr", ctypes.c_void_p)]
+libc.strdup.restype = ctypes.c_void_p
+libc.strdup.argtypes = [ctypes.c_char_p]
+pins = sys.argv[4:]
 def conv(n, msgs, resp, _):
+    arr = ctypes.cast(libc.calloc(n, ctypes.sizeof(PamResponse)), ctypes.POINTER(PamResponse))
     for i in range(n):
         m = msgs[i].contents
         print("message", m.msg_style, m.msg.decode(), flush=True)
         if m.msg_style == 1:
-            return 19  # PAM_CONV_ERR: the application's conversation fails at the PIN prompt
-    arr = libc.calloc(n, ctypes.sizeof(PamResponse))
-    resp[0] = ctypes.cast(arr, ctypes.POINTER(PamResponse))
+            if not pins:
+                return 19  # PAM_CONV_ERR: no more answers, the conversation fails
+            arr[i].resp = libc.strdup(pins.pop(0).encode())
+    resp[0] = arr
     return 0
 c = PamConv(CONV(conv), None)
 h = ctypes.c_void_p()
 rc = libpam.pam_start(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(c), ctypes.byref(h))
 assert rc == 0, rc
-rc = libpam.pam_authenticate(h, 0)
+rc = libpam.pam_authenticate(h, int(sys.argv[3], 0))
 print("pam_authenticate", rc, flush=True)
 libpam.pam_end(h, rc)
 "#;
@@ -419,7 +425,7 @@ fn a_failing_conversation_is_conv_err_and_cancels_the_request() {
     let service = PamService::auth("timeout=20");
     let out = common::run(
         Command::new("/usr/bin/python3")
-            .args(["-c", FAILING_CONVERSATION, service.name(), "root"])
+            .args(["-c", CTYPES_APP, service.name(), "root", "0"])
             .env("DBUS_SYSTEM_BUS_ADDRESS", stack.bus_address()),
         b"",
         PAM_WAIT,
@@ -445,4 +451,36 @@ fn a_failing_conversation_is_conv_err_and_cancels_the_request() {
     let run = auth(&stack, &service, "root", &format!("{PIN}\n"));
     run.assert_ok();
     assert!(run.text().contains("(3 tries left): "), "{}", run.text());
+}
+
+#[test]
+fn pam_silent_leaves_the_messages_out_but_not_the_prompt() {
+    let stack = enrolled_stack("");
+    let service = PamService::auth("timeout=20");
+    let app = |flags: &str| {
+        let out = common::run(
+            Command::new("/usr/bin/python3")
+                .args([
+                    "-c",
+                    CTYPES_APP,
+                    service.name(),
+                    "root",
+                    flags,
+                    WRONG_PIN,
+                    PIN,
+                ])
+                .env("DBUS_SYSTEM_BUS_ADDRESS", stack.bus_address()),
+            b"",
+            PAM_WAIT,
+        );
+        format!("{}{}", common::stdout(&out), common::stderr(&out))
+    };
+    let loud = app("0");
+    assert!(loud.contains("message 3 Wrong PIN."), "{loud}");
+    assert!(loud.contains("pam_authenticate 0"), "{loud}");
+    // PAM_SILENT (0x8000): the prompts, not the error message.
+    let quiet = app("0x8000");
+    assert!(quiet.contains("message 1 PIN for "), "{quiet}");
+    assert!(!quiet.contains("message 3"), "{quiet}");
+    assert!(quiet.contains("pam_authenticate 0"), "{quiet}");
 }
