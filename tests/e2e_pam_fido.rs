@@ -1,5 +1,6 @@
 //! pam_tessera.so with a FIDO key (tessera-sim fido on the daemon's simulated HID directory):
-//! a login with the key's PIN and a touch from the conversation, and pamtester interrupted
+//! a login with the key's PIN and a touch from the conversation, two enrolled keys named in one
+//! message and the touched one used, and pamtester interrupted
 //! (SIGINT, as Ctrl-C in sudo) while the key waits for its touch: the daemon cancels the request
 //! of the connection that left, and no request is left.
 
@@ -91,5 +92,28 @@ fn sigint_during_the_touch_leaves_no_request() {
         wait_until(Duration::from_secs(2), || live_requests(&stack).is_empty()),
         "requests left after SIGINT: {:?}",
         live_requests(&stack)
+    );
+}
+
+#[test]
+fn two_enrolled_keys_are_named_and_the_touched_one_is_used() {
+    let (mut stack, _alpha) = enrolled_key();
+    let bravo = stack.plug_key("bravo", &KeyOptions::manual());
+    let bravo_dev = stack.wait_key(&bravo);
+    let _touch = bravo.touch_later(&stack.path("."));
+    stack.enroll(FIDO_PIN, &["--user", "root", "--device", &bravo_dev.id]);
+    let service = PamService::auth("timeout=30 kinds=fido");
+    let mut pamtester = spawn_pamtester(&stack, &service, &format!("{FIDO_PIN}\n"));
+    let line = pamtester.wait_for_line("Several devices can be used: ", WAIT);
+    assert_eq!(line.matches("FIDO key").count(), 2, "{line}");
+    bravo.touch();
+    pamtester.wait_for_line("Touch your security key", WAIT);
+    bravo.touch();
+    let status = pamtester.wait_exit(WAIT).expect("pamtester did not finish");
+    assert!(
+        status.success(),
+        "{}\n{}",
+        pamtester.stdout_lines().join("\n"),
+        pamtester.stderr_text()
     );
 }
