@@ -382,7 +382,8 @@ fn a_setuid_application_never_takes_the_bus_from_the_environment() {
 
 /// A PAM application (Python, libpam through ctypes): `SERVICE USER FLAGS [PIN...]`. Its
 /// conversation prints each message (`message <style> <text>`), answers secret prompts with the
-/// PINs in turn and fails (PAM_CONV_ERR) when none is left; prints `pam_authenticate <rc>`.
+/// PINs in turn and fails (PAM_CONV_ERR) when none is left; prints `pam_authenticate <rc>` and
+/// then `threads <n>`, the threads the process has once pam_authenticate returned.
 const CTYPES_APP: &str = r#"import ctypes, ctypes.util, os, sys
 libpam = ctypes.CDLL(ctypes.util.find_library("pam"))
 libc = ctypes.CDLL(None)
@@ -416,6 +417,7 @@ rc = libpam.pam_start(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(c
 assert rc == 0, rc
 rc = libpam.pam_authenticate(h, int(sys.argv[3], 0))
 print("pam_authenticate", rc, flush=True)
+print("threads", len(os.listdir("/proc/self/task")), flush=True)
 libpam.pam_end(h, rc)
 "#;
 
@@ -483,4 +485,7 @@ fn pam_silent_leaves_the_messages_out_but_not_the_prompt() {
     assert!(quiet.contains("message 1 PIN for "), "{quiet}");
     assert!(!quiet.contains("message 3"), "{quiet}");
     assert!(quiet.contains("pam_authenticate 0"), "{quiet}");
+    // No thread of the module outlives the call.
+    assert!(loud.contains("threads 1\n"), "{loud}");
+    assert!(quiet.contains("threads 1\n"), "{quiet}");
 }
