@@ -459,3 +459,39 @@ fn a_remote_logind_session_is_refused_unless_allowed() {
     )
     .assert_ok();
 }
+
+#[test]
+fn reuse_follows_max_age_and_the_services_policy() {
+    let quick = PamService::auth("reuse max_age=1s");
+    let lenient = PamService::auth("reuse max_age=15m");
+    let closed = PamService::auth("reuse");
+    let config = format!(
+        "{CONFIG}[pam.services.{:?}]\nreuse = false\n[pam.services.{:?}]\nmax_age = \"1s\"\n",
+        closed.name(),
+        lenient.name()
+    );
+    let (stack, _card, _logind) = story_stack(&config);
+    let login = login_service(&stack, "c1", "timeout=20");
+    pamtester_in(
+        &stack,
+        "c1",
+        &login,
+        "root",
+        &["authenticate", "open_session"],
+        &format!("{PIN}\n"),
+    )
+    .assert_ok();
+    // At once: the default service policy lets it through, the closed service does not.
+    let sudo = PamService::auth("reuse");
+    pamtester_in(&stack, "c1", &sudo, "root", &["authenticate"], "").assert_ok();
+    pamtester_in(&stack, "c1", &closed, "root", &["authenticate"], "")
+        .assert_failed(PamCode::AuthErr);
+    // Past 1 s since the card was used: the module's max_age=1s, and the service's max_age
+    // beating the module's 15m, both refuse; the 15m default still accepts.
+    std::thread::sleep(Duration::from_millis(2100));
+    pamtester_in(&stack, "c1", &quick, "root", &["authenticate"], "")
+        .assert_failed(PamCode::AuthErr);
+    pamtester_in(&stack, "c1", &lenient, "root", &["authenticate"], "")
+        .assert_failed(PamCode::AuthErr);
+    pamtester_in(&stack, "c1", &sudo, "root", &["authenticate"], "").assert_ok();
+}
