@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::pam::{pamtester, pamtester_cmd, PamCode, PamService};
+use common::pam::{live_requests, pamtester, pamtester_cmd, PamCode, PamService};
 use common::stack::{Stack, PIN, WAIT};
 use common::{test_user, wait_until, Child};
 
@@ -22,16 +22,6 @@ fn enrolled_stack(config: &str) -> Stack {
     let (stack, _card) = Stack::with_card(&[], config);
     stack.enroll(PIN, &["--user", "root"]);
     stack
-}
-
-/// The request objects the daemon serves now.
-fn live_requests(stack: &Stack) -> Vec<String> {
-    stack
-        .busctl(&["tree", "--list", "org.tessera.Tessera1"])
-        .lines()
-        .filter(|l| l.starts_with("/org/tessera/Tessera1/requests/"))
-        .map(str::to_owned)
-        .collect()
 }
 
 fn auth(stack: &Stack, service: &PamService, user: &str, stdin: &str) -> common::pam::PamRun {

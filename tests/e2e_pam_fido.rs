@@ -12,20 +12,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::fido::{KeyOptions, FIDO_PIN};
-use common::pam::{pamtester_cmd, PamService};
+use common::pam::{live_requests, pamtester_cmd, PamService};
 use common::stack::{Stack, WAIT};
 use common::{wait_until, Child};
 use nix::sys::signal::Signal;
-
-/// The request objects the daemon serves now.
-fn live_requests(stack: &Stack) -> Vec<String> {
-    stack
-        .busctl(&["tree", "--list", "org.tessera.Tessera1"])
-        .lines()
-        .filter(|l| l.starts_with("/org/tessera/Tessera1/requests/"))
-        .map(str::to_owned)
-        .collect()
-}
 
 /// A daemon watching for simulated keys, and a key with a PIN that waits for touches, enrolled
 /// for root (its enrollment touched from a helper process).

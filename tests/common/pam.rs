@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::restore::PAM_SERVICE_PREFIX;
+use super::stack::Stack;
 use super::{bin, run};
 
 /// One test PAM service, removed on drop (and by `scripts/test-cleanup.sh` if the test is killed).
@@ -175,4 +176,14 @@ pub fn pamtester(
 /// Whether `path` exists (for files the session phase writes).
 pub fn exists(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok()
+}
+
+/// The request objects the daemon serves now (a PAM call must leave none behind).
+pub fn live_requests(stack: &Stack) -> Vec<String> {
+    stack
+        .busctl(&["tree", "--list", "org.tessera.Tessera1"])
+        .lines()
+        .filter(|l| l.starts_with("/org/tessera/Tessera1/requests/"))
+        .map(str::to_owned)
+        .collect()
 }
