@@ -17,6 +17,7 @@
 
 pub mod fido;
 pub mod logind;
+pub mod pam;
 pub mod restore;
 pub mod stack;
 pub mod system_stack;
