@@ -434,6 +434,80 @@ fn bind_reuse_and_end_a_login_session() {
     );
 }
 
+#[test]
+fn ctrl_c_cancels_and_the_last_try_is_spent_deliberately() {
+    let mock = mock_with_card();
+    let s = tessera_in_pty(
+        mock.address(),
+        &["authenticate", "--user", "root"],
+        serde_json::json!([["expect", "(3 tries left): "], ["interrupt"]]),
+    );
+    assert_eq!(s.code, Some(130), "{}\n{}", s.transcript, mock.log());
+    assert!(
+        s.transcript
+            .contains("tessera: Cancelled: the request was cancelled"),
+        "{}",
+        s.transcript
+    );
+    assert_eq!(mock.calls("Cancel").len(), 1);
+    assert!(common::wait_until(Duration::from_secs(2), || mock
+        .active_requests()
+        .is_empty()));
+
+    let () = mock.mock("SetPin", &(PIN, 1u32));
+    let s = tessera_in_pty(
+        mock.address(),
+        &["authenticate", "--user", "root"],
+        serde_json::json!([
+            ["expect", "(1 try left): "],
+            ["send", format!("{PIN}\r")],
+            [
+                "expect",
+                "Last try before the card blocks — type the PIN again to use it: "
+            ],
+            ["send", format!("{PIN}\r")],
+            ["expect", "tessera-mock."],
+        ]),
+    );
+    assert_eq!(s.code, Some(0), "{}\n{}", s.transcript, mock.log());
+    assert!(mock.calls("SubmitPin").is_empty(), "{}", mock.log());
+    assert_eq!(mock.calls("SubmitLastTryPin").len(), 1);
+}
+
+#[test]
+fn a_greeter_request_takes_the_user_the_device_is_enrolled_for() {
+    let mock = Mock::start();
+    mock.enroll("alice", "piv");
+    mock.enroll("bob", "fido");
+    mock.add_device("fido", "hid", "Mock Key");
+    mock.script("", &["touch-needed", "completed"]);
+    let greeter = |mock: &Mock| {
+        mock.runtime.block_on(async {
+            let conn = mock.conn();
+            let listener = Listener::new(conn).await.unwrap();
+            let manager = ManagerProxy::new(conn).await.unwrap();
+            let options = HashMap::from([("any_user", Value::from(true))]);
+            let path = manager.start_authentication("", options).await.unwrap();
+            let mut request = listener.follow(conn, path).await.unwrap();
+            loop {
+                match request.next().await.unwrap() {
+                    Some(Update::Completed(token)) => {
+                        let claims = manager.validate_token(&token).await.unwrap();
+                        return Ok(string(&claims, "sub"));
+                    }
+                    Some(Update::Failed(e)) => return Err(e.name().to_string()),
+                    Some(Update::Progress(_)) => {}
+                    None => panic!("ended without a result"),
+                }
+            }
+        })
+    };
+    assert_eq!(greeter(&mock).as_deref(), Ok("bob"));
+    mock.enroll("carol", "fido");
+    let e = greeter(&mock).unwrap_err();
+    assert_eq!(e, "UserAmbiguous");
+}
+
 fn string(dict: &HashMap<String, OwnedValue>, key: &str) -> String {
     match dict.get(key).map(|v| &**v) {
         Some(Value::Str(s)) => s.as_str().to_owned(),
