@@ -292,6 +292,27 @@ fn devices_come_and_go_and_their_tokens_with_them() {
     let status = common::stdout(&tessera(&mock, &["status"], b""));
     assert!(status.contains("Mock Card"), "{status}");
 
+    // StartEnrollment through the CLI, the PIN given up front; then listed.
+    let out = tessera(
+        &mock,
+        &["enroll", "--user", "alice", "--pin-stdin"],
+        format!("{PIN}\n").as_bytes(),
+    );
+    let id = common::stdout(&out).trim().to_owned();
+    assert!(
+        out.status.success() && id.starts_with("mock-piv-"),
+        "{out:?}"
+    );
+    let listed = json(&tessera(&mock, &["--json", "enrollments", "alice"], b""));
+    assert_eq!(
+        (listed["id"].as_str(), listed["kind"].as_str()),
+        (Some(id.as_str()), Some("piv"))
+    );
+    assert!(
+        mock.calls("SubmitPin").is_empty(),
+        "the PIN up front answers the prompt"
+    );
+
     let token: String = mock.mock("IssueToken", &("root", HashMap::<&str, Value>::new()));
     // A token of another insertion survives the removal.
     let out = tessera(
