@@ -299,19 +299,19 @@ def managed_objects(state):
 # org.tessera.Tessera1.Manager
 #
 
-def _string(options, key, value):
+def _string(key, value):
     if not isinstance(value, dbus.String):
         raise TesseraError('InvalidArgument', f'option {key!r} must be a string')
     return str(value)
 
 
-def _bool(options, key, value):
+def _bool(key, value):
     if not isinstance(value, dbus.Boolean):
         raise TesseraError('InvalidArgument', f'option {key!r} must be a boolean')
     return bool(value)
 
 
-def _u32(options, key, value):
+def _u32(key, value):
     if not isinstance(value, dbus.UInt32):
         raise TesseraError('InvalidArgument', f'option {key!r} must be a uint32')
     return int(value)
@@ -346,19 +346,19 @@ def StartAuthentication(self, user, options, sender=None):
                 raise TesseraError('InvalidArgument', 'option "kinds" must list "piv", "fido"')
             opts['kinds'] = kinds
         elif key == 'timeout':
-            opts['timeout'] = _u32(options, key, value)
+            opts['timeout'] = _u32(key, value)
             if not 1 <= opts['timeout'] <= 3600:
                 raise TesseraError('InvalidArgument', 'option "timeout" must be 1-3600 seconds')
         elif key == 'audience':
-            opts['audience'] = _string(options, key, value)
+            opts['audience'] = _string(key, value)
             if not opts['audience'] or len(opts['audience']) > 128 or \
                     not all(0x20 < ord(c) < 0x7f for c in opts['audience']):
                 raise TesseraError('InvalidArgument',
                                    'option "audience" must be 1-128 printable ASCII bytes')
         elif key in ('wait', 'any_user'):
-            opts[key] = _bool(options, key, value)
+            opts[key] = _bool(key, value)
         else:
-            opts['pin'] = _string(options, key, value)
+            opts['pin'] = _string(key, value)
     if opts['any_user']:
         if user:
             raise TesseraError('InvalidArgument', 'any_user needs the user ""')
@@ -388,11 +388,11 @@ def StartEnrollment(self, user, device, options, sender=None):
             'device': str(device), 'audience': '', 'any_user': False}
     for key, value in options.items():
         if key == 'pin':
-            opts['pin'] = _string(options, key, value)
+            opts['pin'] = _string(key, value)
         elif key == 'timeout':
-            opts['timeout'] = _u32(options, key, value)
+            opts['timeout'] = _u32(key, value)
         else:
-            _string(options, key, value)
+            _string(key, value)
     name = state.user_of(user, sender)
     steps = state.scripts.get(name, state.scripts.get('', DEFAULT_SCRIPT))
     return start(state, sender, 'enrollment', name, steps, opts)
@@ -478,7 +478,7 @@ def BindSession(self, token, options):
     _options(options, ('session',))
     if 'session' not in options:
         raise TesseraError('InvalidArgument', 'option "session" is required')
-    session = _string(options, 'session', options['session'])
+    session = _string('session', options['session'])
     if not SESSION_ID.match(session):
         raise TesseraError('InvalidArgument',
                            'option "session" must be 1-64 bytes of [A-Za-z0-9._-]')
@@ -518,9 +518,9 @@ def ReuseSession(self, user, options, sender=None):
     max_age = None
     for key, value in options.items():
         if key == 'service':
-            _string(options, key, value)
+            _string(key, value)
         else:
-            max_age = _u32(options, key, value)
+            max_age = _u32(key, value)
     name = state.user_of(user, sender)
     bound = [t for t in state.tokens.values()
              if t.user == name and not t.revoked and t.claims['exp'] > time.time()]
@@ -703,6 +703,9 @@ class Request(dbus.service.Object):
                 self.later(self.tessera.step_delay, self.run)
                 return
             if step == 'pin-needed':
+                if self.tessera.retries == 0:
+                    self.fail('PinBlocked', 'the PIN is blocked')
+                    return
                 if self.up_front_pin is not None:
                     pin, self.up_front_pin = self.up_front_pin, None
                     if self._try_pin(pin):
