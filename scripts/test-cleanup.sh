@@ -3,8 +3,8 @@
 # not (a test killed or interrupted runs no cleanup code). `make test` runs it when the suite ends,
 # also after Ctrl-C; run it by hand (as root) after killing a test run yourself.
 #
-#   scripts/test-cleanup.sh [pcscd] [accounts] [files] [legacy-accounts]
-#                                        (default: the first three)
+#   scripts/test-cleanup.sh [pcscd] [accounts] [files] [pam] [legacy-accounts]
+#                                        (default: the first four)
 #
 # pcscd:    stops a pcscd a killed test started (/run/tessera-e2e/harness-pcscd.pid) and starts the
 #           machine's pcscd again, with its old command line, if a test stopped it and could not
@@ -12,6 +12,7 @@
 # accounts: removes the accounts the harness created (comment "Tessera e2e test account"), once no
 #           test process holds /run/tessera-e2e/accounts.lock.
 # files:    removes test directories /tmp/tessera-e2e-<pid>-* whose test process is gone.
+# pam:      removes test PAM services /etc/pam.d/tessera-test-<pid>-* whose test process is gone.
 # legacy-accounts (by hand only): removes tessera-alice and tessera-bob as earlier versions of the
 #           harness left them, unmarked: system accounts with an empty comment, shell
 #           /usr/sbin/nologin and no home directory. Accounts that differ in any of these are kept.
@@ -29,7 +30,7 @@ readonly comment="Tessera e2e test account"
 readonly lock_wait=900
 
 parts=("$@")
-((${#parts[@]})) || parts=(pcscd accounts files)
+((${#parts[@]})) || parts=(pcscd accounts files pam)
 status=0
 
 say() { printf 'test-cleanup: %s\n' "$*"; }
@@ -138,13 +139,25 @@ cleanup_files() {
     done
 }
 
+cleanup_pam() {
+    local file pid
+    for file in /etc/pam.d/tessera-test-[0-9]*-*; do
+        [[ -f $file ]] || continue
+        pid=${file#/etc/pam.d/tessera-test-}
+        pid=${pid%%-*}
+        kill -0 "$pid" 2>/dev/null && continue
+        rm -f -- "$file" && say "removed $file"
+    done
+}
+
 for part in "${parts[@]}"; do
     case $part in
         pcscd) cleanup_pcscd || status=1 ;;
         accounts) cleanup_accounts || status=1 ;;
         files) cleanup_files || status=1 ;;
+        pam) cleanup_pam || status=1 ;;
         legacy-accounts) cleanup_legacy_accounts || status=1 ;;
-        *) say "unknown part $part (pcscd, accounts, files, legacy-accounts)"; exit 2 ;;
+        *) say "unknown part $part (pcscd, accounts, files, pam, legacy-accounts)"; exit 2 ;;
     esac
 done
 exit "$status"
