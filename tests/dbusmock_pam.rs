@@ -5,9 +5,9 @@
 //! table; reuse succeeds only for a token bound to the caller's own login session; the session
 //! phase binds the token and ends it.
 //!
-//! Each test writes a PAM service `/etc/pam.d/tessera-test-<pid>-<n>`, the pattern that
-//! `tests/common/pam.rs` uses and `scripts/test-cleanup.sh` removes once `<pid>` is gone; the
-//! [`Service`] guard removes it when the test ends.
+//! Each test's PAM service is a `tests/common/pam.rs` [`PamService`]:
+//! `/etc/pam.d/tessera-test-<pid>-<n>`, removed when the test ends (and by
+//! `scripts/test-cleanup.sh` if it is killed).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,111 +15,56 @@ mod common;
 mod dbusmock_mock;
 
 use std::collections::HashMap;
-use std::fs;
-use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use common::pam::{pamtester_cmd, PamCode, PamRun, PamService};
 use dbusmock_mock::{Mock, PIN};
 use zbus::zvariant::Value;
 
-/// A test PAM service loading the module by its absolute path; removed on drop.
-struct Service {
-    name: String,
-    path: PathBuf,
+/// `auth required <module> <args>`, an account phase that lets everyone in, and the module's
+/// session phase.
+fn login_service(args: &str) -> PamService {
+    PamService::new(&format!(
+        "auth required {{module}} {args}\naccount required pam_permit.so\n\
+         session required {{module}} {args}\n"
+    ))
 }
 
-impl Service {
-    /// `lines` with `{module}` replaced by the module's path.
-    fn new(lines: &str) -> Service {
-        // Counted from 100 so that names never meet those of tests/common/pam.rs in one process.
-        static N: AtomicU32 = AtomicU32::new(100);
-        let name = format!(
-            "tessera-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = PathBuf::from("/etc/pam.d").join(&name);
-        let module = common::bin("libpam_tessera.so");
-        fs::write(
-            &path,
-            lines.replace("{module}", &module.display().to_string()),
-        )
-        .unwrap_or_else(|e| panic!("write {} (the tests run as root): {e}", path.display()));
-        Service { name, path }
-    }
-
-    /// `auth required <module> <args>` and an account phase that lets everyone in.
-    fn auth(args: &str) -> Service {
-        Service::new(&format!(
-            "auth required {{module}} {args}\naccount required pam_permit.so\n\
-             session required {{module}} {args}\n"
-        ))
-    }
-
-    /// As `sudo` would use it: reuse, else nothing (pam_deny stands for the password modules).
-    fn reuse(args: &str) -> Service {
-        Service::new(&format!(
-            "auth sufficient {{module}} reuse {args}\nauth requisite pam_deny.so\n\
-             account required pam_permit.so\n"
-        ))
-    }
+/// As `sudo` would use it: reuse, else nothing (pam_deny stands for the password modules).
+fn reuse_service(args: &str) -> PamService {
+    PamService::new(&format!(
+        "auth sufficient {{module}} reuse {args}\nauth requisite pam_deny.so\n\
+         account required pam_permit.so\n"
+    ))
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-/// pamtester as `user` with `ops`, the conversation's answers on stdin; `env` for pamtester's own
+/// pamtester as root with `ops`, the conversation's answers on stdin; `env` for pamtester's own
 /// process (MOCK_LOGIND_SESSION: its login session for the template), `pam_env` into PAM's.
 fn pamtester(
     mock: &Mock,
-    service: &Service,
+    service: &PamService,
     ops: &[&str],
     stdin: &str,
     env: &[(&str, &str)],
     pam_env: &[&str],
-) -> Output {
-    let mut cmd = Command::new("pamtester");
-    cmd.env("DBUS_SYSTEM_BUS_ADDRESS", mock.address())
-        .env_remove("MOCK_LOGIND_SESSION")
-        .envs(env.iter().copied())
-        .arg("-v");
-    for e in pam_env {
-        cmd.args(["-E", e]);
+) -> PamRun {
+    let extra: Vec<&str> = pam_env.iter().flat_map(|e| ["-E", e]).collect();
+    let mut cmd = pamtester_cmd(mock.address(), service, "root", ops, &extra);
+    cmd.env_remove("MOCK_LOGIND_SESSION")
+        .envs(env.iter().copied());
+    PamRun {
+        output: common::run(&mut cmd, stdin.as_bytes(), Duration::from_secs(40)),
     }
-    cmd.arg(&service.name).arg("root").args(ops);
-    common::run(&mut cmd, stdin.as_bytes(), Duration::from_secs(40))
 }
 
-fn text(out: &Output) -> String {
-    format!("{}{}", common::stdout(out), common::stderr(out))
-}
-
-fn assert_ok(out: &Output, mock: &Mock) {
+fn assert_ok(run: &PamRun, mock: &Mock) {
     assert!(
-        out.status.success(),
+        run.succeeded(),
         "{}\n--- mock ---\n{}",
-        text(out),
+        run.text(),
         mock.log()
     );
 }
-
-/// Fails with pam_strerror's words for the code.
-fn assert_failed(out: &Output, message: &str) {
-    assert!(
-        !out.status.success() && text(out).contains(message),
-        "expected {message:?}: {}",
-        text(out)
-    );
-}
-
-const AUTH_ERR: &str = "Authentication failure";
-const USER_UNKNOWN: &str = "User not known to the underlying authentication module";
-const MAXTRIES: &str = "Have exhausted maximum number of retries for service";
 
 fn mock_with_card() -> Mock {
     let mock = Mock::start();
@@ -131,7 +76,7 @@ fn mock_with_card() -> Mock {
 #[test]
 fn a_scripted_pin_logs_in() {
     let mock = mock_with_card();
-    let service = Service::auth("timeout=20");
+    let service = login_service("timeout=20");
     let out = pamtester(
         &mock,
         &service,
@@ -141,10 +86,10 @@ fn a_scripted_pin_logs_in() {
         &[],
     );
     assert_ok(&out, &mock);
-    assert!(text(&out).contains("PIN for Mock Card"), "{}", text(&out));
+    assert!(out.text().contains("PIN for Mock Card"), "{}", out.text());
     // The PIN reached the request at its prompt, and the token was checked for this service.
     assert_eq!(mock.calls("SubmitPin")[0][1], PIN);
-    let audience = format!("pam:{}", service.name);
+    let audience = format!("pam:{}", service.name());
     let started = mock.calls("StartAuthentication");
     assert!(started[0][1].contains(&audience), "{started:?}");
     let checked = mock.calls("CheckToken");
@@ -156,11 +101,11 @@ fn a_scripted_pin_logs_in() {
 #[test]
 fn scripted_failures_are_pam_failures() {
     let mock = mock_with_card();
-    let service = Service::auth("timeout=20");
+    let service = login_service("timeout=20");
     // Failed(Timeout) → PAM_AUTH_ERR.
     mock.script("", &["working", "Timeout"]);
     let out = pamtester(&mock, &service, &["authenticate"], "", &[], &[]);
-    assert_failed(&out, AUTH_ERR);
+    out.assert_failed(PamCode::AuthErr);
     // Failed(PinBlocked) after a wrong last try → PAM_MAXTRIES.
     mock.script("", &["pin-needed", "completed"]);
     let () = mock.mock("SetPin", &(PIN, 1u32));
@@ -172,19 +117,20 @@ fn scripted_failures_are_pam_failures() {
         &[],
         &[],
     );
-    assert_failed(&out, MAXTRIES);
+    out.assert_failed(PamCode::MaxTries);
+    assert_eq!(mock.calls("SubmitLastTryPin").len(), 1, "{}", mock.log());
     // A user without enrollments: NotEnrolled → PAM_USER_UNKNOWN; nothing was started.
     let mock = Mock::start();
     mock.add_device("piv", "pcsc", "Mock Card");
     let out = pamtester(&mock, &service, &["authenticate"], "", &[], &[]);
-    assert_failed(&out, USER_UNKNOWN);
+    out.assert_failed(PamCode::UserUnknown);
     assert!(mock.active_requests().is_empty());
 }
 
 #[test]
 fn reuse_needs_a_token_of_the_callers_own_login_session() {
     let mock = mock_with_card();
-    let service = Service::reuse("max_age=5m");
+    let service = reuse_service("max_age=5m");
     let issue = |session: &str, age: u64| -> String {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -198,17 +144,11 @@ fn reuse_needs_a_token_of_the_callers_own_login_session() {
     };
     // Nothing bound to c7 yet.
     let c7 = [("MOCK_LOGIND_SESSION", "c7")];
-    assert_failed(
-        &pamtester(&mock, &service, &["authenticate"], "", &c7, &[]),
-        AUTH_ERR,
-    );
+    pamtester(&mock, &service, &["authenticate"], "", &c7, &[]).assert_failed(PamCode::AuthErr);
     // A token of session c8, and one of c7 authenticated 10 minutes ago: neither counts.
     issue("c8", 0);
     issue("c7", 600);
-    assert_failed(
-        &pamtester(&mock, &service, &["authenticate"], "", &c7, &[]),
-        AUTH_ERR,
-    );
+    pamtester(&mock, &service, &["authenticate"], "", &c7, &[]).assert_failed(PamCode::AuthErr);
     // A fresh one of c7 does, without a device being asked.
     issue("c7", 0);
     let out = pamtester(&mock, &service, &["authenticate"], "", &c7, &[]);
@@ -221,10 +161,7 @@ fn reuse_needs_a_token_of_the_callers_own_login_session() {
         "FailNext",
         &("ReuseSession", "AccessDenied", "reuse is off for sudo"),
     );
-    assert_failed(
-        &pamtester(&mock, &service, &["authenticate"], "", &c7, &[]),
-        AUTH_ERR,
-    );
+    pamtester(&mock, &service, &["authenticate"], "", &c7, &[]).assert_failed(PamCode::AuthErr);
 }
 
 #[test]
@@ -232,8 +169,8 @@ fn login_binds_the_session_reuse_follows_and_removal_ends_it() {
     let mock = Mock::start();
     let card = mock.add_device("piv", "pcsc", "Mock Card");
     mock.enroll("root", "piv");
-    let login = Service::auth("timeout=20");
-    let sudo = Service::reuse("max_age=15m");
+    let login = login_service("timeout=20");
+    let sudo = reuse_service("max_age=15m");
     let runtime = format!("XDG_RUNTIME_DIR={}", mock.dir().display());
     let pam_env = ["XDG_SESSION_ID=c7", runtime.as_str()];
     let c7 = [("MOCK_LOGIND_SESSION", "c7")];
@@ -251,6 +188,21 @@ fn login_binds_the_session_reuse_follows_and_removal_ends_it() {
     let bound = mock.calls("BindSession");
     assert_eq!(bound.len(), 1, "{bound:?}");
     assert!(bound[0][1].contains("c7"), "{bound:?}");
+    // The user's programs find the bound token, which the template knows as bound to c7.
+    let file = mock.dir().join("tessera/token");
+    let token =
+        std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let claims: HashMap<String, zbus::zvariant::OwnedValue> = mock
+        .call(
+            "org.tessera.Tessera1.Manager",
+            "ValidateToken",
+            &(token.trim(),),
+        )
+        .unwrap();
+    assert_eq!(
+        claims.get("login_session").map(|v| format!("{:?}", &**v)),
+        Some(format!("{:?}", Value::from("c7")))
+    );
 
     // sudo in that session: reused without a device; from another session it is not.
     let started = mock.calls("StartAuthentication").len();
@@ -260,23 +212,17 @@ fn login_binds_the_session_reuse_follows_and_removal_ends_it() {
     );
     assert_eq!(mock.calls("StartAuthentication").len(), started);
     let c8 = [("MOCK_LOGIND_SESSION", "c8")];
-    assert_failed(
-        &pamtester(&mock, &sudo, &["authenticate"], "", &c8, &[]),
-        AUTH_ERR,
-    );
+    pamtester(&mock, &sudo, &["authenticate"], "", &c8, &[]).assert_failed(PamCode::AuthErr);
 
     // The card is pulled: its tokens die, reuse fails.
     let () = mock.mock("RemoveDevice", &(card,));
-    assert_failed(
-        &pamtester(&mock, &sudo, &["authenticate"], "", &c7, &[]),
-        AUTH_ERR,
-    );
+    pamtester(&mock, &sudo, &["authenticate"], "", &c7, &[]).assert_failed(PamCode::AuthErr);
 }
 
 #[test]
 fn close_session_ends_the_bound_token() {
     let mock = mock_with_card();
-    let login = Service::auth("timeout=20");
+    let login = login_service("timeout=20");
     let runtime = format!("XDG_RUNTIME_DIR={}", mock.dir().display());
     let pam_env = ["XDG_SESSION_ID=c7", runtime.as_str()];
     let out = pamtester(
@@ -290,11 +236,9 @@ fn close_session_ends_the_bound_token() {
     assert_ok(&out, &mock);
     assert_eq!(mock.calls("BindSession").len(), 1, "{}", mock.log());
     assert_eq!(mock.calls("EndSession").len(), 1, "{}", mock.log());
+    assert!(!common::pam::exists(&mock.dir().join("tessera/token")));
     // Nothing is left for a reuse in that session.
-    let sudo = Service::reuse("max_age=15m");
+    let sudo = reuse_service("max_age=15m");
     let c7 = [("MOCK_LOGIND_SESSION", "c7")];
-    assert_failed(
-        &pamtester(&mock, &sudo, &["authenticate"], "", &c7, &[]),
-        AUTH_ERR,
-    );
+    pamtester(&mock, &sudo, &["authenticate"], "", &c7, &[]).assert_failed(PamCode::AuthErr);
 }
