@@ -2,8 +2,9 @@
 //! pamtester against the python-dbusmock template `dbusmock/tessera.py` instead of the daemon: the
 //! module and the template agree on the contract, so desktop integrators can test a PAM stack
 //! without a device. A scripted PIN logs in; a scripted failure is a PAM failure by the module's
-//! table; reuse succeeds only for a token bound to the caller's own login session; the session
-//! phase binds the token and ends it.
+//! table; reuse succeeds only for a token bound to the caller's own login session; a greeter
+//! login without a user name takes the user the key is enrolled for; the session phase binds the
+//! token and ends it.
 //!
 //! Each test's PAM service is a `tests/common/pam.rs` [`PamService`]:
 //! `/etc/pam.d/tessera-test-<pid>-<n>`, removed when the test ends (and by
@@ -241,4 +242,46 @@ fn close_session_ends_the_bound_token() {
     let sudo = reuse_service("max_age=15m");
     let c7 = [("MOCK_LOGIND_SESSION", "c7")];
     pamtester(&mock, &sudo, &["authenticate"], "", &c7, &[]).assert_failed(PamCode::AuthErr);
+}
+
+#[test]
+fn a_greeter_login_without_a_user_name_takes_the_enrolled_user() {
+    let mock = Mock::start();
+    mock.enroll("tessera-nobody-a", "piv");
+    mock.enroll("tessera-nobody-b", "fido");
+    mock.add_device("fido", "hid", "Mock Key");
+    mock.script("", &["touch-needed", "completed"]);
+    let service = login_service("timeout=20");
+    let greeter = || {
+        let mut cmd = pamtester_cmd(mock.address(), &service, "", &["authenticate"], &[]);
+        PamRun {
+            output: common::run(&mut cmd, b"", Duration::from_secs(40)),
+        }
+    };
+    let out = greeter();
+    assert_ok(&out, &mock);
+    assert!(
+        out.text().contains("Touch your security key"),
+        "{}",
+        out.text()
+    );
+    let started = mock.calls("StartAuthentication");
+    assert_eq!(started[0][0], "", "{started:?}");
+    assert!(started[0][1].contains("any_user"), "{started:?}");
+    // The token the module checked is the key's user's.
+    let checked = mock.calls("CheckToken");
+    let claims: HashMap<String, zbus::zvariant::OwnedValue> = mock
+        .call(
+            "org.tessera.Tessera1.Manager",
+            "ValidateToken",
+            &(checked[0][0].as_str(),),
+        )
+        .unwrap();
+    assert_eq!(
+        claims.get("sub").map(|v| format!("{:?}", &**v)),
+        Some(format!("{:?}", Value::from("tessera-nobody-b")))
+    );
+    // Two accounts enrolled with that kind of key: UserAmbiguous, a failure.
+    mock.enroll("tessera-nobody-c", "fido");
+    greeter().assert_failed(PamCode::AuthErr);
 }
