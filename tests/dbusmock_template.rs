@@ -529,6 +529,66 @@ fn a_greeter_request_takes_the_user_the_device_is_enrolled_for() {
     assert_eq!(e, "UserAmbiguous");
 }
 
+#[test]
+fn template_parameters_and_the_request_timeout() {
+    let mock = Mock::with_parameters(Some(r#"{"pin": "24681357", "seat": "seat1"}"#));
+    mock.add_device("piv", "pcsc", "Mock Card");
+    mock.enroll("root", "piv");
+    let out = tessera(&mock, &["authenticate", "--user", "root"], b"24681357\n");
+    let token = common::stdout(&out).trim().to_owned();
+    assert!(
+        token.starts_with("tessera-mock."),
+        "{out:?}\n{}",
+        mock.log()
+    );
+    let bound: String = mock
+        .call(
+            MANAGER,
+            "BindSession",
+            &(
+                token.as_str(),
+                HashMap::from([("session", Value::from("c1"))]),
+            ),
+        )
+        .unwrap();
+    let claims = json(&tessera(&mock, &["--json", "validate", &bound], b""));
+    assert_eq!(claims["seat"], "seat1");
+    // A session id the daemon would refuse is refused here too.
+    let e = mock
+        .call::<_, String>(
+            MANAGER,
+            "BindSession",
+            &(
+                bound.as_str(),
+                HashMap::from([("session", Value::from("c1/../x"))]),
+            ),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("InvalidArgument"), "{e}");
+
+    // The request's "timeout" ends it with Failed(Timeout) while it waits for a device.
+    mock.script("root", &["waiting-for-device", "completed"]);
+    let () = mock.mock(
+        "RemoveDevice",
+        &("/org/tessera/Tessera1/devices/Mock_20Reader_200",),
+    );
+    let started = std::time::Instant::now();
+    let out = tessera(
+        &mock,
+        &["authenticate", "--user", "root", "--wait", "--timeout", "1"],
+        b"",
+    );
+    // (The CLI said "Insert your card or key…" first: the request waited for one.)
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = common::stderr(&out);
+    assert!(err.starts_with("Insert your card or key…\n"), "{err}");
+    assert!(
+        err.contains("tessera: Timeout: the request did not end within 1s"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
 fn string(dict: &HashMap<String, OwnedValue>, key: &str) -> String {
     match dict.get(key).map(|v| &**v) {
         Some(Value::Str(s)) => s.as_str().to_owned(),
