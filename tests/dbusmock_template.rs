@@ -266,7 +266,7 @@ fn a_request_ends_when_its_connection_leaves() {
     assert_eq!(mock.active_requests(), [path]);
     mock.runtime.block_on(client.close()).unwrap();
     assert!(
-        common::wait_until(Duration::from_secs(2), || mock.active_requests().is_empty()),
+        common::wait_until(Duration::from_secs(5), || mock.active_requests().is_empty()),
         "{}",
         mock.log()
     );
