@@ -471,7 +471,7 @@ fn ctrl_c_cancels_and_the_last_try_is_spent_deliberately() {
         s.transcript
     );
     assert_eq!(mock.calls("Cancel").len(), 1);
-    assert!(common::wait_until(Duration::from_secs(2), || mock
+    assert!(common::wait_until(Duration::from_secs(5), || mock
         .active_requests()
         .is_empty()));
 
