@@ -530,6 +530,103 @@ fn a_greeter_request_takes_the_user_the_device_is_enrolled_for() {
 }
 
 #[test]
+fn selecting_a_device_then_pulling_it_mid_request() {
+    let mock = Mock::start();
+    mock.enroll("root", "fido");
+    let first = mock.add_device("fido", "hid", "Key A");
+    let second = mock.add_device("fido", "sim", "Key B");
+    mock.script(
+        "root",
+        &["selecting-device", "uv-needed", "pin-needed", "completed"],
+    );
+    let updates = mock.runtime.block_on(async {
+        let conn = mock.conn();
+        let listener = Listener::new(conn).await.unwrap();
+        let manager = ManagerProxy::new(conn).await.unwrap();
+        let path = manager
+            .start_authentication("root", HashMap::new())
+            .await
+            .unwrap();
+        let mut request = listener.follow(conn, path).await.unwrap();
+        let mut seen = Vec::new();
+        loop {
+            match request.next().await.unwrap() {
+                Some(Update::Progress(Progress::SelectingDevice { devices })) => {
+                    assert_eq!(devices, [first.clone(), second.clone()]);
+                    seen.push("selecting-device".to_owned());
+                }
+                Some(Update::Progress(Progress::PinNeeded(prompt))) => {
+                    // A FIDO PIN's bounds; then the key is pulled while the prompt is up.
+                    assert_eq!(
+                        (prompt.kind.as_str(), prompt.min_length, prompt.max_length),
+                        ("fido", 4, 63)
+                    );
+                    assert_eq!(prompt.device.as_ref(), Some(&first));
+                    seen.push("pin-needed".to_owned());
+                    let () = mock_call(conn, "RemoveDevice", &(first.clone(),)).await;
+                }
+                Some(Update::Progress(p)) => seen.push(p.state().to_owned()),
+                Some(Update::Failed(e)) => {
+                    seen.push(e.name().to_owned());
+                    return seen;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    assert_eq!(
+        updates,
+        [
+            "selecting-device",
+            "uv-needed",
+            "pin-needed",
+            "DeviceRemoved"
+        ]
+    );
+    assert!(mock.active_requests().is_empty());
+
+    // SetReuse(.., false): no reuse for root, whatever is bound.
+    let () = mock.mock("SetReuse", &("root", "c1", false));
+    let e = mock
+        .call::<_, HashMap<String, OwnedValue>>(
+            MANAGER,
+            "ReuseSession",
+            &("root", HashMap::<&str, Value>::new()),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("NoLoginSession"), "{e}");
+    // A script step the template does not know is refused when it is set.
+    let e = mock
+        .call::<_, ()>(
+            dbusmock_mock::MOCK_IFACE,
+            "SetScript",
+            &("root", ["complete"]),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("unknown step"), "{e}");
+}
+
+/// A Mock method called from inside the runtime.
+async fn mock_call<B, R>(conn: &zbus::Connection, method: &str, body: &B) -> R
+where
+    B: serde::Serialize + zbus::zvariant::DynamicType,
+    R: serde::de::DeserializeOwned + zbus::zvariant::Type,
+{
+    conn.call_method(
+        Some(dbusmock_mock::BUS_NAME),
+        dbusmock_mock::MANAGER_PATH,
+        Some(dbusmock_mock::MOCK_IFACE),
+        method,
+        body,
+    )
+    .await
+    .unwrap()
+    .body()
+    .deserialize()
+    .unwrap()
+}
+
+#[test]
 fn template_parameters_and_the_request_timeout() {
     let mock = Mock::with_parameters(Some(r#"{"pin": "24681357", "seat": "seat1"}"#));
     mock.add_device("piv", "pcsc", "Mock Card");
