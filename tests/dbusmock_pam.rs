@@ -23,10 +23,13 @@ use dbusmock_mock::{Mock, PIN};
 use zbus::zvariant::Value;
 
 /// `auth required <module> <args>`, an account phase that lets everyone in, and the module's
-/// session phase.
+/// session phase. pam_keyinit first gives the session a keyring of its own, as login stacks do:
+/// the module puts the token there, and that keyring goes with pamtester (without it the key would
+/// land in root's user-session keyring and outlive the test).
 fn login_service(args: &str) -> PamService {
     PamService::new(&format!(
         "auth required {{module}} {args}\naccount required pam_permit.so\n\
+         session required pam_keyinit.so force revoke\n\
          session required {{module}} {args}\n"
     ))
 }
