@@ -143,6 +143,12 @@ pub fn close_session(h: &Handle, _flags: c_int, args: &[String]) -> c_int {
         ffi::syslog(Level::Err, &format!("close_session: ending the token: {e}"));
     }
     h.clear_state();
+    if let Err(e) = remove_from_keyring(&token) {
+        ffi::syslog(
+            Level::Warning,
+            &format!("close_session: the session keyring: {e}"),
+        );
+    }
     if let Ok(Some(account)) = User::from_name(&user) {
         let uid = account.uid.as_raw();
         let dir = h
@@ -308,13 +314,50 @@ fn remove_token(base: &std::path::Path, uid: u32, token: &str) -> std::io::Resul
 
 /// Adds the token to the session keyring as a "user" key, owned by the user, readable by its
 /// possessors and by the user.
-fn add_to_keyring(token: &str, uid: u32, gid: u32) -> Result<(), linux_keyutils::KeyError> {
-    let ring = KeyRing::from_special_id(KeyRingIdentifier::Session, false)?;
-    let key = ring.add_key(KEY_DESCRIPTION, token.as_bytes())?;
-    key.chown(Some(uid), Some(gid))?;
+///
+/// Only into a session keyring of this login's own (pam_keyinit.so makes one, or a new one is
+/// made here when there is none): a process still on its account's shared default keyring
+/// ("_uid_ses.<uid>", the one every process of root without a session keyring uses) would put the
+/// user's token where it outlives the session, so that is refused.
+fn add_to_keyring(token: &str, uid: u32, gid: u32) -> Result<(), String> {
+    let ring = KeyRing::from_special_id(KeyRingIdentifier::Session, true).map_err(key_error)?;
+    let shared = ring
+        .metadata()
+        .map_err(key_error)?
+        .get_description()
+        .starts_with("_uid_ses.");
+    if shared {
+        return Err(
+            "the session keyring is the account's shared default one (_uid_ses); \
+                    put `session optional pam_keyinit.so force revoke` before pam_tessera.so"
+                .into(),
+        );
+    }
+    let key = ring
+        .add_key(KEY_DESCRIPTION, token.as_bytes())
+        .map_err(key_error)?;
+    key.chown(Some(uid), Some(gid)).map_err(key_error)?;
     let perms = KeyPermissionsBuilder::builder()
         .posessor(Permission::ALL)
         .user(Permission::VIEW | Permission::READ | Permission::SEARCH)
         .build();
-    key.set_perms(perms)
+    key.set_perms(perms).map_err(key_error)
+}
+
+fn key_error(e: linux_keyutils::KeyError) -> String {
+    format!("{e:?}")
+}
+
+/// Unlinks our key from the session keyring if it holds `token` (not a later login's).
+fn remove_from_keyring(token: &str) -> Result<(), String> {
+    let ring = KeyRing::from_special_id(KeyRingIdentifier::Session, false).map_err(key_error)?;
+    let key = match ring.search(KEY_DESCRIPTION) {
+        Ok(key) => key,
+        Err(_) => return Ok(()),
+    };
+    let held = Zeroizing::new(key.read_to_vec().map_err(key_error)?);
+    if held.as_slice() == token.as_bytes() {
+        ring.unlink_key(key).map_err(key_error)?;
+    }
+    Ok(())
 }

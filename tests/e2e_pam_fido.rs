@@ -1,0 +1,95 @@
+//! pam_tessera.so with a FIDO key (tessera-sim fido on the daemon's simulated HID directory):
+//! a login with the key's PIN and a touch from the conversation, and pamtester interrupted
+//! (SIGINT, as Ctrl-C in sudo) while the key waits for its touch: the daemon cancels the request
+//! of the connection that left, and no request is left.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::fido::{KeyOptions, FIDO_PIN};
+use common::pam::{pamtester_cmd, PamService};
+use common::stack::{Stack, WAIT};
+use common::{wait_until, Child};
+use nix::sys::signal::Signal;
+
+/// The request objects the daemon serves now.
+fn live_requests(stack: &Stack) -> Vec<String> {
+    stack
+        .busctl(&["tree", "--list", "org.tessera.Tessera1"])
+        .lines()
+        .filter(|l| l.starts_with("/org/tessera/Tessera1/requests/"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A daemon watching for simulated keys, and a key with a PIN that waits for touches, enrolled
+/// for root (its enrollment touched from a helper process).
+fn enrolled_key() -> (Stack, common::fido::SimKey) {
+    let mut stack = Stack::new();
+    let config = stack.fido_config("");
+    stack.start_daemon(&config);
+    let key = stack.plug_key("key", &KeyOptions::manual());
+    let device = stack.wait_key(&key);
+    let _touch = key.touch_later(&stack.path("."));
+    stack.enroll(FIDO_PIN, &["--user", "root", "--device", &device.id]);
+    (stack, key)
+}
+
+/// pamtester authenticating root with `stdin` as its input, followed line by line: its stdout
+/// unbuffered (stdbuf), so each conversation message shows as it is sent; `exec` keeps the pid
+/// a test signals.
+fn spawn_pamtester(stack: &Stack, service: &PamService, stdin: &str) -> Child {
+    let input = stack.path("pamtester-input");
+    std::fs::write(&input, stdin).unwrap();
+    let inner = pamtester_cmd(stack.bus_address(), service, "root", &["authenticate"], &[]);
+    let mut line = String::from("exec stdbuf -o0");
+    for a in std::iter::once(inner.get_program()).chain(inner.get_args()) {
+        line.push_str(&format!(" '{}'", a.to_str().unwrap()));
+    }
+    line.push_str(&format!(" < '{}'", input.display()));
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &line])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", stack.bus_address());
+    Child::spawn("pamtester", &mut cmd, &stack.path("."))
+}
+
+#[test]
+fn fido_login_with_pin_and_touch_from_the_conversation() {
+    let (stack, key) = enrolled_key();
+    let service = PamService::auth("timeout=30 kinds=fido");
+    let mut pamtester = spawn_pamtester(&stack, &service, &format!("{FIDO_PIN}\n"));
+    pamtester.wait_for_line("Touch your security key", WAIT);
+    key.touch();
+    let status = pamtester.wait_exit(WAIT).expect("pamtester did not finish");
+    let text = format!(
+        "{}\n{}",
+        pamtester.stdout_lines().join("\n"),
+        pamtester.stderr_text()
+    );
+    assert!(status.success(), "{text}");
+    assert!(text.contains("PIN for FIDO key"), "{text}");
+    assert!(text.contains("(8 tries left):"), "{text}");
+}
+
+#[test]
+fn sigint_during_the_touch_leaves_no_request() {
+    let (stack, _key) = enrolled_key();
+    let service = PamService::auth("timeout=30 kinds=fido");
+    let mut pamtester = spawn_pamtester(&stack, &service, &format!("{FIDO_PIN}\n"));
+    pamtester.wait_for_line("Touch your security key", WAIT);
+    assert_eq!(live_requests(&stack).len(), 1, "the request is not live");
+    pamtester.signal(Signal::SIGINT);
+    let status = pamtester
+        .wait_exit(WAIT)
+        .expect("pamtester survived SIGINT");
+    assert!(!status.success());
+    assert!(
+        wait_until(Duration::from_secs(2), || live_requests(&stack).is_empty()),
+        "requests left after SIGINT: {:?}",
+        live_requests(&stack)
+    );
+}
