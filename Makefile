@@ -185,8 +185,11 @@ uninstall:
 # Where `make deb` writes the package.
 DEB_OUT ?= $(or $(CARGO_TARGET_DIR),target)/debian
 # Empty: a release build of tesserad, tessera and pam_tessera.so first. A directory (the tests use
-# target/debug): package the programs already built there instead, with no build at all.
+# target/debug): package the programs already built there instead, with no build at all, stripped
+# and quickly compressed (debug builds are large).
 DEB_BINARIES ?=
+# More cargo-deb options, e.g. --separate-debug-symbols.
+DEB_FLAGS ?=
 
 ## deb: a Debian package with cargo-deb ([package.metadata.deb] in daemon/Cargo.toml) in DEB_OUT
 # cargo-deb takes the programs from <target dir>/release (it rewrites the "target/release/" prefix of
@@ -197,11 +200,12 @@ deb:
 	mkdir -p "$(DEB_OUT)"
 	if [[ -z "$(DEB_BINARIES)" ]]; then \
 	    $(CARGO) build $(CARGO_FLAGS) --release -p tesserad -p pam-tessera; \
-	    $(CARGO) deb $(CARGO_FLAGS) -p tesserad --no-build -o "$(DEB_OUT)"; \
+	    $(CARGO) deb $(CARGO_FLAGS) $(DEB_FLAGS) -p tesserad --no-build -o "$(DEB_OUT)"; \
 	else \
 	    stage=$$(mktemp -d); trap 'rm -rf "$$stage"' EXIT; mkdir "$$stage/release"; \
 	    for f in tesserad tessera libpam_tessera.so; do cp "$(DEB_BINARIES)/$$f" "$$stage/release/"; done; \
-	    CARGO_TARGET_DIR="$$stage" $(CARGO) deb $(CARGO_FLAGS) -p tesserad --no-build -o "$(DEB_OUT)"; \
+	    CARGO_TARGET_DIR="$$stage" $(CARGO) deb $(CARGO_FLAGS) $(DEB_FLAGS) -p tesserad --no-build \
+	        --strip --fast -o "$(DEB_OUT)"; \
 	fi
 
 ## clean: remove target/
