@@ -52,6 +52,11 @@ case $mode in
             pid=${dir#/tmp/tessera-e2e-}
             kill -0 "${pid%%-*}" 2>/dev/null || problems+=("test directory $dir still exists")
         done
+        for file in /etc/pam.d/tessera-test-[0-9]*-*; do
+            [[ -f $file ]] || continue
+            pid=${file#/etc/pam.d/tessera-test-}
+            kill -0 "${pid%%-*}" 2>/dev/null || problems+=("test PAM service $file still exists")
+        done
         # Not /tmp/tessera-e2e-pcscd.log: the cleanup removes it, but a test run beside ours may
         # have written it again since.
         for f in "$state/machine-pcscd" "$state/harness-pcscd.pid" "$state/package"; do

@@ -4,10 +4,11 @@
 //! through the INSTALLED `pam_tessera.so` to the INSTALLED daemon on a system-type bus that reads the
 //! INSTALLED bus policy, and leaves the machine as it found it after `dpkg -r` and `dpkg -P`.
 //!
-//! The package test changes the machine (programs in /usr, the group `tessera`, /var/lib/tessera, a
-//! PAM service in /etc/pam.d). Its guard undoes that when the test ends, failed or not; a killed
-//! test leaves a record in /run/tessera-e2e (`package`), from which `scripts/test-cleanup.sh
-//! package` purges the package, and which `scripts/check-clean.sh` reports while it is there.
+//! The package test changes the machine (programs in /usr, the group `tessera`, /var/lib/tessera; a
+//! PAM service in /etc/pam.d, see tests/common/pam.rs). Its guard undoes that when the test ends,
+//! failed or not; a killed test leaves a record in /run/tessera-e2e (`package`), from which
+//! `scripts/test-cleanup.sh package` purges the package, and which `scripts/check-clean.sh` reports
+//! while it is there.
 
 // A test that cannot set up its world must stop with a clear message: panicking is its error
 // handling.
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::pam::{pamtester, PamService};
 use common::stack::{Stack, BUS_NAME, DEVICE_PATH, PIN, WAIT};
 use common::{run, stderr, stdout, wait_until, Child, TestDir};
 use nix::fcntl::{Flock, FlockArg};
@@ -35,10 +37,8 @@ const PACKAGE: &str = "tessera";
 /// dpkg holds its lock).
 const DPKG_LOCK: &str = "/tmp/tessera-e2e-dpkg.lock";
 /// Written before `dpkg -i`, removed once the package is purged: a killed test leaves it for
-/// `scripts/test-cleanup.sh package`. Its content is the PAM service file the test made, if any.
+/// `scripts/test-cleanup.sh package`.
 const PACKAGE_RECORD: &str = "/run/tessera-e2e/package";
-/// Prefix of the test's PAM service in /etc/pam.d (then the test's pid).
-const PAM_SERVICE_PREFIX: &str = "tessera-e2e-package-";
 /// The state directory of the installed daemon, which `dpkg -P` removes.
 const STATE_DIR: &str = "/var/lib/tessera";
 const LONG: Duration = Duration::from_secs(300);
@@ -302,23 +302,34 @@ fn deb_installs_serves_a_pam_login_and_purges_clean() {
         installed.daemon_log()
     );
 
-    // pamtester through the installed module, found by name in the system's module directory.
-    let service =
-        installed.pam_service("auth required pam_tessera.so\naccount required pam_permit.so\n");
-    let out = pamtester(&bus, &service, "tessera-alice", &format!("{PIN}\n"));
-    let said = format!("{}{}", stdout(&out), stderr(&out));
+    // pamtester through the installed module: named without a path, PAM loads it from the
+    // system's module directory, where only the package put it.
+    let service = PamService::new("auth required pam_tessera.so\naccount required pam_permit.so\n");
+    let login = |pin: &str| {
+        pamtester(
+            &bus.address,
+            &service,
+            "tessera-alice",
+            &["authenticate"],
+            &[],
+            &format!("{pin}\n"),
+            Duration::from_secs(90),
+        )
+    };
+    let ok = login(PIN);
     assert!(
-        out.status.success() && said.contains("successfully authenticated"),
-        "pamtester with the right PIN: {said}\n--- tesserad ---\n{}",
+        ok.succeeded() && ok.text().contains("successfully authenticated"),
+        "pamtester with the right PIN:\n{}\n--- tesserad ---\n{}",
+        ok.text(),
         installed.daemon_log()
     );
-    let out = pamtester(&bus, &service, "tessera-alice", "000000\n");
+    let wrong = login("000000");
     assert!(
-        !out.status.success(),
-        "pamtester with a wrong PIN succeeded: {}{}",
-        stdout(&out),
-        stderr(&out)
+        !wrong.succeeded(),
+        "pamtester with a wrong PIN succeeded:\n{}",
+        wrong.text()
     );
+    drop(service);
 
     // Removal: the daemon stops first (on a systemd machine prerm stops the unit).
     installed.stop_daemon();
@@ -340,7 +351,6 @@ fn deb_installs_serves_a_pam_login_and_purges_clean() {
         "still known to dpkg"
     );
     assert!(!Path::new(STATE_DIR).exists(), "dpkg -P leaves {STATE_DIR}");
-    installed.remove_pam_service();
     installed.done();
     let after = MachineState::take();
     before.assert_same(&after);
@@ -499,18 +509,6 @@ fn installed_cli(bus: &SystemBus, args: &[&str], stdin: &str) -> Output {
     )
 }
 
-/// `pamtester -v SERVICE USER authenticate`, the system bus being `bus` (pamtester is not setuid,
-/// so the module honours DBUS_SYSTEM_BUS_ADDRESS).
-fn pamtester(bus: &SystemBus, service: &str, user: &str, stdin: &str) -> Output {
-    run(
-        Command::new("pamtester")
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-            .args(["-v", service, user, "authenticate"]),
-        stdin.as_bytes(),
-        Duration::from_secs(90),
-    )
-}
-
 /// An exclusive flock on `path`, waited for.
 fn lock(path: &str) -> Flock<File> {
     let file = OpenOptions::new()
@@ -593,38 +591,21 @@ fn snapshot(path: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
     }
 }
 
-/// The installed package while the test runs: purges it (and removes the test's PAM service) when
-/// dropped, so a failed test leaves nothing either; [`PACKAGE_RECORD`] says so to the cleanup
+/// The installed package while the test runs: purges it when dropped, so a failed test leaves
+/// nothing either; [`PACKAGE_RECORD`] says so to the cleanup
 /// script in case the test is killed before.
 struct Installed {
     daemon: Option<Child>,
-    pam_service: Option<PathBuf>,
     finished: bool,
 }
 
 impl Installed {
     fn begin() -> Installed {
-        write_record("");
+        fs::create_dir_all(common::restore::STATE_DIR).unwrap();
+        fs::write(PACKAGE_RECORD, PACKAGE).unwrap();
         Installed {
             daemon: None,
-            pam_service: None,
             finished: false,
-        }
-    }
-
-    /// Writes /etc/pam.d/tessera-e2e-package-<pid> with `stack`; returns the service name.
-    fn pam_service(&mut self, stack: &str) -> String {
-        let name = format!("{PAM_SERVICE_PREFIX}{}", std::process::id());
-        let path = Path::new("/etc/pam.d").join(&name);
-        write_record(&format!("{}\n", path.display()));
-        fs::write(&path, stack).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        self.pam_service = Some(path);
-        name
-    }
-
-    fn remove_pam_service(&mut self) {
-        if let Some(path) = self.pam_service.take() {
-            let _ = fs::remove_file(path);
         }
     }
 
@@ -647,7 +628,7 @@ impl Installed {
         );
     }
 
-    /// The package is purged and the PAM service removed: nothing left to undo.
+    /// The package is purged: nothing left to undo.
     fn done(&mut self) {
         self.finished = true;
         let _ = fs::remove_file(PACKAGE_RECORD);
@@ -662,7 +643,6 @@ impl Drop for Installed {
         if let Some(mut daemon) = self.daemon.take() {
             daemon.kill();
         }
-        self.remove_pam_service();
         // Not `dpkg()`: no panic in a drop that may run during one.
         let purged = Command::new("dpkg")
             .env("DEBIAN_FRONTEND", "noninteractive")
@@ -675,11 +655,6 @@ impl Drop for Installed {
             eprintln!("could not purge {PACKAGE}: run scripts/test-cleanup.sh package as root");
         }
     }
-}
-
-fn write_record(content: &str) {
-    fs::create_dir_all(common::restore::STATE_DIR).unwrap();
-    fs::write(PACKAGE_RECORD, content).unwrap();
 }
 
 /// A private dbus-daemon with Debian's system-bus configuration: its policy, its includes (so the

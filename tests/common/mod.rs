@@ -16,6 +16,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod fido;
+pub mod pam;
 pub mod restore;
 pub mod stack;
 

@@ -1,6 +1,7 @@
 //! What the test suite changes on the machine, written down so that it is put back: the machine's
 //! own pcscd (stopped by [`super::PcscGuard::restart_pcscd`], started again with the same command
-//! line), the pcscd the harness started (stopped), and the accounts the harness created (removed).
+//! line), the pcscd the harness started (stopped), the accounts the harness created (removed), and
+//! the test PAM services in /etc/pam.d (removed).
 //!
 //! A test that ends normally puts things back itself (guards' `Drop`). A test killed or interrupted
 //! runs no `Drop`, so everything is also recorded under [`STATE_DIR`], where the next
@@ -29,6 +30,9 @@ const HARNESS_PCSCD: &str = "/run/tessera-e2e/harness-pcscd.pid";
 const ACCOUNTS_LOCK: &str = "/run/tessera-e2e/accounts.lock";
 /// The comment (GECOS field) of every account the harness creates: what the cleanup removes.
 pub const ACCOUNT_COMMENT: &str = "Tessera e2e test account";
+/// Test PAM services are `/etc/pam.d/tessera-test-<pid>-<n>` ([`super::pam::PamService`]): the
+/// name is the record. `scripts/test-cleanup.sh` removes those whose test process `<pid>` is gone.
+pub const PAM_SERVICE_PREFIX: &str = "/etc/pam.d/tessera-test-";
 
 /// A pcscd the harness did not start, as it was started: executable and argv.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,75 @@
+//! Reaching the daemon: the system bus (an address from the environment only when the process is
+//! not setuid or setgid, as libdbus decides), and a daemon whose name is owned by uid 0.
+
+#![forbid(unsafe_code)]
+
+use tessera_client::names::BUS_NAME;
+use tessera_client::ManagerProxy;
+use zbus::fdo::DBusProxy;
+use zbus::names::{BusName, OwnedUniqueName};
+use zbus::Connection;
+
+use crate::ffi;
+use crate::outcome::Failure;
+
+/// libdbus's default system bus address.
+const SYSTEM_BUS: &str = "unix:path=/var/run/dbus/system_bus_socket";
+
+/// The system bus address for this process: `DBUS_SYSTEM_BUS_ADDRESS` when the process runs with
+/// its caller's rights only, else the fixed default. sudo, su and polkit-agent-helper-1 are setuid:
+/// their user must never point them at a bus (and a "daemon") of their own.
+pub fn system_bus_address() -> String {
+    if !ffi::at_secure() {
+        if let Some(a) = std::env::var_os("DBUS_SYSTEM_BUS_ADDRESS") {
+            if let Some(a) = a.to_str().filter(|a| !a.is_empty()) {
+                return a.to_owned();
+            }
+        }
+    }
+    SYSTEM_BUS.to_owned()
+}
+
+/// A connection to the system bus.
+pub async fn connect() -> Result<Connection, Failure> {
+    let address = system_bus_address();
+    let builder = zbus::connection::Builder::address(address.as_str())
+        .map_err(|e| Failure::Unavailable(format!("system bus address {address:?}: {e}")))?;
+    builder
+        .build()
+        .await
+        .map_err(|e| Failure::Unavailable(format!("connecting to the system bus {address}: {e}")))
+}
+
+/// The daemon: a Manager proxy addressed to the unique name that owns `org.tessera.Tessera1`,
+/// after checking that its owner runs as uid 0. Calls go to that unique name, so a name changing
+/// hands after the check cannot redirect them.
+pub async fn daemon(
+    conn: &Connection,
+) -> Result<(ManagerProxy<'static>, OwnedUniqueName), Failure> {
+    let dbus = DBusProxy::new(conn)
+        .await
+        .map_err(|e| Failure::Unavailable(format!("the bus: {e}")))?;
+    let name =
+        BusName::try_from(BUS_NAME).map_err(|e| Failure::Unavailable(format!("bus name: {e}")))?;
+    let owner = dbus
+        .get_name_owner(name)
+        .await
+        .map_err(|e| Failure::Unavailable(format!("no tesserad on the bus ({BUS_NAME}): {e}")))?;
+    let uid = dbus
+        .get_connection_unix_user(BusName::from(owner.as_ref()))
+        .await
+        .map_err(|e| Failure::Unavailable(format!("the uid of {owner}: {e}")))?;
+    if uid != 0 {
+        return Err(Failure::Unavailable(format!(
+            "{BUS_NAME} is owned by {owner}, which runs as uid {uid}, not root: not asking it"
+        )));
+    }
+    let manager = ManagerProxy::builder(conn)
+        .destination(BusName::from(owner.clone().into_inner()))
+        .map_err(|e| Failure::Unavailable(format!("proxy: {e}")))?
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .map_err(|e| Failure::Unavailable(format!("proxy: {e}")))?;
+    Ok((manager, owner))
+}
