@@ -248,8 +248,7 @@ fn deb_installs_serves_a_pam_login_and_purges_clean() {
     analyze_verify(Path::new("/usr/lib/systemd/system/tesserad.service"));
 
     // A system-type bus as a real system runs it: Debian's system.conf, which includes
-    // /usr/share/dbus-1/system.d (the installed policy) and the system service directories (the
-    // installed activation file).
+    // /usr/share/dbus-1/system.d (the installed policy), and the installed activation file.
     let bus = SystemBus::start(dir.path());
     let activatable = bus.call(&["org.freedesktop.DBus.ListActivatableNames"]);
     assert!(
@@ -657,10 +656,10 @@ impl Drop for Installed {
     }
 }
 
-/// A private dbus-daemon with Debian's system-bus configuration: its policy, its includes (so the
+/// A private dbus-daemon with Debian's system-bus configuration: its policy and its includes (so the
 /// installed /usr/share/dbus-1/system.d/org.tessera.Tessera1.conf decides who may own and call
-/// Tessera) and its service directories; only the socket, the pid file, syslog, the user switch and
-/// the activation helper differ (a test bus must start nothing and run as the test).
+/// Tessera), with the installed activation file; only the socket, the pid file, syslog, the user
+/// switch and activation differ (a test bus must start nothing and run as the test).
 struct SystemBus {
     // Field order is drop order: the daemon before its directory.
     _child: Child,
@@ -672,6 +671,14 @@ impl SystemBus {
         let stock = fs::read_to_string("/usr/share/dbus-1/system.conf")
             .expect("/usr/share/dbus-1/system.conf (package dbus)");
         let socket = dir.join("system_bus_socket");
+        let services = dir.join("system-services");
+        fs::create_dir(&services).unwrap();
+        let activation = format!("{BUS_NAME}.service");
+        std::os::unix::fs::symlink(
+            Path::new("/usr/share/dbus-1/system-services").join(&activation),
+            services.join(&activation),
+        )
+        .unwrap();
         let mut conf = String::new();
         for line in stock.lines() {
             let t = line.trim();
@@ -681,6 +688,21 @@ impl SystemBus {
                 || t == "<syslog/>"
                 || t.starts_with("<servicehelper>")
             {
+                continue;
+            }
+            // Activation: of the installed files only Tessera's (a symbolic link to it). The
+            // others, logind's among them, would be started for real or fail to start, and a
+            // name that fails to start answers differently from one that is not there.
+            if t == "<standard_system_servicedirs/>" {
+                conf.push_str(&format!(
+                    "  <servicedir>{}</servicedir>\n",
+                    services.display()
+                ));
+                continue;
+            }
+            // Relative to the stock file's directory, not to this copy's.
+            if t == "<includedir>system.d</includedir>" {
+                conf.push_str("  <includedir>/usr/share/dbus-1/system.d</includedir>\n");
                 continue;
             }
             if t.starts_with("<listen>") {
