@@ -233,7 +233,7 @@ fn only_token_under_a_user() {
     refused(
         "[users.alice.pin]\nkeep_last_retry = false\n",
         "users.alice.pin",
-        "only `token`, `piv` and `fido` are allowed under [users.alice]",
+        "only `token`, `piv`, `fido` and `session` are allowed under [users.alice]",
     );
 }
 

@@ -43,7 +43,7 @@ fn a_schema_2_database_is_upgraded_and_keeps_its_enrollment_and_tokens() {
     env.wait_device(true);
 
     let db = env.path("state").join("tessera.db");
-    assert_eq!(schema_version(&db), 3, "the schema is upgraded at start");
+    assert_eq!(schema_version(&db), 4, "the schema is upgraded at start");
     let row: (String, String, String, u32) = rusqlite::Connection::open(&db)
         .unwrap()
         .query_row(

@@ -123,7 +123,8 @@ impl Manager {
 
     /// StartAuthentication(s user, a{sv} options) -> (o request): an interactive authentication,
     /// followed through the Request object. Options: "device" (o), "kinds" (as), "pin" (s), "wait"
-    /// (b, default true), "timeout" (u seconds for the whole request).
+    /// (b, default true), "timeout" (u seconds for the whole request), "audience" (s, the token's
+    /// `aud`), "any_user" (b: greeter login with user "", administrators only).
     async fn start_authentication(
         &self,
         user: &str,
@@ -133,6 +134,11 @@ impl Manager {
     ) -> Result<ResponseDispatchNotifier<OwnedObjectPath>, BusError> {
         limits::user(user)?;
         let request = requests::options::auth_request(&options)?;
+        if request.any_user && !user.is_empty() {
+            return Err(BusError::InvalidArgument(
+                "option \"any_user\" is for a request that names no user (user \"\")".into(),
+            ));
+        }
         let (caller, owner) = self.owner(conn, &header).await?;
         let started = self
             .service
@@ -335,6 +341,65 @@ impl Manager {
             .await?)
     }
 
+    /// BindSession(s token, a{sv} options) -> (s token): ties a live token to a logind session
+    /// (PAM open_session; administrators only). Options: "session" (s, required). logind says
+    /// whose session it is and its seat; the new token carries both ("login_session", "seat"),
+    /// keeps the old one's expiry, and the old one dies ("bound").
+    async fn bind_session(
+        &self,
+        token: &str,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<SecretString, BusError> {
+        limits::token(token)?;
+        let id = requests::options::bind_session(&options)?;
+        let caller = self.callers.caller(conn, &header).await?;
+        // Before logind is asked: an ordinary user cannot make the daemon look sessions up.
+        if !caller.is_root() {
+            return Err(BusError::AccessDenied(
+                "only an administrator may bind a token to a login session".into(),
+            ));
+        }
+        let facts = crate::logind::session(conn, &id).await?;
+        let token = self
+            .service
+            .bind_session(caller, token, facts.session)
+            .await?;
+        crate::announce::token_issued(conn, &token);
+        Ok(SecretString(token))
+    }
+
+    /// ReuseSession(s user, a{sv} options) -> (a{sv} claims): verify once. The claims of a live
+    /// token of `user` bound to the caller's own login session, which logind finds from the
+    /// caller's pid (never from an argument). Options: "service" (s, the PAM service), "max_age"
+    /// (u seconds). Root or `user` itself only; NoLoginSession when nothing fits.
+    async fn reuse_session(
+        &self,
+        user: &str,
+        options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ClaimsDict, BusError> {
+        limits::user(user)?;
+        let query = requests::options::reuse_query(&options)?;
+        let caller = self.callers.caller(conn, &header).await?;
+        let pid = caller_pid(conn, &header).await?;
+        let facts = crate::logind::session_of_pid(conn, pid).await?;
+        let claims = self
+            .service
+            .reuse_session(caller, user, facts.session, query)
+            .await?;
+        Ok(ClaimsDict::from(claims))
+    }
+
+    /// EndSession(s token): logout (PAM close_session); the token dies with reason "logout".
+    /// Whoever holds the token may end it.
+    async fn end_session(&self, token: &str) -> Result<(), BusError> {
+        limits::token(token)?;
+        Ok(self.service.logout(token).await?)
+    }
+
     /// The public signing keys as a JWK Set (RFC 7517). Keys come and go lazily (rotation,
     /// retirement), so no change signal is sent: clients must not cache it.
     #[zbus(property(emits_changed_signal = "false"))]
@@ -456,6 +521,25 @@ impl CallerCache {
         }
         uids.insert(sender, uid);
         Ok(Caller::uid(uid))
+    }
+}
+
+/// The pid of the process behind the message's sender, as the bus vouches for it
+/// (`GetConnectionUnixProcessID`), asked within [`crate::logind::CALL_TIMEOUT`].
+async fn caller_pid(conn: &Connection, header: &Header<'_>) -> Result<u32, BusError> {
+    let sender = header
+        .sender()
+        .ok_or_else(|| BusError::AccessDenied("message has no sender".into()))?;
+    let dbus = DBusProxy::new(conn).await?;
+    let asked = dbus.get_connection_unix_process_id(BusName::Unique(sender.as_ref()));
+    match tokio::time::timeout(crate::logind::CALL_TIMEOUT, asked).await {
+        Ok(Ok(pid)) => Ok(pid),
+        Ok(Err(e)) => Err(BusError::NoLoginSession(format!(
+            "the bus cannot tell the caller's process: {e}"
+        ))),
+        Err(_) => Err(BusError::NoLoginSession(
+            "the bus did not tell the caller's process in time".into(),
+        )),
     }
 }
 

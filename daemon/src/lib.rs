@@ -10,7 +10,9 @@ pub mod device_feed;
 pub mod errors;
 pub mod interface;
 pub mod limits;
+pub mod logind;
 pub mod requests;
+pub mod session_events;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -106,6 +108,7 @@ impl Daemon {
         .with_context(|| format!("opening state directory {}", opts.state_dir.display()))?;
         // Subscribe before any device can appear, so no event is missed.
         let events = service.subscribe();
+        let session_events = service.subscribe();
         // Handlers exist before the name is taken, so no early call finds a half-built service.
         let objects = connection.object_server();
         objects.at(ROOT_PATH, zbus::fdo::ObjectManager).await?;
@@ -121,11 +124,25 @@ impl Daemon {
                 interface::Manager::new(service.clone(), opts.config_path.clone(), live_requests),
             )
             .await?;
-        take_name(&connection).await?;
-        let mut tasks = vec![
-            tokio::spawn(publish(connection.clone(), service.clone(), events)),
-            owners,
-        ];
+        // Following logind before the name is taken: no token can be bound to a session whose
+        // end would go unheard.
+        let mut tasks = session_events::start(&connection, &service, session_events).await;
+        if let Err(e) = take_name(&connection).await {
+            // They hold the service, and with it the state directory.
+            for t in &tasks {
+                t.abort();
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+            return Err(e);
+        }
+        tasks.push(tokio::spawn(publish(
+            connection.clone(),
+            service.clone(),
+            events,
+        )));
+        tasks.push(owners);
         let sources = match opts.devices {
             DeviceSource::Machine => {
                 let (tx, rx) = mpsc::unbounded_channel();

@@ -143,6 +143,12 @@ pub fn close_session(h: &Handle, _flags: c_int, args: &[String]) -> c_int {
         ffi::syslog(Level::Err, &format!("close_session: ending the token: {e}"));
     }
     h.clear_state();
+    if let Err(e) = remove_from_keyring(&token) {
+        ffi::syslog(
+            Level::Warning,
+            &format!("close_session: the session keyring: {e}"),
+        );
+    }
     if let Ok(Some(account)) = User::from_name(&user) {
         let uid = account.uid.as_raw();
         let dir = h
@@ -308,8 +314,11 @@ fn remove_token(base: &std::path::Path, uid: u32, token: &str) -> std::io::Resul
 
 /// Adds the token to the session keyring as a "user" key, owned by the user, readable by its
 /// possessors and by the user.
+///
+/// A process without a session keyring gets a new one (as pam_keyinit would make), so the key
+/// never lands in the user's shared default keyring.
 fn add_to_keyring(token: &str, uid: u32, gid: u32) -> Result<(), linux_keyutils::KeyError> {
-    let ring = KeyRing::from_special_id(KeyRingIdentifier::Session, false)?;
+    let ring = KeyRing::from_special_id(KeyRingIdentifier::Session, true)?;
     let key = ring.add_key(KEY_DESCRIPTION, token.as_bytes())?;
     key.chown(Some(uid), Some(gid))?;
     let perms = KeyPermissionsBuilder::builder()
@@ -317,4 +326,18 @@ fn add_to_keyring(token: &str, uid: u32, gid: u32) -> Result<(), linux_keyutils:
         .user(Permission::VIEW | Permission::READ | Permission::SEARCH)
         .build();
     key.set_perms(perms)
+}
+
+/// Unlinks our key from the session keyring if it holds `token` (not a later login's).
+fn remove_from_keyring(token: &str) -> Result<(), linux_keyutils::KeyError> {
+    let ring = KeyRing::from_special_id(KeyRingIdentifier::Session, false)?;
+    let key = match ring.search(KEY_DESCRIPTION) {
+        Ok(key) => key,
+        Err(_) => return Ok(()),
+    };
+    let held = Zeroizing::new(key.read_to_vec()?);
+    if held.as_slice() == token.as_bytes() {
+        ring.unlink_key(key)?;
+    }
+    Ok(())
 }

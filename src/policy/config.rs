@@ -56,8 +56,8 @@ pub use fido::{uv_name, FidoOverride, FidoPolicy, FidoRules, ALGORITHMS, DEFAULT
 const DAY: u64 = 86_400;
 #[cfg(test)]
 use parse::{
-    AUTH_KEYS, DEVICE_KEYS, FIDO_KEYS, KEYS_KEYS, MAX_DURATION, PIN_KEYS, PIV_KEYS, TOKEN_KEYS,
-    TOP_KEYS,
+    AUTH_KEYS, DEVICE_KEYS, FIDO_KEYS, KEYS_KEYS, MAX_DURATION, PAM_KEYS, PIN_KEYS, PIV_KEYS,
+    SESSION_KEYS, TOKEN_KEYS, TOP_KEYS,
 };
 
 /// Default location of the configuration file.
@@ -85,6 +85,85 @@ pub struct Config {
     pub piv: PivPolicy,
     /// FIDO rules, with their per-user and per-group overrides (see [`Config::fido_rules_for`]).
     pub fido: FidoPolicy,
+    /// Verify-once reuse of session tokens by the PAM module (`[pam]`, `[pam.services.NAME]`).
+    pub pam: PamPolicy,
+    /// What a device removal does to login sessions (`[session]`, per user and group).
+    pub session: SessionPolicy,
+}
+
+/// `[pam]`: whether a PAM stack's `reuse` may succeed, and how old the device authentication
+/// behind the reused token may be; `[pam.services.NAME]` sets the same keys for one PAM service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PamPolicy {
+    /// `reuse`: may a `reuse` in a PAM stack succeed at all. Default true (the PAM module's own
+    /// `reuse` option still has to ask for it).
+    pub reuse: bool,
+    /// `max_age`: the oldest device authentication a reuse accepts. Default 15 minutes.
+    pub max_age: Duration,
+    /// `[pam.services.NAME]`, by PAM service name.
+    pub services: BTreeMap<String, PamOverride>,
+}
+
+/// The `[pam]` keys one `[pam.services.NAME]` table sets; `None`: as `[pam]` says.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PamOverride {
+    /// `reuse`.
+    pub reuse: Option<bool>,
+    /// `max_age`.
+    pub max_age: Option<Duration>,
+}
+
+/// What the reuse rules are for one PAM service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReuseRules {
+    /// Whether a reuse may succeed.
+    pub reuse: bool,
+    /// The oldest device authentication it accepts.
+    pub max_age: Duration,
+}
+
+/// `[session]`, `[users.NAME.session]`, `[groups.NAME.session]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionPolicy {
+    /// `[session] on_removal` (default "lock").
+    pub on_removal: OnRemoval,
+    /// `[users.NAME.session] on_removal`, by user name.
+    pub users: BTreeMap<String, OnRemoval>,
+    /// `[groups.NAME.session] on_removal`, by Unix group name.
+    pub groups: BTreeMap<String, OnRemoval>,
+}
+
+impl Default for PamPolicy {
+    fn default() -> Self {
+        PamPolicy {
+            reuse: true,
+            max_age: Duration::from_secs(15 * 60),
+            services: BTreeMap::new(),
+        }
+    }
+}
+
+impl OnRemoval {
+    /// The value as written in the file.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            OnRemoval::None => "none",
+            OnRemoval::Lock => "lock",
+            OnRemoval::Terminate => "terminate",
+        }
+    }
+
+    /// Parses the value as written in the file.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<OnRemoval> {
+        match name {
+            "none" => Some(OnRemoval::None),
+            "lock" => Some(OnRemoval::Lock),
+            "terminate" => Some(OnRemoval::Terminate),
+            _ => None,
+        }
+    }
 }
 
 /// What happens to a login session when the device its token came from is removed
@@ -375,6 +454,35 @@ impl Config {
                 r.min_refresh_interval.source,
             ),
         ]
+    }
+
+    /// The reuse rules for the PAM service `service` (`None`: unnamed): each key from
+    /// `[pam.services.NAME]`, else `[pam]`, else the default.
+    #[must_use]
+    pub fn reuse_rules_for(&self, service: Option<&str>) -> ReuseRules {
+        let p = &self.pam;
+        let o = service.and_then(|s| p.services.get(s));
+        ReuseRules {
+            reuse: o.and_then(|o| o.reuse).unwrap_or(p.reuse),
+            max_age: o.and_then(|o| o.max_age).unwrap_or(p.max_age),
+        }
+    }
+
+    /// What a device removal does to the login sessions of `user`, a member of `groups`:
+    /// `[users.NAME.session]`, else the strictest of the groups' (terminate, lock, none), else
+    /// `[session]`.
+    #[must_use]
+    pub fn on_removal_for(&self, user: &str, groups: &[String]) -> OnRemoval {
+        let p = &self.session;
+        if let Some(v) = p.users.get(user) {
+            return *v;
+        }
+        p.groups
+            .iter()
+            .filter(|(name, _)| groups.contains(name))
+            .map(|(_, v)| *v)
+            .max()
+            .unwrap_or(p.on_removal)
     }
 
     /// Whether `user`, a member of `groups`, may enroll a PIN-less (9E) key: the user's table, else

@@ -109,9 +109,16 @@ fn allow_pinless_user_beats_groups_beat_piv_and_false_wins_among_groups() {
 }
 
 #[test]
-fn example_file_is_the_defaults_plus_its_two_overrides() {
+fn example_file_is_the_defaults_plus_its_three_overrides() {
     let c = Config::parse(include_str!("../../tessera.toml.example")).unwrap();
     let mut expected = Config::default();
+    expected.pam.services.insert(
+        "sudo".into(),
+        PamOverride {
+            reuse: Some(true),
+            max_age: Some(secs(5 * MIN)),
+        },
+    );
     expected.users.insert(
         "alice".into(),
         TokenOverride {
@@ -140,6 +147,8 @@ fn example_file_writes_every_key() {
         ("keys", KEYS_KEYS),
         ("device", DEVICE_KEYS),
         ("fido", FIDO_KEYS),
+        ("pam", PAM_KEYS),
+        ("session", SESSION_KEYS),
     ] {
         let table = t[section].as_table().unwrap();
         // Off by default, so only described in a comment.
@@ -600,14 +609,14 @@ fn only_a_token_table_under_a_user_or_group() {
     let e = parse_err("[users.alice.pin]\nkeep_last_retry = false\n");
     assert!(
         e.starts_with(
-            "users.alice.pin: unknown key; only `token`, `piv` and `fido` are allowed under [users.alice]"
+            "users.alice.pin: unknown key; only `token`, `piv`, `fido` and `session` are allowed under [users.alice]"
         ),
         "{e}"
     );
     let e = parse_err("[groups.wheel]\nlifetime = \"5m\"\n");
     assert!(
         e.starts_with(
-            "groups.wheel.lifetime: unknown key; only `token`, `piv` and `fido` are allowed under [groups.wheel]"
+            "groups.wheel.lifetime: unknown key; only `token`, `piv`, `fido` and `session` are allowed under [groups.wheel]"
         ),
         "{e}"
     );
@@ -1105,4 +1114,105 @@ fn fido_mistakes() {
         e.contains("at line 3, column 3"),
         "points at the bad item:\n{e}"
     );
+}
+
+#[test]
+fn pam_and_session_are_read_and_resolved() {
+    let c = Config::parse(
+        r#"
+[pam]
+reuse = false
+max_age = "10m"
+[pam.services.sudo]
+reuse = true
+max_age = "5m"
+[pam.services."polkit-1"]
+max_age = "1m"
+[session]
+on_removal = "none"
+[users.alice.session]
+on_removal = "terminate"
+[groups.staff.session]
+on_removal = "lock"
+[groups.ops.session]
+on_removal = "terminate"
+[groups.lax.session]
+on_removal = "none"
+"#,
+    )
+    .unwrap();
+    let rules = |s: Option<&str>| {
+        let r = c.reuse_rules_for(s);
+        (r.reuse, r.max_age)
+    };
+    assert_eq!(rules(None), (false, secs(10 * MIN)));
+    assert_eq!(rules(Some("login")), (false, secs(10 * MIN)));
+    assert_eq!(rules(Some("sudo")), (true, secs(5 * MIN)));
+    assert_eq!(rules(Some("polkit-1")), (false, secs(MIN)));
+    assert_eq!(c.on_removal_for("bob", &[]), OnRemoval::None);
+    assert_eq!(c.on_removal_for("bob", &groups(&["lax"])), OnRemoval::None);
+    assert_eq!(
+        c.on_removal_for("bob", &groups(&["lax", "staff"])),
+        OnRemoval::Lock
+    );
+    assert_eq!(
+        c.on_removal_for("bob", &groups(&["staff", "ops", "lax"])),
+        OnRemoval::Terminate,
+        "the strictest group wins"
+    );
+    // The user's own table beats every group.
+    assert_eq!(
+        c.on_removal_for("alice", &groups(&["lax"])),
+        OnRemoval::Terminate
+    );
+}
+
+#[test]
+fn pam_and_session_defaults() {
+    let c = Config::default();
+    let r = c.reuse_rules_for(Some("sudo"));
+    assert_eq!((r.reuse, r.max_age), (true, secs(15 * MIN)));
+    assert_eq!(
+        c.on_removal_for("root", &groups(&["root"])),
+        OnRemoval::Lock
+    );
+}
+
+#[test]
+fn pam_and_session_mistakes_name_their_key() {
+    for (text, start) in [
+        ("[pam]\nreuse = \"yes\"\n", "pam.reuse: "),
+        (
+            "[pam]\nmax_age = \"0s\"\n",
+            "pam.max_age: must be longer than 0s",
+        ),
+        ("[pam]\nmax_age = 300\n", "pam.max_age: "),
+        ("[pam]\nmaxage = \"5m\"\n", "pam.maxage: unknown key"),
+        (
+            "[pam.services.sudo]\nservices = 1\n",
+            "pam.services.sudo.services: unknown key",
+        ),
+        (
+            "[pam.services.sudo]\nmax_age = \"1x\"\n",
+            "pam.services.sudo.max_age: ",
+        ),
+        ("[pam]\nservices = 3\n", "pam.services: "),
+        (
+            "[session]\non_removal = \"logout\"\n",
+            "session.on_removal: \"logout\" is not one of",
+        ),
+        ("[session]\non_removal = true\n", "session.on_removal: "),
+        ("[session]\nlock = true\n", "session.lock: unknown key"),
+        (
+            "[users.alice.session]\non_removal = \"off\"\n",
+            "users.alice.session.on_removal: ",
+        ),
+        (
+            "[groups.wheel.session]\nonremoval = \"lock\"\n",
+            "groups.wheel.session.onremoval: unknown key",
+        ),
+    ] {
+        let e = parse_err(text);
+        assert!(e.starts_with(start), "{text:?}: {e}");
+    }
 }

@@ -82,7 +82,7 @@ pub(super) async fn start(
         .open(caller.uid, first, r.timeout, interactive)?;
     let svc = svc.clone();
     tokio::spawn(async move {
-        let result = run(
+        let result = run_for(
             &svc,
             &shared,
             caller,
@@ -93,28 +93,63 @@ pub(super) async fn start(
             looked,
         )
         .await;
-        svc.note_outcome(&account.name, &result);
-        let issued = result.as_ref().ok().cloned();
-        let weak = WeakService::new(&svc);
-        drop(svc);
-        if !shared.conclude(result) {
-            // Cancelled or timed out just as the token was issued: nobody has it.
-            if let (Some(token), Some(svc)) = (issued, weak.upgrade()) {
-                if let Err(e) = tokens::revoke(&svc, &token, "cancelled").await {
-                    tracing::error!("revoking the token of a cancelled request: {e}");
-                }
-            }
-        }
+        conclude(svc, &shared, result).await;
     });
     Ok(request)
 }
 
+/// [`run`], with the outcome counted for the account's lockout.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run_for(
+    svc: &Service,
+    shared: &Arc<Shared>,
+    caller: Caller,
+    account: &Account,
+    enrollments: Vec<Enrollment>,
+    r: AuthRequest,
+    interactive: bool,
+    looked: Looked,
+) -> Result<Zeroizing<String>> {
+    let result = run(
+        svc,
+        shared,
+        caller,
+        account,
+        enrollments,
+        r,
+        interactive,
+        looked,
+    )
+    .await;
+    svc.note_outcome(&account.name, &result);
+    result
+}
+
+/// Ends the request with `result`; a token issued to a request that was cancelled or timed out
+/// meanwhile is revoked, since nobody has it.
+pub(super) async fn conclude(
+    svc: Service,
+    shared: &Arc<Shared>,
+    result: Result<Zeroizing<String>>,
+) {
+    let issued = result.as_ref().ok().cloned();
+    let weak = WeakService::new(&svc);
+    drop(svc);
+    if !shared.conclude(result) {
+        if let (Some(token), Some(svc)) = (issued, weak.upgrade()) {
+            if let Err(e) = tokens::revoke(&svc, &token, "cancelled").await {
+                tracing::error!("revoking the token of a cancelled request: {e}");
+            }
+        }
+    }
+}
+
 /// What the start of a request found: the device events since, the FIDO rules, and the device (or
 /// the devices to choose among) if one was there.
-struct Looked {
-    events: broadcast::Receiver<Event>,
-    fido: FidoRules,
-    found: Option<Found>,
+pub(super) struct Looked {
+    pub(super) events: broadcast::Receiver<Event>,
+    pub(super) fido: FidoRules,
+    pub(super) found: Option<Found>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -181,7 +216,11 @@ async fn run(
     // The caller is the account or root (resolve_user) and the device holds a key enrolled for
     // the account, so the caller owns it: no PIN guard look-up on the login path.
     check_enrolled_device(&device, &enrollment)?;
-    let rules = svc.rules_for(account).await?;
+    let mut rules = svc.rules_for(account).await?;
+    if let Some(aud) = &r.audience {
+        // The caller's audience ("pam:login") for this token only; its other rules stay the user's.
+        rules.audience.clone_from(aud);
+    }
     let needs_secret = needs_secret(&enrollment, fido);
     let amr = device.authenticator.methods(needs_secret);
     let slot = Arc::new(Mutex::new(None::<Ahead>));
@@ -259,6 +298,7 @@ impl Ahead {
                 session_id,
                 amr,
                 auth_time: svc.inner.clock.unix_secs(),
+                carried: None,
             },
             rules,
         )
@@ -322,7 +362,7 @@ impl Ahead {
 
 /// The account's enrollments; those made for another uid of the same name (an account deleted and
 /// re-created) are not the account's and are skipped, with a log line.
-fn enrollments_of(svc: &Service, account: &Account) -> Result<Vec<Enrollment>> {
+pub(super) fn enrollments_of(svc: &Service, account: &Account) -> Result<Vec<Enrollment>> {
     let all = svc.inner.store.enrollments_for_user(&account.name)?;
     let (own, stale): (Vec<Enrollment>, Vec<Enrollment>) =
         all.into_iter().partition(|e| e.uid == account.uid);

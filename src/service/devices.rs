@@ -304,6 +304,9 @@ impl Service {
     /// token carries the `revoke_on_removal` rule it was issued under).
     async fn close_session(&self, session_id: &str) -> Result<()> {
         let now = self.inner.clock.unix_secs();
+        // The login sessions this device vouched for, found while their tokens are still live
+        // (whether or not they die with the device).
+        let bound = self.inner.tokens.login_sessions_of(session_id, now);
         // In memory first: validations fail from this instant, even if the store cannot be written
         // (then the session stays open in the store, and the next start closes it as unconfirmed).
         let revoked = self
@@ -333,6 +336,8 @@ impl Service {
         );
         // Announced before the commit: should the daemon die before it, the next start finds the
         // session unconfirmed and revokes the same tokens, so the announcement stays true.
+        // The sessions are locked (by the daemon, through logind) at once, not after the commit.
+        self.announce_login_sessions_removed(bound).await;
         for (jti, user) in revoked {
             self.announce_revoked(jti, &user, "device-removed");
         }

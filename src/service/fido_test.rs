@@ -23,7 +23,7 @@ use crate::clock::ManualClock;
 use crate::store::{DeviceKind, KeyAlgorithm};
 use crate::verify::challenge::Challenge;
 
-const ROOT: Caller = Caller::uid(0);
+pub(super) const ROOT: Caller = Caller::uid(0);
 const AAGUID: [u8; 16] = [0xAA; 16];
 
 /// What the scripted key was asked to enroll with.
@@ -37,11 +37,11 @@ struct Asked {
 }
 
 /// A scripted FIDO key.
-struct FakeKey {
+pub(super) struct FakeKey {
     name: &'static str,
     key: p256::PublicKey,
     /// Credentials it holds (base64url ids).
-    held: Mutex<Vec<String>>,
+    pub(super) held: Mutex<Vec<String>>,
     /// Signature counters its assertions report, in order (then 0).
     counters: Mutex<VecDeque<u32>>,
     selectable: bool,
@@ -55,7 +55,7 @@ struct FakeKey {
 }
 
 impl FakeKey {
-    fn new(name: &'static str) -> FakeKey {
+    pub(super) fn new(name: &'static str) -> FakeKey {
         FakeKey {
             name,
             key: p256::SecretKey::random(&mut OsRng).public_key(),
@@ -213,7 +213,7 @@ impl Authenticator for FakeKey {
     }
 }
 
-const CONFIG: &str = r#"
+pub(super) const CONFIG: &str = r#"
 [fido]
 rp_id = "pam://test"
 user_verification = "discouraged"
@@ -230,20 +230,20 @@ fn open(dir: &Path, config: &str) -> Service {
     .unwrap()
 }
 
-async fn attach(svc: &Service, location: &str, key: &Arc<FakeKey>) -> String {
+pub(super) async fn attach(svc: &Service, location: &str, key: &Arc<FakeKey>) -> String {
     let authenticator: Arc<dyn Authenticator> = key.clone();
     svc.attach_authenticator(location, "hid", authenticator)
         .await
         .unwrap()
 }
 
-async fn enroll(svc: &Service, id: &str) -> String {
+pub(super) async fn enroll(svc: &Service, id: &str) -> String {
     svc.enroll(ROOT, "", id, EnrollOptions::default())
         .await
         .unwrap()
 }
 
-async fn login(svc: &Service) -> Result<Zeroizing<String>> {
+pub(super) async fn login(svc: &Service) -> Result<Zeroizing<String>> {
     svc.authenticate(ROOT, "", AuthOptions::default()).await
 }
 

@@ -25,6 +25,7 @@ mod enroll;
 mod enrollments;
 mod events;
 mod find_device;
+mod greeter;
 mod key_upkeep;
 mod lockout;
 mod login_session;
@@ -42,6 +43,10 @@ mod user_locks;
 
 #[cfg(test)]
 mod fido_test;
+#[cfg(test)]
+mod greeter_test;
+#[cfg(test)]
+mod login_session_test;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -63,7 +68,7 @@ pub use crate::authenticator::{Progress, SecretPrompt};
 pub use devices::{DeviceAttach, DeviceInfo, HidAttach};
 pub use enrollments::{EnrollmentInfo, UNENROLLED};
 pub use events::Event;
-pub use login_session::{LoginSession, ReuseQuery};
+pub use login_session::{LoginSession, ReuseQuery, MAX_SESSION_ID_LEN};
 pub use requests::{
     AuthRequest, EnrollRequest, Request, RequestHandle, UnblockRequest, Update,
     MAX_LIVE_REQUESTS_PER_CALLER,
@@ -324,6 +329,15 @@ impl Service {
         user: &str,
         r: AuthRequest,
     ) -> Result<Request> {
+        if r.any_user {
+            if !user.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "any_user authenticates whoever the device is enrolled for: name no user"
+                        .into(),
+                ));
+            }
+            return greeter::start(self, caller, r, true).await;
+        }
         let account = self.resolve_user(caller, user).await?;
         authenticate::start(self, caller, account, r, true).await
     }

@@ -56,6 +56,9 @@ pub(super) struct Origin {
     pub(super) device_session: String,
     pub(super) kid: String,
     pub(super) enrollment: String,
+    /// The logind session the token is bound to (`lsid`), and its seat.
+    pub(super) login_session: Option<String>,
+    pub(super) seat: Option<String>,
 }
 
 /// The claims a token carries that its store row does not: known at issue, or learnt from the
@@ -120,6 +123,16 @@ impl Entry {
 
     pub(super) fn device_session(&self) -> &str {
         &self.origin.device_session
+    }
+
+    /// The logind session the token is bound to, if any.
+    pub(super) fn login_session(&self) -> Option<&str> {
+        self.origin.login_session.as_deref()
+    }
+
+    /// The seat of that logind session, if any.
+    pub(super) fn seat(&self) -> Option<&str> {
+        self.origin.seat.as_deref()
     }
 
     pub(super) fn revoke_on_removal(&self) -> bool {
@@ -230,8 +243,8 @@ impl Entry {
             cnf: Confirmation { jkt: i.jkt.clone() },
             sid: self.origin.device_session.clone(),
             enr: self.origin.enrollment.clone(),
-            lsid: None,
-            seat: None,
+            lsid: self.origin.login_session.clone(),
+            seat: self.origin.seat.clone(),
         })
     }
 }
@@ -271,6 +284,8 @@ struct IndexMaps {
     by_user: HashMap<String, UserTokens>,
     /// The users with tokens in each device session (few per session).
     users_of_session: HashMap<String, Vec<String>>,
+    /// The users with tokens bound to each logind session (one, but the index does not rely on it).
+    users_of_login_session: HashMap<String, Vec<String>>,
     origins: HashSet<Arc<Origin>>,
     issued: HashSet<Arc<IssuedAs>>,
 }
@@ -318,10 +333,20 @@ impl TokenIndex {
             device_session: r.device_session.clone(),
             kid: r.kid.clone(),
             enrollment: r.enrollment_id.clone(),
+            login_session: r.login_session.clone(),
+            seat: r.seat.clone(),
         });
         let issued = OnceLock::new();
         if let Some(c) = claims {
             let _ = issued.set(m.intern_issued(c));
+        } else if let Some(i) = &r.issued {
+            // Restored from a row that holds them: known without the token.
+            let _ = issued.set(m.intern(IssuedAs {
+                iss: i.iss.clone(),
+                aud: i.aud.clone(),
+                amr: i.amr.clone(),
+                jkt: i.jkt.clone(),
+            }));
         }
         let dead = fate != Fate::Live;
         let e = Arc::new(Entry {
@@ -347,6 +372,12 @@ impl TokenIndex {
         if !users.contains(&r.user) {
             users.push(r.user.clone());
         }
+        if let Some(ls) = &r.login_session {
+            let users = m.users_of_login_session.entry(ls.clone()).or_default();
+            if !users.contains(&r.user) {
+                users.push(r.user.clone());
+            }
+        }
         m.by_hash.replace(ByHash(e.clone()));
         let list = m.by_user.entry(r.user.clone()).or_default();
         if dead {
@@ -371,7 +402,9 @@ impl TokenIndex {
             && c.enr == e.origin.enrollment
             && c.iat == e.iat()
             && c.nbf == e.iat()
-            && c.exp == e.exp();
+            && c.exp == e.exp()
+            && c.lsid == e.origin.login_session
+            && c.seat == e.origin.seat;
         if !agrees {
             return Err(Error::TokenInvalid);
         }
@@ -395,6 +428,47 @@ impl TokenIndex {
             .get(user)
             .map(|l| l.live.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The live (or ending) tokens bound to the logind session `id`, of every user, oldest first
+    /// within each user.
+    pub(super) fn of_login_session(&self, id: &str) -> Vec<Arc<Entry>> {
+        let m = read(&self.inner);
+        let Some(users) = m.users_of_login_session.get(id) else {
+            return Vec::new();
+        };
+        users
+            .iter()
+            .filter_map(|u| m.by_user.get(u))
+            .flat_map(|l| l.live.values())
+            .filter(|e| e.login_session() == Some(id))
+            .cloned()
+            .collect()
+    }
+
+    /// The distinct logind sessions (with the user of each) that live tokens of the device
+    /// session `session` are bound to, whether or not those tokens die with the device.
+    pub(super) fn login_sessions_of(&self, session: &str, now: u64) -> Vec<(String, String)> {
+        let m = read(&self.inner);
+        let users = m.users_of_session.get(session).cloned().unwrap_or_default();
+        let mut out: Vec<(String, String)> = Vec::new();
+        for user in users {
+            let Some(list) = m.by_user.get(&user) else {
+                continue;
+            };
+            for e in list.live.values() {
+                if e.origin.device_session != session || !e.is_live_at(now) {
+                    continue;
+                }
+                if let Some(ls) = &e.origin.login_session {
+                    let pair = (ls.clone(), user.clone());
+                    if !out.contains(&pair) {
+                        out.push(pair);
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The oldest live tokens of `user` beyond the newest `keep`, oldest first (the live list is
@@ -528,6 +602,17 @@ impl TokenIndex {
             }
         }
         m.users_of_session = users_of_session;
+        let mut users_of_login_session: HashMap<String, Vec<String>> = HashMap::new();
+        for b in &m.by_hash {
+            let o = &b.0.origin;
+            if let Some(ls) = &o.login_session {
+                let users = users_of_login_session.entry(ls.clone()).or_default();
+                if !users.contains(&o.user) {
+                    users.push(o.user.clone());
+                }
+            }
+        }
+        m.users_of_login_session = users_of_login_session;
         m.sweep_interned();
     }
 
@@ -551,12 +636,15 @@ impl IndexMaps {
     }
 
     fn intern_issued(&mut self, c: &Claims) -> Arc<IssuedAs> {
-        let i = IssuedAs {
+        self.intern(IssuedAs {
             iss: c.iss.clone(),
             aud: c.aud.clone(),
             amr: c.amr.clone(),
             jkt: c.cnf.jkt.clone(),
-        };
+        })
+    }
+
+    fn intern(&mut self, i: IssuedAs) -> Arc<IssuedAs> {
         if let Some(found) = self.issued.get(&i) {
             return found.clone();
         }

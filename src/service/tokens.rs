@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use super::token_index::{Entry, Fate, Ticket, MAX_DEAD_PER_USER, SETTLED};
 use super::{Caller, Service, TokenRequirements};
 use crate::policy::config::TokenPolicy;
-use crate::store::{Enrollment, TokenRecord, TokenState, WriteOp};
+use crate::store::{Enrollment, IssuedClaims, TokenRecord, TokenState, WriteOp};
 use crate::token::{token_hash, Claims, Confirmation, MAX_TOKEN_LEN};
 use crate::{Error, Result};
 
@@ -31,6 +31,19 @@ pub(super) struct Grant<'a> {
     pub(super) amr: Vec<String>,
     /// When possession of the device was proven (kept across refreshes).
     pub(super) auth_time: u64,
+    /// What a token re-issued for the same session (refresh, bind) keeps of the one it replaces;
+    /// `None` for a new authentication.
+    pub(super) carried: Option<Carried>,
+}
+
+/// What a re-issued token carries over from the token it replaces.
+pub(super) struct Carried {
+    /// Its `aud` (a requested audience, "pam:login", survives refreshes).
+    pub(super) aud: String,
+    /// Its exact `exp` (a bind never extends a token); `None`: computed as for a new one.
+    pub(super) exp: Option<u64>,
+    /// The logind session it is bound to, with its seat.
+    pub(super) login: Option<(String, Option<String>)>,
 }
 
 /// A token signed and ready to be recorded; it is not valid until [`record`] (or a speculative
@@ -53,15 +66,27 @@ pub(super) async fn prepare(
         return Err(Error::TokenExpired);
     }
     svc.maintain_keys(now).await?;
+    let fresh_exp = now
+        .saturating_add(rules.lifetime.as_secs())
+        .min(session_end);
+    let (aud, exp, login) = match grant.carried {
+        Some(c) => (c.aud, c.exp.unwrap_or(fresh_exp), c.login),
+        None => (rules.audience.clone(), fresh_exp, None),
+    };
+    if now >= exp {
+        return Err(Error::TokenExpired);
+    }
+    let (lsid, seat) = match login {
+        Some((id, seat)) => (Some(id), seat),
+        None => (None, None),
+    };
     let claims = Claims {
         iss: svc.inner.issuer.clone(),
         sub: grant.user.to_owned(),
-        aud: rules.audience.clone(),
+        aud,
         iat: now,
         nbf: now,
-        exp: now
-            .saturating_add(rules.lifetime.as_secs())
-            .min(session_end),
+        exp,
         jti: crate::token::new_jti(),
         amr: grant.amr,
         cnf: Confirmation {
@@ -69,8 +94,8 @@ pub(super) async fn prepare(
         },
         sid: grant.session_id.to_owned(),
         enr: grant.enrollment.id.clone(),
-        lsid: None,
-        seat: None,
+        lsid,
+        seat,
     };
     let (token, kid) = {
         let keys = read(&svc.inner.keys);
@@ -93,6 +118,14 @@ pub(super) async fn prepare(
         state: TokenState::Live,
         reason: None,
         changed_at: None,
+        login_session: claims.lsid.clone(),
+        seat: claims.seat.clone(),
+        issued: Some(IssuedClaims {
+            iss: claims.iss.clone(),
+            aud: claims.aud.clone(),
+            amr: claims.amr.clone(),
+            jkt: claims.cnf.jkt.clone(),
+        }),
     };
     Ok(Prepared {
         token,
@@ -136,13 +169,14 @@ pub(super) async fn record(
     record_locked(svc, prepared, rules, None, inserted).await
 }
 
-/// [`record`] for a caller that holds the user's lock; `replaces` (a refresh: the old token and the
-/// ticket of its Ending) is revoked ("refreshed") in the same durable batch.
-async fn record_locked(
+/// [`record`] for a caller that holds the user's lock; `replaces` (a refresh or a bind: the old
+/// token, the ticket of its Ending and the reason, "refreshed" or "bound") is revoked in the same
+/// durable batch.
+pub(super) async fn record_locked(
     svc: &Service,
     prepared: Prepared,
     rules: &TokenPolicy,
-    replaces: Option<(&Arc<Entry>, Ticket)>,
+    replaces: Option<(&Arc<Entry>, Ticket, &'static str)>,
     inserted: bool,
 ) -> Result<Zeroizing<String>> {
     let Prepared {
@@ -156,8 +190,8 @@ async fn record_locked(
         .into_iter()
         .filter_map(|e| e.begin_end("superseded").map(|t| (e, t, "superseded")))
         .collect();
-    if let Some((old, ticket)) = replaces {
-        ending.push((old.clone(), ticket, "refreshed"));
+    if let Some((old, ticket, reason)) = replaces {
+        ending.push((old.clone(), ticket, reason));
     }
     let mut ops: Vec<WriteOp> = ending
         .iter()
@@ -418,11 +452,17 @@ pub(super) async fn refresh(
         session_id: entry.device_session(),
         amr: claims.amr.clone(),
         auth_time: entry.auth_time(),
+        carried: Some(Carried {
+            aud: claims.aud.clone(),
+            exp: None,
+            login: login_of(&entry),
+        }),
     };
     let result = match prepare(svc, grant, &rules).await {
         Ok(prepared) => {
             let (new_jti, new_exp) = (prepared.record.jti.clone(), prepared.record.exp);
-            let token = record_locked(svc, prepared, &rules, Some((&entry, ticket)), false).await;
+            let replaces = Some((&entry, ticket, "refreshed"));
+            let token = record_locked(svc, prepared, &rules, replaces, false).await;
             if token.is_ok() {
                 svc.inner
                     .refreshed
@@ -448,8 +488,25 @@ pub(super) async fn revoke(svc: &Service, token: &str, reason: &str) -> Result<(
     end_or_wait(svc, &entry, TokenState::Revoked, reason, now).await
 }
 
+/// The logind session `entry` is bound to, with its seat.
+pub(super) fn login_of(entry: &Entry) -> Option<(String, Option<String>)> {
+    entry
+        .login_session()
+        .map(|id| (id.to_owned(), entry.seat().map(str::to_owned)))
+}
+
 /// Revokes every live token of `user`; returns how many this call revoked.
 pub(super) async fn revoke_user(svc: &Service, user: &str, reason: &str) -> Result<usize> {
+    revoke_user_where(svc, user, reason, |_| true).await
+}
+
+/// Revokes the live tokens of `user` that `which` picks; returns how many this call revoked.
+pub(super) async fn revoke_user_where(
+    svc: &Service,
+    user: &str,
+    reason: &str,
+    which: impl Fn(&Entry) -> bool,
+) -> Result<usize> {
     // No token of the user is issued or refreshed meanwhile (both take this lock).
     let user_lock = svc.user_lock(user);
     let _serial = user_lock.lock().await;
@@ -457,6 +514,9 @@ pub(super) async fn revoke_user(svc: &Service, user: &str, reason: &str) -> Resu
     let mut ending = Vec::new();
     let mut busy = Vec::new();
     for e in svc.inner.tokens.of_user(user) {
+        if !which(&e) {
+            continue;
+        }
         if !e.is_live_at(now) && !matches!(e.fate(), Fate::Ending(..)) {
             continue;
         }
@@ -574,7 +634,7 @@ pub(super) fn cap_dead(user: &str, newest: Vec<String>) -> WriteOp {
 
 /// Notes a use for the idle timeout. The store learns of it lazily (not before the reply): a lost
 /// record can only make the token expire sooner after a crash, never live longer.
-fn touch(svc: &Service, entry: &Arc<Entry>, now: u64) {
+pub(super) fn touch(svc: &Service, entry: &Arc<Entry>, now: u64) {
     if entry.idle_timeout() == 0 {
         return;
     }
@@ -593,7 +653,7 @@ fn touch(svc: &Service, entry: &Arc<Entry>, now: u64) {
 }
 
 /// Finds an issued token by its text; unknown tokens are TokenExpired or TokenInvalid.
-fn lookup(svc: &Service, token: &str) -> Result<(Arc<Entry>, Claims)> {
+pub(super) fn lookup(svc: &Service, token: &str) -> Result<(Arc<Entry>, Claims)> {
     if token.is_empty() || token.len() > MAX_TOKEN_LEN {
         return Err(Error::TokenInvalid);
     }
@@ -617,14 +677,14 @@ fn lookup(svc: &Service, token: &str) -> Result<(Arc<Entry>, Claims)> {
     Ok((entry, claims))
 }
 
-fn revoked_error(entry: &Entry) -> Error {
+pub(super) fn revoked_error(entry: &Entry) -> Error {
     match entry.fate() {
         Fate::Ending(r, _) | Fate::Dead(r) => Error::TokenRevoked(r.to_string()),
         Fate::Live => Error::TokenRevoked("revoked".into()),
     }
 }
 
-fn check_live(svc: &Service, entry: &Entry, now: u64) -> Result<()> {
+pub(super) fn check_live(svc: &Service, entry: &Entry, now: u64) -> Result<()> {
     if entry.fate() != Fate::Live {
         return Err(revoked_error(entry));
     }

@@ -90,6 +90,26 @@ pub struct TokenRecord {
     pub reason: Option<String>,
     /// When the state left `Live`, Unix seconds.
     pub changed_at: Option<u64>,
+    /// The logind session the token is bound to (its `lsid` claim); `None` until bound.
+    pub login_session: Option<String>,
+    /// The seat of that session (its `seat` claim), when it has one.
+    pub seat: Option<String>,
+    /// The claims the rest of the row does not hold; `None` for rows written before schema 4.
+    pub issued: Option<IssuedClaims>,
+}
+
+/// The claims of a token beyond its row's other columns: what the issuer signed besides who, when
+/// and which session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedClaims {
+    /// `iss`.
+    pub iss: String,
+    /// `aud`.
+    pub aud: String,
+    /// `amr`.
+    pub amr: Vec<String>,
+    /// `cnf.jkt`.
+    pub jkt: String,
 }
 
 /// One card insertion in one reader, from insertion to removal.
@@ -394,7 +414,7 @@ impl Drop for Store {
 /// The columns of a token row, in the order of [`token_row`].
 const TOK: &str = "jti, token_hash, user, enrollment_id, device_session, kid, iat, exp, \
                    single_use, state, reason, changed_at, auth_time, idle_timeout, last_used, \
-                   revoke_on_removal";
+                   revoke_on_removal, login_session, seat, iss, aud, amr, jkt";
 /// The columns of a device session row, in the order of [`session_row`].
 const SES: &str = "id, reader, card_id, event_counter, started, ended, source_instance";
 
@@ -416,7 +436,28 @@ fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
         idle_timeout: r.get(13)?,
         last_used: r.get(14)?,
         revoke_on_removal: r.get(15)?,
+        login_session: r.get(16)?,
+        seat: r.get(17)?,
+        issued: issued_row(r)?,
     })
+}
+
+/// Columns 18 to 21 of a token row; `None` unless all are there (an `amr` that is not a JSON
+/// array of strings counts as absent: the claims are then learnt from the token itself).
+fn issued_row(r: &Row<'_>) -> rusqlite::Result<Option<IssuedClaims>> {
+    let (iss, aud, amr, jkt): (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ) = (r.get(18)?, r.get(19)?, r.get(20)?, r.get(21)?);
+    let (Some(iss), Some(aud), Some(amr), Some(jkt)) = (iss, aud, amr, jkt) else {
+        return Ok(None);
+    };
+    let Ok(amr) = serde_json::from_str::<Vec<String>>(&amr) else {
+        return Ok(None);
+    };
+    Ok(Some(IssuedClaims { iss, aud, amr, jkt }))
 }
 
 fn session_row(r: &Row<'_>) -> rusqlite::Result<DeviceSession> {

@@ -91,6 +91,19 @@ ALTER TABLE enrollments ADD COLUMN rp_id TEXT;                               -- 
 ALTER TABLE enrollments ADD COLUMN sign_count INTEGER NOT NULL DEFAULT 0    -- FIDO counter, u32
     CHECK (sign_count BETWEEN 0 AND 4294967295);
 ",
+    // Tokens bound to a logind session (PAM open_session, BindSession): the binding outlives a
+    // restart, and logout of the session finds its tokens. NULL: not bound. The claims a row did
+    // not hold before, so that a restarted daemon can answer a session reuse from the row alone
+    // (NULL on older rows: learnt from the token at its first validation, as before).
+    "
+ALTER TABLE tokens ADD COLUMN login_session TEXT;                  -- logind session id (lsid)
+ALTER TABLE tokens ADD COLUMN seat TEXT;                           -- its seat, if it has one
+ALTER TABLE tokens ADD COLUMN iss TEXT;
+ALTER TABLE tokens ADD COLUMN aud TEXT;
+ALTER TABLE tokens ADD COLUMN amr TEXT;                            -- JSON array of strings
+ALTER TABLE tokens ADD COLUMN jkt TEXT;                            -- cnf.jkt
+CREATE INDEX tokens_login_session ON tokens (login_session);
+",
 ];
 
 /// Brings the schema to [`SCHEMA_VERSION`]; refuses a newer database rather than misreading it.

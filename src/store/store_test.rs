@@ -74,6 +74,9 @@ fn token(jti: &str, user: &str, enr: &str, ses: &str, exp: u64) -> TokenRecord {
         state: TokenState::Live,
         reason: None,
         changed_at: None,
+        login_session: None,
+        seat: None,
+        issued: None,
     }
 }
 
@@ -707,8 +710,8 @@ fn newer_schema_is_refused() {
 fn migration_sets_the_version() {
     let (_dir, path, store) = fixture();
     drop(store);
-    assert_eq!(user_version(&path), 3);
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(user_version(&path), 4);
+    assert_eq!(SCHEMA_VERSION, 4);
 }
 
 fn user_version(path: &Path) -> u32 {
@@ -1237,4 +1240,64 @@ fn a_detached_write_is_committed_even_when_the_store_is_dropped_at_once() {
     drop(store);
     let store = Store::open(&path).unwrap();
     assert_eq!(store.enrollment("e1").unwrap().unwrap().sign_count, 12);
+}
+
+#[test]
+fn a_tokens_login_session_and_issued_claims_round_trip() {
+    let (_dir, path, store) = fixture();
+    let mut t = token("t9", "alice", "e1", "s1", 1_800_000_000);
+    t.login_session = Some("c7".into());
+    t.seat = Some("seat0".into());
+    t.issued = Some(IssuedClaims {
+        iss: "tessera:host".into(),
+        aud: "pam:login".into(),
+        amr: vec!["hwk".into(), "pin".into()],
+        jkt: "thumb-e1".into(),
+    });
+    let plain = token("t8", "alice", "e1", "s1", 1_800_000_000);
+    store
+        .apply_blocking(vec![
+            WriteOp::InsertToken(t.clone()),
+            WriteOp::InsertToken(plain.clone()),
+        ])
+        .unwrap();
+    assert_eq!(store.token_by_hash(&hash("t9")).unwrap(), Some(t));
+    assert_eq!(store.token_by_hash(&hash("t8")).unwrap(), Some(plain));
+    // Looked up by session through its index.
+    let plan: String = Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT jti FROM tokens WHERE login_session = 'c7'",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("tokens_login_session"), "{plan}");
+    // An amr column that is not a JSON array leaves the claims to be learnt from the token.
+    Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE tokens SET amr = 'hwk' WHERE jti = 't9'", [])
+        .unwrap();
+    assert_eq!(
+        store.token_by_hash(&hash("t9")).unwrap().unwrap().issued,
+        None
+    );
+}
+
+#[test]
+fn schema_3_tokens_become_unbound_with_unknown_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    schema_2_database(&path);
+    {
+        let raw = Connection::open(&path).unwrap();
+        raw.execute_batch(MIGRATIONS[2]).unwrap();
+        raw.pragma_update(None, "user_version", 3).unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let t = store.token_by_hash(&[0x7A; 32]).unwrap().unwrap();
+    assert_eq!(t.jti, "t1");
+    assert_eq!((t.login_session, t.seat, t.issued), (None, None, None));
+    drop(store);
+    assert_eq!(user_version(&path), 4);
 }

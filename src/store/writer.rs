@@ -134,8 +134,15 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> Result<Outcome> {
             one(run("DELETE FROM enrollments WHERE id = ?1", params![id])?)
         }
         WriteOp::InsertToken(t) => {
+            let amr = match &t.issued {
+                Some(i) => Some(
+                    serde_json::to_string(&i.amr)
+                        .map_err(|e| Error::Internal(format!("amr as JSON: {e}")))?,
+                ),
+                None => None,
+            };
             let sql = format!(
-                "INSERT INTO tokens ({TOK}) SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16 \
+                "INSERT INTO tokens ({TOK}) SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22 \
                  WHERE EXISTS \
                  (SELECT 1 FROM device_sessions WHERE id = ?5 AND ended IS NULL)"
             );
@@ -155,7 +162,13 @@ fn apply_op(conn: &Connection, op: &WriteOp) -> Result<Outcome> {
                 t.auth_time,
                 t.idle_timeout,
                 t.last_used,
-                t.revoke_on_removal
+                t.revoke_on_removal,
+                t.login_session,
+                t.seat,
+                t.issued.as_ref().map(|i| &i.iss),
+                t.issued.as_ref().map(|i| &i.aud),
+                amr,
+                t.issued.as_ref().map(|i| &i.jkt)
             ];
             match run(&sql, p)? {
                 0 => return Err(Error::DeviceRemoved),

@@ -16,9 +16,11 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod fido;
+pub mod logind;
 pub mod pam;
 pub mod restore;
 pub mod stack;
+pub mod system_stack;
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
@@ -406,10 +408,16 @@ pub struct Bus {
 
 impl Bus {
     pub fn start() -> Bus {
+        Bus::start_with(bus_config)
+    }
+
+    /// A bus whose configuration `render` writes for the socket path it is given (e.g. a
+    /// system-type bus, [`system_stack`]).
+    pub fn start_with(render: impl FnOnce(&Path) -> String) -> Bus {
         let dir = TestDir::new();
         let socket = dir.path().join("bus");
         let config = dir.path().join("bus.conf");
-        fs::write(&config, bus_config(&socket)).expect("write bus config");
+        fs::write(&config, render(&socket)).expect("write bus config");
         let mut child = Child::spawn(
             "dbus-daemon",
             Command::new("dbus-daemon")

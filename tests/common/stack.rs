@@ -51,8 +51,13 @@ pub struct Stack {
 impl Stack {
     /// Takes the pcsc lock and starts a private bus; no card, no daemon yet.
     pub fn new() -> Stack {
+        Stack::on_bus(Bus::start)
+    }
+
+    /// Like [`Stack::new`], on the bus `start` starts (once the pcsc lock is held).
+    pub fn on_bus(start: impl FnOnce() -> Bus) -> Stack {
         let pcsc = pcsc_lock();
-        let bus = Bus::start();
+        let bus = start();
         Stack {
             daemon: None,
             sim: None,

@@ -1,21 +1,35 @@
-//! The `a{sv}` options of StartAuthentication, StartEnrollment and StartUnblock, typed. Unknown
-//! keys, wrong value types and values out of bounds are InvalidArgument, before any work.
+//! The `a{sv}` options of StartAuthentication, StartEnrollment and StartUnblock, and of the
+//! login-session methods (BindSession, ReuseSession), typed. Unknown keys, wrong value types and
+//! values out of bounds are InvalidArgument, before any work.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use tessera::secret::Secret;
-use tessera::service::{AuthRequest, EnrollRequest, UnblockRequest};
+use tessera::service::{AuthRequest, EnrollRequest, ReuseQuery, UnblockRequest};
 use zbus::zvariant::{OwnedValue, Signature, Value};
 use zeroize::Zeroizing;
 
 use crate::errors::BusError;
 use crate::interface::device_id_of;
 use crate::limits;
+use crate::logind;
 
-/// StartAuthentication's options: "device" (o), "kinds" (as), "pin" (s), "wait" (b), "timeout" (u).
+/// Longest "audience" a request may ask for (the token's `aud`; PAM's is "pam:SERVICE").
+pub const MAX_AUDIENCE_LEN: usize = 128;
+
+/// Longest PAM service name ReuseSession accepts (a file name in /etc/pam.d).
+pub const MAX_SERVICE_LEN: usize = 64;
+
+/// StartAuthentication's options: "device" (o), "kinds" (as), "pin" (s), "wait" (b), "timeout" (u),
+/// "audience" (s, at most [`MAX_AUDIENCE_LEN`] bytes of printable ASCII), "any_user" (b).
 pub fn auth_request(options: &HashMap<String, OwnedValue>) -> Result<AuthRequest, BusError> {
-    limits::options(options, &["device", "kinds", "pin", "wait", "timeout"])?;
+    limits::options(
+        options,
+        &[
+            "device", "kinds", "pin", "wait", "timeout", "audience", "any_user",
+        ],
+    )?;
     let mut r = AuthRequest::default();
     for (key, value) in options {
         match (key.as_str(), &**value) {
@@ -25,10 +39,75 @@ pub fn auth_request(options: &HashMap<String, OwnedValue>) -> Result<AuthRequest
             ("wait", Value::Bool(b)) => r.wait = *b,
             ("wait", _) => return Err(wrong_type(key, "a boolean (b)")),
             ("timeout", v) => r.timeout = Some(timeout(v)?),
+            ("audience", v) => r.audience = Some(audience(v)?),
+            ("any_user", Value::Bool(b)) => r.any_user = *b,
+            ("any_user", _) => return Err(wrong_type(key, "a boolean (b)")),
             (other, _) => return Err(unknown(other)),
         }
     }
     Ok(r)
+}
+
+/// BindSession's options: "session" (s, required: a logind session id, see
+/// [`logind::session_id`]). Returns the id.
+pub fn bind_session(options: &HashMap<String, OwnedValue>) -> Result<String, BusError> {
+    limits::options(options, &["session"])?;
+    match options.get("session").map(|v| &**v) {
+        Some(Value::Str(s)) => logind::session_id(s.as_str()).map(str::to_owned),
+        Some(_) => Err(wrong_type("session", "a string (s)")),
+        None => Err(BusError::InvalidArgument(
+            "option \"session\" (the logind session id) is required".into(),
+        )),
+    }
+}
+
+/// ReuseSession's options: "service" (s, the PAM service: 1 to [`MAX_SERVICE_LEN`] bytes of
+/// `[A-Za-z0-9._-]`), "max_age" (u, seconds since the device authentication).
+pub fn reuse_query(options: &HashMap<String, OwnedValue>) -> Result<ReuseQuery, BusError> {
+    limits::options(options, &["service", "max_age"])?;
+    let mut q = ReuseQuery::default();
+    for (key, value) in options {
+        match (key.as_str(), &**value) {
+            ("service", Value::Str(s)) if is_service_name(s.as_str()) => {
+                q.service = Some(s.as_str().to_owned())
+            }
+            ("service", _) => {
+                return Err(wrong_type(
+                    key,
+                    &format!("a string (s) of 1 to {MAX_SERVICE_LEN} bytes of [A-Za-z0-9._-]"),
+                ))
+            }
+            ("max_age", Value::U32(n)) => q.max_age = Some(u64::from(*n)),
+            ("max_age", _) => return Err(wrong_type(key, "seconds as u (uint32)")),
+            (other, _) => return Err(unknown(other)),
+        }
+    }
+    Ok(q)
+}
+
+fn is_service_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_SERVICE_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A token audience: printable ASCII (no control characters, nothing a log or a claim check could
+/// read two ways), at most [`MAX_AUDIENCE_LEN`] bytes, not empty.
+fn audience(value: &Value<'_>) -> Result<String, BusError> {
+    match value {
+        Value::Str(s)
+            if !s.as_str().is_empty()
+                && s.as_str().len() <= MAX_AUDIENCE_LEN
+                && s.as_str().bytes().all(|b| (0x20..=0x7e).contains(&b)) =>
+        {
+            Ok(s.as_str().to_owned())
+        }
+        _ => Err(wrong_type(
+            "audience",
+            &format!("a string (s) of 1 to {MAX_AUDIENCE_LEN} bytes of printable ASCII"),
+        )),
+    }
 }
 
 /// StartEnrollment's options: "pin" (s), "credential" (s: PIV "9a" or "9e"; FIDO "new", the
@@ -134,4 +213,110 @@ fn wrong_type(key: &str, expected: &str) -> BusError {
 fn unknown(key: &str) -> BusError {
     let shown: String = key.chars().take(64).collect();
     BusError::InvalidArgument(format!("unknown option {shown:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn opts(entries: &[(&str, Value<'_>)]) -> HashMap<String, OwnedValue> {
+        entries
+            .iter()
+            .map(|(k, v)| {
+                (
+                    (*k).to_owned(),
+                    OwnedValue::try_from(v.try_clone().unwrap()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn invalid<T: std::fmt::Debug>(r: Result<T, BusError>) -> bool {
+        matches!(r, Err(BusError::InvalidArgument(_)))
+    }
+
+    #[test]
+    fn audience_and_any_user() {
+        let r = auth_request(&opts(&[
+            ("audience", Value::from("pam:sudo")),
+            ("any_user", Value::from(true)),
+        ]))
+        .unwrap();
+        assert_eq!(r.audience.as_deref(), Some("pam:sudo"));
+        assert!(r.any_user);
+        let r = auth_request(&opts(&[])).unwrap();
+        assert_eq!(r.audience, None);
+        assert!(!r.any_user);
+        let long = "a".repeat(MAX_AUDIENCE_LEN);
+        assert!(auth_request(&opts(&[("audience", Value::from(long.as_str()))])).is_ok());
+        let too_long = "a".repeat(MAX_AUDIENCE_LEN + 1);
+        for bad in ["", "pam:\nsudo", "pam:sudo\u{7f}", "pàm", too_long.as_str()] {
+            assert!(
+                invalid(auth_request(&opts(&[("audience", Value::from(bad))]))),
+                "{bad:?}"
+            );
+        }
+        assert!(invalid(auth_request(&opts(&[(
+            "audience",
+            Value::from(1u32)
+        )]))));
+        assert!(invalid(auth_request(&opts(&[(
+            "any_user",
+            Value::from("yes")
+        )]))));
+    }
+
+    #[test]
+    fn bind_session_needs_a_plain_session_id() {
+        assert_eq!(
+            bind_session(&opts(&[("session", Value::from("c1"))])).unwrap(),
+            "c1"
+        );
+        assert!(invalid(bind_session(&opts(&[]))));
+        assert!(invalid(bind_session(&opts(&[(
+            "session",
+            Value::from(1u32)
+        )]))));
+        assert!(invalid(bind_session(&opts(&[(
+            "session",
+            Value::from("../c1")
+        )]))));
+        assert!(invalid(bind_session(&opts(&[
+            ("session", Value::from("c1")),
+            ("seat", Value::from("seat0")),
+        ]))));
+    }
+
+    #[test]
+    fn reuse_query_is_typed() {
+        let q = reuse_query(&opts(&[
+            ("service", Value::from("polkit-1")),
+            ("max_age", Value::from(300u32)),
+        ]))
+        .unwrap();
+        assert_eq!(q.service.as_deref(), Some("polkit-1"));
+        assert_eq!(q.max_age, Some(300));
+        assert_eq!(reuse_query(&opts(&[])).unwrap(), ReuseQuery::default());
+        let too_long = "s".repeat(MAX_SERVICE_LEN + 1);
+        for bad in ["", "su do", "../sudo", too_long.as_str()] {
+            assert!(
+                invalid(reuse_query(&opts(&[("service", Value::from(bad))]))),
+                "{bad:?}"
+            );
+        }
+        assert!(invalid(reuse_query(&opts(&[(
+            "max_age",
+            Value::from(300u64)
+        )]))));
+        assert!(invalid(reuse_query(&opts(&[(
+            "max_age",
+            Value::from("5m")
+        )]))));
+        assert!(invalid(reuse_query(&opts(&[(
+            "session",
+            Value::from("c1")
+        )]))));
+    }
 }

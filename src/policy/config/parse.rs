@@ -11,7 +11,9 @@ use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Vis
 use toml::Spanned;
 
 use super::fido::{uv_from_name, FidoOverride, ALGORITHMS};
-use super::{fmt_duration, toml_key, Config, TokenOverride, TokenPolicy, DAY};
+use super::{
+    fmt_duration, toml_key, Config, OnRemoval, PamOverride, TokenOverride, TokenPolicy, DAY,
+};
 use crate::{Error, Result};
 
 /// Parses and checks configuration text (see [`Config::parse`]).
@@ -35,7 +37,7 @@ const HOW_TO_WRITE_DURATIONS: &str = "write it like \"90s\", \"15m\", \"8h\" or 
 
 /// The keys of each table, in the order of the example file.
 pub(crate) const TOP_KEYS: &[&str] = &[
-    "token", "pin", "piv", "auth", "keys", "device", "fido", "users", "groups",
+    "token", "pin", "piv", "auth", "keys", "device", "fido", "pam", "session", "users", "groups",
 ];
 pub(crate) const TOKEN_KEYS: &[&str] = &[
     "lifetime",
@@ -67,7 +69,11 @@ pub(crate) const DEVICE_KEYS: &[&str] = &[
     "touch_timeout",
     "simulated_hid_dir",
 ];
-const OVERRIDE_KEYS: &[&str] = &["token", "piv", "fido"];
+const OVERRIDE_KEYS: &[&str] = &["token", "piv", "fido", "session"];
+/// `[pam]`; `services` holds the `[pam.services.NAME]` tables, which take the other keys.
+pub(crate) const PAM_KEYS: &[&str] = &["reuse", "max_age", "services"];
+const PAM_SERVICE_KEYS: &[&str] = &["reuse", "max_age"];
+pub(crate) const SESSION_KEYS: &[&str] = &["on_removal"];
 
 /// A parsed TOML value with its byte span in the file when known.
 struct Node {
@@ -251,6 +257,39 @@ impl Checker<'_> {
                     Some(self.absolute_path(v, "device.simulated_hid_dir")?);
             }
         }
+        if let Some(t) = top.get("pam") {
+            self.pam(t, &mut cfg)?;
+        }
+        if let Some(t) = top.get("session") {
+            if let Some(v) = self.session(t, "session")? {
+                cfg.session.on_removal = v;
+            }
+        }
+        let sessions = [
+            ("users", &mut cfg.session.users),
+            ("groups", &mut cfg.session.groups),
+        ];
+        for (section, map) in sessions {
+            let Some(Node {
+                kind: Kind::Table(names),
+                ..
+            }) = top.get(section)
+            else {
+                // Not a table: reported below with the other overrides.
+                continue;
+            };
+            for (name, entry) in names {
+                let Kind::Table(entry) = &entry.kind else {
+                    continue;
+                };
+                if let Some(t) = entry.get("session") {
+                    let path = format!("{section}.{}.session", toml_key(name));
+                    if let Some(v) = self.session(t, &path)? {
+                        map.insert(name.clone(), v);
+                    }
+                }
+            }
+        }
         let sections = [
             (
                 "users",
@@ -352,6 +391,65 @@ impl Checker<'_> {
                 fmt_duration(max),
             ),
         ))
+    }
+
+    /// The `[pam]` table, with its `[pam.services.NAME]` tables, into `cfg.pam`.
+    fn pam(&self, node: &Node, cfg: &mut Config) -> Result<()> {
+        let t = self.table(node, "pam", PAM_KEYS)?;
+        let o = self.pam_override(t, "pam")?;
+        if let Some(v) = o.reuse {
+            cfg.pam.reuse = v;
+        }
+        if let Some(v) = o.max_age {
+            cfg.pam.max_age = v;
+        }
+        let Some(services) = t.get("services") else {
+            return Ok(());
+        };
+        let Kind::Table(names) = &services.kind else {
+            return Err(self.wrong_type(services, "pam.services", "a table of PAM service names"));
+        };
+        for (name, entry) in names {
+            let path = format!("pam.services.{}", toml_key(name));
+            let t = self.table(entry, &path, PAM_SERVICE_KEYS)?;
+            cfg.pam
+                .services
+                .insert(name.clone(), self.pam_override(t, &path)?);
+        }
+        Ok(())
+    }
+
+    /// `reuse` and `max_age` of the `[pam]` (or `[pam.services.NAME]`) table at `path`.
+    fn pam_override(&self, t: &BTreeMap<String, Node>, path: &str) -> Result<PamOverride> {
+        Ok(PamOverride {
+            reuse: t
+                .get("reuse")
+                .map(|v| self.boolean(v, &format!("{path}.reuse")))
+                .transpose()?,
+            max_age: t
+                .get("max_age")
+                .map(|v| self.positive(v, &format!("{path}.max_age")))
+                .transpose()?,
+        })
+    }
+
+    /// `on_removal` of the `session` table at `path`, if it sets it.
+    fn session(&self, node: &Node, path: &str) -> Result<Option<OnRemoval>> {
+        let t = self.table(node, path, SESSION_KEYS)?;
+        let Some(v) = t.get("on_removal") else {
+            return Ok(None);
+        };
+        let key = format!("{path}.on_removal");
+        let Kind::Str(name) = &v.kind else {
+            return Err(self.wrong_type(v, &key, "\"lock\", \"terminate\" or \"none\""));
+        };
+        OnRemoval::from_name(name).map(Some).ok_or_else(|| {
+            self.error(
+                &key,
+                Some(v),
+                format!("{name:?} is not one of \"lock\", \"terminate\", \"none\""),
+            )
+        })
     }
 
     /// `allow_pinless` of the `[piv]` table at `path`; false when the table leaves it out.
@@ -558,7 +656,7 @@ impl Checker<'_> {
                     .join(", ");
                 let problem = if allowed == OVERRIDE_KEYS {
                     format!(
-                        "unknown key; only `token`, `piv` and `fido` are allowed under [{path}]"
+                        "unknown key; only `token`, `piv`, `fido` and `session` are allowed under [{path}]"
                     )
                 } else {
                     format!("unknown key; expected one of {expected}")

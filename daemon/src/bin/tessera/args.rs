@@ -144,6 +144,9 @@ pub enum Command {
     Jwks,
     /// Print device, token and enrollment events as they happen, one per line, until interrupted.
     Watch,
+    /// Print the session token pam_tessera.so left for this login session: from the session
+    /// keyring ("tessera:token"), else from $XDG_RUNTIME_DIR/tessera/token.
+    Token,
     /// Configuration file tools.
     Config {
         #[command(subcommand)]

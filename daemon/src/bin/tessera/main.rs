@@ -7,6 +7,7 @@ mod devices;
 mod interactive;
 mod output;
 mod secret;
+mod session_token;
 mod tokens;
 mod v1;
 mod watch;
@@ -69,6 +70,11 @@ async fn run(cli: Cli) -> Result<Done, Error> {
         }
         Command::Completions { shell } => {
             completions(*shell);
+            return Ok(Done::Success);
+        }
+        Command::Token => {
+            let token = session_token::find()?;
+            println!("{}", token.as_str());
             return Ok(Done::Success);
         }
         _ => {}
@@ -286,7 +292,7 @@ async fn run(cli: Cli) -> Result<Done, Error> {
         }
         Command::Jwks => println!("{}", manager.jwks().await?),
         Command::Watch => watch::watch(&conn, json).await?,
-        Command::Config { .. } | Command::Completions { .. } => {}
+        Command::Config { .. } | Command::Completions { .. } | Command::Token => {}
     }
     Ok(Done::Success)
 }

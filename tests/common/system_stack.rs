@@ -1,0 +1,88 @@
+//! A [`Stack`] on a private system-type bus: the machine's stock system-bus configuration
+//! (`/usr/share/dbus-1/system.conf`, default deny for method calls) on a socket of the test's own,
+//! with the shipped `dbus/org.tessera.Tessera1.conf` and, for the logind mock
+//! ([`super::logind`]), a policy letting root own `org.freedesktop.login1` and everyone call it,
+//! as logind's own policy file does. Nothing of the machine's `system.d` is read.
+
+use std::path::{Path, PathBuf};
+
+use super::stack::Stack;
+use super::Bus;
+
+/// A stack (pcsc lock, no card, no daemon yet) on a new system-type bus.
+pub fn system_stack() -> Stack {
+    Stack::on_bus(|| Bus::start_with(system_bus_config))
+}
+
+/// The system-type configuration for a bus listening on `socket`; the logind policy is written
+/// next to the socket.
+pub fn system_bus_config(socket: &Path) -> String {
+    let stock = std::fs::read_to_string("/usr/share/dbus-1/system.conf")
+        .expect("dbus-daemon's /usr/share/dbus-1/system.conf (package dbus-daemon or dbus)");
+    let login1 = socket.with_file_name("org.freedesktop.login1.conf");
+    std::fs::write(&login1, LOGIN1_POLICY).expect("write the logind mock's bus policy");
+    let ours = shipped_policy();
+    let mut out = String::new();
+    for line in stock.lines() {
+        let t = line.trim();
+        // The machine's account, daemonising, pid file, syslog, activation helper and policy
+        // directories are not the test's.
+        if t.starts_with("<user>")
+            || t == "<fork/>"
+            || t.starts_with("<pidfile>")
+            || t == "<syslog/>"
+            || t.starts_with("<servicehelper>")
+            || t.starts_with("<includedir>")
+            || t.starts_with("<include ")
+        {
+            continue;
+        }
+        if t.starts_with("<listen>") {
+            out.push_str(&format!(
+                "  <listen>unix:path={}</listen>\n",
+                socket.display()
+            ));
+            continue;
+        }
+        if t == "</busconfig>" {
+            out.push_str(&format!("  <include>{}</include>\n", ours.display()));
+            out.push_str(&format!("  <include>{}</include>\n", login1.display()));
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `dbus/org.tessera.Tessera1.conf` of this checkout, found from the package being tested (the
+/// workspace root or `daemon/`).
+pub fn shipped_policy() -> PathBuf {
+    let mut dir = Some(Path::new(env!("CARGO_MANIFEST_DIR")));
+    while let Some(d) = dir {
+        let candidate = d.join("dbus/org.tessera.Tessera1.conf");
+        if candidate.is_file() {
+            return candidate;
+        }
+        dir = d.parent();
+    }
+    panic!(
+        "dbus/org.tessera.Tessera1.conf not found above {}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+}
+
+/// What systemd's `org.freedesktop.login1.conf` grants, reduced to what the mock needs: root owns
+/// the name; anyone may call it (logind authorises its callers itself, and the tests drive the
+/// mock through its `org.freedesktop.DBus.Mock` interface).
+const LOGIN1_POLICY: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <policy user="root">
+    <allow own="org.freedesktop.login1"/>
+  </policy>
+  <policy context="default">
+    <allow send_destination="org.freedesktop.login1"/>
+    <allow receive_sender="org.freedesktop.login1"/>
+  </policy>
+</busconfig>
+"#;
