@@ -235,6 +235,11 @@ fn deb_installs_serves_a_pam_login_and_purges_clean() {
     }
     let before = MachineState::take();
 
+    // The pcsc lock before the package goes in: the end-to-end tests that run a daemon hold it,
+    // and none of them should meet an installed Tessera (its activation file in the system
+    // service directory, which their buses read) while this test runs.
+    let mut stack = Stack::new();
+
     // From here on the machine changes: the guard puts it back, the record covers a killed test.
     let mut installed = Installed::begin();
     dpkg(&["-i", deb.to_str().unwrap()]);
@@ -258,7 +263,6 @@ fn deb_installs_serves_a_pam_login_and_purges_clean() {
 
     // A card in reader 0, the installed daemon with its installed defaults (state in
     // /var/lib/tessera), as root: the installed policy lets root own the name.
-    let mut stack = Stack::new();
     let card = stack.path("card.json");
     stack.start_sim(&card, &[]);
     let config = dir.path().join("tessera.toml");
@@ -353,8 +357,6 @@ fn deb_installs_serves_a_pam_login_and_purges_clean() {
     installed.done();
     let after = MachineState::take();
     before.assert_same(&after);
-    drop(stack);
-    drop(bus);
 }
 
 /// `systemd-analyze verify UNIT`, which must pass without a word: it only warns (and exits 0) about
