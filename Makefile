@@ -196,7 +196,7 @@ DEB_FLAGS ?=
 # its assets to the target dir in use), so DEB_BINARIES is staged as the release directory of a
 # throw-away target dir.
 deb:
-	command -v cargo-deb >/dev/null 2>&1 || $(CARGO) install $(CARGO_FLAGS) cargo-deb --locked
+	command -v cargo-deb >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked
 	mkdir -p "$(DEB_OUT)"
 	if [[ -z "$(DEB_BINARIES)" ]]; then \
 	    $(CARGO) build $(CARGO_FLAGS) --release -p tesserad -p pam-tessera; \

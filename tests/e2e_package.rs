@@ -42,6 +42,11 @@ const PACKAGE_RECORD: &str = "/run/tessera-e2e/package";
 /// The state directory of the installed daemon, which `dpkg -P` removes.
 const STATE_DIR: &str = "/var/lib/tessera";
 const LONG: Duration = Duration::from_secs(300);
+/// Set for the child process of [`a_killed_package_test_is_purged_by_the_cleanup_script`].
+const HELPER_ENV: &str = "TESSERA_E2E_PACKAGE_HELPER";
+/// The two package tests install the same package; one at a time (the dpkg lock alone would let
+/// the other in while a killed helper's package waits for the cleanup).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// What `make install` (PREFIX=/usr) and the package install, with modes: the documented list (README
 /// "Installing", the Makefile's INSTALL_FILES, daemon/Cargo.toml's assets).
@@ -196,21 +201,10 @@ fn make_install_installs_the_documented_files_and_uninstall_removes_them() {
 #[test]
 fn deb_installs_serves_a_pam_login_and_purges_clean() {
     common::test_user("tessera-alice");
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let _dpkg = lock(DPKG_LOCK);
     let dir = TestDir::new();
-
-    // The package, from the debug build (a release build would cost minutes).
-    let out = make(&[
-        "deb",
-        &format!("DEB_BINARIES={}", build_dir().display()),
-        &format!("DEB_OUT={}", dir.path().display()),
-    ]);
-    assert!(out.status.success(), "make deb: {}", stderr(&out));
-    let deb = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .expect("make deb wrote no .deb");
+    let deb = build_deb(dir.path());
 
     // Its files are the documented ones (and the copyright cargo-deb writes).
     let mut packaged = deb_contents(&deb);
@@ -221,18 +215,7 @@ fn deb_installs_serves_a_pam_login_and_purges_clean() {
     let expected: BTreeMap<String, u32> = documented_files().into_iter().collect();
     assert_eq!(packaged, expected, "the package's files and modes");
 
-    // The machine must not have any of it yet: the test would overwrite someone's files, and could
-    // not tell afterwards whether it left the machine as it was.
-    assert!(
-        !dpkg_installed(),
-        "package {PACKAGE} is installed on this machine already"
-    );
-    for path in expected.keys().map(String::as_str).chain([STATE_DIR]) {
-        assert!(
-            !Path::new(path).exists(),
-            "{path} exists before the package is installed"
-        );
-    }
+    assert_not_installed();
     let before = MachineState::take();
 
     // The pcsc lock before the package goes in: the end-to-end tests that run a daemon hold it,
@@ -357,6 +340,102 @@ fn deb_installs_serves_a_pam_login_and_purges_clean() {
     installed.done();
     let after = MachineState::take();
     before.assert_same(&after);
+}
+
+#[test]
+fn a_killed_package_test_is_purged_by_the_cleanup_script() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Held throughout, as the package test does (see there); the helper does not take it.
+    let _pcsc = common::pcsc_lock();
+    assert_not_installed();
+    let before = MachineState::take();
+
+    // A package test that installs the package and is then killed: no Drop runs.
+    let logs = TestDir::new();
+    let mut helper = Child::spawn(
+        "helper",
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "helper_installs_the_package_and_hangs",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(HELPER_ENV, "1"),
+        logs.path(),
+    );
+    let line = helper.wait_for_line("installed", LONG);
+    let helper_dir = PathBuf::from(line.trim_start_matches("installed ").trim());
+    assert!(helper_dir.is_dir(), "{line}");
+    helper.signal(Signal::SIGKILL);
+    helper.wait_exit(WAIT).expect("killed");
+    assert!(
+        dpkg_installed(),
+        "the killed test's package should be there"
+    );
+    assert!(Path::new(PACKAGE_RECORD).is_file(), "and recorded");
+
+    let out = run(
+        Command::new(Path::new(ROOT).join("scripts/test-cleanup.sh")).args(["package", "files"]),
+        b"",
+        Duration::from_secs(960),
+    );
+    assert!(out.status.success(), "test-cleanup.sh: {out:?}");
+    assert!(
+        dpkg_status().is_none(),
+        "still known to dpkg after the cleanup"
+    );
+    assert!(!Path::new(PACKAGE_RECORD).exists());
+    assert!(!helper_dir.exists(), "{} left behind", helper_dir.display());
+    before.assert_same(&MachineState::take());
+}
+
+/// The child of [`a_killed_package_test_is_purged_by_the_cleanup_script`]; does nothing unless run
+/// by it.
+#[test]
+#[ignore = "run by a_killed_package_test_is_purged_by_the_cleanup_script"]
+fn helper_installs_the_package_and_hangs() {
+    if std::env::var_os(HELPER_ENV).is_none() {
+        return;
+    }
+    let _dpkg = lock(DPKG_LOCK);
+    let dir = TestDir::new();
+    let deb = build_deb(dir.path());
+    let _installed = Installed::begin();
+    dpkg(&["-i", deb.to_str().unwrap()]);
+    println!("installed {}", dir.path().display());
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+/// `make deb` from the debug build (a release build would cost minutes), into `dir`; the package.
+fn build_deb(dir: &Path) -> PathBuf {
+    let out = make(&[
+        "deb",
+        &format!("DEB_BINARIES={}", build_dir().display()),
+        &format!("DEB_OUT={}", dir.display()),
+    ]);
+    assert!(out.status.success(), "make deb: {}", stderr(&out));
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .expect("make deb wrote no .deb")
+}
+
+/// The machine has none of the package yet: a test would overwrite someone's files, and could not
+/// tell afterwards whether it left the machine as it was.
+fn assert_not_installed() {
+    assert!(
+        dpkg_status().is_none(),
+        "package {PACKAGE} is known to dpkg on this machine already"
+    );
+    let files = documented_files();
+    for path in files.iter().map(|(p, _)| p.as_str()).chain([STATE_DIR]) {
+        assert!(
+            !Path::new(path).exists(),
+            "{path} exists before the package is installed"
+        );
+    }
 }
 
 /// `systemd-analyze verify UNIT`, which must pass without a word: it only warns (and exits 0) about
