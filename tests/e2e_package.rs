@@ -250,12 +250,24 @@ fn deb_installs_serves_a_pam_login_and_purges_clean() {
     stack.start_sim(&card, &[]);
     let config = dir.path().join("tessera.toml");
     fs::write(&config, "").unwrap();
+    // Without any capability and with no_new_privs, as the unit runs it (CapabilityBoundingSet=
+    // empty, NoNewPrivileges=yes): root with an empty bounding set gains none at exec. No systemd
+    // runs on this machine, so the rest of the sandbox is verified (above), not exercised.
     let mut daemon = Child::spawn(
         "installed-tesserad",
-        Command::new("/usr/sbin/tesserad")
-            .env("TESSERA_LOG", "debug")
-            .args(["--bus", &bus.address, "--config"])
-            .arg(&config),
+        Command::new("setpriv")
+            .args([
+                "--no-new-privs",
+                "--bounding-set=-all",
+                "--inh-caps=-all",
+                "--ambient-caps=-all",
+                "/usr/sbin/tesserad",
+                "--bus",
+                &bus.address,
+                "--config",
+            ])
+            .arg(&config)
+            .env("TESSERA_LOG", "debug"),
         dir.path(),
     );
     let up = wait_until(WAIT, || {
@@ -265,6 +277,22 @@ fn deb_installs_serves_a_pam_login_and_purges_clean() {
         up && daemon.try_wait().is_none(),
         "installed tesserad did not take {BUS_NAME}:\n{}",
         daemon.stderr_text()
+    );
+    let proc_status = fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+    for line in [
+        "CapEff:\t0000000000000000",
+        "CapBnd:\t0000000000000000",
+        "NoNewPrivs:\t1",
+    ] {
+        assert!(
+            proc_status.contains(line),
+            "{line:?} not in:\n{proc_status}"
+        );
+    }
+    assert!(
+        fs::read_link(format!("/proc/{}/exe", daemon.pid())).unwrap()
+            == Path::new("/usr/sbin/tesserad"),
+        "the daemon is not the installed program"
     );
     installed.daemon = Some(daemon);
     assert!(Path::new(STATE_DIR).join("tessera.db").is_file());
