@@ -199,6 +199,124 @@ fn make_install_installs_the_documented_files_and_uninstall_removes_them() {
 }
 
 #[test]
+fn pam_auth_update_profiles_put_the_module_before_the_password_and_after_pam_systemd() {
+    // Debian's pam-auth-update, run on copies: its three directories rewritten to temporary ones
+    // (the machine's profiles plus ours, its common-* files and records) and debconf pointed at a
+    // private database, so nothing of the machine is written.
+    let dir = TestDir::new();
+    let root = dir.path();
+    let (input, output, saved) = (root.join("in"), root.join("out"), root.join("save"));
+    for d in [&input, &output, &saved] {
+        fs::create_dir(d).unwrap();
+    }
+    let copy_dir = |from: &Path, to: &Path, only: &dyn Fn(&str) -> bool| {
+        for entry in fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            if path.is_file() && only(&name) {
+                fs::copy(&path, to.join(&name)).unwrap();
+            }
+        }
+    };
+    copy_dir(Path::new("/usr/share/pam-configs"), &input, &|_| true);
+    copy_dir(&Path::new(ROOT).join("pam-configs"), &input, &|_| true);
+    copy_dir(Path::new("/etc/pam.d"), &output, &|n| {
+        n.starts_with("common-")
+    });
+    copy_dir(Path::new("/var/lib/pam"), &saved, &|_| true);
+    let tool =
+        fs::read_to_string("/usr/sbin/pam-auth-update").expect("pam-auth-update (libpam-runtime)");
+    let tool = tool
+        .replace(
+            "'/usr/share/pam-configs'",
+            &format!("'{}'", input.display()),
+        )
+        .replace("'/etc/pam.d'", &format!("'{}'", output.display()))
+        .replace("'/var/lib/pam'", &format!("'{}'", saved.display()));
+    let script = root.join("pam-auth-update");
+    fs::write(&script, tool).unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let debconf = root.join("debconf.conf");
+    fs::write(
+        &debconf,
+        format!(
+            "Config: configdb\nTemplates: templatedb\n\n\
+             Name: configdb\nDriver: File\nFilename: {0}/config.dat\n\n\
+             Name: templatedb\nDriver: File\nMode: 644\nFilename: {0}/templates.dat\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let update = |args: &[&str]| {
+        let out = run(
+            Command::new(&script)
+                .args(args)
+                .env("DEBCONF_SYSTEMRC", &debconf)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+            b"",
+            WAIT,
+        );
+        assert!(out.status.success(), "pam-auth-update {args:?}: {out:?}");
+    };
+    let stack = |name: &str| -> Vec<String> {
+        fs::read_to_string(output.join(name))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    let position = |lines: &[String], needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle} not in {lines:#?}"))
+    };
+
+    // Off by default: registering the profiles (what postinst does) changes no stack.
+    let before: Vec<_> = ["common-auth", "common-session"].map(stack).into();
+    update(&["--package"]);
+    assert_eq!(
+        Vec::from(["common-auth", "common-session"].map(stack)),
+        before
+    );
+    assert!(!before.concat().iter().any(|l| l.contains("pam_tessera")));
+
+    update(&["--enable", "tessera", "tessera-session"]);
+    let auth = stack("common-auth");
+    let reuse = position(&auth, "pam_tessera.so reuse max_age=15m");
+    let device = position(&auth, "pam_tessera.so timeout=20");
+    let unix = position(&auth, "pam_unix.so");
+    assert!(reuse < device && device < unix, "{auth:#?}");
+    // Each one, on success, jumps over the rest of the primary block to pam_permit.
+    let permit = position(&auth, "required pam_permit.so");
+    for (at, line) in [(reuse, &auth[reuse]), (device, &auth[device])] {
+        assert!(
+            line.contains(&format!("[success={} default=ignore]", permit - at - 1)),
+            "{line} does not jump to pam_permit:\n{auth:#?}"
+        );
+    }
+    let session = stack("common-session");
+    assert!(
+        position(&session, "pam_systemd.so") < position(&session, "optional pam_tessera.so"),
+        "the session must be registered before the token is bound to it:\n{session:#?}"
+    );
+    assert!(
+        !stack("common-session-noninteractive")
+            .iter()
+            .any(|l| l.contains("pam_tessera")),
+        "cron and the like have no login session to bind"
+    );
+
+    // What prerm does on removal: the module leaves every stack.
+    update(&["--package", "--remove", "tessera", "tessera-session"]);
+    assert_eq!(
+        Vec::from(["common-auth", "common-session"].map(stack)),
+        before
+    );
+}
+
+#[test]
 fn deb_installs_serves_a_pam_login_and_purges_clean() {
     common::test_user("tessera-alice");
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
