@@ -461,7 +461,34 @@ fn deb_installs_serves_a_pam_login_and_purges_clean() {
         "pamtester with a wrong PIN succeeded:\n{}",
         wrong.text()
     );
+    assert_eq!(token_users(&service.audience()), ["tessera-alice"]);
     drop(service);
+
+    // The GDM example's authentication, as the greeter starts it: no user name yet, the module
+    // takes the one account the card is enrolled for (and pam_succeed_if then sees it is not root).
+    let example = fs::read_to_string("/usr/share/doc/tessera/examples/gdm-tessera").unwrap();
+    let gdm = PamService::new(&example);
+    let greeter = pamtester(
+        &bus.address,
+        &gdm,
+        "",
+        &["authenticate"],
+        &[],
+        &format!("{PIN}\n"),
+        Duration::from_secs(90),
+    );
+    assert!(
+        greeter.succeeded(),
+        "the GDM example without a user name:\n{}\n--- tesserad ---\n{}",
+        greeter.text(),
+        installed.daemon_log()
+    );
+    assert_eq!(
+        token_users(&gdm.audience()),
+        ["tessera-alice"],
+        "the greeter's token is not the card's account's"
+    );
+    drop(gdm);
 
     // Removal: the daemon stops first (on a systemd machine prerm stops the unit).
     installed.stop_daemon();
@@ -582,6 +609,24 @@ fn assert_not_installed() {
             "{path} exists before the package is installed"
         );
     }
+}
+
+/// The owners of the tokens the installed daemon issued for `audience`, read from its database.
+fn token_users(audience: &str) -> Vec<String> {
+    let db = rusqlite::Connection::open_with_flags(
+        Path::new(STATE_DIR).join("tessera.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open the installed daemon's database");
+    let mut query = db
+        .prepare("SELECT user FROM tokens WHERE aud = ?1 ORDER BY iat")
+        .unwrap();
+    let users = query
+        .query_map([audience], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    users
 }
 
 /// `systemd-analyze verify UNIT`, which must pass without a word: it only warns (and exits 0) about
