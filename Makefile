@@ -25,9 +25,10 @@ FUZZ_SECONDS ?= 60
 build: deps
 	$(CARGO) build $(CARGO_FLAGS) --workspace --release
 
-## build-debug: debug binaries, which the end-to-end tests run
+## build-debug: debug binaries and the PAM module, which the end-to-end tests run
+# --lib too: pam_tessera.so is a library (cdylib), which --bins alone does not build.
 build-debug: deps
-	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
+	$(CARGO) build $(CARGO_FLAGS) --workspace --bins --lib
 
 ## deps: install missing system packages (no-op when all are present)
 deps:
