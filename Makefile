@@ -18,15 +18,17 @@ TEST_THREADS ?= 2
 # Seconds each fuzz target runs in `make fuzz`.
 FUZZ_SECONDS ?= 60
 
-.PHONY: help build build-debug deps test test-cleanup lint fmt-check clippy fuzz demo bench clean
+.PHONY: help build build-debug deps test test-cleanup lint fmt-check clippy fuzz demo bench clean \
+        install uninstall deb
 
 ## build: release binaries (tesserad, tessera, tessera-sim) in target/release
 build: deps
 	$(CARGO) build $(CARGO_FLAGS) --workspace --release
 
-## build-debug: debug binaries, which the end-to-end tests run
+## build-debug: debug binaries and the PAM module, which the end-to-end tests run
+# --lib too: pam_tessera.so is a library (cdylib), which --bins alone does not build.
 build-debug: deps
-	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
+	$(CARGO) build $(CARGO_FLAGS) --workspace --bins --lib
 
 ## deps: install missing system packages (no-op when all are present)
 deps:
@@ -112,6 +114,100 @@ demo: build
 # test target in bench mode, which lists each of their unit tests as "ignored".
 bench: build
 	$(CARGO) bench $(CARGO_FLAGS) --workspace --bench '*'
+
+# --- Installing (README "Installing") ---------------------------------------------------------------
+# PREFIX (default /usr) places the programs and the documentation; DESTDIR stages the whole tree
+# (packaging, tests). The files the system's own daemons read go where those daemons look, whatever
+# PREFIX says: PAM, dbus-daemon, polkit and udev read no /usr/local tree. Each directory variable
+# below may be overridden on its own. With another PREFIX the unit's ExecStart follows SBINDIR.
+PREFIX ?= /usr
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+DOCDIR ?= $(PREFIX)/share/doc/tessera
+MULTIARCH ?= $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
+PAMDIR ?= /usr/lib/$(MULTIARCH)/security
+UNITDIR ?= /usr/lib/systemd/system
+DBUSDIR ?= /usr/share/dbus-1
+POLKITDIR ?= /usr/share/polkit-1/actions
+UDEVDIR ?= /usr/lib/udev/rules.d
+PAMCONFIGDIR ?= /usr/share/pam-configs
+# Where `make install` takes the built programs from (`make build` puts them there).
+BUILD_DIR ?= $(or $(CARGO_TARGET_DIR),target)/release
+
+# What `make install` installs: source:destination:mode. tessera-sim is not installed: a simulated
+# card has no place on a production machine. The configuration goes in as an example only; an
+# administrator's /etc/tessera/tessera.toml is never written.
+INSTALL_FILES = \
+    $(BUILD_DIR)/tesserad:$(SBINDIR)/tesserad:0755 \
+    $(BUILD_DIR)/tessera:$(BINDIR)/tessera:0755 \
+    $(BUILD_DIR)/libpam_tessera.so:$(PAMDIR)/pam_tessera.so:0644 \
+    systemd/tesserad.service:$(UNITDIR)/tesserad.service:0644 \
+    dbus/org.tessera.Tessera1.conf:$(DBUSDIR)/system.d/org.tessera.Tessera1.conf:0644 \
+    dbus/org.tessera.Tessera1.service:$(DBUSDIR)/system-services/org.tessera.Tessera1.service:0644 \
+    polkit/org.tessera.Tessera1.policy:$(POLKITDIR)/org.tessera.Tessera1.policy:0644 \
+    udev/70-tessera.rules:$(UDEVDIR)/70-tessera.rules:0644 \
+    pam-configs/tessera:$(PAMCONFIGDIR)/tessera:0644 \
+    pam-configs/tessera-session:$(PAMCONFIGDIR)/tessera-session:0644 \
+    README.md:$(DOCDIR)/README.md:0644 \
+    tessera.toml.example:$(DOCDIR)/examples/tessera.toml:0644 \
+    examples/pam.d/gdm-tessera:$(DOCDIR)/examples/gdm-tessera:0644
+
+## install: the built programs (`make build` first), PAM module, unit, bus and polkit policy, udev rules into DESTDIR/PREFIX
+# Installs files only: it neither builds (so `sudo make install` runs no compiler as root) nor
+# touches the running system. After a real install, as root: `groupadd --system tessera` (the udev
+# rules give that group the FIDO keys), `udevadm control --reload`, and reload dbus-daemon
+# (`systemctl reload dbus`); the deb's postinst does all three.
+install:
+	missing=(); for entry in $(INSTALL_FILES); do \
+	    IFS=: read -r src dest mode <<<"$$entry"; [[ -f $$src ]] || missing+=("$$src"); \
+	done; \
+	if (($${#missing[@]})); then \
+	    echo "install: missing $${missing[*]} (run \`make build\` first, or set BUILD_DIR)" >&2; exit 1; \
+	fi
+	for entry in $(INSTALL_FILES); do \
+	    IFS=: read -r src dest mode <<<"$$entry"; \
+	    install -d -m 0755 "$(DESTDIR)$${dest%/*}"; \
+	    if [[ $$src == systemd/tesserad.service ]]; then \
+	        sed -e 's#^ExecStart=/usr/sbin/tesserad#ExecStart=$(SBINDIR)/tesserad#' -e 's#^Documentation=file:/usr/share/doc/tessera/#Documentation=file:$(DOCDIR)/#' "$$src" >"$(DESTDIR)$$dest.tmp"; \
+	        chmod "$$mode" "$(DESTDIR)$$dest.tmp"; mv -f "$(DESTDIR)$$dest.tmp" "$(DESTDIR)$$dest"; \
+	    else \
+	        install -m "$$mode" "$$src" "$(DESTDIR)$$dest"; \
+	    fi; \
+	    echo "installed $(DESTDIR)$$dest"; \
+	done
+
+## uninstall: remove what `make install` installed (same DESTDIR/PREFIX); the state in /var/lib/tessera stays
+uninstall:
+	for entry in $(INSTALL_FILES); do \
+	    IFS=: read -r src dest mode <<<"$$entry"; rm -f "$(DESTDIR)$$dest"; \
+	done
+	rmdir --ignore-fail-on-non-empty "$(DESTDIR)$(DOCDIR)/examples" "$(DESTDIR)$(DOCDIR)" 2>/dev/null || true
+
+# Where `make deb` writes the package.
+DEB_OUT ?= $(or $(CARGO_TARGET_DIR),target)/debian
+# Empty: a release build of tesserad, tessera and pam_tessera.so first. A directory (the tests use
+# target/debug): package the programs already built there instead, with no build at all, stripped
+# and quickly compressed (debug builds are large).
+DEB_BINARIES ?=
+# More cargo-deb options, e.g. --separate-debug-symbols.
+DEB_FLAGS ?=
+
+## deb: a Debian package with cargo-deb ([package.metadata.deb] in daemon/Cargo.toml) in DEB_OUT
+# cargo-deb takes the programs from <target dir>/release (it rewrites the "target/release/" prefix of
+# its assets to the target dir in use), so DEB_BINARIES is staged as the release directory of a
+# throw-away target dir.
+deb:
+	command -v cargo-deb >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked
+	mkdir -p "$(DEB_OUT)"
+	if [[ -z "$(DEB_BINARIES)" ]]; then \
+	    $(CARGO) build $(CARGO_FLAGS) --release -p tesserad -p pam-tessera; \
+	    $(CARGO) deb $(CARGO_FLAGS) $(DEB_FLAGS) -p tesserad --no-build -o "$(DEB_OUT)"; \
+	else \
+	    stage=$$(mktemp -d); trap 'rm -rf "$$stage"' EXIT; mkdir "$$stage/release"; \
+	    for f in tesserad tessera libpam_tessera.so; do cp "$(DEB_BINARIES)/$$f" "$$stage/release/"; done; \
+	    CARGO_TARGET_DIR="$$stage" $(CARGO) deb $(CARGO_FLAGS) $(DEB_FLAGS) -p tesserad --no-build \
+	        --strip --fast -o "$(DEB_OUT)"; \
+	fi
 
 ## clean: remove target/
 clean:

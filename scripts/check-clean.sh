@@ -7,7 +7,8 @@
 # and fails the run if, after it, the pcscd processes differ from the snapshot (a pcscd that ran
 # before must run again with the same command line, none may be left that did not), an account the
 # harness created still exists, a test directory of a finished test is still in /tmp, or a record of
-# the harness (/run/tessera-e2e, see tests/common/restore.rs) is left over.
+# the harness (/run/tessera-e2e, see tests/common/restore.rs; `package` is tests/e2e_package.rs's
+# Debian package still installed) is left over.
 set -euo pipefail
 
 readonly state=/run/tessera-e2e
@@ -58,7 +59,7 @@ case $mode in
         done
         # Not /tmp/tessera-e2e-pcscd.log: the cleanup removes it, but a test run beside ours may
         # have written it again since.
-        for f in "$state/machine-pcscd" "$state/harness-pcscd.pid"; do
+        for f in "$state/machine-pcscd" "$state/harness-pcscd.pid" "$state/package"; do
             [[ -e $f ]] && problems+=("$f still exists")
         done
         if ((${#problems[@]})); then

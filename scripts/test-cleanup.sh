@@ -3,8 +3,8 @@
 # not (a test killed or interrupted runs no cleanup code). `make test` runs it when the suite ends,
 # also after Ctrl-C; run it by hand (as root) after killing a test run yourself.
 #
-#   scripts/test-cleanup.sh [pcscd] [accounts] [files] [pam] [legacy-accounts]
-#                                        (default: the first four)
+#   scripts/test-cleanup.sh [pcscd] [accounts] [files] [pam] [package] [legacy-accounts]
+#                                        (default: the first five)
 #
 # pcscd:    stops a pcscd a killed test started (/run/tessera-e2e/harness-pcscd.pid) and starts the
 #           machine's pcscd again, with its old command line, if a test stopped it and could not
@@ -13,6 +13,9 @@
 #           test process holds /run/tessera-e2e/accounts.lock.
 # files:    removes test directories /tmp/tessera-e2e-<pid>-* whose test process is gone.
 # pam:      removes test PAM services /etc/pam.d/tessera-test-<pid>-* whose test process is gone.
+# package:  purges the Debian package `tessera` that tests/e2e_package.rs installed and could not
+#           remove (/run/tessera-e2e/package), once no package test holds
+#           /tmp/tessera-e2e-dpkg.lock.
 # legacy-accounts (by hand only): removes tessera-alice and tessera-bob as earlier versions of the
 #           harness left them, unmarked: system accounts with an empty comment, shell
 #           /usr/sbin/nologin and no home directory. Accounts that differ in any of these are kept.
@@ -28,9 +31,10 @@ readonly pcsc_lock=/tmp/tessera-e2e-pcsc.lock
 readonly pcscd_socket=/run/pcscd/pcscd.comm
 readonly comment="Tessera e2e test account"
 readonly lock_wait=900
+readonly dpkg_lock=/tmp/tessera-e2e-dpkg.lock
 
 parts=("$@")
-((${#parts[@]})) || parts=(pcscd accounts files pam)
+((${#parts[@]})) || parts=(pcscd accounts files pam package)
 status=0
 
 say() { printf 'test-cleanup: %s\n' "$*"; }
@@ -150,14 +154,32 @@ cleanup_pam() {
     done
 }
 
+cleanup_package() {
+    [[ -f $state/package ]] || return 0
+    # The tests' lock: no package test is between installing and purging while we look.
+    { exec 7>>"$dpkg_lock"; } 2>/dev/null || exec 7<"$dpkg_lock"
+    flock -w "$lock_wait" 7 || { say "$dpkg_lock still locked after ${lock_wait}s"; return 1; }
+    if [[ -f $state/package ]]; then
+        local known
+        known=$(dpkg-query -W -f='${Status}' tessera 2>/dev/null || true)
+        if [[ -n $known && $known != *not-installed ]]; then
+            say "purging the package tessera, installed by a test that was killed"
+            DEBIAN_FRONTEND=noninteractive dpkg -P tessera || status=1
+        fi
+        rm -f "$state/package"
+    fi
+    exec 7>&-
+}
+
 for part in "${parts[@]}"; do
     case $part in
         pcscd) cleanup_pcscd || status=1 ;;
         accounts) cleanup_accounts || status=1 ;;
         files) cleanup_files || status=1 ;;
         pam) cleanup_pam || status=1 ;;
+        package) cleanup_package || status=1 ;;
         legacy-accounts) cleanup_legacy_accounts || status=1 ;;
-        *) say "unknown part $part (pcscd, accounts, files, pam, legacy-accounts)"; exit 2 ;;
+        *) say "unknown part $part (pcscd, accounts, files, pam, package, legacy-accounts)"; exit 2 ;;
     esac
 done
 exit "$status"
