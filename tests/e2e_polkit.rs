@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use common::stack::{parse_err, BUS_NAME, DEVICE_PATH, PIN};
+use common::system_stack::{stock_system_config, Activation};
 use common::{bin, run, stderr, stdout, test_user, wait_until, Child, PcscGuard, TestDir};
 
 const ENROLL: &str = "org.tessera.Tessera1.enroll";
@@ -330,37 +331,12 @@ fn system_bus(dir: &Path) -> (Child, String) {
         ),
     )
     .unwrap();
-    let stock = std::fs::read_to_string("/usr/share/dbus-1/system.conf")
-        .expect("dbus-daemon's /usr/share/dbus-1/system.conf (package dbus-daemon or dbus)");
-    let mut config = String::new();
-    for line in stock.lines() {
-        let t = line.trim();
-        // No activation either: the machine's polkitd must not be started on this bus.
-        if t.starts_with("<user>")
-            || t == "<fork/>"
-            || t.starts_with("<pidfile>")
-            || t == "<syslog/>"
-            || t.starts_with("<servicehelper>")
-            || t == "<standard_system_servicedirs/>"
-            || t.starts_with("<includedir>")
-            || t.starts_with("<include ")
-        {
-            continue;
-        }
-        if t.starts_with("<listen>") {
-            config.push_str(&format!(
-                "  <listen>unix:path={}</listen>\n",
-                socket.display()
-            ));
-            continue;
-        }
-        if t == "</busconfig>" {
-            config.push_str(&format!("  <include>{SHIPPED_BUS_POLICY}</include>\n"));
-            config.push_str(&format!("  <include>{}</include>\n", polkit_conf.display()));
-        }
-        config.push_str(line);
-        config.push('\n');
-    }
+    // No activation either: the machine's polkitd must not be started on this bus.
+    let config = stock_system_config(
+        &socket,
+        &[Path::new(SHIPPED_BUS_POLICY), &polkit_conf],
+        Activation::None,
+    );
     let conf = dir.join("system.conf");
     std::fs::write(&conf, config).unwrap();
     let mut bus = Child::spawn(

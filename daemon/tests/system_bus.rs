@@ -10,6 +10,7 @@ mod common;
 #[path = "../../tests/e2e_requests_client/mod.rs"]
 mod e2e_requests_client;
 
+use common::system_stack::{stock_system_config, Activation};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -22,35 +23,7 @@ const POLICY: &str = concat!(
 /// Debian's system-bus configuration with its socket, user, pid file and syslog replaced, plus our
 /// policy file.
 fn system_config(socket: &Path) -> String {
-    let stock = std::fs::read_to_string("/usr/share/dbus-1/system.conf")
-        .expect("dbus-daemon's /usr/share/dbus-1/system.conf (package dbus-daemon or dbus)");
-    let mut out = String::new();
-    for line in stock.lines() {
-        let t = line.trim();
-        if t.starts_with("<user>")
-            || t == "<fork/>"
-            || t.starts_with("<pidfile>")
-            || t == "<syslog/>"
-            || t.starts_with("<servicehelper>")
-            || t.starts_with("<includedir>")
-            || t.starts_with("<include ")
-        {
-            continue;
-        }
-        if t.starts_with("<listen>") {
-            out.push_str(&format!(
-                "  <listen>unix:path={}</listen>\n",
-                socket.display()
-            ));
-            continue;
-        }
-        if t == "</busconfig>" {
-            out.push_str(&format!("  <include>{POLICY}</include>\n"));
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
+    stock_system_config(socket, &[Path::new(POLICY)], Activation::Standard)
 }
 
 fn cli_as(user: &str, address: &str, args: &[&str]) -> std::process::Output {

@@ -17,16 +17,28 @@ pub fn system_stack() -> Stack {
 /// The system-type configuration for a bus listening on `socket`; the logind policy is written
 /// next to the socket.
 pub fn system_bus_config(socket: &Path) -> String {
-    let stock = std::fs::read_to_string("/usr/share/dbus-1/system.conf")
-        .expect("dbus-daemon's /usr/share/dbus-1/system.conf (package dbus-daemon or dbus)");
     let login1 = socket.with_file_name("org.freedesktop.login1.conf");
     std::fs::write(&login1, LOGIN1_POLICY).expect("write the logind mock's bus policy");
-    let ours = shipped_policy();
+    stock_system_config(socket, &[&shipped_policy(), &login1], Activation::Standard)
+}
+
+/// Whether a system-type test bus may start services the machine has installed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// The stock `<standard_system_servicedirs/>` stays.
+    Standard,
+    /// Nothing is activatable (polkitd installed on the machine must not be started on it).
+    None,
+}
+
+/// Debian's stock system-bus configuration on `socket`, with the machine's account, daemonising,
+/// pid file, syslog, activation helper and policy directories taken out, and `includes` added.
+pub fn stock_system_config(socket: &Path, includes: &[&Path], activation: Activation) -> String {
+    let stock = std::fs::read_to_string("/usr/share/dbus-1/system.conf")
+        .expect("dbus-daemon's /usr/share/dbus-1/system.conf (package dbus-daemon or dbus)");
     let mut out = String::new();
     for line in stock.lines() {
         let t = line.trim();
-        // The machine's account, daemonising, pid file, syslog, activation helper and policy
-        // directories are not the test's.
         if t.starts_with("<user>")
             || t == "<fork/>"
             || t.starts_with("<pidfile>")
@@ -34,6 +46,7 @@ pub fn system_bus_config(socket: &Path) -> String {
             || t.starts_with("<servicehelper>")
             || t.starts_with("<includedir>")
             || t.starts_with("<include ")
+            || (activation == Activation::None && t == "<standard_system_servicedirs/>")
         {
             continue;
         }
@@ -45,8 +58,9 @@ pub fn system_bus_config(socket: &Path) -> String {
             continue;
         }
         if t == "</busconfig>" {
-            out.push_str(&format!("  <include>{}</include>\n", ours.display()));
-            out.push_str(&format!("  <include>{}</include>\n", login1.display()));
+            for include in includes {
+                out.push_str(&format!("  <include>{}</include>\n", include.display()));
+            }
         }
         out.push_str(line);
         out.push('\n');
