@@ -32,12 +32,14 @@ fn enrolled_key() -> (Stack, common::fido::SimKey) {
 
 /// pamtester authenticating root with `stdin` as its input, followed line by line: its stdout
 /// unbuffered (stdbuf), so each conversation message shows as it is sent; `exec` keeps the pid
-/// a test signals.
+/// a test signals. SIGINT is reset to its default action (`env --default-signal`), as in a
+/// terminal's sudo: `make test` runs the suite as a background job, whose SIGINT is ignored, and
+/// an ignored signal stays ignored across exec.
 fn spawn_pamtester(stack: &Stack, service: &PamService, stdin: &str) -> Child {
     let input = stack.path("pamtester-input");
     std::fs::write(&input, stdin).unwrap();
     let inner = pamtester_cmd(stack.bus_address(), service, "root", &["authenticate"], &[]);
-    let mut line = String::from("exec stdbuf -o0");
+    let mut line = String::from("exec env --default-signal=INT stdbuf -o0");
     for a in std::iter::once(inner.get_program()).chain(inner.get_args()) {
         line.push_str(&format!(" '{}'", a.to_str().unwrap()));
     }
