@@ -1,5 +1,7 @@
 //! pam_tessera.so with a FIDO key (tessera-sim fido on the daemon's simulated HID directory):
-//! a login with the key's PIN and a touch from the conversation, two enrolled keys named in one
+//! a login with the key's PIN and a touch from the conversation, the story of issue 9 with a key
+//! (login, bind to a mock logind session, reuse without the key, the key pulled locks the
+//! session, reuse refused, a fresh login), two enrolled keys named in one
 //! message and the touched one used, and pamtester interrupted
 //! (SIGINT, as Ctrl-C in sudo) while the key waits for its touch: the daemon cancels the request
 //! of the connection that left, and no request is left.
@@ -12,8 +14,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::fido::{KeyOptions, FIDO_PIN};
-use common::pam::{live_requests, pamtester_cmd, PamService};
+use common::logind::MockLogind;
+use common::pam::{live_requests, pamtester_cmd, PamCode, PamRun, PamService};
+use common::pam_session::{
+    assert_reuse_asks_nothing, login_service, pamtester_in, read_token, token_file,
+};
 use common::stack::{Stack, WAIT};
+use common::system_stack::system_stack;
 use common::{wait_until, Child};
 use nix::sys::signal::Signal;
 
@@ -66,6 +73,65 @@ fn fido_login_with_pin_and_touch_from_the_conversation() {
     assert!(status.success(), "{text}");
     assert!(text.contains("PIN for FIDO key"), "{text}");
     assert!(text.contains("(8 tries left):"), "{text}");
+}
+
+/// A login of root in mock session c1 with the key's PIN on stdin and one touch; it must succeed.
+/// The touch helper is already waiting, so the key may not report that it waits for a touch;
+/// without the touch (`--touch manual`) the login would not finish.
+fn touched_login(stack: &Stack, key: &common::fido::SimKey, login: &PamService) -> PamRun {
+    let touch = key.touch_later(&stack.path("."));
+    let run = pamtester_in(
+        stack,
+        "c1",
+        login,
+        "root",
+        &["authenticate", "open_session"],
+        &format!("{FIDO_PIN}\n"),
+    );
+    drop(touch);
+    run.assert_ok();
+    run
+}
+
+#[test]
+fn key_login_bind_reuse_pull_lock_and_login_again() {
+    let mut stack = system_stack();
+    let logind = MockLogind::start(stack.bus_address(), &stack.path("."));
+    logind.add_session("c1", "seat0", 0, "root");
+    let config = stack
+        .fido_config("[pam]\nreuse = true\nmax_age = \"15m\"\n[session]\non_removal = \"lock\"\n");
+    stack.start_daemon(&config);
+    // Touched only when the test says so: a reuse that asked the key would hang, not pass.
+    let key = stack.plug_key("key", &KeyOptions::manual());
+    let device = stack.wait_key(&key);
+    let _touch = key.touch_later(&stack.path("."));
+    stack.enroll(FIDO_PIN, &["--user", "root", "--device", &device.id]);
+
+    let login = login_service(&stack, "c1", "timeout=30 kinds=fido");
+    let run = touched_login(&stack, &key, &login);
+    assert!(run.text().contains("PIN for FIDO key"), "{}", run.text());
+    let token = read_token(&token_file(&stack));
+    let claims = stack.validate(&token).expect("the bound token validates");
+    assert_eq!(claims["login_session"], "c1", "{claims}");
+    assert_eq!(claims["sub"], "root", "{claims}");
+
+    // sudo-like reuse in the same session: no PIN asked, no touch.
+    let sudo = PamService::auth("reuse max_age=5m");
+    let reuse = assert_reuse_asks_nothing(&stack, "c1", &sudo);
+    assert!(!reuse.text().contains("Touch"), "{}", reuse.text());
+
+    // The key is pulled: logind is asked to lock c1, and reuse fails from then on.
+    logind.clear_calls();
+    let state = key.pull();
+    logind.wait_call("LockSession", "\"c1\"", WAIT);
+    pamtester_in(&stack, "c1", &sudo, "root", &["authenticate"], "")
+        .assert_failed(PamCode::AuthErr);
+
+    // The same key plugged in again: a fresh login with PIN and touch, then reuse again.
+    let key = stack.plug_key_with_state("key", &state, &KeyOptions::manual());
+    stack.wait_key(&key);
+    touched_login(&stack, &key, &login);
+    pamtester_in(&stack, "c1", &sudo, "root", &["authenticate"], "").assert_ok();
 }
 
 #[test]

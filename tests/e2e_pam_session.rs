@@ -17,17 +17,20 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::logind::{MockLogind, SESSION_ENV};
-use common::pam::{pamtester_cmd, PamCode, PamRun, PamService};
+use common::pam::{PamCode, PamService};
+use common::pam_session::{
+    assert_reuse_asks_nothing, login_service, pamtester_in, read_token, runtime_dir, token_file,
+    PAM_WAIT,
+};
 use common::stack::{Stack, PIN, WAIT};
 use common::system_stack::system_stack;
 use common::{bin, run, stdout, test_user, wait_until};
 
-const PAM_WAIT: Duration = Duration::from_secs(60);
 const CONFIG: &str = "[pam]\nreuse = true\nmax_age = \"15m\"\n[session]\non_removal = \"lock\"\n";
 
 /// A system-type stack with the mock logind (session c1 of root on seat0), a card enrolled for
@@ -42,63 +45,6 @@ fn story_stack(config: &str) -> (Stack, PathBuf, MockLogind) {
     stack.wait_device(true);
     stack.enroll(PIN, &["--user", "root"]);
     (stack, card, logind)
-}
-
-/// The runtime directory the test's PAM environment names (root's, 0700).
-fn runtime_dir(stack: &Stack) -> PathBuf {
-    let dir = stack.path("run-user");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    dir
-}
-
-/// A service whose session phase has XDG_SESSION_ID=`session` and XDG_RUNTIME_DIR in its PAM
-/// environment (pam_env with a file of the test's own), then pam_tessera.
-fn login_service(stack: &Stack, session: &str, auth_args: &str) -> PamService {
-    let env_file = stack.path("pam_env.conf");
-    std::fs::write(
-        &env_file,
-        format!(
-            "XDG_SESSION_ID DEFAULT={session}\nXDG_RUNTIME_DIR DEFAULT={}\n",
-            runtime_dir(stack).display()
-        ),
-    )
-    .unwrap();
-    PamService::new(&format!(
-        "auth required {{module}} {auth_args}\n\
-         account required pam_permit.so\n\
-         session required pam_env.so readenv=0 user_readenv=0 conffile={}\n\
-         session required {{module}}\n\
-         session optional pam_exec.so stdout /usr/bin/env\n",
-        env_file.display()
-    ))
-}
-
-/// pamtester in the mock's login session `session`.
-fn pamtester_in(
-    stack: &Stack,
-    session: &str,
-    service: &PamService,
-    user: &str,
-    ops: &[&str],
-    stdin: &str,
-) -> PamRun {
-    let mut cmd = pamtester_cmd(stack.bus_address(), service, user, ops, &[]);
-    cmd.env(SESSION_ENV, session);
-    PamRun {
-        output: run(&mut cmd, stdin.as_bytes(), PAM_WAIT),
-    }
-}
-
-fn token_file(stack: &Stack) -> PathBuf {
-    runtime_dir(stack).join("tessera").join("token")
-}
-
-fn read_token(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .trim()
-        .to_owned()
 }
 
 /// `tessera token` in a fresh session keyring of its own (runuser's pam_keyinit): the file only.
@@ -162,9 +108,7 @@ fn login_bind_reuse_pull_lock_and_login_again() {
     // sudo-like: verify once, in the same login session. No device is touched: the card's key is
     // the PIN slot's, which cannot sign without the PIN, and no PIN is asked for or given.
     let sudo = PamService::auth("reuse max_age=5m");
-    let reuse = pamtester_in(&stack, "c1", &sudo, "root", &["authenticate"], "");
-    reuse.assert_ok();
-    assert!(!reuse.text().contains("PIN for"), "{}", reuse.text());
+    assert_reuse_asks_nothing(&stack, "c1", &sudo);
     // Another login session does not count, nor none at all.
     pamtester_in(&stack, "c2", &sudo, "root", &["authenticate"], "")
         .assert_failed(PamCode::AuthErr);

@@ -40,8 +40,23 @@ pub async fn connect() -> Result<Connection, Failure> {
         .map_err(|e| Failure::Unavailable(format!("connecting to the system bus {address}: {e}")))
 }
 
-/// The daemon: a Manager proxy addressed to the unique name that owns `org.tessera.Tessera1`,
-/// after checking that its owner runs as uid 0. Calls go to that unique name, so a name changing
+/// Starts tesserad through the bus's activation (the activation file names tesserad.service, so
+/// systemd runs it sandboxed), as the first login after boot finds no daemon yet. The bus waits
+/// for the daemon to own its name; the caller's own timeout bounds the wait. No activation file,
+/// or a start that fails, leaves the login unavailable, as a daemon that is down does.
+async fn start_daemon(dbus: &DBusProxy<'_>) -> Result<(), Failure> {
+    let name = zbus::names::WellKnownName::try_from(BUS_NAME)
+        .map_err(|e| Failure::Unavailable(format!("bus name: {e}")))?;
+    dbus.start_service_by_name(name, 0).await.map_err(|e| {
+        Failure::Unavailable(format!(
+            "no tesserad on the bus and it cannot be started: {e}"
+        ))
+    })?;
+    Ok(())
+}
+
+/// The daemon: a Manager proxy addressed to the unique name that owns `org.tessera.Tessera1` (once
+/// started by bus activation if no one owns it), after checking that its owner runs as uid 0. Calls go to that unique name, so a name changing
 /// hands after the check cannot redirect them.
 pub async fn daemon(
     conn: &Connection,
@@ -51,10 +66,20 @@ pub async fn daemon(
         .map_err(|e| Failure::Unavailable(format!("the bus: {e}")))?;
     let name =
         BusName::try_from(BUS_NAME).map_err(|e| Failure::Unavailable(format!("bus name: {e}")))?;
-    let owner = dbus
-        .get_name_owner(name)
-        .await
-        .map_err(|e| Failure::Unavailable(format!("no tesserad on the bus ({BUS_NAME}): {e}")))?;
+    let owner = match dbus.get_name_owner(name.clone()).await {
+        Ok(owner) => owner,
+        Err(zbus::fdo::Error::NameHasNoOwner(_)) => {
+            start_daemon(&dbus).await?;
+            dbus.get_name_owner(name).await.map_err(|e| {
+                Failure::Unavailable(format!("no tesserad on the bus after starting it: {e}"))
+            })?
+        }
+        Err(e) => {
+            return Err(Failure::Unavailable(format!(
+                "no tesserad on the bus ({BUS_NAME}): {e}"
+            )))
+        }
+    };
     let uid = dbus
         .get_connection_unix_user(BusName::from(owner.as_ref()))
         .await

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | a token the daemon issued, then checked by `CheckToken` with our audience, for PAM_USER (or, `reuse`: claims of `ReuseSession` for PAM_USER) | `PAM_SUCCESS` |
 //! | a bad option, no PAM_SERVICE | `PAM_SERVICE_ERR` |
-//! | no bus; no daemon on it (ServiceUnknown, NameHasNoOwner); the daemon's name not owned by uid 0; the daemon left mid-request; a remote session without `allow_remote` | `PAM_AUTHINFO_UNAVAIL` |
+//! | no bus; no daemon on it and none started by D-Bus activation (ServiceUnknown, NameHasNoOwner); the daemon's name not owned by uid 0; the daemon left mid-request; a remote session without `allow_remote` | `PAM_AUTHINFO_UNAVAIL` |
 //! | NotEnrolled, NoSuchUser | `PAM_USER_UNKNOWN` (`nouser=unknown`, the default) or `PAM_AUTHINFO_UNAVAIL` (`nouser=unavail`) |
 //! | PinWouldBlock, PinBlocked, RateLimited (the lockout) | `PAM_MAXTRIES` |
 //! | the application's conversation failed (no conversation, an error, e.g. Ctrl-C at the prompt) | `PAM_CONV_ERR` (the request is cancelled first) |

@@ -18,6 +18,7 @@
 pub mod fido;
 pub mod logind;
 pub mod pam;
+pub mod pam_session;
 pub mod restore;
 pub mod stack;
 pub mod system_stack;
