@@ -305,7 +305,13 @@ impl Manager {
         })
     }
 
-    /// EffectivePolicy(s user) -> (a(sss)): each token rule for the user as (key, value, source).
+    /// EffectivePolicy(s user) -> (a(sss)): every rule that applies to the user as (key, value,
+    /// source): the `[token]` keys by their bare names ("lifetime"), then `piv.allow_pinless`, the
+    /// `fido.*` keys, `pam.reuse`, `pam.max_age`, both keys of each `[pam.services.NAME]`
+    /// (`pam.services.sudo.max_age`) and `session.on_removal`, each as resolved for the user.
+    /// The source names the table ("[token]", "[groups.wheel.session]", "[pam.services.sudo]") or
+    /// is "default". Contract v1: later versions may add rows (clients ignore keys they do not
+    /// know) but never change the signature, a key's meaning or the source format.
     async fn effective_policy(
         &self,
         user: &str,

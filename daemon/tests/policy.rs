@@ -378,6 +378,76 @@ async fn audience_and_overrides_user_beats_group_beats_global() {
     assert_eq!(policy["max_live_per_user"].1, "default");
 }
 
+/// EffectivePolicy lists the [piv], [fido], [pam] and [session] rules after the token rules, each as
+/// resolved for the caller (root, a member of group root) and named by its table.
+#[tokio::test(flavor = "multi_thread")]
+async fn effective_policy_shows_every_table_with_its_source() {
+    let w = World::start(
+        "[fido]\nrp_id = \"pam://policy-test\"\n\
+         [groups.root.fido]\nuser_verification = \"required\"\n\
+         [users.root.fido]\npin_required = true\n\
+         [pam]\nmax_age = \"5m\"\n[pam.services.sudo]\nreuse = false\n\
+         [session]\non_removal = \"none\"\n\
+         [groups.root.session]\non_removal = \"terminate\"\n",
+    )
+    .await;
+    let m = w.manager().await;
+    let rows = m.effective_policy("").await.unwrap();
+    let keys: Vec<&str> = rows.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "lifetime",
+            "max_lifetime",
+            "idle_timeout",
+            "single_use",
+            "revoke_on_removal",
+            "max_live_per_user",
+            "audience",
+            "min_refresh_interval",
+            "piv.allow_pinless",
+            "fido.rp_id",
+            "fido.user_verification",
+            "fido.pin_required",
+            "fido.algorithms",
+            "fido.check_sign_count",
+            "pam.reuse",
+            "pam.max_age",
+            "pam.services.sudo.reuse",
+            "pam.services.sudo.max_age",
+            "session.on_removal",
+        ]
+    );
+    let row: HashMap<&str, (&str, &str)> = rows
+        .iter()
+        .map(|(k, v, s)| (k.as_str(), (v.as_str(), s.as_str())))
+        .collect();
+    assert_eq!(row["lifetime"], ("15m", "default"));
+    assert_eq!(row["piv.allow_pinless"], ("false", "default"));
+    assert_eq!(row["fido.rp_id"], ("\"pam://policy-test\"", "[fido]"));
+    assert_eq!(
+        row["fido.user_verification"],
+        ("\"required\"", "[groups.root.fido]")
+    );
+    assert_eq!(row["fido.pin_required"], ("true", "[users.root.fido]"));
+    assert_eq!(row["fido.algorithms"], ("[\"es256\"]", "default"));
+    assert_eq!(row["fido.check_sign_count"], ("true", "default"));
+    assert_eq!(row["pam.reuse"], ("true", "default"));
+    assert_eq!(row["pam.max_age"], ("5m", "[pam]"));
+    assert_eq!(
+        row["pam.services.sudo.reuse"],
+        ("false", "[pam.services.sudo]")
+    );
+    // A key the service table leaves out applies as [pam] says, and says so.
+    assert_eq!(row["pam.services.sudo.max_age"], ("5m", "[pam]"));
+    assert_eq!(
+        row["session.on_removal"],
+        ("\"terminate\"", "[groups.root.session]")
+    );
+    // Naming the account gives the same view.
+    assert_eq!(m.effective_policy("root").await.unwrap(), rows);
+}
+
 /// Two wrong guesses within 5 minutes lock the user out for a minute; the card has 10 PIN retries so
 /// its own counter never interferes.
 async fn lockout_world() -> World {

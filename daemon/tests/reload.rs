@@ -24,12 +24,27 @@ fn policy(bus: &common::Bus) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn lifetime_line(policy: &str) -> String {
+/// The line of `policy show` for `key`, with the padding of the key column trimmed.
+fn line_of(policy: &str, key: &str) -> Option<String> {
     policy
         .lines()
-        .find(|l| l.starts_with("lifetime "))
-        .unwrap_or_else(|| panic!("no lifetime in {policy}"))
-        .to_owned()
+        .find(|l| l.split_once(' ').is_some_and(|(k, _)| k == key))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+fn lifetime_line(policy: &str) -> String {
+    line_of(policy, "lifetime").unwrap_or_else(|| panic!("no lifetime in {policy}"))
+}
+
+/// Each line is `KEY = VALUE # SOURCE`, the `=` and the `#` of every line in one column each.
+fn assert_aligned(policy: &str) {
+    for sep in [" = ", " # "] {
+        let columns: Vec<Option<usize>> = policy.lines().map(|l| l.find(sep)).collect();
+        assert!(
+            columns.iter().all(|c| c.is_some() && *c == columns[0]),
+            "{sep:?}: {policy}"
+        );
+    }
 }
 
 #[test]
@@ -67,15 +82,40 @@ fn sighup_reloads_and_a_bad_file_keeps_the_old_policy() {
         "{after}"
     );
 
+    // The other tables are reloaded and shown too, with their sources.
+    assert_eq!(
+        line_of(&policy(&bus), "session.on_removal").as_deref(),
+        Some("session.on_removal = \"lock\" # default")
+    );
+    assert_eq!(line_of(&policy(&bus), "pam.services.sudo.max_age"), None);
+    std::fs::write(
+        &config,
+        "[token]\nlifetime = \"10m\"\n[users.root.token]\nlifetime = \"3m\"\n\
+         [pam.services.sudo]\nmax_age = \"1m\"\n[users.root.session]\non_removal = \"none\"\n",
+    )
+    .unwrap();
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_for_stderr_line("configuration reloaded", Duration::from_secs(10));
+    let after = policy(&bus);
+    assert_eq!(
+        line_of(&after, "session.on_removal").as_deref(),
+        Some("session.on_removal = \"none\" # [users.root.session]")
+    );
+    assert_eq!(
+        line_of(&after, "pam.services.sudo.max_age").as_deref(),
+        Some("pam.services.sudo.max_age = 1m # [pam.services.sudo]")
+    );
+    assert_eq!(
+        line_of(&after, "pam.services.sudo.reuse").as_deref(),
+        Some("pam.services.sudo.reuse = true # default")
+    );
+    assert_aligned(&after);
+
     std::fs::write(&config, "[token]\nlifetime = \"forever\"\n").unwrap();
     daemon.signal(Signal::SIGHUP);
     let line = daemon.wait_for_stderr_line("not reloaded", Duration::from_secs(10));
     assert!(line.contains("forever") || daemon.stderr_text().contains("forever"));
-    assert_eq!(
-        lifetime_line(&policy(&bus)),
-        after,
-        "a bad file must change nothing"
-    );
+    assert_eq!(policy(&bus), after, "a bad file must change nothing");
     assert!(daemon.try_wait().is_none(), "tesserad must keep running");
     daemon.kill();
 }

@@ -2,8 +2,9 @@
 //! PIV, lockout, key-rotation, device, PAM-reuse and login-session rules, with per-user and
 //! per-group overrides of the token rules, of `[piv] allow_pinless`, of `[fido]` user verification
 //! and of `[session] on_removal`.
-//! Reading the file and resolving the effective policy of one user live here; enforcing it lives in
-//! the service.
+//! Reading the file and resolving the effective policy of one user live here (with `sourced.rs`,
+//! where each resolved value came from, and `explain.rs`, the view `tessera policy show` prints);
+//! enforcing it lives in the service.
 //!
 //! `tessera.toml.example` at the repository root documents every key and its default.
 //!
@@ -52,16 +53,20 @@
 //! lifetime is cut to the `max_lifetime`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::{Error, Result};
 
+mod explain;
 mod fido;
 mod parse;
+mod sourced;
 
+pub use explain::PolicyItem;
 pub use fido::{uv_name, FidoOverride, FidoPolicy, FidoRules, ALGORITHMS, DEFAULT_RP_ID};
+use sourced::{of_member_groups, strictest, Sourced};
+pub use sourced::{ConfigTable, Source};
 
 /// Seconds in a day, the unit of the longest durations.
 const DAY: u64 = 86_400;
@@ -289,42 +294,6 @@ pub struct TokenOverride {
     pub min_refresh_interval: Option<Duration>,
 }
 
-/// One key of a user's effective token policy and where its value came from (`tessera policy show`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyItem {
-    /// The `[token]` key, e.g. "lifetime".
-    pub key: &'static str,
-    /// The value as written in TOML: "15m", "true", "32", "\"tessera\"".
-    pub value: String,
-    /// Where it came from.
-    pub source: Source,
-}
-
-/// Where a value of the effective policy came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// The built-in default: `[token]` leaves it as it is (a `[token]` line repeating the default
-    /// counts as the default, so this also holds for a [`Config`] built in code).
-    Default,
-    /// `[token]`.
-    Global,
-    /// `[groups.NAME.token]`.
-    Group(String),
-    /// `[users.NAME.token]`.
-    User(String),
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Source::Default => f.write_str("default"),
-            Source::Global => f.write_str("[token]"),
-            Source::Group(g) => write!(f, "[groups.{}.token]", toml_key(g)),
-            Source::User(u) => write!(f, "[users.{}.token]", toml_key(u)),
-        }
-    }
-}
-
 impl Default for TokenPolicy {
     fn default() -> Self {
         TokenPolicy {
@@ -418,64 +387,14 @@ impl Config {
         }
     }
 
-    /// Every key of [`Config::token_policy_for`] with its value as written in TOML and its source.
-    #[must_use]
-    pub fn explain_token_policy(&self, user: &str, groups: &[String]) -> Vec<PolicyItem> {
-        let r = self.resolve(user, groups);
-        let item = |key, value, source| PolicyItem { key, value, source };
-        vec![
-            item(
-                "lifetime",
-                fmt_duration(r.lifetime.value),
-                r.lifetime.source,
-            ),
-            item(
-                "max_lifetime",
-                fmt_duration(r.max_lifetime.value),
-                r.max_lifetime.source,
-            ),
-            item(
-                "idle_timeout",
-                fmt_duration(r.idle_timeout.value.unwrap_or(Duration::ZERO)),
-                r.idle_timeout.source,
-            ),
-            item(
-                "single_use",
-                r.single_use.value.to_string(),
-                r.single_use.source,
-            ),
-            item(
-                "revoke_on_removal",
-                r.revoke_on_removal.value.to_string(),
-                r.revoke_on_removal.source,
-            ),
-            item(
-                "max_live_per_user",
-                r.max_live_per_user.value.to_string(),
-                r.max_live_per_user.source,
-            ),
-            item(
-                "audience",
-                toml::Value::String(r.audience.value).to_string(),
-                r.audience.source,
-            ),
-            item(
-                "min_refresh_interval",
-                fmt_duration(r.min_refresh_interval.value),
-                r.min_refresh_interval.source,
-            ),
-        ]
-    }
-
     /// The reuse rules for the PAM service `service` (`None`: unnamed): each key from
     /// `[pam.services.NAME]`, else `[pam]`, else the default.
     #[must_use]
     pub fn reuse_rules_for(&self, service: Option<&str>) -> ReuseRules {
-        let p = &self.pam;
-        let o = service.and_then(|s| p.services.get(s));
+        let (reuse, max_age) = self.reuse_sourced(service);
         ReuseRules {
-            reuse: o.and_then(|o| o.reuse).unwrap_or(p.reuse),
-            max_age: o.and_then(|o| o.max_age).unwrap_or(p.max_age),
+            reuse: reuse.value,
+            max_age: max_age.value,
         }
     }
 
@@ -484,80 +403,81 @@ impl Config {
     /// `[session]`.
     #[must_use]
     pub fn on_removal_for(&self, user: &str, groups: &[String]) -> OnRemoval {
-        let p = &self.session;
-        if let Some(v) = p.users.get(user) {
-            return *v;
-        }
-        p.groups
-            .iter()
-            .filter(|(name, _)| groups.contains(name))
-            .map(|(_, v)| *v)
-            .max()
-            .unwrap_or(p.on_removal)
+        self.on_removal_sourced(user, groups).value
     }
 
     /// Whether `user`, a member of `groups`, may enroll a PIN-less (9E) key: the user's table, else
     /// the groups' (false if any of them says false), else `[piv]`.
     #[must_use]
     pub fn allow_pinless_for(&self, user: &str, groups: &[String]) -> bool {
+        self.allow_pinless_sourced(user, groups).value
+    }
+
+    /// [`Config::reuse_rules_for`]: `reuse` and `max_age`, each with its source.
+    fn reuse_sourced(&self, service: Option<&str>) -> (Sourced<bool>, Sourced<Duration>) {
+        let p = &self.pam;
+        let d = PamPolicy::default();
+        let mut reuse = Sourced::global(ConfigTable::Pam, p.reuse, &d.reuse);
+        let mut max_age = Sourced::global(ConfigTable::Pam, p.max_age, &d.max_age);
+        if let Some((name, o)) = service.and_then(|s| p.services.get_key_value(s)) {
+            let src = || Source::PamService(name.clone());
+            reuse.set(o.reuse, src);
+            max_age.set(o.max_age, src);
+        }
+        (reuse, max_age)
+    }
+
+    /// [`Config::on_removal_for`] with its source.
+    fn on_removal_sourced(&self, user: &str, groups: &[String]) -> Sourced<OnRemoval> {
+        let p = &self.session;
+        let t = ConfigTable::Session;
+        let mut r = Sourced::global(t, p.on_removal, &OnRemoval::default());
+        let set = of_member_groups(&p.groups, groups).map(|(name, v)| (name, *v));
+        r.set_from(strictest(t, set, |a, b| a > b));
+        r.set_by_user(t, user, p.users.get(user).copied());
+        r
+    }
+
+    /// [`Config::allow_pinless_for`] with its source.
+    fn allow_pinless_sourced(&self, user: &str, groups: &[String]) -> Sourced<bool> {
         let p = &self.piv;
-        if let Some(v) = p.users_allow_pinless.get(user) {
-            return *v;
-        }
-        let mut from_groups = p
-            .groups_allow_pinless
-            .iter()
-            .filter(|(name, _)| groups.contains(name))
-            .map(|(_, v)| *v)
-            .peekable();
-        if from_groups.peek().is_some() {
-            return from_groups.all(|v| v);
-        }
-        p.allow_pinless
+        let t = ConfigTable::Piv;
+        let mut r = Sourced::global(t, p.allow_pinless, &PivPolicy::default().allow_pinless);
+        let set = of_member_groups(&p.groups_allow_pinless, groups).map(|(name, v)| (name, *v));
+        r.set_from(strictest(t, set, |a, b| !*a && *b));
+        r.set_by_user(t, user, p.users_allow_pinless.get(user).copied());
+        r
     }
 
     fn resolve(&self, user: &str, groups: &[String]) -> Resolved {
         let d = TokenPolicy::default();
         let g = &self.token;
-        let global = |differs: bool| {
-            if differs {
-                Source::Global
-            } else {
-                Source::Default
-            }
-        };
+        let t = ConfigTable::Token;
         let mut r = Resolved {
-            lifetime: Sourced::new(g.lifetime, global(g.lifetime != d.lifetime)),
-            max_lifetime: Sourced::new(g.max_lifetime, global(g.max_lifetime != d.max_lifetime)),
-            idle_timeout: Sourced::new(g.idle_timeout, global(g.idle_timeout != d.idle_timeout)),
-            single_use: Sourced::new(g.single_use, global(g.single_use != d.single_use)),
-            revoke_on_removal: Sourced::new(
-                g.revoke_on_removal,
-                global(g.revoke_on_removal != d.revoke_on_removal),
-            ),
-            max_live_per_user: Sourced::new(
-                g.max_live_per_user,
-                global(g.max_live_per_user != d.max_live_per_user),
-            ),
-            audience: Sourced::new(g.audience.clone(), global(g.audience != d.audience)),
-            min_refresh_interval: Sourced::new(
+            lifetime: Sourced::global(t, g.lifetime, &d.lifetime),
+            max_lifetime: Sourced::global(t, g.max_lifetime, &d.max_lifetime),
+            idle_timeout: Sourced::global(t, g.idle_timeout, &d.idle_timeout),
+            single_use: Sourced::global(t, g.single_use, &d.single_use),
+            revoke_on_removal: Sourced::global(t, g.revoke_on_removal, &d.revoke_on_removal),
+            max_live_per_user: Sourced::global(t, g.max_live_per_user, &d.max_live_per_user),
+            audience: Sourced::global(t, g.audience.clone(), &d.audience),
+            min_refresh_interval: Sourced::global(
+                t,
                 g.min_refresh_interval,
-                global(g.min_refresh_interval != d.min_refresh_interval),
+                &d.min_refresh_interval,
             ),
         };
 
         // BTreeMap order: ties and the audience go to the group whose name sorts first.
-        let member: Vec<(&String, &TokenOverride)> = self
-            .groups
-            .iter()
-            .filter(|(name, _)| groups.contains(name))
-            .collect();
+        let member: Vec<(&String, &TokenOverride)> =
+            of_member_groups(&self.groups, groups).collect();
         let shorter = |a: &Duration, b: &Duration| a < b;
         let truer = |a: &bool, b: &bool| *a && !*b;
-        strictest(&mut r.lifetime, &member, |o| o.lifetime, shorter);
-        strictest(&mut r.max_lifetime, &member, |o| o.max_lifetime, shorter);
-        strictest(
-            &mut r.idle_timeout,
+        r.lifetime
+            .set_from(strictest_token(&member, |o| o.lifetime, shorter));
+        r.max_lifetime
+            .set_from(strictest_token(&member, |o| o.max_lifetime, shorter));
+        r.idle_timeout.set_from(strictest_token(
             &member,
             |o| o.idle_timeout,
             |a, b| match (a, b) {
@@ -565,43 +485,39 @@ impl Config {
                 (Some(_), None) => true,
                 (None, _) => false,
             },
-        );
-        strictest(&mut r.single_use, &member, |o| o.single_use, truer);
-        strictest(
-            &mut r.revoke_on_removal,
-            &member,
-            |o| o.revoke_on_removal,
-            truer,
-        );
-        strictest(
-            &mut r.max_live_per_user,
+        ));
+        r.single_use
+            .set_from(strictest_token(&member, |o| o.single_use, truer));
+        r.revoke_on_removal
+            .set_from(strictest_token(&member, |o| o.revoke_on_removal, truer));
+        r.max_live_per_user.set_from(strictest_token(
             &member,
             |o| o.max_live_per_user,
             |a, b| a < b,
-        );
-        strictest(
-            &mut r.min_refresh_interval,
+        ));
+        r.min_refresh_interval.set_from(strictest_token(
             &member,
             |o| o.min_refresh_interval,
             |a, b| a > b,
-        );
-        strictest(
-            &mut r.audience,
+        ));
+        r.audience.set_from(strictest_token(
             &member,
             |o| o.audience.clone(),
             |_, _| false,
-        );
+        ));
 
         if let Some(o) = self.users.get(user) {
-            let src = || Source::User(user.to_owned());
-            r.lifetime.set(o.lifetime, src);
-            r.max_lifetime.set(o.max_lifetime, src);
-            r.idle_timeout.set(o.idle_timeout, src);
-            r.single_use.set(o.single_use, src);
-            r.revoke_on_removal.set(o.revoke_on_removal, src);
-            r.max_live_per_user.set(o.max_live_per_user, src);
-            r.audience.set(o.audience.clone(), src);
-            r.min_refresh_interval.set(o.min_refresh_interval, src);
+            r.lifetime.set_by_user(t, user, o.lifetime);
+            r.max_lifetime.set_by_user(t, user, o.max_lifetime);
+            r.idle_timeout.set_by_user(t, user, o.idle_timeout);
+            r.single_use.set_by_user(t, user, o.single_use);
+            r.revoke_on_removal
+                .set_by_user(t, user, o.revoke_on_removal);
+            r.max_live_per_user
+                .set_by_user(t, user, o.max_live_per_user);
+            r.audience.set_by_user(t, user, o.audience.clone());
+            r.min_refresh_interval
+                .set_by_user(t, user, o.min_refresh_interval);
         }
 
         // Only a user table combined with group tables can get here (load checks each table
@@ -625,43 +541,16 @@ struct Resolved {
     min_refresh_interval: Sourced<Duration>,
 }
 
-#[derive(Clone)]
-struct Sourced<T> {
-    value: T,
-    source: Source,
-}
-
-impl<T> Sourced<T> {
-    fn new(value: T, source: Source) -> Self {
-        Sourced { value, source }
-    }
-
-    fn set(&mut self, value: Option<T>, source: impl Fn() -> Source) {
-        if let Some(v) = value {
-            *self = Sourced::new(v, source());
-        }
-    }
-}
-
-/// Replaces `slot` with the strictest value the `groups` set for one key, if any sets it; on equal
-/// strictness the earlier (by name) group wins.
-fn strictest<T>(
-    slot: &mut Sourced<T>,
+/// The strictest value the member `groups` set for one `[token]` key (see [`strictest`]).
+fn strictest_token<T>(
     groups: &[(&String, &TokenOverride)],
     get: impl Fn(&TokenOverride) -> Option<T>,
     stricter: impl Fn(&T, &T) -> bool,
-) {
-    let mut best: Option<Sourced<T>> = None;
-    for (name, o) in groups {
-        if let Some(v) = get(o) {
-            if best.as_ref().is_none_or(|b| stricter(&v, &b.value)) {
-                best = Some(Sourced::new(v, Source::Group((*name).clone())));
-            }
-        }
-    }
-    if let Some(b) = best {
-        *slot = b;
-    }
+) -> Option<Sourced<T>> {
+    let set = groups
+        .iter()
+        .filter_map(|(name, o)| get(o).map(|v| (*name, v)));
+    strictest(ConfigTable::Token, set, stricter)
 }
 
 /// `d` as written in the file: the largest whole unit of d, h, m, s ("0s" for zero).

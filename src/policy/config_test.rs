@@ -4,6 +4,7 @@ use super::*;
 use crate::authenticator::UserVerification;
 
 const MIN: u64 = 60;
+const TOKEN: ConfigTable = ConfigTable::Token;
 const HOUR: u64 = 3600;
 
 fn secs(s: u64) -> Duration {
@@ -26,7 +27,11 @@ fn groups(names: &[&str]) -> Vec<String> {
 fn explain(c: &Config, user: &str, g: &[&str]) -> Vec<(&'static str, String, Source)> {
     c.explain_token_policy(user, &groups(g))
         .into_iter()
-        .map(|i| (i.key, i.value, i.source))
+        .map(|i| {
+            // The token rows are named by their bare [token] key.
+            let key = TOKEN_KEYS.iter().find(|k| **k == i.key).unwrap();
+            (*key, i.value, i.source)
+        })
         .collect()
 }
 
@@ -275,7 +280,7 @@ fn defaults_and_global_values_are_told_apart() {
     assert_eq!(
         explain(&c, "alice", &[]),
         vec![
-            ("lifetime", "5m".to_owned(), Source::Global),
+            ("lifetime", "5m".to_owned(), Source::Global(TOKEN)),
             ("max_lifetime", "8h".to_owned(), Source::Default),
             ("idle_timeout", "0s".to_owned(), Source::Default),
             ("single_use", "false".to_owned(), Source::Default),
@@ -306,7 +311,7 @@ min_refresh_interval = "0s"
     assert_eq!(c.token.min_refresh_interval, secs(30));
     assert_eq!(
         source_of(&c, "bob", &[], "min_refresh_interval"),
-        ("30s".into(), Source::Global)
+        ("30s".into(), Source::Global(TOKEN))
     );
     // The longest interval is the strictest.
     assert_eq!(
@@ -316,7 +321,7 @@ min_refresh_interval = "0s"
     );
     assert_eq!(
         source_of(&c, "bob", &["a", "b"], "min_refresh_interval"),
-        ("2m".into(), Source::Group("b".into()))
+        ("2m".into(), Source::Group("b".into(), TOKEN))
     );
     // "0s" turns the limit off, here for one user only.
     assert_eq!(
@@ -326,7 +331,7 @@ min_refresh_interval = "0s"
     );
     assert_eq!(
         source_of(&c, "alice", &["a"], "min_refresh_interval"),
-        ("0s".into(), Source::User("alice".into()))
+        ("0s".into(), Source::User("alice".into(), TOKEN))
     );
     let e = parse_err(
         "[token]
@@ -362,23 +367,27 @@ lifetime = "1m"
     let e = explain(&c, "alice", &["wheel"]);
     assert_eq!(
         e[0],
-        ("lifetime", "1m".into(), Source::User("alice".into()))
+        ("lifetime", "1m".into(), Source::User("alice".into(), TOKEN))
     );
-    assert_eq!(e[1], ("max_lifetime", "4h".into(), Source::Global));
+    assert_eq!(e[1], ("max_lifetime", "4h".into(), Source::Global(TOKEN)));
     assert_eq!(
         e[3],
-        ("single_use", "true".into(), Source::Group("wheel".into()))
+        (
+            "single_use",
+            "true".into(),
+            Source::Group("wheel".into(), TOKEN)
+        )
     );
     assert_eq!(e[6], ("audience", "\"tessera\"".into(), Source::Default));
 
     // Without the user table the group decides; outside the group, [token].
     assert_eq!(
         source_of(&c, "bob", &["wheel"], "lifetime"),
-        ("5m".into(), Source::Group("wheel".into()))
+        ("5m".into(), Source::Group("wheel".into(), TOKEN))
     );
     assert_eq!(
         source_of(&c, "bob", &["users", "audio"], "lifetime"),
-        ("10m".into(), Source::Global)
+        ("10m".into(), Source::Global(TOKEN))
     );
     // A user table applies to its user only.
     assert_eq!(c.token_policy_for("bob", &[]).lifetime, secs(10 * MIN));
@@ -423,26 +432,42 @@ fn several_groups_the_most_restrictive_value_wins_key_by_key() {
     assert_eq!(
         explain(&c, "u", &all),
         vec![
-            ("lifetime", "10m".to_owned(), Source::Group("b".into())),
-            ("max_lifetime", "2h".to_owned(), Source::Group("a".into())),
-            ("idle_timeout", "5m".to_owned(), Source::Group("c".into())),
-            ("single_use", "true".to_owned(), Source::Group("b".into())),
+            (
+                "lifetime",
+                "10m".to_owned(),
+                Source::Group("b".into(), TOKEN)
+            ),
+            (
+                "max_lifetime",
+                "2h".to_owned(),
+                Source::Group("a".into(), TOKEN)
+            ),
+            (
+                "idle_timeout",
+                "5m".to_owned(),
+                Source::Group("c".into(), TOKEN)
+            ),
+            (
+                "single_use",
+                "true".to_owned(),
+                Source::Group("b".into(), TOKEN)
+            ),
             (
                 "revoke_on_removal",
                 "true".to_owned(),
-                Source::Group("c".into())
+                Source::Group("c".into(), TOKEN)
             ),
             // A tie goes to the group whose name sorts first.
             (
                 "max_live_per_user",
                 "3".to_owned(),
-                Source::Group("b".into())
+                Source::Group("b".into(), TOKEN)
             ),
             // No order on audiences: the first group by name.
             (
                 "audience",
                 "\"from-a\"".to_owned(),
-                Source::Group("a".into())
+                Source::Group("a".into(), TOKEN)
             ),
             ("min_refresh_interval", "10s".to_owned(), Source::Default),
         ]
@@ -468,7 +493,7 @@ fn several_groups_idle_timeout_is_off_only_if_all_say_off() {
     // a says "0s" (off), b says 20m: 20m wins over off.
     assert_eq!(
         source_of(&c, "u", &["a", "b"], "idle_timeout"),
-        ("20m".into(), Source::Group("b".into()))
+        ("20m".into(), Source::Group("b".into(), TOKEN))
     );
     let c = Config::parse(
         "[token]\nidle_timeout = \"1h\"\n[groups.x.token]\nidle_timeout = \"0s\"\n\
@@ -481,7 +506,7 @@ fn several_groups_idle_timeout_is_off_only_if_all_say_off() {
     );
     assert_eq!(
         source_of(&c, "u", &["y", "x"], "idle_timeout"),
-        ("0s".into(), Source::Group("x".into()))
+        ("0s".into(), Source::Group("x".into(), TOKEN))
     );
 }
 
@@ -511,7 +536,7 @@ fn a_user_table_over_group_tables_cannot_outlive_the_session() {
     );
     assert_eq!(
         source_of(&c, "alice", &["short"], "lifetime"),
-        ("30m".into(), Source::Group("short".into()))
+        ("30m".into(), Source::Group("short".into(), TOKEN))
     );
     // Outside the group the user's lifetime stands.
     assert_eq!(c.token_policy_for("alice", &[]).lifetime, secs(HOUR));
@@ -520,17 +545,17 @@ fn a_user_table_over_group_tables_cannot_outlive_the_session() {
 #[test]
 fn source_display_names_the_table() {
     assert_eq!(Source::Default.to_string(), "default");
-    assert_eq!(Source::Global.to_string(), "[token]");
+    assert_eq!(Source::Global(TOKEN).to_string(), "[token]");
     assert_eq!(
-        Source::Group("wheel".into()).to_string(),
+        Source::Group("wheel".into(), TOKEN).to_string(),
         "[groups.wheel.token]"
     );
     assert_eq!(
-        Source::User("alice".into()).to_string(),
+        Source::User("alice".into(), TOKEN).to_string(),
         "[users.alice.token]"
     );
     assert_eq!(
-        Source::User("a b".into()).to_string(),
+        Source::User("a b".into(), TOKEN).to_string(),
         "[users.\"a b\".token]"
     );
 }

@@ -456,7 +456,8 @@ impl Service {
         enrollments::remove(self, caller, id).await
     }
 
-    /// The token rules for `user` ("" = the caller) after overrides, each with where it came from.
+    /// Every rule that applies to `user` ("" = the caller) after overrides, each with where it came
+    /// from (see [`crate::policy::config::Config::explain_policy`]).
     pub async fn explain_policy(
         &self,
         caller: Caller,
@@ -464,7 +465,7 @@ impl Service {
     ) -> Result<Vec<crate::policy::config::PolicyItem>> {
         let account = self.resolve_user(caller, user).await?;
         let groups = self.inner.accounts.groups(&account).await?;
-        Ok(self.config().explain_token_policy(&account.name, &groups))
+        Ok(self.config().explain_policy(&account.name, &groups))
     }
 
     /// Revokes a token (logout). Revoking a token that is already revoked is not an error.

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::Config;
+use super::sourced::{of_member_groups, strictest, Sourced};
+use super::{Config, ConfigTable};
 use crate::authenticator::UserVerification;
 
 /// The relying-party id when `[fido] rp_id` is not set. Fixed, never the hostname: an enrollment
@@ -111,34 +112,35 @@ impl Config {
     /// strictest of its groups' tables, else `[fido]`.
     #[must_use]
     pub fn fido_rules_for(&self, user: &str, groups: &[String]) -> FidoRules {
-        let f = &self.fido;
-        let member = || {
-            f.groups
-                .iter()
-                .filter(|(name, _)| groups.contains(name))
-                .map(|(_, o)| *o)
-        };
-        let own = f.users.get(user).copied().unwrap_or_default();
-        let user_verification = own
-            .user_verification
-            .or_else(|| {
-                member()
-                    .filter_map(|o| o.user_verification)
-                    .max_by_key(|uv| strictness(*uv))
-            })
-            .unwrap_or(f.user_verification);
-        let pin_required = own
-            .pin_required
-            .or_else(|| {
-                member()
-                    .filter_map(|o| o.pin_required)
-                    .reduce(|a, b| a || b)
-            })
-            .unwrap_or(f.pin_required);
+        let (user_verification, pin_required) = self.fido_rules_sourced(user, groups);
         FidoRules {
-            user_verification,
-            pin_required,
+            user_verification: user_verification.value,
+            pin_required: pin_required.value,
         }
+    }
+
+    /// [`Config::fido_rules_for`]: `user_verification` and `pin_required`, each with its source.
+    pub(super) fn fido_rules_sourced(
+        &self,
+        user: &str,
+        groups: &[String],
+    ) -> (Sourced<UserVerification>, Sourced<bool>) {
+        let f = &self.fido;
+        let d = FidoPolicy::default();
+        let t = ConfigTable::Fido;
+        let member = || of_member_groups(&f.groups, groups);
+        let own = f.users.get(user).copied().unwrap_or_default();
+
+        let mut uv = Sourced::global(t, f.user_verification, &d.user_verification);
+        let set = member().filter_map(|(name, o)| o.user_verification.map(|v| (name, v)));
+        uv.set_from(strictest(t, set, |a, b| strictness(*a) > strictness(*b)));
+        uv.set_by_user(t, user, own.user_verification);
+
+        let mut pin = Sourced::global(t, f.pin_required, &d.pin_required);
+        let set = member().filter_map(|(name, o)| o.pin_required.map(|v| (name, v)));
+        pin.set_from(strictest(t, set, |a, b| *a && !*b));
+        pin.set_by_user(t, user, own.pin_required);
+        (uv, pin)
     }
 
     /// Whether any `[groups.NAME.fido]` table exists (group look-ups are needed only then).

@@ -131,7 +131,7 @@ pub enum Command {
         /// The enrollment id (as `tessera enrollments` shows it).
         id: String,
     },
-    /// Token policy tools.
+    /// Policy tools.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
@@ -161,7 +161,8 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
-    /// The token rules that apply to a user, and where each value comes from.
+    /// The rules that apply to a user ([token], [piv], [fido], [pam], [session]), and where each
+    /// value comes from.
     Show {
         /// The account [default: your own].
         user: Option<String>,

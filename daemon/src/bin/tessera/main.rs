@@ -259,6 +259,11 @@ async fn run(cli: Cli) -> Result<Done, Error> {
             command: PolicyCommand::Show { user },
         } => {
             let items = manager.effective_policy(&user.unwrap_or_default()).await?;
+            // Columns as wide as their longest entry (a PAM service's key, a FIDO rp id).
+            let width = |col: fn(&(String, String, String)) -> usize| {
+                items.iter().map(col).max().unwrap_or(0)
+            };
+            let (keys, values) = (width(|i| i.0.len()), width(|i| i.1.len()));
             for (key, value, source) in items {
                 if json {
                     println!(
@@ -266,7 +271,7 @@ async fn run(cli: Cli) -> Result<Done, Error> {
                         serde_json::json!({ "key": key, "value": value, "source": source })
                     );
                 } else {
-                    println!("{key:<18} = {value:<12} # {source}");
+                    println!("{key:<keys$} = {value:<values$} # {source}");
                 }
             }
         }
