@@ -70,7 +70,8 @@ pub trait Manager {
     /// Reads the configuration file again (root).
     fn reload_config(&self) -> zbus::Result<()>;
 
-    /// The token rules for a user: (key, value, source).
+    /// Every rule that applies to a user: (key, value, source); the token rules, then the
+    /// `piv.`, `fido.`, `pam.` and `session.` rows (the daemon's EffectivePolicy documents them).
     fn effective_policy(&self, user: &str) -> zbus::Result<Vec<(String, String, String)>>;
 
     /// The signing keys as a JWK Set (never cached: the daemon sends no change signal for it).
