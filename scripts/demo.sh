@@ -4,9 +4,10 @@
 # HID (a socket in the daemon's simulated_hid_dir): enroll with a touch, authenticate with PIN and
 # touch, validate, pull the key.
 #
-# Everything runs against private instances — a dbus-daemon in a temp dir, the simulator on the
-# first vpcd reader, tesserad with a temp state dir — and everything started here is stopped on exit,
-# pcscd included when (and only when) this script started it. Waits are bounded and say what they
+# Everything runs against private instances — a system-type dbus-daemon in a temp dir with the
+# shipped policy (scripts/demo/system-bus.sh), the simulator on the first vpcd reader, tesserad with
+# a temp state dir — and everything started here is stopped on exit, pcscd included when (and only
+# when) this script started it. Waits are bounded and say what they
 # waited for. Environment: TESSERA_BIN_DIR (default target/release), TESSERA_DEMO_TIMEOUT (seconds
 # per wait, default 20), TESSERA_DEMO_USER (default: the current user).
 set -euo pipefail
@@ -29,6 +30,9 @@ work=$(mktemp -d /tmp/tessera-demo.XXXXXX)
 pids=()       # processes this script started, in start order
 names=()      # their names, for messages
 bus_addr=""
+
+# shellcheck source=scripts/demo/system-bus.sh
+source "$repo/scripts/demo/system-bus.sh"
 
 # --- plumbing --------------------------------------------------------------------------------------
 
@@ -188,21 +192,8 @@ else
 fi
 show pcsc_scan -r
 
-step "Private D-Bus"
-cat >"$work/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <listen>unix:path=$work/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*"/>
-    <allow receive_sender="*"/>
-  </policy>
-</busconfig>
-EOF
+step "Private D-Bus (system-type, with the policy Tessera installs)"
+write_system_bus_config "$work/bus" "$work"
 start dbus-daemon dbus-daemon --config-file="$work/bus.conf" --nofork --print-address
 until_ready dbus-daemon grep -q '^unix:' "$work/dbus-daemon.out"
 bus_addr=$(head -n 1 "$work/dbus-daemon.out")
