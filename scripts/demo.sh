@@ -49,6 +49,9 @@ die() {
 start() {
     local name=$1
     shift
+    # Created here, before the child opens them, so that a wait that greps them never finds none.
+    : >"$work/$name.out"
+    : >"$work/$name.log"
     "$@" >"$work/$name.out" 2>"$work/$name.log" 9>&- </dev/null &
     pids+=("$!")
     names+=("$name")
