@@ -100,6 +100,12 @@ reuse_refused() { # quietly: does a reuse in session c1 fail now?
     ! pam c1 "" tessera-demo-sudo authenticate >/dev/null
 }
 
+insert_card() { # the card of act 1 (its state file) back in the reader, and listed by the daemon
+    start tessera-sim "$bin_dir/tessera-sim" piv --vpcd "$vpcd" --state "$work/card.json"
+    until_ready tessera-sim grep -qw ready "$work/tessera-sim.out"
+    until_ready tesserad card_listed
+}
+
 lock_logged() { grep -q 'LockSession "c1"' "$work/logind.out"; }
 
 desktop_login_act() {
@@ -139,9 +145,7 @@ EOF
     done
 
     step "Insert the card again"
-    start tessera-sim "$bin_dir/tessera-sim" piv --vpcd "$vpcd" --state "$work/card.json"
-    until_ready tessera-sim grep -qw ready "$work/tessera-sim.out"
-    until_ready tesserad card_listed
+    insert_card
     info "card back in \"Virtual PCD 00 00\""
 
     step "Log in as $user with the card: authenticate (PIN from the conversation), open_session"
@@ -177,9 +181,7 @@ EOF
     fi
 
     step "Insert the card and log in afresh; then verify once works again"
-    start tessera-sim "$bin_dir/tessera-sim" piv --vpcd "$vpcd" --state "$work/card.json"
-    until_ready tessera-sim grep -qw ready "$work/tessera-sim.out"
-    until_ready tesserad card_listed
+    insert_card
     pam c1 "$pin" tessera-demo authenticate open_session || die "the fresh card login failed"
     pam c1 "" tessera-demo-sudo authenticate || die "reuse failed after the fresh login"
 }
