@@ -56,6 +56,16 @@ desktop_login_requirements() {
     "$mock_python" -c 'import dbusmock' 2>/dev/null ||
         die "python3-dbusmock not found for $mock_python; run scripts/install-deps.sh"
     [[ -f $pam_module ]] || die "$pam_module missing; run \`make build\`"
+    for t in "$pam_login" "$pam_sudo"; do
+        pam_service_ours "$t"
+    done
+}
+
+# pam_service_ours FILE — dies if FILE exists without the demo's mark: someone else's service.
+pam_service_ours() {
+    [[ -e $1 ]] || return 0
+    grep -qF "$pam_marker" "$1" ||
+        die "$1 exists and was not written by this demo; move it away and run again"
 }
 
 mock() { # mock METHOD SIGNATURE ARGS... — the mock's org.freedesktop.DBus.Mock interface
@@ -70,8 +80,7 @@ logind_up() { busctl --address="$bus_addr" status "$login1" >/dev/null 2>&1; }
 write_pam_service() {
     local file=$1
     if [[ -e $file ]]; then
-        grep -qF "$pam_marker" "$file" ||
-            die "$file exists and was not written by this demo; move it away and run again"
+        pam_service_ours "$file"
         info "replacing $file, left by an earlier demo that was killed"
     fi
     created+=("$file")
