@@ -129,6 +129,8 @@ desktop_login_act() {
     mock AddMethod sssss org.freedesktop.login1.Manager GetSessionByPID u o "$get_session_by_pid"
     mock AddSession ssusb c1 seat0 "$uid" "$user" true
     info "python-dbusmock's logind owns $login1 (its calls are logged in $work/logind.out)"
+    info "it finds a process's session from MOCK_LOGIND_SESSION in its environment (real logind:"
+    info "from its cgroup), so pamtester runs with it below"
 
     step "Two PAM services that load $pam_module"
     # pam_env stands in for pam_systemd, which puts these two in a real login's PAM environment.
