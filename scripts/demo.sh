@@ -2,13 +2,16 @@
 # The Tessera story on a simulated PIV card, step by step: enroll, authenticate, validate, pull the
 # card, watch the token die; then the same with a simulated FIDO security key plugged in over USB
 # HID (a socket in the daemon's simulated_hid_dir): enroll with a touch, authenticate with PIN and
-# touch, validate, pull the key.
+# touch, validate, pull the key; then desktop login through pam_tessera.so with pamtester and a
+# mock logind (scripts/demo/desktop-login.sh; as root only).
 #
-# Everything runs against private instances — a dbus-daemon in a temp dir, the simulator on the
-# first vpcd reader, tesserad with a temp state dir — and everything started here is stopped on exit,
-# pcscd included when (and only when) this script started it. Waits are bounded and say what they
-# waited for. Environment: TESSERA_BIN_DIR (default target/release), TESSERA_DEMO_TIMEOUT (seconds
-# per wait, default 20), TESSERA_DEMO_USER (default: the current user).
+# Everything runs against private instances — a system-type dbus-daemon in a temp dir with the
+# shipped policy (scripts/demo/system-bus.sh), the simulator on the first vpcd reader, tesserad with
+# a temp state dir — and everything started here is stopped on exit, pcscd included when (and only
+# when) this script started it; the PAM services the desktop act writes in /etc/pam.d are removed on
+# exit too, Ctrl-C and failures included. Waits are bounded and say what they waited for.
+# Environment: TESSERA_BIN_DIR (default target/release), TESSERA_DEMO_TIMEOUT (seconds per wait,
+# default 20), TESSERA_DEMO_USER (default: the current user).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,7 +31,13 @@ PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 work=$(mktemp -d /tmp/tessera-demo.XXXXXX)
 pids=()       # processes this script started, in start order
 names=()      # their names, for messages
+created=()    # files outside $work this script wrote, removed on exit
 bus_addr=""
+
+# shellcheck source=scripts/demo/system-bus.sh
+source "$repo/scripts/demo/system-bus.sh"
+# shellcheck source=scripts/demo/desktop-login.sh
+source "$repo/scripts/demo/desktop-login.sh"
 
 # --- plumbing --------------------------------------------------------------------------------------
 
@@ -45,6 +54,9 @@ die() {
 start() {
     local name=$1
     shift
+    # Created here, before the child opens them, so that a wait that greps them never finds none.
+    : >"$work/$name.out"
+    : >"$work/$name.log"
     "$@" >"$work/$name.out" 2>"$work/$name.log" 9>&- </dev/null &
     pids+=("$!")
     names+=("$name")
@@ -81,7 +93,8 @@ forget() { # forget NAME — drop a process that has already been stopped from t
 
 cleanup() {
     local rc=$? i
-    trap - EXIT INT TERM
+    trap - EXIT INT TERM HUP
+    ((${#created[@]} == 0)) || rm -f -- "${created[@]}"
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
         stop "${pids[i]}"
     done
@@ -100,6 +113,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 # wait_for WHAT CMD... — poll CMD every 100 ms for up to $timeout_s seconds.
 wait_for() {
@@ -156,6 +170,9 @@ done
 for t in dbus-daemon dbus-send pcscd pcsc_scan flock ps; do
     command -v "$t" >/dev/null || die "$t not found; run scripts/install-deps.sh"
 done
+if why_not=$(desktop_login_possible 2>&1); then
+    desktop_login_requirements
+fi
 chmod 755 "$work"
 
 step "Waiting for exclusive use of pcscd and the vpcd readers ($pcsc_lock)"
@@ -188,21 +205,8 @@ else
 fi
 show pcsc_scan -r
 
-step "Private D-Bus"
-cat >"$work/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <listen>unix:path=$work/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*"/>
-    <allow receive_sender="*"/>
-  </policy>
-</busconfig>
-EOF
+step "Private D-Bus (system-type, with the policy Tessera installs)"
+write_system_bus_config "$work/bus" "$work"
 start dbus-daemon dbus-daemon --config-file="$work/bus.conf" --nofork --print-address
 until_ready dbus-daemon grep -q '^unix:' "$work/dbus-daemon.out"
 bus_addr=$(head -n 1 "$work/dbus-daemon.out")
@@ -215,8 +219,19 @@ info "simulator connected"
 
 step "Start tesserad (token lifetime 10 minutes; simulated USB keys from $work/hid)"
 mkdir -p "$work/hid"
-printf '[token]\nlifetime = "10m"\n[device]\nsimulated_hid_dir = "%s"\n' "$work/hid" \
-    >"$work/tessera.toml"
+cat >"$work/tessera.toml" <<EOF
+[token]
+lifetime = "10m"
+[device]
+simulated_hid_dir = "$work/hid"
+# Desktop login: a PAM \`reuse\` may succeed within 15 minutes of the device login, and a pulled
+# device locks the login session (the defaults, spelled out).
+[pam]
+reuse = true
+max_age = "15m"
+[session]
+on_removal = "lock"
+EOF
 show tessera config check "$work/tessera.toml"
 start tesserad "$bin_dir/tesserad" --bus "$bus_addr" --state-dir "$work/state" \
     --config "$work/tessera.toml"
@@ -349,5 +364,13 @@ if out=$(tessera validate "$token" 2>&1); then
 fi
 printf '%s\n' "$out" | sed 's/^/    /'
 grep -q TokenRevoked <<<"$out" || die "validate failed, but not with TokenRevoked"
+
+# --- act 3: desktop login through PAM (scripts/demo/desktop-login.sh) ---------------------------
+
+if [[ -z $why_not ]]; then
+    desktop_login_act
+else
+    step "Desktop login through PAM: skipped, $why_not"
+fi
 
 step "Done: each token died with its device. Stopping everything this demo started."

@@ -12,7 +12,10 @@
 # accounts: removes the accounts the harness created (comment "Tessera e2e test account"), once no
 #           test process holds /run/tessera-e2e/accounts.lock.
 # files:    removes test directories /tmp/tessera-e2e-<pid>-* whose test process is gone.
-# pam:      removes test PAM services /etc/pam.d/tessera-test-<pid>-* whose test process is gone.
+# pam:      removes test PAM services /etc/pam.d/tessera-test-<pid>-* whose test process is gone,
+#           and the demo's and the benchmarks' (/etc/pam.d/tessera-demo*, tessera-bench-*) once
+#           nobody holds the pcsc lock: they write them only while they hold it, so a free lock
+#           means their writer is gone (a demo or bench killed outright; both remove them on exit).
 # package:  purges the Debian package `tessera` that tests/e2e_package.rs installed and could not
 #           remove (/run/tessera-e2e/package), once no package test holds
 #           /tmp/tessera-e2e-dpkg.lock.
@@ -152,6 +155,15 @@ cleanup_pam() {
         kill -0 "$pid" 2>/dev/null && continue
         rm -f -- "$file" && say "removed $file"
     done
+    compgen -G '/etc/pam.d/tessera-demo*' >/dev/null ||
+        compgen -G '/etc/pam.d/tessera-bench-*' >/dev/null || return 0
+    { exec 9>>"$pcsc_lock"; } 2>/dev/null || exec 9<"$pcsc_lock"
+    flock -w "$lock_wait" 9 || { say "$pcsc_lock still locked after ${lock_wait}s"; return 1; }
+    for file in /etc/pam.d/tessera-demo* /etc/pam.d/tessera-bench-*; do
+        [[ -e $file ]] || continue
+        rm -f -- "$file" && say "removed $file, left by a demo or benchmark that was killed"
+    done
+    exec 9>&-
 }
 
 cleanup_package() {
