@@ -20,23 +20,11 @@ readonly login1=org.freedesktop.login1
 readonly mock_python=/usr/bin/python3
 readonly runtime_dir=$work/run-user
 
-# Real logind finds a process's session from its cgroup; this machine may have no systemd. So the
-# mock gets a GetSessionByPID that reads MOCK_LOGIND_SESSION=<id> from the process's environment,
-# and answers logind's NoSessionForPID without it. pamtester runs with that variable set.
-readonly get_session_by_pid='
-sid = None
-try:
-    with open("/proc/%d/environ" % args[0], "rb") as f:
-        for var in f.read().split(b"\0"):
-            if var.startswith(b"MOCK_LOGIND_SESSION="):
-                sid = var.split(b"=", 1)[1].decode()
-except OSError:
-    pass
-if sid is None:
-    raise dbus.exceptions.DBusException("PID %d is in no session" % args[0],
-                                        name="org.freedesktop.login1.NoSessionForPID")
-ret = dbus.ObjectPath("/org/freedesktop/login1/session/" + sid)
-'
+# The mock's GetSessionByPID (real logind finds a process's session from its cgroup; this machine
+# may have no systemd): it reads MOCK_LOGIND_SESSION=<id> from the process's environment, as the
+# tests' mock does. pamtester runs with that variable set.
+get_session_by_pid=$(<"$repo/dbusmock/get-session-by-pid.py")
+readonly get_session_by_pid
 
 # desktop_login_possible — can this run show the act? Says why not on stderr.
 desktop_login_possible() {

@@ -8,8 +8,8 @@
 # calls and names) with the socket moved into the demo's directory and everything that would reach
 # the machine's own bus set-up taken out: the messagebus account, forking, the pid file, syslog,
 # service activation (an installed polkitd or logind must not start on it) and system.d. Included
-# instead: dbus/org.tessera.Tessera1.conf from this checkout and scripts/demo/
-# org.freedesktop.login1.conf for the mock logind. tests/common/system_stack.rs builds the tests'
+# instead: dbus/org.tessera.Tessera1.conf from this checkout and dbusmock/mock-logind.conf for
+# the mock logind (the tests include the same file). tests/common/system_stack.rs builds the tests'
 # system-type bus the same way.
 
 readonly stock_system_conf=/usr/share/dbus-1/system.conf
@@ -20,7 +20,7 @@ readonly stock_system_conf=/usr/share/dbus-1/system.conf
 write_system_bus_config() {
     local socket=$1 dir=$2 includes f
     includes=("$repo/dbus/org.tessera.Tessera1.conf"
-        "$repo/scripts/demo/org.freedesktop.login1.conf")
+        "$repo/dbusmock/mock-logind.conf")
     if [[ $(id -u) -ne 0 ]]; then
         includes+=("$dir/demo-owner.conf")
         cat >"$dir/demo-owner.conf" <<EOF

@@ -30,19 +30,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// `GetSessionByPID(u) -> o` for the mock: the session named by the process's
 /// `MOCK_LOGIND_SESSION`, else NoSessionForPID (as logind answers for a process in no session).
-const GET_SESSION_BY_PID: &str = r#"
-ret = None
-try:
-    with open('/proc/%d/environ' % args[0], 'rb') as f:
-        env = f.read().split(b'\0')
-except OSError:
-    env = []
-for e in env:
-    if e.startswith(b'MOCK_LOGIND_SESSION='):
-        ret = dbus.ObjectPath('/org/freedesktop/login1/session/' + e[len(b'MOCK_LOGIND_SESSION='):].decode())
-if ret is None:
-    raise dbus.exceptions.DBusException('PID %d does not belong to any known session' % args[0], name='org.freedesktop.login1.NoSessionForPID')
-"#;
+const GET_SESSION_BY_PID: &str = include_str!("../../dbusmock/get-session-by-pid.py");
 
 /// One call the mock logged: when (wall clock, ms resolution) and the line itself
 /// (`LockSession "c1"`).

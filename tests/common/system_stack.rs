@@ -85,18 +85,6 @@ pub fn shipped_policy() -> PathBuf {
     );
 }
 
-/// What systemd's `org.freedesktop.login1.conf` grants, reduced to what the mock needs: root owns
-/// the name; anyone may call it (logind authorises its callers itself, and the tests drive the
-/// mock through its `org.freedesktop.DBus.Mock` interface).
-const LOGIN1_POLICY: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <policy user="root">
-    <allow own="org.freedesktop.login1"/>
-  </policy>
-  <policy context="default">
-    <allow send_destination="org.freedesktop.login1"/>
-    <allow receive_sender="org.freedesktop.login1"/>
-  </policy>
-</busconfig>
-"#;
+/// The bus policy for the logind mock (dbusmock/mock-logind.conf, which the demo's bus includes
+/// too): root owns the name; anyone may call it.
+const LOGIN1_POLICY: &str = include_str!("../../dbusmock/mock-logind.conf");
