@@ -206,23 +206,12 @@ impl Mock {
     }
 }
 
-/// A system-type bus configuration that lets every uid connect, own names, send and receive.
+/// A system-type bus configuration that lets every uid connect, own names, send and receive: the
+/// tests' allow-all configuration with `<type>system</type>`.
 fn system_config(socket: &Path) -> String {
-    format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*"/>
-    <allow receive_sender="*"/>
-  </policy>
-</busconfig>
-"#,
-        socket.display()
+    crate::common::bus_config(socket).replacen(
+        "<busconfig>\n",
+        "<busconfig>\n  <type>system</type>\n",
+        1,
     )
 }
