@@ -358,74 +358,36 @@ fn entry(
     }
 }
 
-/// PAM entry point: authentication.
-#[no_mangle]
-pub extern "C" fn pam_sm_authenticate(
-    pamh: *mut PamHandleT,
-    flags: c_int,
-    argc: c_int,
-    argv: *const *const c_char,
-) -> c_int {
-    entry(
-        pamh,
-        flags,
-        argc,
-        argv,
-        |h, f, a| code(crate::auth::authenticate(h, f, a)),
-        PAM_AUTH_ERR,
-    )
+/// One exported PAM entry point, `extern "C" fn(pamh, flags, argc, argv) -> c_int`, running
+/// `$what` through [`entry`], which answers `$on_panic` if it panics.
+macro_rules! entry_point {
+    ($(#[$doc:meta])* $name:ident => $what:expr, $on_panic:expr) => {
+        $(#[$doc])*
+        #[no_mangle]
+        pub extern "C" fn $name(
+            pamh: *mut PamHandleT,
+            flags: c_int,
+            argc: c_int,
+            argv: *const *const c_char,
+        ) -> c_int {
+            entry(pamh, flags, argc, argv, $what, $on_panic)
+        }
+    };
 }
 
-/// PAM entry point: credentials (nothing to set; success only after a success in this handle).
-#[no_mangle]
-pub extern "C" fn pam_sm_setcred(
-    pamh: *mut PamHandleT,
-    flags: c_int,
-    argc: c_int,
-    argv: *const *const c_char,
-) -> c_int {
-    entry(
-        pamh,
-        flags,
-        argc,
-        argv,
-        crate::session::setcred,
-        PAM_CRED_ERR,
-    )
-}
-
-/// PAM entry point: session start.
-#[no_mangle]
-pub extern "C" fn pam_sm_open_session(
-    pamh: *mut PamHandleT,
-    flags: c_int,
-    argc: c_int,
-    argv: *const *const c_char,
-) -> c_int {
-    entry(
-        pamh,
-        flags,
-        argc,
-        argv,
-        crate::session::open_session,
-        PAM_SESSION_ERR,
-    )
-}
-
-/// PAM entry point: session end.
-#[no_mangle]
-pub extern "C" fn pam_sm_close_session(
-    pamh: *mut PamHandleT,
-    flags: c_int,
-    argc: c_int,
-    argv: *const *const c_char,
-) -> c_int {
-    entry(
-        pamh,
-        flags,
-        argc,
-        argv,
-        crate::session::close_session,
-        PAM_SESSION_ERR,
-    )
-}
+entry_point!(
+    /// PAM entry point: authentication.
+    pam_sm_authenticate => |h, f, a| code(crate::auth::authenticate(h, f, a)), PAM_AUTH_ERR
+);
+entry_point!(
+    /// PAM entry point: credentials (nothing to set; success only after a success in this handle).
+    pam_sm_setcred => crate::session::setcred, PAM_CRED_ERR
+);
+entry_point!(
+    /// PAM entry point: session start.
+    pam_sm_open_session => crate::session::open_session, PAM_SESSION_ERR
+);
+entry_point!(
+    /// PAM entry point: session end.
+    pam_sm_close_session => crate::session::close_session, PAM_SESSION_ERR
+);
