@@ -10,7 +10,8 @@
 //! - another user's token: their file and directory, read by them with `tessera token`; a
 //!   runtime directory others can write to, or a symlinked token directory, is not written to;
 //! - a greeter login with an empty user name sets PAM_USER; several users on one card is a failure;
-//! - a session logind calls Remote is refused without `allow_remote`.
+//! - a session logind calls Remote is refused without `allow_remote`: a device login by the
+//!   module, a reuse by the daemon (ReuseSession's "allow_remote", which the module passes on).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -355,14 +356,13 @@ fn greeter_login_with_an_empty_user_name_sets_pam_user() {
     run.assert_failed(PamCode::AuthErr);
 }
 
-#[test]
-fn a_remote_logind_session_is_refused_unless_allowed() {
-    let (stack, _card, logind) = story_stack(CONFIG);
-    logind.add_session("r1", "seat0", 0, "root");
+/// Adds session `id` of root on seat0 to the mock and makes logind call it Remote (ssh).
+fn add_remote_session(stack: &Stack, logind: &MockLogind, id: &str) {
+    logind.add_session(id, "seat0", 0, "root");
     stack.busctl(&[
         "call",
         "org.freedesktop.login1",
-        "/org/freedesktop/login1/session/r1",
+        &format!("/org/freedesktop/login1/session/{id}"),
         "org.freedesktop.DBus.Properties",
         "Set",
         "ssv",
@@ -371,6 +371,37 @@ fn a_remote_logind_session_is_refused_unless_allowed() {
         "b",
         "true",
     ]);
+}
+
+/// `busctl call ... ReuseSession` for root from a process in the mock's session `session`, with
+/// "allow_remote" as given; busctl's output (the claims, or the error).
+fn reuse_session_call(stack: &Stack, session: &str, allow_remote: bool) -> Output {
+    run(
+        Command::new("busctl")
+            .arg(format!("--address={}", stack.bus_address()))
+            .args([
+                "call",
+                "org.tessera.Tessera1",
+                "/org/tessera/Tessera1/Manager",
+                "org.tessera.Tessera1.Manager",
+                "ReuseSession",
+                "sa{sv}",
+                "root",
+                "1",
+                "allow_remote",
+                "b",
+                if allow_remote { "true" } else { "false" },
+            ])
+            .env(SESSION_ENV, session),
+        b"",
+        WAIT,
+    )
+}
+
+#[test]
+fn a_remote_logind_session_is_refused_unless_allowed() {
+    let (stack, _card, logind) = story_stack(CONFIG);
+    add_remote_session(&stack, &logind, "r1");
     let strict = PamService::auth("timeout=20");
     let run = pamtester_in(
         &stack,
@@ -402,6 +433,49 @@ fn a_remote_logind_session_is_refused_unless_allowed() {
         &format!("{PIN}\n"),
     )
     .assert_ok();
+}
+
+#[test]
+fn reuse_from_a_remote_logind_session_is_refused_by_the_daemon_unless_allowed() {
+    let (stack, _card, logind) = story_stack(CONFIG);
+    add_remote_session(&stack, &logind, "r1");
+    // A login from the remote session, allowed, and its token bound to r1.
+    let login = login_service(&stack, "r1", "timeout=20 allow_remote");
+    pamtester_in(
+        &stack,
+        "r1",
+        &login,
+        "root",
+        &["authenticate", "open_session"],
+        &format!("{PIN}\n"),
+    )
+    .assert_ok();
+    assert_eq!(
+        claims(&stack, &read_token(&token_file(&stack)))["login_session"],
+        "r1"
+    );
+    // The module asks logind nothing for a reuse; the daemon refuses the Remote session, and the
+    // module falls through with PAM_AUTH_ERR.
+    let strict = PamService::auth("reuse");
+    pamtester_in(&stack, "r1", &strict, "root", &["authenticate"], "")
+        .assert_failed(PamCode::AuthErr);
+    let refused = reuse_session_call(&stack, "r1", false);
+    let text = format!(
+        "{}{}",
+        stdout(&refused),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(
+        !refused.status.success() && text.contains("is remote"),
+        "ReuseSession from a Remote session without allow_remote: {text}"
+    );
+    // With allow_remote (the module's option, passed on to the daemon) the same reuse succeeds.
+    let lax = PamService::auth("reuse allow_remote");
+    let run = pamtester_in(&stack, "r1", &lax, "root", &["authenticate"], "");
+    run.assert_ok();
+    assert!(!run.text().contains("PIN for"), "{}", run.text());
+    let allowed = reuse_session_call(&stack, "r1", true);
+    assert!(allowed.status.success(), "{allowed:?}");
 }
 
 #[test]

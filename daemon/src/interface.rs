@@ -408,7 +408,9 @@ impl Manager {
     /// ReuseSession(s user, a{sv} options) -> (a{sv} claims): verify once. The claims of a live
     /// token of `user` bound to the caller's own login session, which logind finds from the
     /// caller's pid (never from an argument). Options: "service" (s, the PAM service), "max_age"
-    /// (u seconds). Root or `user` itself only; NoLoginSession when nothing fits.
+    /// (u seconds), "allow_remote" (b: without it a session logind calls Remote is AccessDenied,
+    /// so the PAM module need not ask logind itself). Root or `user` itself only;
+    /// NoLoginSession when nothing fits.
     async fn reuse_session(
         &self,
         user: &str,
@@ -417,10 +419,19 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<ClaimsDict, BusError> {
         limits::user(user)?;
-        let query = requests::options::reuse_query(&options)?;
-        let caller = self.callers.caller(conn, &header).await?;
-        let pid = caller_pid(conn, &header).await?;
+        let requests::options::ReuseOptions {
+            query,
+            allow_remote,
+        } = requests::options::reuse_options(&options)?;
+        let (caller, pid) = self.callers.caller_and_pid(conn, &header).await?;
         let facts = crate::logind::session_of_pid(conn, pid).await?;
+        if facts.remote && !allow_remote {
+            return Err(BusError::AccessDenied(format!(
+                "login session {} is remote (logind); reuse from it needs the PAM module's \
+                 allow_remote",
+                facts.session.id
+            )));
+        }
         let claims = self
             .service
             .reuse_session(caller, user, facts.session, query)
@@ -624,11 +635,20 @@ impl Device {
     }
 }
 
-/// The uid of each caller, by unique bus name. A unique name is never reused during a bus's lifetime,
-/// so a cached answer stays right; the cache saves a round trip to the bus per call.
+/// What the bus vouches for about each caller, by unique bus name: its uid and the pid of its
+/// process, both fixed when the connection was made. A unique name is never reused during a bus's
+/// lifetime, so a cached answer stays right; the cache saves a round trip to the bus per call.
+/// (The pid's login session is asked of logind every time: that is not fixed.)
 #[derive(Default)]
 struct CallerCache {
-    uids: Mutex<HashMap<OwnedUniqueName, u32>>,
+    callers: Mutex<HashMap<OwnedUniqueName, Credentials>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Credentials {
+    uid: u32,
+    /// `None` when the bus does not know it (a peer on another kind of transport).
+    pid: Option<u32>,
 }
 
 /// Bound on remembered callers; past it the cache starts over.
@@ -636,44 +656,64 @@ const MAX_CALLERS: usize = 4096;
 
 impl CallerCache {
     async fn caller(&self, conn: &Connection, header: &Header<'_>) -> Result<Caller, BusError> {
+        Ok(Caller::uid(self.credentials(conn, header).await?.uid))
+    }
+
+    /// The caller and the pid of its process (ReuseSession finds the login session from it).
+    async fn caller_and_pid(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+    ) -> Result<(Caller, u32), BusError> {
+        let c = self.credentials(conn, header).await?;
+        let pid = c.pid.ok_or_else(|| {
+            BusError::NoLoginSession("the bus cannot tell the caller's process".into())
+        })?;
+        Ok((Caller::uid(c.uid), pid))
+    }
+
+    /// uid and pid in one `GetConnectionCredentials`, within [`crate::logind::CALL_TIMEOUT`].
+    async fn credentials(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+    ) -> Result<Credentials, BusError> {
         let sender = header
             .sender()
             .ok_or_else(|| BusError::AccessDenied("message has no sender".into()))?
             .to_owned();
         let sender = OwnedUniqueName::from(sender);
-        if let Some(uid) = lock(&self.uids).get(&sender).copied() {
-            return Ok(Caller::uid(uid));
+        if let Some(c) = lock(&self.callers).get(&sender).copied() {
+            return Ok(c);
         }
         let dbus = DBusProxy::new(conn).await?;
-        let uid = dbus
-            .get_connection_unix_user(BusName::Unique(sender.as_ref()))
-            .await
-            .map_err(|e| BusError::AccessDenied(format!("cannot tell the caller's uid: {e}")))?;
-        let mut uids = lock(&self.uids);
-        if uids.len() >= MAX_CALLERS {
-            uids.clear();
+        let asked = dbus.get_connection_credentials(BusName::Unique(sender.as_ref()));
+        let creds = match tokio::time::timeout(crate::logind::CALL_TIMEOUT, asked).await {
+            Ok(Ok(creds)) => creds,
+            Ok(Err(e)) => {
+                return Err(BusError::AccessDenied(format!(
+                    "cannot tell the caller's uid: {e}"
+                )))
+            }
+            Err(_) => {
+                return Err(BusError::AccessDenied(
+                    "the bus did not tell the caller's uid in time".into(),
+                ))
+            }
+        };
+        let uid = creds
+            .unix_user_id()
+            .ok_or_else(|| BusError::AccessDenied("the bus gives no uid for the caller".into()))?;
+        let c = Credentials {
+            uid,
+            pid: creds.process_id(),
+        };
+        let mut callers = lock(&self.callers);
+        if callers.len() >= MAX_CALLERS {
+            callers.clear();
         }
-        uids.insert(sender, uid);
-        Ok(Caller::uid(uid))
-    }
-}
-
-/// The pid of the process behind the message's sender, as the bus vouches for it
-/// (`GetConnectionUnixProcessID`), asked within [`crate::logind::CALL_TIMEOUT`].
-async fn caller_pid(conn: &Connection, header: &Header<'_>) -> Result<u32, BusError> {
-    let sender = header
-        .sender()
-        .ok_or_else(|| BusError::AccessDenied("message has no sender".into()))?;
-    let dbus = DBusProxy::new(conn).await?;
-    let asked = dbus.get_connection_unix_process_id(BusName::Unique(sender.as_ref()));
-    match tokio::time::timeout(crate::logind::CALL_TIMEOUT, asked).await {
-        Ok(Ok(pid)) => Ok(pid),
-        Ok(Err(e)) => Err(BusError::NoLoginSession(format!(
-            "the bus cannot tell the caller's process: {e}"
-        ))),
-        Err(_) => Err(BusError::NoLoginSession(
-            "the bus did not tell the caller's process in time".into(),
-        )),
+        callers.insert(sender, c);
+        Ok(c)
     }
 }
 

@@ -59,9 +59,14 @@ pub fn authenticate(h: &Handle, flags: c_int, args: &[String]) -> Result<Verifie
     };
     let outcome = rt.block_on(async {
         let login = async {
-            let conn = bus::connect().await?;
             if !opts.allow_remote {
-                remote::refuse_remote(&conn, rhost.as_deref()).await?;
+                remote::refuse_rhost(rhost.as_deref())?;
+            }
+            let conn = bus::connect().await?;
+            // A reuse leaves the logind session's Remote to ReuseSession, which looks the session
+            // up anyway (one logind round trip for both).
+            if !opts.allow_remote && !opts.reuse {
+                remote::refuse_remote_session(&conn).await?;
             }
             let (manager, owner) = bus::daemon(&conn).await?;
             if opts.reuse {
@@ -90,8 +95,9 @@ pub fn authenticate(h: &Handle, flags: c_int, args: &[String]) -> Result<Verifie
     }
 }
 
-/// Verify once: the daemon finds the caller's login session itself (by our pid) and answers with
-/// the claims of a live token bound to it, or an error. No device is touched.
+/// Verify once: the daemon finds the caller's login session itself (by our pid), refuses it when
+/// logind calls it Remote (unless `allow_remote`), and answers with the claims of a live token
+/// bound to it, or an error. No device is touched.
 async fn reuse(
     h: &Handle,
     manager: &ManagerProxy<'static>,
@@ -101,10 +107,14 @@ async fn reuse(
 ) -> Result<Verified, Failure> {
     let user = user.ok_or_else(|| Failure::AuthErr("reuse needs PAM_USER".into()))?;
     let max_age = u32::try_from(opts.max_age.as_secs()).unwrap_or(u32::MAX);
-    let options = HashMap::from([
+    let mut options = HashMap::from([
         ("service", Value::from(service)),
         ("max_age", Value::from(max_age)),
     ]);
+    if opts.allow_remote {
+        // Without it the daemon refuses a session logind calls Remote.
+        options.insert("allow_remote", Value::from(true));
+    }
     let claims = manager
         .reuse_session(user, options)
         .await

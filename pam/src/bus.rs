@@ -3,11 +3,15 @@
 
 #![forbid(unsafe_code)]
 
+use std::path::PathBuf;
+use std::str::FromStr;
+
 use tessera_client::names::BUS_NAME;
 use tessera_client::ManagerProxy;
+use zbus::address::transport::{Transport, UnixSocket};
 use zbus::fdo::DBusProxy;
 use zbus::names::{BusName, OwnedUniqueName};
-use zbus::Connection;
+use zbus::{Address, Connection};
 
 use crate::ffi;
 use crate::outcome::Failure;
@@ -30,14 +34,51 @@ pub fn system_bus_address() -> String {
 }
 
 /// A connection to the system bus.
+///
+/// A `unix:path=` address is connected here, on the caller's runtime: zbus would make the
+/// (non-blocking anyway) Unix-socket connect on tokio's blocking pool, starting a thread in the
+/// application's process for each login. The address's `guid`, if any, is checked as zbus would.
+/// Any other address goes to zbus as it is.
 pub async fn connect() -> Result<Connection, Failure> {
     let address = system_bus_address();
-    let builder = zbus::connection::Builder::address(address.as_str())
-        .map_err(|e| Failure::Unavailable(format!("system bus address {address:?}: {e}")))?;
-    builder
+    let failed = |e: &dyn std::fmt::Display| {
+        Failure::Unavailable(format!("connecting to the system bus {address}: {e}"))
+    };
+    let Some((path, guid)) = unix_path(&address) else {
+        return zbus::connection::Builder::address(address.as_str())
+            .map_err(|e| Failure::Unavailable(format!("system bus address {address:?}: {e}")))?
+            .build()
+            .await
+            .map_err(|e| failed(&e));
+    };
+    let stream = tokio::net::UnixStream::connect(&path)
+        .await
+        .map_err(|e| failed(&e))?;
+    let conn = zbus::connection::Builder::unix_stream(stream)
         .build()
         .await
-        .map_err(|e| Failure::Unavailable(format!("connecting to the system bus {address}: {e}")))
+        .map_err(|e| failed(&e))?;
+    match guid {
+        Some(guid) if conn.server_guid().as_str() != guid => Err(failed(&format!(
+            "the server's guid is {}, not the address's {guid}",
+            conn.server_guid()
+        ))),
+        _ => Ok(conn),
+    }
+}
+
+/// The socket and the guid (if given) of a one-entry `unix:path=` address, as zbus parses it for
+/// its own connect; `None` for anything else.
+fn unix_path(address: &str) -> Option<(PathBuf, Option<String>)> {
+    let parsed = Address::from_str(address).ok()?;
+    let guid = parsed.guid().map(|g| g.as_str().to_owned());
+    match parsed.transport() {
+        Transport::Unix(unix) => match unix.path() {
+            UnixSocket::File(path) => Some((path.clone(), guid)),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Starts tesserad through the bus's activation (the activation file names tesserad.service, so
@@ -97,4 +138,33 @@ pub async fn daemon(
         .await
         .map_err(|e| Failure::Unavailable(format!("proxy: {e}")))?;
     Ok((manager, owner))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_unix_path_is_connected_here() {
+        let path = |p: &str| Some((PathBuf::from(p), None));
+        assert_eq!(
+            unix_path("unix:path=/run/dbus/system_bus_socket"),
+            path("/run/dbus/system_bus_socket")
+        );
+        assert_eq!(
+            unix_path("unix:path=/tmp/s,guid=0123456789abcdef0123456789abcdef"),
+            Some((
+                PathBuf::from("/tmp/s"),
+                Some("0123456789abcdef0123456789abcdef".to_owned())
+            ))
+        );
+        for other in [
+            "unix:abstract=/tmp/dbus-x",
+            "tcp:host=127.0.0.1,port=4000",
+            "nonsense",
+            "",
+        ] {
+            assert_eq!(unix_path(other), None, "{other:?}");
+        }
+    }
 }

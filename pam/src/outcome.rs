@@ -5,12 +5,12 @@
 //! |---|---|
 //! | a token the daemon issued, then checked by `CheckToken` with our audience, for PAM_USER (or, `reuse`: claims of `ReuseSession` for PAM_USER) | `PAM_SUCCESS` |
 //! | a bad option, no PAM_SERVICE | `PAM_SERVICE_ERR` |
-//! | no bus; no daemon on it and none started by D-Bus activation (ServiceUnknown, NameHasNoOwner); the daemon's name not owned by uid 0; the daemon left mid-request; a remote session without `allow_remote` | `PAM_AUTHINFO_UNAVAIL` |
+//! | no bus; no daemon on it and none started by D-Bus activation (ServiceUnknown, NameHasNoOwner); the daemon's name not owned by uid 0; the daemon left mid-request; a remote login without `allow_remote` (PAM_RHOST, or a device login from a session logind calls Remote) | `PAM_AUTHINFO_UNAVAIL` |
 //! | NotEnrolled, NoSuchUser | `PAM_USER_UNKNOWN` (`nouser=unknown`, the default) or `PAM_AUTHINFO_UNAVAIL` (`nouser=unavail`) |
 //! | PinWouldBlock, PinBlocked, RateLimited (the lockout) | `PAM_MAXTRIES` |
 //! | the application's conversation failed (no conversation, an error, e.g. Ctrl-C at the prompt) | `PAM_CONV_ERR` (the request is cancelled first) |
 //! | timeout (the daemon's or ours), Cancelled, a wrong user in the claims, anything else | `PAM_AUTH_ERR` |
-//! | `reuse`, whatever went wrong | `PAM_AUTH_ERR` |
+//! | `reuse`, whatever went wrong (PAM_RHOST without `allow_remote`, the daemon's AccessDenied for a Remote session without it, included) | `PAM_AUTH_ERR` |
 //!
 //! `PAM_IGNORE` is never returned. `PAM_SUCCESS` comes only from [`Verified`], which only
 //! [`Verified::check`] makes, from claims whose `sub` is the expected user.

@@ -1,5 +1,7 @@
 //! Is this a remote login? PAM_RHOST set, or logind saying the caller's session is remote (as
 //! pam_fprintd asks): a device in this machine's reader proves nothing about a user elsewhere.
+//! A `reuse` asks logind nothing here: the daemon looks the caller's session up for ReuseSession
+//! anyway and refuses a Remote one there.
 
 #![forbid(unsafe_code)]
 
@@ -13,15 +15,22 @@ const LOGIND_PATH: &str = "/org/freedesktop/login1";
 const LOGIND_MANAGER: &str = "org.freedesktop.login1.Manager";
 const LOGIND_SESSION: &str = "org.freedesktop.login1.Session";
 
-/// `Err(Unavailable)` when the login is remote: `rhost` non-empty, or logind's session of this
-/// process is Remote. logind absent, or no session for this process, is not remote; any other
-/// answer from logind that cannot be read fails closed.
-pub async fn refuse_remote(conn: &Connection, rhost: Option<&str>) -> Result<(), Failure> {
-    if let Some(host) = rhost.filter(|h| !h.is_empty()) {
-        return Err(Failure::Unavailable(format!(
+/// `Err(Unavailable)` when PAM_RHOST names another host: the application says the user is
+/// elsewhere. The only remote check of a `reuse`, whose logind session the daemon checks itself
+/// (ReuseSession refuses a Remote session unless asked with "allow_remote").
+pub fn refuse_rhost(rhost: Option<&str>) -> Result<(), Failure> {
+    match rhost.filter(|h| !h.is_empty()) {
+        Some(host) => Err(Failure::Unavailable(format!(
             "remote login from {host:?} refused (no allow_remote)"
-        )));
+        ))),
+        None => Ok(()),
     }
+}
+
+/// `Err(Unavailable)` when logind's session of this process is Remote (a device login). logind
+/// absent, or no session for this process, is not remote; any other answer from logind that
+/// cannot be read fails closed.
+pub async fn refuse_remote_session(conn: &Connection) -> Result<(), Failure> {
     match session_is_remote(conn).await {
         Ok(false) => Ok(()),
         Ok(true) => Err(Failure::Unavailable(
@@ -69,4 +78,19 @@ async fn session_is_remote(conn: &Connection) -> zbus::Result<bool> {
         .await?;
     let value: OwnedValue = reply.body().deserialize()?;
     bool::try_from(value).map_err(zbus::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_host_is_refused() {
+        assert!(refuse_rhost(None).is_ok());
+        assert!(refuse_rhost(Some("")).is_ok());
+        assert!(matches!(
+            refuse_rhost(Some("elsewhere.example")),
+            Err(Failure::Unavailable(_))
+        ));
+    }
 }

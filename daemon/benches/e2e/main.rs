@@ -18,6 +18,11 @@
 //!    thread is one), its memory, and the syscalls it makes (with `strace` when installed).
 //! 5. `live_tokens`: memory per live token and ValidateToken p50 at 1,000 and 100,000 live tokens.
 //!    `-- --bench --live-tokens-only` runs this part alone, `-- --bench --auth-only` part 1 alone.
+//! 6. `pam`: whole `pamtester` processes through `pam_tessera.so` (verify-once reuse, a card login)
+//!    beside Authenticate and a pamtester floor, with python-dbusmock's logind on the bus; runs
+//!    after the idle part. `-- --bench --pam-only` runs it alone, on a system-type bus (the stock
+//!    system-bus configuration with the shipped policy, as the tests' `system_stack`); the full run
+//!    keeps the bench's permissive bus for every part.
 //!
 //! Around them: `stack` and `procs` (the processes, the card, the bus), `report`, `stats` and
 //! `machine` (the Markdown report and what it was measured on). This file starts the stack and runs
@@ -43,6 +48,7 @@ mod fido;
 mod idle;
 mod live_tokens;
 mod machine;
+mod pam;
 mod procs;
 mod pulls;
 mod report;
@@ -68,7 +74,8 @@ use crate::procs::{lock_file, tool, Pcscd, Proc};
 use crate::pulls::measure_pulls;
 use crate::report::Results;
 use crate::stack::{
-    connect, peer_proxy, wait_for_device, wait_for_name, write_bus_config, Binaries, SimCard,
+    connect, peer_proxy, wait_for_device, wait_for_name, write_bus_config, write_system_bus_config,
+    Binaries, SimCard,
 };
 use crate::start_auth::RequestSignals;
 use crate::throughput::{measure_throughput, CpuPids};
@@ -140,14 +147,17 @@ fn run() -> Result<()> {
 
 /// Starts the stack, runs the five measurements, and stops the stack; the report.
 fn bench(bins: &Binaries, work: &Path, machine: &Machine) -> Result<String> {
+    let pam_only = std::env::args().any(|a| a == "--pam-only");
     let _pcscd = Pcscd::ensure(work)?;
+    let (bus_config, bus_kind) = if pam_only {
+        (write_system_bus_config(work)?, "a system-type")
+    } else {
+        (write_bus_config(work)?, "the bench's permissive")
+    };
     let bus = Proc::spawn(
         "dbus-daemon",
         Command::new(tool("dbus-daemon"))
-            .arg(format!(
-                "--config-file={}",
-                write_bus_config(work)?.display()
-            ))
+            .arg(format!("--config-file={}", bus_config.display()))
             .args(["--nofork", "--print-address"]),
         work,
     )?;
@@ -169,7 +179,8 @@ fn bench(bins: &Binaries, work: &Path, machine: &Machine) -> Result<String> {
         &config,
         format!(
             "{}[token]\nrevoke_on_removal = true\nmax_live_per_user = 100000\n\
-             [users.{LIMIT_USER}.token]\nmax_live_per_user = 32\n",
+             [users.{LIMIT_USER}.token]\nmax_live_per_user = 32\n\
+             [pam]\nreuse = true\nmax_age = \"15m\"\n",
             fido::device_config(work)?
         ),
     )?;
@@ -218,6 +229,15 @@ fn bench(bins: &Binaries, work: &Path, machine: &Machine) -> Result<String> {
         live_tokens::report(&mut s, &live);
         return Ok(s);
     }
+    if pam_only {
+        eprintln!("e2e: PAM: pamtester reuse and card login beside Authenticate");
+        let pam = pam::measure(&client, bins, work, &address, bus_kind)?;
+        let mut s = String::from("# Tessera end-to-end benchmark: PAM only\n\n");
+        report::machine_line(&mut s, machine);
+        pam::report(&mut s, &pam);
+        report::binaries(&mut s, bins);
+        return Ok(s);
+    }
 
     let pids = CpuPids {
         daemon: daemon_pid,
@@ -240,6 +260,8 @@ fn bench(bins: &Binaries, work: &Path, machine: &Machine) -> Result<String> {
     let pulls = measure_pulls(&client, &conn, &daemon, &mut sim, &auth.tokens)?;
     eprintln!("e2e: 4/5 idle daemon");
     let idle = measure_idle(&daemon, work)?;
+    eprintln!("e2e: 4b/5 PAM: pamtester reuse and card login beside Authenticate");
+    let pam = pam::measure(&client, bins, work, &address, bus_kind)?;
     eprintln!("e2e: 5/5 many live tokens");
     let live = live_tokens::measure(&rt, &manager, daemon_pid)?;
     drop(sim);
@@ -254,6 +276,7 @@ fn bench(bins: &Binaries, work: &Path, machine: &Machine) -> Result<String> {
             fido,
         },
     );
+    pam::report(&mut report, &pam);
     live_tokens::report(&mut report, &live);
     Ok(report)
 }

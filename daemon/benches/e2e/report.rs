@@ -222,6 +222,13 @@ pub fn auth_only(machine: &Machine, bins: &Binaries, a: &AuthResults, f: &FidoRe
 
 /// The title, what the run was measured on, and the head of the summary table.
 fn header(s: &mut String, machine: &Machine) {
+    machine_line(s, machine);
+    let _ = writeln!(s, "| Measurement | Result | Target | |");
+    let _ = writeln!(s, "|---|---|---|---|");
+}
+
+/// The title and what the run was measured on.
+pub fn machine_line(s: &mut String, machine: &Machine) {
     let _ = writeln!(s, "## End-to-end performance\n");
     let _ = writeln!(
         s,
@@ -234,8 +241,6 @@ fn header(s: &mut String, machine: &Machine) {
         machine.fs_of_tmp,
         machine.date
     );
-    let _ = writeln!(s, "| Measurement | Result | Target | |");
-    let _ = writeln!(s, "|---|---|---|---|");
 }
 
 /// The summary rows of part 1: Authenticate, at the limit, as a request, and its floor.
@@ -342,7 +347,7 @@ fn auth_sections(s: &mut String, a: &AuthResults) {
     start_auth::section(s, a);
 }
 
-fn binaries(s: &mut String, bins: &Binaries) {
+pub fn binaries(s: &mut String, bins: &Binaries) {
     let _ = writeln!(
         s,
         "\nBinaries: {} and {}.",

@@ -38,23 +38,7 @@ impl Binaries {
             "{} is missing: run `cargo build --release --workspace` (or `make build`) first",
             sim.display()
         );
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .ok_or_else(|| anyhow!("no workspace above {}", env!("CARGO_MANIFEST_DIR")))?;
-        let built = fs::metadata(&sim).and_then(|m| m.modified()).ok();
-        let newest = [workspace.join("device-sim/src"), workspace.join("src")]
-            .iter()
-            .filter_map(|d| newest_mtime(d))
-            .max();
-        if let (Some(built), Some(newest)) = (built, newest) {
-            if newest > built {
-                eprintln!(
-                    "e2e: WARNING: {} is older than its sources; run `cargo build --release \
-                     --workspace` for current numbers",
-                    sim.display()
-                );
-            }
-        }
+        warn_if_stale(&sim, &["device-sim/src", "src"])?;
         let target_dir = profile_dir
             .parent()
             .map_or_else(|| profile_dir.clone(), Path::to_owned);
@@ -64,6 +48,29 @@ impl Binaries {
             target_dir,
         })
     }
+}
+
+/// Points out a `binary` older than its `sources` (directories of the workspace), which
+/// `cargo bench` alone does not rebuild.
+pub fn warn_if_stale(binary: &Path, sources: &[&str]) -> Result<()> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or_else(|| anyhow!("no workspace above {}", env!("CARGO_MANIFEST_DIR")))?;
+    let built = fs::metadata(binary).and_then(|m| m.modified()).ok();
+    let newest = sources
+        .iter()
+        .filter_map(|d| newest_mtime(&workspace.join(d)))
+        .max();
+    if let (Some(built), Some(newest)) = (built, newest) {
+        if newest > built {
+            eprintln!(
+                "e2e: WARNING: {} is older than its sources; run `cargo build --release \
+                 --workspace` for current numbers",
+                binary.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn newest_mtime(dir: &Path) -> Option<SystemTime> {
@@ -188,5 +195,16 @@ pub fn wait_for(
 pub fn write_bus_config(work: &Path) -> Result<PathBuf> {
     let path = work.join("bus.conf");
     fs::write(&path, common::bus_config(&work.join("bus")))?;
+    Ok(path)
+}
+
+/// A system-type bus, as the PAM module meets it: the stock system-bus configuration with the
+/// shipped policy and the logind mock's (the tests' `system_stack`).
+pub fn write_system_bus_config(work: &Path) -> Result<PathBuf> {
+    let path = work.join("bus.conf");
+    fs::write(
+        &path,
+        common::system_stack::system_bus_config(&work.join("bus")),
+    )?;
     Ok(path)
 }

@@ -61,11 +61,21 @@ pub fn bind_session(options: &HashMap<String, OwnedValue>) -> Result<String, Bus
     }
 }
 
+/// ReuseSession's options, typed: the core's query, and what only the bus edge decides.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReuseOptions {
+    pub query: ReuseQuery,
+    /// "allow_remote": the PAM module's `allow_remote`; without it a session logind calls Remote
+    /// is refused.
+    pub allow_remote: bool,
+}
+
 /// ReuseSession's options: "service" (s, the PAM service: 1 to [`MAX_SERVICE_LEN`] bytes of
-/// `[A-Za-z0-9._-]`), "max_age" (u, seconds since the device authentication).
-pub fn reuse_query(options: &HashMap<String, OwnedValue>) -> Result<ReuseQuery, BusError> {
-    limits::options(options, &["service", "max_age"])?;
-    let mut q = ReuseQuery::default();
+/// `[A-Za-z0-9._-]`), "max_age" (u, seconds since the device authentication), "allow_remote" (b).
+pub fn reuse_options(options: &HashMap<String, OwnedValue>) -> Result<ReuseOptions, BusError> {
+    limits::options(options, &["service", "max_age", "allow_remote"])?;
+    let mut o = ReuseOptions::default();
+    let q = &mut o.query;
     for (key, value) in options {
         match (key.as_str(), &**value) {
             ("service", Value::Str(s)) if is_service_name(s.as_str()) => {
@@ -79,10 +89,12 @@ pub fn reuse_query(options: &HashMap<String, OwnedValue>) -> Result<ReuseQuery, 
             }
             ("max_age", Value::U32(n)) => q.max_age = Some(u64::from(*n)),
             ("max_age", _) => return Err(wrong_type(key, "seconds as u (uint32)")),
+            ("allow_remote", Value::Bool(b)) => o.allow_remote = *b,
+            ("allow_remote", _) => return Err(wrong_type(key, "a boolean (b)")),
             (other, _) => return Err(unknown(other)),
         }
     }
-    Ok(q)
+    Ok(o)
 }
 
 fn is_service_name(s: &str) -> bool {
@@ -290,31 +302,50 @@ mod tests {
     }
 
     #[test]
-    fn reuse_query_is_typed() {
-        let q = reuse_query(&opts(&[
+    fn reuse_options_are_typed() {
+        let o = reuse_options(&opts(&[
             ("service", Value::from("polkit-1")),
             ("max_age", Value::from(300u32)),
         ]))
         .unwrap();
-        assert_eq!(q.service.as_deref(), Some("polkit-1"));
-        assert_eq!(q.max_age, Some(300));
-        assert_eq!(reuse_query(&opts(&[])).unwrap(), ReuseQuery::default());
+        assert_eq!(o.query.service.as_deref(), Some("polkit-1"));
+        assert_eq!(o.query.max_age, Some(300));
+        assert!(!o.allow_remote);
+        assert_eq!(reuse_options(&opts(&[])).unwrap(), ReuseOptions::default());
+        assert!(
+            reuse_options(&opts(&[("allow_remote", Value::from(true))]))
+                .unwrap()
+                .allow_remote
+        );
+        assert!(
+            !reuse_options(&opts(&[("allow_remote", Value::from(false))]))
+                .unwrap()
+                .allow_remote
+        );
         let too_long = "s".repeat(MAX_SERVICE_LEN + 1);
         for bad in ["", "su do", "../sudo", too_long.as_str()] {
             assert!(
-                invalid(reuse_query(&opts(&[("service", Value::from(bad))]))),
+                invalid(reuse_options(&opts(&[("service", Value::from(bad))]))),
                 "{bad:?}"
             );
         }
-        assert!(invalid(reuse_query(&opts(&[(
+        assert!(invalid(reuse_options(&opts(&[(
             "max_age",
             Value::from(300u64)
         )]))));
-        assert!(invalid(reuse_query(&opts(&[(
+        assert!(invalid(reuse_options(&opts(&[(
             "max_age",
             Value::from("5m")
         )]))));
-        assert!(invalid(reuse_query(&opts(&[(
+        assert!(invalid(reuse_options(&opts(&[(
+            "allow_remote",
+            Value::from(1u32)
+        )]))));
+        assert!(invalid(reuse_options(&opts(&[(
+            "allow_remote",
+            Value::from("yes")
+        )]))));
+        assert!(invalid(reuse_options(&opts(&[(
             "session",
             Value::from("c1")
         )]))));
