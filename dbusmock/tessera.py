@@ -72,7 +72,8 @@ Rules the mock keeps, as the daemon does:
   exp (t), jti (s), amr (as), cnf (a{sv}: jkt), sid, enr, login_session, seat (s; "" unbound).
 - BindSession(token, {"session": s}): a new token with the session and seat (template parameter
   "seat", default "seat0"), same sid, enr, amr, auth time and expiry; the old one dies ("bound").
-- ReuseSession(user, {"service": s, "max_age": u}): the caller's logind session is read, as the
+- ReuseSession(user, {"service": s, "max_age": u, "allow_remote": b}): the caller's logind
+  session is read (the mock's sessions are never remote, so allow_remote changes nothing), as the
   project's logind test mock does, from MOCK_LOGIND_SESSION=<id> in /proc/<caller pid>/environ;
   the claims of the newest live token of `user` bound to it whose device authentication is at
   most max_age seconds old; else NoLoginSession saying why.
@@ -514,11 +515,13 @@ def caller_session(state, sender):
 def ReuseSession(self, user, options, sender=None):
     state = self.tessera
     state.check_fail('ReuseSession')
-    _options(options, ('service', 'max_age'))
+    _options(options, ('service', 'max_age', 'allow_remote'))
     max_age = None
     for key, value in options.items():
         if key == 'service':
             _string(key, value)
+        elif key == 'allow_remote':
+            _bool(key, value)
         else:
             max_age = _u32(key, value)
     name = state.user_of(user, sender)

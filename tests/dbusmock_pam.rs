@@ -160,6 +160,17 @@ fn reuse_needs_a_token_of_the_callers_own_login_session() {
     assert!(mock.calls("StartAuthentication").is_empty());
     let reused = mock.calls("ReuseSession");
     assert!(reused.iter().all(|c| c[0] == "root"), "{reused:?}");
+    // With allow_remote the module passes it on, and the template takes it.
+    let lax = reuse_service("max_age=5m allow_remote");
+    assert_ok(
+        &pamtester(&mock, &lax, &["authenticate"], "", &c7, &[]),
+        &mock,
+    );
+    let passed = mock.calls("ReuseSession");
+    assert!(
+        passed.last().is_some_and(|c| c[1].contains("allow_remote")),
+        "{passed:?}"
+    );
     // Reuse off for the service (the daemon's AccessDenied): a failure, not a pass.
     let () = mock.mock(
         "FailNext",

@@ -112,8 +112,9 @@ pub trait Manager {
     /// Verify once: the claims of a live token bound to the caller's own logind session (found
     /// by the caller's pid through logind, never by anything the caller says) for `user`, if it
     /// meets the options: "service" (s, the PAM service, for `[pam.services.NAME]`), "max_age" (u
-    /// seconds since the device authentication; the stricter of this and the policy's applies).
-    /// Root or `user` itself only. NoLoginSession when nothing fits.
+    /// seconds since the device authentication; the stricter of this and the policy's applies),
+    /// "allow_remote" (b, the PAM module's option: without it a session logind calls Remote is
+    /// refused with AccessDenied). Root or `user` itself only. NoLoginSession when nothing fits.
     fn reuse_session(
         &self,
         user: &str,
