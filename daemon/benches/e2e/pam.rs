@@ -285,7 +285,11 @@ impl Runner<'_> {
         if program != self.pamtester {
             cmd.arg(self.pamtester);
         }
-        cmd.env("DBUS_SYSTEM_BUS_ADDRESS", self.address)
+        // `cargo bench` puts its build directories in LD_LIBRARY_PATH (for aws-lc-sys), and
+        // pamtester would inherit them: the loader would then search some 30 directories for
+        // every library pamtester, libpam and the module load, a cost no real sudo or login pays.
+        cmd.env_remove("LD_LIBRARY_PATH")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", self.address)
             .args([service, USER, "authenticate"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
