@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::pam::{pamtester, PamService};
 use common::stack::{Stack, BUS_NAME, DEVICE_PATH, PIN, WAIT};
+use common::system_stack::{stock_system_config, Activation};
 use common::{run, stderr, stdout, wait_until, Child, TestDir};
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::Signal;
@@ -940,8 +941,6 @@ struct SystemBus {
 
 impl SystemBus {
     fn start(dir: &Path) -> SystemBus {
-        let stock = fs::read_to_string("/usr/share/dbus-1/system.conf")
-            .expect("/usr/share/dbus-1/system.conf (package dbus)");
         let socket = dir.join("system_bus_socket");
         let services = dir.join("system-services");
         fs::create_dir(&services).unwrap();
@@ -951,42 +950,21 @@ impl SystemBus {
             services.join(&activation),
         )
         .unwrap();
-        let mut conf = String::new();
-        for line in stock.lines() {
-            let t = line.trim();
-            if t.starts_with("<user>")
-                || t == "<fork/>"
-                || t.starts_with("<pidfile>")
-                || t == "<syslog/>"
-                || t.starts_with("<servicehelper>")
-            {
-                continue;
-            }
-            // Activation: of the installed files only Tessera's (a symbolic link to it). The
-            // others, logind's among them, would be started for real or fail to start, and a
-            // name that fails to start answers differently from one that is not there.
-            if t == "<standard_system_servicedirs/>" {
-                conf.push_str(&format!(
-                    "  <servicedir>{}</servicedir>\n",
-                    services.display()
-                ));
-                continue;
-            }
-            // Relative to the stock file's directory, not to this copy's.
-            if t == "<includedir>system.d</includedir>" {
-                conf.push_str("  <includedir>/usr/share/dbus-1/system.d</includedir>\n");
-                continue;
-            }
-            if t.starts_with("<listen>") {
-                conf.push_str(&format!(
-                    "  <listen>unix:path={}</listen>\n",
-                    socket.display()
-                ));
-                continue;
-            }
-            conf.push_str(line);
-            conf.push('\n');
-        }
+        // The installed policy files (the package's among them), and as activatable services
+        // only Tessera's installed file (a symbolic link to it). The others, logind's among
+        // them, would be started for real or fail to start, and a name that fails to start
+        // answers differently from one that is not there.
+        let installed = dir.join("installed.conf");
+        fs::write(
+            &installed,
+            format!(
+                "<busconfig>\n  <servicedir>{}</servicedir>\n  \
+                 <includedir>/usr/share/dbus-1/system.d</includedir>\n</busconfig>\n",
+                services.display()
+            ),
+        )
+        .unwrap();
+        let conf = stock_system_config(&socket, &[&installed], Activation::None);
         let path = dir.join("system.conf");
         fs::write(&path, conf).unwrap();
         let mut child = Child::spawn(
