@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::pam::{pamtester, PamService};
 use common::stack::{Stack, BUS_NAME, PIN};
 use common::system_stack::{shipped_policy, stock_system_config, Activation};
-use common::{bin, run, stdout, Bus};
+use common::{ask_bus, bin, stdout, Bus};
 
 const PAM_WAIT: Duration = Duration::from_secs(60);
 
@@ -55,19 +55,7 @@ impl Drop for Activated {
 
 /// The pid of the connection owning `name` (asked with dbus-send), if any.
 fn owner_pid(address: &str, name: &str) -> Option<u32> {
-    let out = run(
-        std::process::Command::new("dbus-send")
-            .arg(format!("--bus={address}"))
-            .args([
-                "--print-reply",
-                "--dest=org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus.GetConnectionUnixProcessID",
-            ])
-            .arg(format!("string:{name}")),
-        b"",
-        Duration::from_secs(10),
-    );
+    let out = ask_bus(address, "GetConnectionUnixProcessID", name);
     stdout(&out)
         .split_whitespace()
         .skip_while(|w| *w != "uint32")

@@ -176,20 +176,7 @@ impl World {
 
     /// Whether `name` has an owner on this bus (asked with dbus-send, not our code).
     fn has_owner(&self, name: &str) -> bool {
-        let out = run(
-            Command::new("dbus-send")
-                .arg(format!("--bus={}", self.address))
-                .args([
-                    "--print-reply",
-                    "--dest=org.freedesktop.DBus",
-                    "/org/freedesktop/DBus",
-                    "org.freedesktop.DBus.NameHasOwner",
-                ])
-                .arg(format!("string:{name}")),
-            b"",
-            Duration::from_secs(10),
-        );
-        out.status.success() && stdout(&out).contains("boolean true")
+        common::has_owner(&self.address, name)
     }
 
     /// `tessera --bus <bus> <args>` as `user` (runuser: no groups beyond the user's own).

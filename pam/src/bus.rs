@@ -97,8 +97,8 @@ async fn start_daemon(dbus: &DBusProxy<'_>) -> Result<(), Failure> {
 }
 
 /// The daemon: a Manager proxy addressed to the unique name that owns `org.tessera.Tessera1` (once
-/// started by bus activation if no one owns it), after checking that its owner runs as uid 0. Calls go to that unique name, so a name changing
-/// hands after the check cannot redirect them.
+/// started by bus activation if no one owns it), after checking that its owner runs as uid 0.
+/// Calls go to that unique name, so a name changing hands after the check cannot redirect them.
 pub async fn daemon(
     conn: &Connection,
 ) -> Result<(ManagerProxy<'static>, OwnedUniqueName), Failure> {

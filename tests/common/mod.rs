@@ -444,20 +444,7 @@ impl Bus {
 
     /// Whether some connection owns `name` (asked with `dbus-send`, not our own D-Bus code).
     pub fn has_owner(&self, name: &str) -> bool {
-        let out = run(
-            Command::new("dbus-send")
-                .arg(format!("--bus={}", self.address))
-                .args([
-                    "--print-reply",
-                    "--dest=org.freedesktop.DBus",
-                    "/org/freedesktop/DBus",
-                    "org.freedesktop.DBus.NameHasOwner",
-                ])
-                .arg(format!("string:{name}")),
-            b"",
-            Duration::from_secs(10),
-        );
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("boolean true")
+        has_owner(&self.address, name)
     }
 
     /// Waits until `name` is owned (e.g. `org.tessera.Tessera1` once tesserad is up); panics otherwise.
@@ -886,4 +873,28 @@ fn sbin_tool(name: &str) -> PathBuf {
     } else {
         PathBuf::from(OsStr::new(name))
     }
+}
+
+/// `dbus-send --print-reply` of the bus's own `org.freedesktop.DBus.<method>(string:<name>)` on
+/// `address` (asked with dbus-send, not our own D-Bus code).
+pub fn ask_bus(address: &str, method: &str, name: &str) -> Output {
+    run(
+        Command::new("dbus-send")
+            .arg(format!("--bus={address}"))
+            .args([
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+            ])
+            .arg(format!("org.freedesktop.DBus.{method}"))
+            .arg(format!("string:{name}")),
+        b"",
+        Duration::from_secs(10),
+    )
+}
+
+/// Whether some connection owns `name` on the bus at `address`.
+pub fn has_owner(address: &str, name: &str) -> bool {
+    let out = ask_bus(address, "NameHasOwner", name);
+    out.status.success() && String::from_utf8_lossy(&out.stdout).contains("boolean true")
 }
